@@ -1,0 +1,3 @@
+from m3bng.cli import main
+
+main()

@@ -1,0 +1,43 @@
+"""create_app(settings): the one place where routes, store and workers are wired together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from m3bng import __version__
+from m3bng.api import health, webhooks
+from m3bng.api.errors import install_error_handlers
+from m3bng.config import Settings
+from m3bng.inbox.flows import FlowRegistry
+from m3bng.runtime import Runtime
+
+
+def create_app(
+    settings: Settings, *, registry: FlowRegistry | None = None, run_workers: bool | None = None
+) -> FastAPI:
+    """Build the ASGI app. Nothing touches the database until the lifespan starts."""
+    runtime = Runtime.build(settings, registry)
+    with_workers = settings.run_workers if run_workers is None else run_workers
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start(workers=with_workers)
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="m3bng",
+        version=__version__,
+        description="Integration service between Infor M3 and BNG.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.include_router(webhooks.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,148 @@
+"""The one Settings class.
+
+Every setting is read from the environment (prefix ``M3BNG_``) or a ``.env`` file and is listed,
+with a comment, in ``.env.example``. Components receive the values they need from an explicit
+``Settings`` instance; nothing reads the environment anywhere else, so tests build settings
+directly and never leak state between each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./m3bng.db"
+
+# Delays in seconds before attempt 2, 3, ... : 8 attempts spread over ~25.6 hours, so an M3 or BNG
+# outage of a full working day still ends in success rather than a dead letter.
+DEFAULT_RETRY_SCHEDULE = (60.0, 300.0, 1800.0, 3600.0, 14400.0, 28800.0, 43200.0)
+
+
+class SettingsError(Exception):
+    """Raised with a message naming the offending ``M3BNG_*`` variable(s)."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="M3BNG_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- store -------------------------------------------------------------------------------
+    database_url: str = DEFAULT_SQLITE_URL
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=20, ge=0, le=500)
+    db_connect_timeout: float = Field(default=10.0, gt=0)
+    migrate_on_start: bool | None = None  # None: migrate only in sandbox mode
+
+    # --- HTTP --------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    # --- workers -----------------------------------------------------------------------------
+    run_workers: bool = True
+    worker_concurrency: int = Field(default=8, ge=1, le=1024)
+    worker_poll_interval: float = Field(default=0.5, gt=0, le=60)
+    lease_seconds: float = Field(default=60.0, ge=1)
+    retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE)
+    )
+    retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    flow_plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- connectors (used by the M3 and BNG connectors; absent = sandbox simulators) ---------
+    ionapi_file: Path | None = None
+    bng_base_url: str | None = None
+
+    # --- logging -----------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("flow_plugins", mode="before")
+    @classmethod
+    def _parse_plugins(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _check_schedule(cls, value: list[float]) -> list[float]:
+        if any(delay <= 0 for delay in value):
+            raise ValueError("every delay must be a positive number of seconds")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// "
+                "(the store is async; plain sqlite:// or postgresql:// drivers are not supported)"
+            )
+        return value
+
+    @field_validator("ionapi_file")
+    @classmethod
+    def _check_ionapi(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {str(value)!r} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _check_lease(self) -> Settings:
+        if self.worker_poll_interval >= self.lease_seconds:
+            raise ValueError("M3BNG_WORKER_POLL_INTERVAL must be shorter than M3BNG_LEASE_SECONDS")
+        return self
+
+    @property
+    def sandbox(self) -> bool:
+        """Sandbox mode: no real M3 and no real BNG configured, so the simulators stand in."""
+        return self.ionapi_file is None and self.bng_base_url is None
+
+    @property
+    def should_migrate_on_start(self) -> bool:
+        return self.sandbox if self.migrate_on_start is None else self.migrate_on_start
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.retry_schedule) + 1
+
+
+_SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "KEY")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's error into one that names each ``M3BNG_*`` variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = [str(part) for part in err["loc"] if not isinstance(part, int)]
+            name = "M3BNG_" + loc[0].upper() if loc else "settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            shown = "***" if any(word in name for word in _SECRET_WORDS) else repr(err.get("input"))
+            lines.append(f"invalid setting {name}: {msg} (got {shown})")
+        raise SettingsError("\n".join(lines)) from None

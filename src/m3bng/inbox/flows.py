@@ -1,0 +1,130 @@
+"""What a flow is: an async function of a FlowContext, registered for an event type.
+
+The context gives a flow the two things that make it safe to run more than once:
+``ctx.step(...)`` records each outbound call (request, response, duration, outcome) before the
+flow moves on, and ``ctx.checkpoint(...)`` persists keys obtained from completed steps (a
+temporary ORNO, a new CUNO) so that a retry or replay resumes instead of starting over.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from m3bng.errors import M3bngError, ProcessingError
+from m3bng.store import queries
+from m3bng.store.models import StepStatus
+from m3bng.store.queries import ClaimedEvent, utcnow
+
+T = TypeVar("T")
+Flow = Callable[["FlowContext"], Awaitable[None]]
+
+
+class LeaseLost(M3bngError):
+    """This worker no longer owns the event: another worker took it over after the lease ran out."""
+
+
+@dataclass
+class FlowContext:
+    event: ClaimedEvent
+    owner: str
+    sessions: async_sessionmaker[AsyncSession]
+    last_failed_step_id: int | None = field(default=None, init=False)
+
+    @property
+    def payload(self) -> Any:
+        return self.event.payload
+
+    @property
+    def checkpoints(self) -> dict[str, Any]:
+        return self.event.checkpoint
+
+    async def checkpoint(self, key: str, value: Any) -> None:
+        """Persist a key obtained by a completed step, fenced by this worker's lease."""
+        self.event.checkpoint[key] = value
+        async with self.sessions.begin() as session:
+            if not await queries.save_checkpoint(session, self.event.id, self.owner, self.event.checkpoint):
+                raise LeaseLost(f"event {self.event.id}: lease lost before checkpoint {key!r}")
+
+    async def step(
+        self,
+        name: str,
+        *,
+        target: str,
+        operation: str,
+        request: Any,
+        call: Callable[[], Awaitable[T]],
+        describe: Callable[[T], Any] | None = None,
+    ) -> T:
+        """Run one outbound call and record it as a step, whatever its outcome."""
+        started = utcnow()
+        t0 = time.perf_counter()
+        status, response, error_class, error = StepStatus.OK.value, None, None, None
+        try:
+            result = await call()
+            response = describe(result) if describe else result
+            return result
+        except ProcessingError as exc:
+            status, error_class, error = StepStatus.FAILED.value, exc.error_class, str(exc)
+            raise
+        except Exception as exc:
+            status, error_class, error = StepStatus.FAILED.value, "internal", repr(exc)
+            raise
+        finally:
+            step_id = await self._record(
+                name=name,
+                target=target,
+                operation=operation,
+                request=request,
+                response=response if _jsonable(response) else repr(response),
+                status=status,
+                error_class=error_class,
+                error=error,
+                duration_ms=(time.perf_counter() - t0) * 1000,
+                started_at=started,
+            )
+            if status != StepStatus.OK.value:
+                self.last_failed_step_id = step_id
+
+    async def _record(self, **values: Any) -> int:
+        async with self.sessions.begin() as session:
+            return await queries.record_step(
+                session, event_id=self.event.id, attempt=self.event.attempts, **values
+            )
+
+
+def _jsonable(value: Any) -> bool:
+    return value is None or isinstance(value, (dict, list, str, int, float, bool))
+
+
+class FlowRegistry:
+    """Event type → flow. A flow may be registered for one source or for any source."""
+
+    def __init__(self) -> None:
+        self._flows: dict[tuple[str | None, str], Flow] = {}
+
+    def register(self, event_type: str, flow: Flow, *, source: str | None = None) -> None:
+        key = (source, event_type)
+        if key in self._flows:
+            raise ValueError(f"a flow is already registered for {event_type!r} (source {source!r})")
+        self._flows[key] = flow
+
+    def flow(self, event_type: str, *, source: str | None = None) -> Callable[[Flow], Flow]:
+        def decorator(fn: Flow) -> Flow:
+            self.register(event_type, fn, source=source)
+            return fn
+
+        return decorator
+
+    def get(self, source: str, event_type: str) -> Flow | None:
+        return self._flows.get((source, event_type)) or self._flows.get((None, event_type))
+
+    def __iter__(self) -> Iterator[tuple[str | None, str]]:
+        return iter(self._flows)
+
+    def __len__(self) -> int:
+        return len(self._flows)

@@ -1,0 +1,254 @@
+"""Workers: claim due events under a lease, run their flow, record the outcome.
+
+Durable retries live in the events table (``next_attempt_at``), never in a sleeping coroutine:
+a worker can die at any instant and the schedule survives it. Leases are renewed by a heartbeat
+while a flow runs; a worker that dies stops renewing, its lease expires, and the claim query
+hands the event to whichever worker asks next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from m3bng.config import Settings
+from m3bng.errors import PermanentError, ProcessingError, TargetUnavailable
+from m3bng.inbox.flows import FlowContext, FlowRegistry, LeaseLost
+from m3bng.inbox.retry import RetryPolicy
+from m3bng.store import queries
+from m3bng.store.queries import ClaimedEvent
+
+log = structlog.get_logger(__name__)
+
+MAX_ERROR_CHARS = 4000
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    """One worker: up to ``concurrency`` events in flight, each under its own lease."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        registry: FlowRegistry,
+        *,
+        worker_id: str | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.registry = registry
+        self.worker_id = worker_id or new_worker_id()
+        self.policy = policy or RetryPolicy(settings.retry_schedule, settings.retry_jitter)
+        self.wakeup = asyncio.Event()
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._stopping = False
+
+    # -- main loop --------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("worker.started", worker_id=self.worker_id, concurrency=self.settings.worker_concurrency)
+        heartbeat = asyncio.create_task(self._heartbeat(), name="lease-heartbeat")
+        try:
+            while not stop.is_set():
+                claimed = await self._claim_free_slots()
+                if claimed and len(self._inflight) < self.settings.worker_concurrency:
+                    continue  # there may be more due work: ask again at once
+                await self._wait(stop)
+        finally:
+            self._stopping = True
+            await self._drain()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            log.info("worker.stopped", worker_id=self.worker_id)
+
+    async def run_until_idle(self, timeout: float = 30.0) -> None:
+        """Process everything that is due now, then return (tests, `m3bng worker --once`)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                claimed = await self._claim_free_slots()
+                if not claimed and not self._inflight:
+                    return
+                if self._inflight:
+                    await asyncio.wait(list(self._inflight.values()), return_when=asyncio.FIRST_COMPLETED)
+
+    async def _claim_free_slots(self) -> int:
+        free = self.settings.worker_concurrency - len(self._inflight)
+        if free <= 0:
+            return 0
+        try:
+            async with self.sessions.begin() as session:
+                events = await queries.claim_due_events(
+                    session, self.worker_id, free, self.settings.lease_seconds
+                )
+        except Exception as exc:  # database restarting, network blip: keep the worker alive
+            log.warning("worker.claim_failed", error=repr(exc)[:MAX_ERROR_CHARS])
+            await asyncio.sleep(min(self.settings.worker_poll_interval * 4, 5.0))
+            return 0
+        for event in events:
+            task = asyncio.create_task(self._process(event), name=f"event-{event.id}")
+            self._inflight[event.id] = task
+            task.add_done_callback(self._task_done(event.id))
+        return len(events)
+
+    def _task_done(self, event_id: int) -> Callable[[asyncio.Task[None]], None]:
+        def done(_task: asyncio.Task[None]) -> None:
+            self._inflight.pop(event_id, None)
+            self.wakeup.set()
+
+        return done
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        self.wakeup.clear()
+        waiters = [asyncio.create_task(self.wakeup.wait()), asyncio.create_task(stop.wait())]
+        try:
+            await asyncio.wait(
+                waiters, timeout=self.settings.worker_poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _heartbeat(self) -> None:
+        interval = max(self.settings.lease_seconds / 3, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self._inflight)
+            if not ids:
+                continue
+            try:
+                async with self.sessions.begin() as session:
+                    held = await queries.renew_leases(
+                        session, self.worker_id, ids, self.settings.lease_seconds
+                    )
+            except Exception as exc:
+                log.warning("worker.heartbeat_failed", error=repr(exc)[:MAX_ERROR_CHARS])
+                continue
+            for lost in set(ids) - held:
+                if lost in self._inflight:
+                    log.warning("worker.lease_lost", event_id=lost)
+
+    async def _drain(self) -> None:
+        """Graceful shutdown: let in-flight events finish, then hand back the leases of the rest."""
+        if not self._inflight:
+            return
+        log.info("worker.draining", inflight=len(self._inflight))
+        _done, pending = await asyncio.wait(
+            list(self._inflight.values()), timeout=self.settings.shutdown_grace_seconds
+        )
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    # -- one event --------------------------------------------------------------------------------
+
+    async def _process(self, event: ClaimedEvent) -> None:
+        structlog.contextvars.bind_contextvars(
+            correlation_id=event.correlation_id, event_id=event.id, event_type=event.event_type
+        )
+        flow = self.registry.get(event.source, event.event_type)
+        ctx = FlowContext(event=event, owner=self.worker_id, sessions=self.sessions)
+        try:
+            if flow is None:
+                await self._dead(
+                    ctx,
+                    "no_flow",
+                    PermanentError(f"no flow handles {event.source} event type {event.event_type!r}"),
+                )
+                return
+            log.info("event.processing", attempt=event.attempts)
+            await flow(ctx)
+        except asyncio.CancelledError:
+            await self._finish(
+                queries.reschedule, event, delay_seconds=0, error_class=None, error=None, refund_attempt=True
+            )
+            log.info("event.released", reason="shutdown")
+            raise
+        except LeaseLost:
+            log.warning("event.lease_lost")
+        except PermanentError as exc:
+            await self._dead(ctx, "permanent_error", exc)
+        except TargetUnavailable as exc:
+            await self._finish(
+                queries.reschedule,
+                event,
+                delay_seconds=exc.retry_after or 30.0,
+                error_class=exc.error_class,
+                error=str(exc)[:MAX_ERROR_CHARS],
+                refund_attempt=True,
+            )
+            log.info("event.waiting_for_target", target=exc.target, retry_after=exc.retry_after)
+        except Exception as exc:
+            await self._retry_or_dead(ctx, exc)
+        else:
+            if await self._finish(queries.mark_done, event):
+                log.info("event.done", attempts=event.attempts)
+        finally:
+            structlog.contextvars.unbind_contextvars("correlation_id", "event_id", "event_type")
+
+    async def _retry_or_dead(self, ctx: FlowContext, exc: Exception) -> None:
+        error_class = exc.error_class if isinstance(exc, ProcessingError) else "internal"
+        retry_after = exc.retry_after if isinstance(exc, ProcessingError) else None
+        delay = self.policy.next_delay(ctx.event.attempts, retry_after)
+        if delay is None:
+            await self._dead(ctx, "retries_exhausted", exc)
+            return
+        message = _describe(exc)
+        await self._finish(
+            queries.reschedule, ctx.event, delay_seconds=delay, error_class=error_class, error=message
+        )
+        log.warning(
+            "event.retry_scheduled",
+            attempt=ctx.event.attempts,
+            delay_seconds=round(delay, 3),
+            error_class=error_class,
+            error=message,
+        )
+
+    async def _dead(self, ctx: FlowContext, reason: str, exc: Exception) -> None:
+        error_class = exc.error_class if isinstance(exc, ProcessingError) else "internal"
+        message = _describe(exc)
+        if await self._finish(
+            queries.dead_letter,
+            ctx.event,
+            reason=reason,
+            error_class=error_class,
+            error=message,
+            failed_step_id=ctx.last_failed_step_id,
+        ):
+            log.error("event.dead_lettered", reason=reason, error_class=error_class, error=message)
+
+    async def _finish(self, write: Any, event: ClaimedEvent, **kwargs: Any) -> bool:
+        """Record an outcome, fenced by the lease. A few quick retries ride out a database blip;
+        if the store stays unreachable the lease expires and the event runs again later."""
+        for attempt in range(5):
+            try:
+                async with self.sessions.begin() as session:
+                    written: bool = await write(session, event.id, self.worker_id, **kwargs)
+            except Exception as exc:
+                log.warning("event.outcome_write_failed", attempt=attempt + 1, error=repr(exc)[:500])
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            if not written:
+                log.warning("event.lease_lost", outcome=write.__name__)
+            return written
+        return False
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc) if isinstance(exc, ProcessingError) else f"{type(exc).__name__}: {exc}"
+    return text[:MAX_ERROR_CHARS]

@@ -1,0 +1,213 @@
+"""Tables of the store.
+
+The same schema runs on SQLite (the default file store and the sandbox) and PostgreSQL
+(production). Types are chosen so that both behave alike: timestamps are stored as naive UTC and
+handed back timezone-aware, JSON is JSONB on PostgreSQL and JSON text on SQLite.
+
+Life cycle of an event (``events.status``)::
+
+    pending ──claim──▶ processing ──▶ done
+       ▲                   │ transient error / lease expired
+       └───────────────────┘
+                           │ permanent error / retries exhausted
+                           ▼
+                          dead ──replay──▶ pending          dead ──discard──▶ discarded
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC: SQLite has no time zones and mixing breaks comparisons."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use datetime.now(UTC)")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+# BigInteger primary keys do not autoincrement on SQLite; INTEGER PRIMARY KEY is its rowid.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class EventStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    DEAD = "dead"
+    DISCARDED = "discarded"
+
+
+# Statuses that still hold their place in a business key's queue (see store/queries.py).
+OPEN_STATUSES = (EventStatus.PENDING.value, EventStatus.PROCESSING.value)
+
+
+class StepStatus(enum.StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # sent, but no answer: the target may or may not have applied it
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Event(Base):
+    """One inbound event: a BNG webhook or an ION BOD, stored before it is acknowledged."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("source", "external_id"),
+        Index("ix_events_due", "status", "next_attempt_at"),
+        Index("ix_events_business_key_id", "business_key", "id"),
+        Index("ix_events_received_at", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(128))
+    business_key: Mapped[str | None] = mapped_column(String(255))
+    payload: Mapped[Any] = mapped_column(Json)
+    correlation_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=EventStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    error_class: Mapped[str | None] = mapped_column(String(32))
+    mapping_hash: Mapped[str | None] = mapped_column(String(64))
+    # Keys obtained by completed steps (temporary ORNO, CUNO, ...): a retry resumes from them.
+    checkpoint: Mapped[Any] = mapped_column(Json, default=dict)
+
+
+class Step(Base):
+    """One outbound call made while processing an event (M3 transaction, BNG request, ...)."""
+
+    __tablename__ = "steps"
+    __table_args__ = (Index("ix_steps_event_id_id", "event_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(128))  # the flow's step name, e.g. add_batch_head
+    target: Mapped[str] = mapped_column(String(32))  # m3, bng, ...
+    operation: Mapped[str] = mapped_column(String(255))  # OIS100MI/AddBatchHead, POST /orders/1
+    request: Mapped[Any] = mapped_column(Json, nullable=True)
+    response: Mapped[Any] = mapped_column(Json, nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error_class: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DeadLetter(Base):
+    """Why an event gave up: kept beside the event (which keeps its original payload)."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (Index("ix_dead_letters_event_id", "event_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(String(64))  # permanent_error, retries_exhausted, no_flow
+    error_class: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    failed_step_id: Mapped[int | None] = mapped_column(
+        ForeignKey("steps.id", ondelete="SET NULL"), nullable=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolution: Mapped[str | None] = mapped_column(String(32))  # replayed, discarded
+
+
+class Replay(Base):
+    """A request to run an event again (from the failed step or from the start)."""
+
+    __tablename__ = "replays"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    mode: Mapped[str] = mapped_column(String(32))  # from_failed_step, from_start
+    requested_by: Mapped[str] = mapped_column(String(128))
+    edited_payload: Mapped[Any] = mapped_column(Json, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    """Who changed what, when: every write made through the ops API or CLI."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(64))
+    target_id: Mapped[str] = mapped_column(String(255))
+    before: Mapped[Any] = mapped_column(Json, nullable=True)
+    after: Mapped[Any] = mapped_column(Json, nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class CrossReference(Base):
+    """The same business object's id on both sides: BNG id ⇄ M3 key (CUNO, ORNO, ITNO ...)."""
+
+    __tablename__ = "xrefs"
+    __table_args__ = (
+        UniqueConstraint("entity", "bng_id"),
+        UniqueConstraint("entity", "m3_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    entity: Mapped[str] = mapped_column(String(64))  # customer, order, item, supplier ...
+    bng_id: Mapped[str] = mapped_column(String(255))
+    m3_key: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,327 @@
+"""The queries that carry the delivery guarantees: dedup insert, claim, lease renewal, outcome.
+
+They are written out here, in one place, with why each is safe under concurrency.
+
+Every write made on behalf of a running event is *fenced* by ``lease_owner``: a worker whose
+lease has expired (it stalled, or was partitioned away) and whose event has been claimed by
+another worker finds that its update matches no row, and gives up instead of overwriting the
+newer outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from m3bng.store.models import (
+    DeadLetter,
+    Event,
+    EventStatus,
+    Step,
+    UTCDateTime,
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    source: str
+    external_id: str
+    event_type: str
+    payload: Any
+    business_key: str | None
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class ClaimedEvent:
+    id: int
+    source: str
+    external_id: str
+    event_type: str
+    business_key: str | None
+    payload: Any
+    correlation_id: str
+    attempts: int
+    checkpoint: dict[str, Any]
+    received_at: datetime
+
+
+async def insert_event_once(session: AsyncSession, new: NewEvent) -> tuple[int, bool]:
+    """Store an inbound event unless (source, external_id) is already there.
+
+    Returns ``(event_id, created)``. ``INSERT … ON CONFLICT DO NOTHING`` makes the unique
+    constraint the arbiter: of many concurrent deliveries of one id exactly one inserts, the
+    others see no returned row and read the winner's id (which is committed by then, because the
+    conflicting insert waited on the winner's transaction before reporting the conflict).
+    """
+    now = utcnow()
+    values = {
+        "source": new.source,
+        "external_id": new.external_id,
+        "event_type": new.event_type,
+        "business_key": new.business_key,
+        "payload": new.payload,
+        "correlation_id": new.correlation_id,
+        "status": EventStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "received_at": now,
+        "updated_at": now,
+        "checkpoint": {},
+    }
+    dialect = session.get_bind().dialect.name
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Event)
+    stmt = ins.values(**values).on_conflict_do_nothing(index_elements=["source", "external_id"])
+    event_id = (await session.execute(stmt.returning(Event.id))).scalar_one_or_none()
+    if event_id is not None:
+        return event_id, True
+    existing = await session.execute(
+        select(Event.id).where(Event.source == new.source, Event.external_id == new.external_id)
+    )
+    return existing.scalar_one(), False
+
+
+# Claim: pick due events and lease them in one statement.
+#
+# * An event is due when it is pending and its next attempt time has come, or when it is
+#   processing under a lease that has expired (its worker died: the event is re-claimed
+#   automatically, no cleanup job needed).
+# * Per-key ordering: an event is skipped while an older event (lower id) with the same
+#   business key is still open (pending or processing). Events without a key never wait.
+#   Dead and done events do not block their key.
+# * PostgreSQL: FOR UPDATE SKIP LOCKED lets concurrent workers pass over rows another claim is
+#   locking, so two workers never lease the same row; a row that changed after this
+#   statement's snapshot is re-checked against the WHERE clause once it is locked.
+# * SQLite: the engine opens every transaction with BEGIN IMMEDIATE (store/db.py), so a claim
+#   holds the database's write lock from its first read; claims are serialised, across
+#   processes too.
+_CLAIM_SQL = """
+UPDATE events
+SET status = 'processing',
+    lease_owner = :owner,
+    lease_expires_at = :lease_expires_at,
+    attempts = attempts + 1,
+    updated_at = :now
+WHERE id IN (
+    SELECT e.id FROM events AS e
+    WHERE ((e.status = 'pending' AND e.next_attempt_at <= :now)
+        OR (e.status = 'processing' AND e.lease_expires_at <= :now))
+      AND NOT EXISTS (
+        SELECT 1 FROM events AS prior
+        WHERE prior.business_key = e.business_key
+          AND prior.id < e.id
+          AND prior.status IN ('pending', 'processing'))
+    ORDER BY e.next_attempt_at, e.id
+    LIMIT :limit
+    {lock}
+)
+RETURNING id, source, external_id, event_type, business_key, payload, correlation_id,
+          attempts, checkpoint, received_at
+"""
+
+_CLAIM_COLUMNS = (
+    Event.id,
+    Event.source,
+    Event.external_id,
+    Event.event_type,
+    Event.business_key,
+    Event.payload,
+    Event.correlation_id,
+    Event.attempts,
+    Event.checkpoint,
+    Event.received_at,
+)
+
+
+def _claim_statement(dialect: str) -> Any:
+    lock = "FOR UPDATE OF e SKIP LOCKED" if dialect == "postgresql" else ""
+    return (
+        text(_CLAIM_SQL.format(lock=lock))
+        .bindparams(
+            bindparam("now", type_=UTCDateTime()),
+            bindparam("lease_expires_at", type_=UTCDateTime()),
+        )
+        .columns(*_CLAIM_COLUMNS)
+    )
+
+
+async def claim_due_events(
+    session: AsyncSession, owner: str, limit: int, lease_seconds: float
+) -> list[ClaimedEvent]:
+    now = utcnow()
+    stmt = _claim_statement(session.get_bind().dialect.name)
+    result = await session.execute(
+        stmt,
+        {
+            "owner": owner,
+            "now": now,
+            "lease_expires_at": now + timedelta(seconds=lease_seconds),
+            "limit": limit,
+        },
+    )
+    claimed = [
+        ClaimedEvent(
+            id=row.id,
+            source=row.source,
+            external_id=row.external_id,
+            event_type=row.event_type,
+            business_key=row.business_key,
+            payload=row.payload,
+            correlation_id=row.correlation_id,
+            attempts=row.attempts,
+            checkpoint=dict(row.checkpoint or {}),
+            received_at=row.received_at,
+        )
+        for row in result
+    ]
+    claimed.sort(key=lambda ev: ev.id)
+    return claimed
+
+
+async def renew_leases(
+    session: AsyncSession, owner: str, event_ids: Sequence[int], lease_seconds: float
+) -> set[int]:
+    """Extend the leases this worker still holds; returns the ids it still owns."""
+    if not event_ids:
+        return set()
+    result = await session.execute(
+        update(Event)
+        .where(
+            Event.id.in_(list(event_ids)),
+            Event.lease_owner == owner,
+            Event.status == EventStatus.PROCESSING.value,
+        )
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .returning(Event.id)
+    )
+    return set(result.scalars())
+
+
+def _fenced(event_id: int, owner: str) -> Any:
+    return update(Event).where(
+        Event.id == event_id,
+        Event.lease_owner == owner,
+        Event.status == EventStatus.PROCESSING.value,
+    )
+
+
+async def mark_done(session: AsyncSession, event_id: int, owner: str) -> bool:
+    now = utcnow()
+    result = await session.execute(
+        _fenced(event_id, owner)
+        .values(
+            status=EventStatus.DONE.value,
+            lease_owner=None,
+            lease_expires_at=None,
+            finished_at=now,
+            updated_at=now,
+            last_error=None,
+            error_class=None,
+        )
+        .returning(Event.id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+async def reschedule(
+    session: AsyncSession,
+    event_id: int,
+    owner: str,
+    *,
+    delay_seconds: float,
+    error_class: str | None,
+    error: str | None,
+    refund_attempt: bool = False,
+) -> bool:
+    """Put a leased event back in line for a later attempt.
+
+    ``refund_attempt`` gives back the attempt taken by the claim: used when the target was
+    unavailable (nothing was tried) or the worker is shutting down.
+    """
+    now = utcnow()
+    values: dict[str, Any] = {
+        "status": EventStatus.PENDING.value,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "next_attempt_at": now + timedelta(seconds=delay_seconds),
+        "updated_at": now,
+    }
+    if error_class is not None:
+        values["error_class"] = error_class
+        values["last_error"] = error
+    if refund_attempt:
+        values["attempts"] = (
+            func.max(Event.attempts - 1, 0) if _is_sqlite(session) else func.greatest(Event.attempts - 1, 0)
+        )
+    result = await session.execute(_fenced(event_id, owner).values(**values).returning(Event.id))
+    return result.scalar_one_or_none() is not None
+
+
+def _is_sqlite(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "sqlite"
+
+
+async def dead_letter(
+    session: AsyncSession,
+    event_id: int,
+    owner: str,
+    *,
+    reason: str,
+    error_class: str | None,
+    error: str | None,
+    failed_step_id: int | None,
+) -> bool:
+    """Move a leased event to the dead letters; the event row keeps its original payload."""
+    now = utcnow()
+    result = await session.execute(
+        _fenced(event_id, owner)
+        .values(
+            status=EventStatus.DEAD.value,
+            lease_owner=None,
+            lease_expires_at=None,
+            finished_at=now,
+            updated_at=now,
+            error_class=error_class,
+            last_error=error,
+        )
+        .returning(Event.attempts)
+    )
+    attempts = result.scalar_one_or_none()
+    if attempts is None:
+        return False
+    await session.execute(
+        insert(DeadLetter).values(
+            event_id=event_id,
+            reason=reason,
+            error_class=error_class,
+            error=error,
+            failed_step_id=failed_step_id,
+            attempts=attempts,
+            created_at=now,
+        )
+    )
+    return True
+
+
+async def save_checkpoint(
+    session: AsyncSession, event_id: int, owner: str, checkpoint: dict[str, Any]
+) -> bool:
+    result = await session.execute(
+        _fenced(event_id, owner).values(checkpoint=checkpoint, updated_at=utcnow()).returning(Event.id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+async def record_step(session: AsyncSession, **values: Any) -> int:
+    result = await session.execute(insert(Step).values(**values).returning(Step.id))
+    return int(result.scalar_one())
