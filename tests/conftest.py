@@ -1,0 +1,129 @@
+"""Shared fixtures: settings on SQLite and on a fresh PostgreSQL database, a live HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from m3bng.app import create_app
+from m3bng.config import Settings
+from m3bng.inbox.flows import FlowRegistry
+from m3bng.observability.logging import configure_logging
+from m3bng.store import migrate
+from m3bng.store.db import create_engine, session_factory
+from tests.support import postgres
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+configure_logging("WARNING", "console")
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+async def pg_template() -> AsyncIterator[str]:
+    await postgres.ensure_running()
+    name = postgres.unique_name("m3bng_tpl")
+    await postgres.create_database(name)
+    engine = create_engine(Settings(database_url=postgres.async_url(name)))
+    try:
+        await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+    yield name
+    await postgres.drop_database(name)
+
+
+@pytest.fixture(params=BACKENDS)
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_template: str) -> AsyncIterator[str]:
+    """A migrated, empty store: a new SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+        engine = create_engine(Settings(database_url=url))
+        await migrate.upgrade(engine)
+        await engine.dispose()
+        yield url
+        return
+    name = postgres.unique_name("m3bng_t")
+    await postgres.create_database(name, template=pg_template)
+    yield postgres.async_url(name)
+    await postgres.drop_database(name)
+
+
+@pytest.fixture
+def make_settings(db_url: str) -> Callable[..., Settings]:
+    """Settings for a test: fast polling, a compressed retry schedule, the test's own store."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": db_url,
+            "worker_poll_interval": 0.05,
+            "lease_seconds": 5,
+            "retry_schedule": [0.05, 0.05, 0.05],
+            "retry_jitter": 0.0,
+            "shutdown_grace_seconds": 2,
+            "migrate_on_start": False,
+            "log_level": "WARNING",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def sessions(db_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(Settings(database_url=db_url))
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """The real app behind uvicorn on a free loopback port, inside the test's event loop."""
+
+    def __init__(self, settings: Settings, registry: FlowRegistry | None, run_workers: bool) -> None:
+        self.app = create_app(settings, registry=registry, run_workers=run_workers)
+        self.port = free_port()
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LiveServer:
+        self._task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=10)
+
+
+@pytest.fixture
+def live_server() -> Callable[..., LiveServer]:
+    def make(settings: Settings, registry: FlowRegistry | None = None, run_workers: bool = False) -> LiveServer:
+        return LiveServer(settings, registry, run_workers)
+
+    return make

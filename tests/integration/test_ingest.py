@@ -1,0 +1,132 @@
+"""The acknowledgement rule: 2xx only after commit, duplicates change nothing, bad input stores nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from m3bng.config import Settings
+from m3bng.inbox.ingest import ingest_event
+from m3bng.store.models import Event
+from tests.conftest import LiveServer
+
+ORDER = {"type": "order.created", "timestamp": "2026-11-24T10:00:00Z", "data": {"OrderID": "SO-1001"}}
+
+
+async def count_events(sessions: async_sessionmaker[AsyncSession]) -> int:
+    async with sessions() as session:
+        return int((await session.execute(select(func.count()).select_from(Event))).scalar_one())
+
+
+def post(client: httpx.AsyncClient, body: Any, webhook_id: str | None = "msg_1", **headers: str) -> Any:
+    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    hdrs = {"content-type": "application/json", **headers}
+    if webhook_id is not None:
+        hdrs["webhook-id"] = webhook_id
+    return client.post("/webhooks/bng", content=content, headers=hdrs)
+
+
+async def test_ingest_function_stores_once(sessions: async_sessionmaker[AsyncSession]) -> None:
+    kwargs: dict[str, Any] = {
+        "source": "bng",
+        "external_id": "msg_x",
+        "event_type": "order.created",
+        "payload": ORDER,
+        "business_key": "order:SO-1001",
+    }
+    first = await ingest_event(sessions, **kwargs)
+    second = await ingest_event(sessions, **kwargs)
+    assert not first.duplicate and second.duplicate
+    assert first.event_id == second.event_id
+    assert await count_events(sessions) == 1
+
+
+async def test_concurrent_duplicates_store_one_event(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async def deliver() -> Any:
+        return await ingest_event(
+            sessions,
+            source="bng",
+            external_id="msg_same",
+            event_type="order.created",
+            payload=ORDER,
+            business_key="order:SO-1001",
+        )
+
+    results = await asyncio.gather(*(deliver() for _ in range(40)))
+    assert len({r.event_id for r in results}) == 1
+    assert sum(not r.duplicate for r in results) == 1
+    assert await count_events(sessions) == 1
+
+
+async def test_http_new_then_duplicate(
+    make_settings: Callable[..., Settings],
+    live_server: Callable[..., LiveServer],
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with live_server(make_settings()) as server, server.client() as client:
+        first = await post(client, ORDER, **{"x-correlation-id": "corr-42"})
+        assert first.status_code == 202, first.text
+        again = await post(client, ORDER)
+        assert again.status_code == 200
+        assert again.json()["duplicate"] is True
+        assert again.json()["event_id"] == first.json()["event_id"]
+        # Many concurrent deliveries of one id over HTTP: one row.
+        burst = await asyncio.gather(*(post(client, ORDER, webhook_id="msg_burst") for _ in range(30)))
+        assert sorted({r.status_code for r in burst}) in ([200, 202], [202])
+        assert sum(r.status_code == 202 for r in burst) == 1
+    assert await count_events(sessions) == 2
+    async with sessions() as session:
+        event = (await session.execute(select(Event).where(Event.external_id == "msg_1"))).scalar_one()
+    assert event.status == "pending"
+    assert event.business_key == "order:SO-1001"
+    assert event.payload == ORDER
+    assert event.correlation_id == "corr-42"
+
+
+async def test_http_bad_input_is_rejected_and_stores_nothing(
+    make_settings: Callable[..., Settings],
+    live_server: Callable[..., LiveServer],
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with live_server(make_settings(max_body_bytes=2048)) as server, server.client() as client:
+        cases: list[tuple[Any, dict[str, Any], int, str]] = [
+            (b'{"type": "order.created", "data": ', {}, 400, "not valid JSON"),
+            (b"\xff\xfe", {}, 400, "not valid JSON"),
+            ({"data": {}}, {}, 422, "type: Field required"),
+            ({"type": "order.created"}, {}, 422, "data: Field required"),
+            ({"type": "order.created", "data": []}, {}, 422, "data: Input should be a valid dictionary"),
+            ({"type": "not a type", "data": {}}, {}, 422, "type: String should match pattern"),
+            ([1, 2], {}, 422, "Input should be a valid dictionary"),
+            ({"type": "order.created", "data": {"x": "y" * 4096}}, {}, 413, "limit"),
+            (ORDER, {"webhook_id": None}, 400, "webhook-id is required"),
+            (ORDER, {"content-type": "text/plain"}, 415, "application/json"),
+        ]
+        for body, opts, status, message in cases:
+            webhook_id = opts.pop("webhook_id", "msg_bad")
+            response = await post(client, body, webhook_id=webhook_id, **opts)
+            assert response.status_code == status, (body, response.text)
+            assert message in response.json()["error"]["message"], response.text
+        # The same id, now valid, is accepted as new: nothing was stored for the bad attempts.
+        assert (await post(client, ORDER, webhook_id="msg_bad")).status_code == 202
+    assert await count_events(sessions) == 1
+
+
+async def test_ingest_fails_loudly_when_store_is_down(
+    make_settings: Callable[..., Settings], live_server: Callable[..., LiveServer]
+) -> None:
+    """No 2xx without a commit: a store that cannot be written answers 5xx, so BNG retries."""
+    settings = make_settings()
+    async with live_server(settings) as server, server.client() as client:
+        await server.app.state.runtime.engine.dispose()
+        broken = Settings(database_url="sqlite+aiosqlite:////nonexistent-dir/x.db")
+        from m3bng.store.db import create_engine, session_factory
+
+        server.app.state.runtime.sessions = session_factory(create_engine(broken))
+        response = await post(client, ORDER, webhook_id="msg_down")
+        assert response.status_code >= 500

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import inspect
+
+from m3bng.config import Settings
+from m3bng.store import migrate
+from m3bng.store.db import create_engine
+from tests.support import postgres
+
+TABLES = {"events", "steps", "dead_letters", "replays", "audit_log", "xrefs", "alembic_version"}
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_engine(Settings(database_url=url))
+    try:
+        async with engine.connect() as conn:
+            return set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+
+
+async def _up_down_up(url: str) -> None:
+    engine = create_engine(Settings(database_url=url))
+    try:
+        assert not await migrate.is_up_to_date(engine)
+        await migrate.upgrade(engine)
+        assert await migrate.is_up_to_date(engine)
+        assert await _tables(url) >= TABLES
+        await migrate.downgrade(engine, "base")
+        assert await _tables(url) == {"alembic_version"}
+        await migrate.upgrade(engine)
+        await migrate.upgrade(engine)  # a second upgrade is a no-op
+        assert await migrate.is_up_to_date(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_migrations_on_fresh_sqlite_file(tmp_path: Path) -> None:
+    await _up_down_up(f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}")
+
+
+async def test_migrations_on_fresh_postgresql() -> None:
+    await postgres.ensure_running()
+    name = postgres.unique_name("m3bng_mig")
+    await postgres.create_database(name)
+    try:
+        await _up_down_up(postgres.async_url(name))
+    finally:
+        await postgres.drop_database(name)

@@ -1,0 +1,276 @@
+"""Worker semantics on both stores: outcomes, retries, dead letters, ordering, leases, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from m3bng.config import Settings
+from m3bng.errors import PermanentError, TargetUnavailable, TransientError
+from m3bng.inbox.flows import FlowContext, FlowRegistry
+from m3bng.inbox.ingest import ingest_event
+from m3bng.inbox.worker import Worker
+from m3bng.store import queries
+from m3bng.store.models import DeadLetter, Event, Step
+from tests.support.flows import register as register_test_flows
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+async def add(sessions: Sessions, n: int, event_type: str = "test.record", key: str | None = None, **data: Any) -> int:
+    result = await ingest_event(
+        sessions,
+        source="bng",
+        external_id=f"msg_{n}",
+        event_type=event_type,
+        payload={"type": event_type, "data": {"n": n, **data}},
+        business_key=key,
+    )
+    return result.event_id
+
+
+async def event(sessions: Sessions, event_id: int) -> Event:
+    async with sessions() as session:
+        return (await session.execute(select(Event).where(Event.id == event_id))).scalar_one()
+
+
+async def rows(sessions: Sessions, model: Any) -> list[Any]:
+    async with sessions() as session:
+        return list((await session.execute(select(model))).scalars())
+
+
+def registry_with(event_type: str, flow: Callable[[FlowContext], Any]) -> FlowRegistry:
+    registry = FlowRegistry()
+    registry.register(event_type, flow)
+    return registry
+
+
+async def test_success_records_step_and_done(make_settings: Callable[..., Settings], sessions: Sessions) -> None:
+    registry = FlowRegistry()
+    register_test_flows(registry)
+    event_id = await add(sessions, 1)
+    await Worker(make_settings(), sessions, registry).run_until_idle()
+    ev = await event(sessions, event_id)
+    assert (ev.status, ev.attempts, ev.lease_owner) == ("done", 1, None)
+    assert ev.checkpoint == {"started": True}
+    [step] = await rows(sessions, Step)
+    assert (step.name, step.status, step.response, step.attempt) == ("effect", "ok", {"applied": 1}, 1)
+
+
+async def test_permanent_error_dead_letters_after_one_attempt(
+    make_settings: Callable[..., Settings], sessions: Sessions
+) -> None:
+    async def flow(ctx: FlowContext) -> None:
+        async def call() -> None:
+            raise PermanentError("CUNO 'X' does not exist")
+
+        await ctx.step("add_batch_head", target="m3", operation="OIS100MI/AddBatchHead", request={}, call=call)
+
+    event_id = await add(sessions, 1, "test.bad")
+    await Worker(make_settings(), sessions, registry_with("test.bad", flow)).run_until_idle()
+    ev = await event(sessions, event_id)
+    assert (ev.status, ev.attempts, ev.error_class) == ("dead", 1, "permanent")
+    [dead] = await rows(sessions, DeadLetter)
+    [step] = await rows(sessions, Step)
+    assert dead.reason == "permanent_error"
+    assert dead.failed_step_id == step.id
+    assert "does not exist" in (dead.error or "")
+    assert ev.payload["data"] == {"n": 1}  # the original payload is kept for replay
+
+
+async def test_transient_error_retries_on_schedule_then_dead_letters(
+    make_settings: Callable[..., Settings], sessions: Sessions
+) -> None:
+    seen: list[float] = []
+
+    async def flow(ctx: FlowContext) -> None:
+        seen.append(asyncio.get_running_loop().time())
+        raise TransientError("M3 answered 503")
+
+    settings = make_settings(retry_schedule=[0.2, 0.4])
+    event_id = await add(sessions, 1, "test.flaky")
+    await Worker(settings, sessions, registry_with("test.flaky", flow)).run_until_idle()
+    ev = await event(sessions, event_id)
+    assert ev.status == "pending" and ev.attempts == 1 and ev.error_class == "transient"
+    worker = Worker(settings, sessions, registry_with("test.flaky", flow))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    for _ in range(100):
+        if (await event(sessions, event_id)).status == "dead":
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    ev = await event(sessions, event_id)
+    assert (ev.status, ev.attempts) == ("dead", 3)
+    [dead] = await rows(sessions, DeadLetter)
+    assert dead.reason == "retries_exhausted" and dead.attempts == 3
+    gaps = [b - a for a, b in zip(seen, seen[1:], strict=False)]
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.4  # the schedule was honoured, not hammered
+
+
+async def test_transient_then_success(make_settings: Callable[..., Settings], sessions: Sessions) -> None:
+    calls = 0
+
+    async def flow(ctx: FlowContext) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("connection reset")  # unforeseen errors retry like transient ones
+
+    event_id = await add(sessions, 1, "test.once")
+    worker = Worker(make_settings(retry_schedule=[0.01]), sessions, registry_with("test.once", flow))
+    await worker.run_until_idle()
+    await asyncio.sleep(0.05)
+    await worker.run_until_idle()
+    ev = await event(sessions, event_id)
+    assert (ev.status, ev.attempts, calls) == ("done", 2, 2)
+
+
+async def test_target_unavailable_waits_without_using_attempts(
+    make_settings: Callable[..., Settings], sessions: Sessions
+) -> None:
+    async def flow(ctx: FlowContext) -> None:
+        raise TargetUnavailable("m3", "circuit open", retry_after=60)
+
+    event_id = await add(sessions, 1, "test.down")
+    worker = Worker(make_settings(retry_schedule=[0.01]), sessions, registry_with("test.down", flow))
+    await worker.run_until_idle()
+    ev = await event(sessions, event_id)
+    assert (ev.status, ev.attempts, ev.error_class) == ("pending", 0, "target_down")
+    assert (ev.next_attempt_at - ev.updated_at).total_seconds() >= 59
+    assert await rows(sessions, DeadLetter) == []
+
+
+async def test_unknown_event_type_is_dead_lettered(make_settings: Callable[..., Settings], sessions: Sessions) -> None:
+    event_id = await add(sessions, 1, "nobody.handles")
+    await Worker(make_settings(), sessions, FlowRegistry()).run_until_idle()
+    ev = await event(sessions, event_id)
+    assert ev.status == "dead"
+    [dead] = await rows(sessions, DeadLetter)
+    assert dead.reason == "no_flow" and "nobody.handles" in (dead.error or "")
+
+
+async def test_same_key_in_order_different_keys_in_parallel(
+    make_settings: Callable[..., Settings], sessions: Sessions
+) -> None:
+    applied: dict[str, list[int]] = defaultdict(list)
+    running: dict[str, int] = defaultdict(int)
+    overlap = {"max_total": 0, "max_per_key": 0}
+    total = 0
+
+    async def flow(ctx: FlowContext) -> None:
+        nonlocal total
+        key = ctx.event.business_key or ""
+        running[key] += 1
+        total += 1
+        overlap["max_total"] = max(overlap["max_total"], total)
+        overlap["max_per_key"] = max(overlap["max_per_key"], running[key])
+        await asyncio.sleep(random.uniform(0, 0.01))
+        applied[key].append(ctx.payload["data"]["n"])
+        running[key] -= 1
+        total -= 1
+
+    keys = [f"order:{k}" for k in range(6)]
+    for n in range(120):
+        await add(sessions, n, "test.ordered", key=keys[n % len(keys)])
+    settings = make_settings(worker_concurrency=8)
+    registry = registry_with("test.ordered", flow)
+    # Two workers share the store, as two processes would.
+    await asyncio.gather(
+        Worker(settings, sessions, registry).run_until_idle(60),
+        Worker(settings, sessions, registry).run_until_idle(60),
+    )
+    for k, key in enumerate(keys):
+        assert applied[key] == list(range(k, 120, len(keys))), key
+    assert overlap["max_per_key"] == 1
+    assert overlap["max_total"] > 1
+
+
+async def test_expired_lease_is_reclaimed_and_old_owner_is_fenced(
+    make_settings: Callable[..., Settings], sessions: Sessions
+) -> None:
+    event_id = await add(sessions, 1)
+    async with sessions.begin() as session:
+        [claimed] = await queries.claim_due_events(session, "worker-a", 10, lease_seconds=0.2)
+    async with sessions.begin() as session:
+        assert await queries.claim_due_events(session, "worker-b", 10, lease_seconds=5) == []
+    await asyncio.sleep(0.3)
+    async with sessions.begin() as session:
+        [again] = await queries.claim_due_events(session, "worker-b", 10, lease_seconds=5)
+    assert again.id == claimed.id == event_id and again.attempts == 2
+    async with sessions.begin() as session:
+        assert not await queries.mark_done(session, event_id, "worker-a")  # stale owner
+        assert await queries.renew_leases(session, "worker-a", [event_id], 5) == set()
+        assert await queries.mark_done(session, event_id, "worker-b")
+    assert (await event(sessions, event_id)).status == "done"
+
+
+async def test_graceful_shutdown_releases_unfinished_events(
+    make_settings: Callable[..., Settings], sessions: Sessions
+) -> None:
+    started = asyncio.Event()
+
+    async def flow(ctx: FlowContext) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    event_id = await add(sessions, 1, "test.slow")
+    worker = Worker(make_settings(shutdown_grace_seconds=0.2), sessions, registry_with("test.slow", flow))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await asyncio.wait_for(started.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    ev = await event(sessions, event_id)
+    assert (ev.status, ev.attempts, ev.lease_owner) == ("pending", 0, None)
+
+
+async def test_graceful_shutdown_lets_short_events_finish(
+    make_settings: Callable[..., Settings], sessions: Sessions
+) -> None:
+    started = asyncio.Event()
+
+    async def flow(ctx: FlowContext) -> None:
+        started.set()
+        await asyncio.sleep(0.2)
+
+    event_id = await add(sessions, 1, "test.short")
+    worker = Worker(make_settings(shutdown_grace_seconds=5), sessions, registry_with("test.short", flow))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await asyncio.wait_for(started.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert (await event(sessions, event_id)).status == "done"
+
+
+@pytest.mark.parametrize("n", [3])
+async def test_in_process_worker_wakes_on_ingest(
+    make_settings: Callable[..., Settings], sessions: Sessions, live_server: Callable[..., Any], n: int
+) -> None:
+    """`serve` runs workers in-process: a webhook is processed without anyone calling the worker."""
+    registry = FlowRegistry()
+    register_test_flows(registry)
+    settings = make_settings(worker_poll_interval=5, lease_seconds=30)  # only the ingest notification can be this fast
+    async with live_server(settings, registry=registry, run_workers=True) as server, server.client() as client:
+        for i in range(n):
+            response = await client.post(
+                "/webhooks/bng",
+                json={"type": "test.record", "data": {"n": i}},
+                headers={"webhook-id": f"wake_{i}"},
+            )
+            assert response.status_code == 202
+        for _ in range(100):
+            events = await rows(sessions, Event)
+            if all(e.status == "done" for e in events):
+                break
+            await asyncio.sleep(0.02)
+    assert [e.status for e in events] == ["done"] * n
