@@ -123,7 +123,9 @@ class LiveServer:
 
 @pytest.fixture
 def live_server() -> Callable[..., LiveServer]:
-    def make(settings: Settings, registry: FlowRegistry | None = None, run_workers: bool = False) -> LiveServer:
+    def make(
+        settings: Settings, registry: FlowRegistry | None = None, run_workers: bool = False
+    ) -> LiveServer:
         return LiveServer(settings, registry, run_workers)
 
     return make

@@ -8,7 +8,9 @@ from m3bng.store.db import create_engine
 from tests.conftest import LiveServer
 
 
-async def test_live_and_ready(make_settings: Callable[..., Settings], live_server: Callable[..., LiveServer]) -> None:
+async def test_live_and_ready(
+    make_settings: Callable[..., Settings], live_server: Callable[..., LiveServer]
+) -> None:
     async with live_server(make_settings()) as server, server.client() as client:
         assert (await client.get("/health/live")).json() == {"status": "ok"}
         ready = await client.get("/health/ready")
@@ -43,8 +45,8 @@ async def test_ready_reports_unreachable_database(live_server: Callable[..., Liv
         assert ready.json()["checks"]["database"].startswith("unreachable")
 
 
-from contextlib import asynccontextmanager  # noqa: E402
 from collections.abc import AsyncIterator  # noqa: E402
+from contextlib import asynccontextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
 

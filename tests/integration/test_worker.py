@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections import defaultdict
 from collections.abc import Callable
@@ -24,7 +25,9 @@ from tests.support.flows import register as register_test_flows
 Sessions = async_sessionmaker[AsyncSession]
 
 
-async def add(sessions: Sessions, n: int, event_type: str = "test.record", key: str | None = None, **data: Any) -> int:
+async def add(
+    sessions: Sessions, n: int, event_type: str = "test.record", key: str | None = None, **data: Any
+) -> int:
     result = await ingest_event(
         sessions,
         source="bng",
@@ -52,7 +55,9 @@ def registry_with(event_type: str, flow: Callable[[FlowContext], Any]) -> FlowRe
     return registry
 
 
-async def test_success_records_step_and_done(make_settings: Callable[..., Settings], sessions: Sessions) -> None:
+async def test_success_records_step_and_done(
+    make_settings: Callable[..., Settings], sessions: Sessions
+) -> None:
     registry = FlowRegistry()
     register_test_flows(registry)
     event_id = await add(sessions, 1)
@@ -71,7 +76,9 @@ async def test_permanent_error_dead_letters_after_one_attempt(
         async def call() -> None:
             raise PermanentError("CUNO 'X' does not exist")
 
-        await ctx.step("add_batch_head", target="m3", operation="OIS100MI/AddBatchHead", request={}, call=call)
+        await ctx.step(
+            "add_batch_head", target="m3", operation="OIS100MI/AddBatchHead", request={}, call=call
+        )
 
     event_id = await add(sessions, 1, "test.bad")
     await Worker(make_settings(), sessions, registry_with("test.bad", flow)).run_until_idle()
@@ -112,7 +119,7 @@ async def test_transient_error_retries_on_schedule_then_dead_letters(
     assert (ev.status, ev.attempts) == ("dead", 3)
     [dead] = await rows(sessions, DeadLetter)
     assert dead.reason == "retries_exhausted" and dead.attempts == 3
-    gaps = [b - a for a, b in zip(seen, seen[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
     assert gaps[0] >= 0.2 and gaps[1] >= 0.4  # the schedule was honoured, not hammered
 
 
@@ -149,7 +156,9 @@ async def test_target_unavailable_waits_without_using_attempts(
     assert await rows(sessions, DeadLetter) == []
 
 
-async def test_unknown_event_type_is_dead_lettered(make_settings: Callable[..., Settings], sessions: Sessions) -> None:
+async def test_unknown_event_type_is_dead_lettered(
+    make_settings: Callable[..., Settings], sessions: Sessions
+) -> None:
     event_id = await add(sessions, 1, "nobody.handles")
     await Worker(make_settings(), sessions, FlowRegistry()).run_until_idle()
     ev = await event(sessions, event_id)
@@ -259,8 +268,13 @@ async def test_in_process_worker_wakes_on_ingest(
     """`serve` runs workers in-process: a webhook is processed without anyone calling the worker."""
     registry = FlowRegistry()
     register_test_flows(registry)
-    settings = make_settings(worker_poll_interval=5, lease_seconds=30)  # only the ingest notification can be this fast
-    async with live_server(settings, registry=registry, run_workers=True) as server, server.client() as client:
+    settings = make_settings(
+        worker_poll_interval=5, lease_seconds=30
+    )  # only the ingest notification can be this fast
+    async with (
+        live_server(settings, registry=registry, run_workers=True) as server,
+        server.client() as client,
+    ):
         for i in range(n):
             response = await client.post(
                 "/webhooks/bng",

@@ -32,7 +32,7 @@ def _start_cluster() -> None:
 async def _try_connect() -> bool:
     try:
         conn = await asyncpg.connect(ADMIN_DSN, timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     await conn.close()
     return True
