@@ -37,6 +37,7 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        env_ignore_empty=True,  # `M3BNG_X=` in .env means "not set", as in .env.example
         frozen=True,
     )
 

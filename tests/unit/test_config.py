@@ -66,3 +66,17 @@ def test_cli_exits_with_the_message(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "invalid setting M3BNG_PORT" in proc.stderr
+
+
+def test_env_example_lists_every_setting_and_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    names = {
+        line.split("=", 1)[0]
+        for line in example.read_text().splitlines()
+        if line.startswith("M3BNG_") and "=" in line
+    }
+    assert names == {f"M3BNG_{field.upper()}" for field in Settings.model_fields}
+    for key in [k for k in __import__("os").environ if k.startswith("M3BNG_")]:
+        monkeypatch.delenv(key)
+    settings = Settings(_env_file=example)
+    assert settings.sandbox and settings.migrate_on_start is None
