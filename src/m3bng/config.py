@@ -69,6 +69,21 @@ class Settings(BaseSettings):
     ionapi_file: Path | None = None
     bng_base_url: str | None = None
 
+    # --- M3 ------------------------------------------------------------------------------------
+    m3_base_url: str | None = None  # default {iu}/{ti}/M3/m3api-rest from the .ionapi file
+    m3_api_version: Literal["v2", "v1"] = "v2"
+    m3_cono: int | None = Field(default=None, ge=0, le=999)
+    m3_divi: str | None = Field(default=None, max_length=3)
+    m3_timeout: float = Field(default=30.0, gt=0, le=600)
+    m3_connect_timeout: float = Field(default=10.0, gt=0, le=120)
+    m3_max_concurrency: int = Field(default=8, ge=1, le=256)
+    m3_call_attempts: int = Field(default=3, ge=1, le=10)
+    m3_max_inline_wait: float = Field(default=10.0, ge=0, le=300)
+    m3_circuit_failures: int = Field(default=5, ge=1, le=1000)
+    m3_circuit_reset_seconds: float = Field(default=30.0, gt=0, le=3600)
+    m3_maintenance_windows: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    m3_metadata_ttl_hours: float = Field(default=24.0, gt=0)
+
     # --- logging -----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -77,6 +92,20 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_schedule(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("m3_maintenance_windows", mode="before")
+    @classmethod
+    def _parse_windows(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("m3_maintenance_windows")
+    @classmethod
+    def _check_windows(cls, value: list[str]) -> list[str]:
+        from m3bng.connectors.m3.protection import MaintenanceWindow
+
+        for window in value:
+            MaintenanceWindow.parse(window)
+        return value
 
     @field_validator("flow_plugins", mode="before")
     @classmethod
