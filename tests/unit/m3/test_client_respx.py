@@ -247,16 +247,16 @@ def test_breaker_half_open_probe_closes_or_reopens() -> None:
     now = [0.0]
     breaker = CircuitBreaker("m3", failure_threshold=1, reset_seconds=10, clock=lambda: now[0])
     breaker.record_failure()
-    assert breaker.state is CircuitState.OPEN and breaker.before_call() == 10
+    assert state_of(breaker) is CircuitState.OPEN and breaker.before_call() == 10
     now[0] = 11
     assert breaker.before_call() is None and state_of(breaker) is CircuitState.HALF_OPEN
     assert breaker.before_call() is not None  # only one probe at a time
     breaker.record_failure()
-    assert breaker.state is CircuitState.OPEN
+    assert state_of(breaker) is CircuitState.OPEN
     now[0] = 22
     assert breaker.before_call() is None
     breaker.record_success()
-    assert breaker.state is CircuitState.CLOSED
+    assert state_of(breaker) is CircuitState.CLOSED
 
 
 def test_maintenance_windows() -> None:
