@@ -211,3 +211,17 @@ class CrossReference(Base):
     m3_key: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class M3FieldMetadata(Base):
+    """Cached MRS001MI LstFields answers: M3's field lengths, types and mandatory flags."""
+
+    __tablename__ = "m3_field_metadata"
+    __table_args__ = (UniqueConstraint("program", "transaction", "direction"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    program: Mapped[str] = mapped_column(String(16))
+    transaction: Mapped[str] = mapped_column(String(32))
+    direction: Mapped[str] = mapped_column(String(1))  # I input, O output
+    fields: Mapped[Any] = mapped_column(Json)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime())
