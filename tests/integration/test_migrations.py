@@ -9,7 +9,16 @@ from m3bng.store import migrate
 from m3bng.store.db import create_engine
 from tests.support import postgres
 
-TABLES = {"events", "steps", "dead_letters", "replays", "audit_log", "xrefs", "m3_field_metadata", "alembic_version"}
+TABLES = {
+    "events",
+    "steps",
+    "dead_letters",
+    "replays",
+    "audit_log",
+    "xrefs",
+    "m3_field_metadata",
+    "alembic_version",
+}
 
 
 async def _tables(url: str) -> set[str]:
