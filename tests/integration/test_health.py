@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 from m3bng.config import Settings
 from m3bng.store import migrate
@@ -45,11 +47,19 @@ async def test_ready_reports_unreachable_database(live_server: Callable[..., Liv
         assert ready.json()["checks"]["database"].startswith("unreachable")
 
 
-from collections.abc import AsyncIterator  # noqa: E402
-from contextlib import asynccontextmanager  # noqa: E402
-from typing import Any  # noqa: E402
-
-
 @asynccontextmanager
 async def _no_start(_app: Any) -> AsyncIterator[None]:
     yield
+
+
+async def test_metrics_endpoint_exposes_m3_call_metrics(
+    make_settings: Callable[..., Settings], live_server: Callable[..., LiveServer]
+) -> None:
+    from m3bng.observability import metrics
+
+    metrics.observe_m3_call("CRS610MI", "GetBasicData", "ok", 0.02)
+    async with live_server(make_settings()) as server, server.client() as client:
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert 'm3bng_m3_calls_total{outcome="ok",program="CRS610MI",transaction="GetBasicData"}' in response.text
+    assert "m3bng_m3_call_duration_seconds_bucket" in response.text
