@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
+from m3bng.connectors.m3.client import MiValue
 from m3bng.connectors.m3.metadata import FieldSpec, check_record, parse_lst_fields
 
 SPECS = parse_lst_fields(
@@ -21,7 +22,12 @@ def test_parse_lst_fields() -> None:
 
 
 def test_a_fitting_record_has_no_problems() -> None:
-    record = {"CUNO": "10001", "CUNM": "ACME", "ORQT": Decimal("2.5"), "ORDT": date(2026, 11, 24)}
+    record: dict[str, MiValue] = {
+        "CUNO": "10001",
+        "CUNM": "ACME",
+        "ORQT": Decimal("2.5"),
+        "ORDT": date(2026, 11, 24),
+    }
     assert check_record("CRS610MI", "Add", SPECS, record) == []
 
 
