@@ -8,11 +8,13 @@ temporary ORNO, a new CUNO) so that a retry or replay resumes instead of startin
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.errors import M3bngError, ProcessingError
@@ -21,6 +23,7 @@ from m3bng.store.models import StepStatus
 from m3bng.store.queries import ClaimedEvent, utcnow
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 Flow = Callable[["FlowContext"], Awaitable[None]]
 
 
@@ -90,11 +93,25 @@ class FlowContext:
             if status != StepStatus.OK.value:
                 self.last_failed_step_id = step_id
 
-    async def _record(self, **values: Any) -> int:
-        async with self.sessions.begin() as session:
-            return await queries.record_step(
-                session, event_id=self.event.id, attempt=self.event.attempts, **values
-            )
+    async def _record(self, **values: Any) -> int | None:
+        """Record a step, riding out a database blip.
+
+        If the store stays unreachable the step row is given up (and logged), never the call's
+        result: failing here would make the flow retry a call that already took effect.
+        """
+        for attempt in range(3):
+            try:
+                async with self.sessions.begin() as session:
+                    return await queries.record_step(
+                        session, event_id=self.event.id, attempt=self.event.attempts, **values
+                    )
+            except Exception as exc:
+                log.warning(
+                    "step.record_failed", step=values.get("name"), attempt=attempt + 1, error=repr(exc)[:300]
+                )
+                await asyncio.sleep(0.2 * 2**attempt)
+        log.error("step.record_lost", step=values.get("name"), status=values.get("status"))
+        return None
 
 
 def _jsonable(value: Any) -> bool:
