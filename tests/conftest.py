@@ -6,7 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -20,6 +20,7 @@ from m3bng.observability.logging import configure_logging
 from m3bng.store import migrate
 from m3bng.store.db import create_engine, session_factory
 from tests.support import postgres
+from tests.support.webhooks import TEST_SECRET
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,6 +72,7 @@ def make_settings(db_url: str) -> Callable[..., Settings]:
             "shutdown_grace_seconds": 2,
             "migrate_on_start": False,
             "log_level": "WARNING",
+            "webhook_secrets": [TEST_SECRET],
         }
         values.update(overrides)
         return Settings(**values)
@@ -91,20 +93,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class LiveServer:
-    """The real app behind uvicorn on a free loopback port, inside the test's event loop."""
+class AsgiServer:
+    """Any ASGI app behind a real uvicorn server on a free loopback port, in the test's loop."""
 
-    def __init__(self, settings: Settings, registry: FlowRegistry | None, run_workers: bool) -> None:
-        self.app = create_app(settings, registry=registry, run_workers=run_workers)
+    def __init__(self, app: Any) -> None:
+        self.app = app
         self.port = free_port()
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="auto")
         self.server = uvicorn.Server(config)
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> LiveServer:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self.server.serve())
         while not self.server.started:
             if self._task.done():
@@ -119,6 +119,13 @@ class LiveServer:
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.base_url, timeout=10)
+
+
+class LiveServer(AsgiServer):
+    """The real m3bng app (lifespan included) behind uvicorn."""
+
+    def __init__(self, settings: Settings, registry: FlowRegistry | None, run_workers: bool) -> None:
+        super().__init__(create_app(settings, registry=registry, run_workers=run_workers))
 
 
 @pytest.fixture

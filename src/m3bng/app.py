@@ -41,4 +41,9 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    sim_app = runtime.connectors.extras.get("m3_sim_app")
+    if sim_app is not None:
+        from m3bng.sandbox import M3_SIM_MOUNT
+
+        app.mount(M3_SIM_MOUNT, sim_app)
     return app

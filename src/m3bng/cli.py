@@ -5,17 +5,29 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import structlog
 import typer
 
 from m3bng.config import Settings, SettingsError, load_settings
+from m3bng.errors import M3bngError
+
+if TYPE_CHECKING:
+    from m3bng.mapping import Mapping
 from m3bng.observability.logging import configure_logging
+from m3bng.sim.cli import sim_app
 
 app = typer.Typer(help="m3bng: integration service between Infor M3 and BNG.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+m3_app = typer.Typer(help="Infor M3 connection.", no_args_is_help=True)
+app.add_typer(m3_app, name="m3")
+mappings_app = typer.Typer(help="Field mappings (mappings/*.yaml).", no_args_is_help=True)
+app.add_typer(mappings_app, name="mappings")
+app.add_typer(sim_app, name="sim")
+webhook_app = typer.Typer(help="Send signed test webhooks, as BNG would.", no_args_is_help=True)
+app.add_typer(webhook_app, name="webhook")
 
 log = structlog.get_logger("m3bng.cli")
 
@@ -63,13 +75,20 @@ def serve(
     settings = _settings(host=host, port=port, run_workers=workers)
     if settings.sandbox:
         _sandbox_banner(settings)
+    try:
+        application = create_app(settings)
+    except M3bngError as exc:
+        typer.echo(f"m3bng: {exc}", err=True)
+        raise typer.Exit(2) from None
     uvicorn.run(
-        create_app(settings),
+        application,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+        log_config=None,  # uvicorn's records go through our JSON logging (observability/logging.py)
+        # HTTP requests (ingest) are short; the workers' own grace period follows in the lifespan.
+        timeout_graceful_shutdown=5,
     )
 
 
@@ -79,7 +98,15 @@ def worker(
 ) -> None:
     """Run workers only (scale-out: any number of these on one PostgreSQL)."""
     settings = _settings()
-    raise typer.Exit(asyncio.run(_run_worker(settings, once=once)))
+    if settings.worker_metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr=settings.host)
+    try:
+        raise typer.Exit(asyncio.run(_run_worker(settings, once=once)))
+    except M3bngError as exc:
+        typer.echo(f"m3bng: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 async def _run_worker(settings: Settings, *, once: bool) -> int:
@@ -92,15 +119,13 @@ async def _run_worker(settings: Settings, *, once: bool) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await runtime.start(workers=False)
-        from m3bng.inbox.worker import Worker
-
-        worker = Worker(settings, runtime.sessions, runtime.registry)
+        worker = runtime.new_worker()
         if once:
             await worker.run_until_idle(timeout=3600)
         else:
             await worker.run(stop)
     finally:
-        await runtime.engine.dispose()
+        await runtime.stop()
     return 0
 
 
@@ -131,6 +156,184 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision, e.g. base.")]) -> None:
     """Revert migrations down to REVISION."""
     _migrate("downgrade", revision)
+
+
+@m3_app.command("check")
+def m3_check() -> None:
+    """Check the M3 connection: token, MNS150MI GetUserData (company, division, user defaults)."""
+    settings = _settings()
+
+    async def run() -> int:
+        from m3bng.runtime import build_connectors
+        from m3bng.store.db import create_engine, session_factory
+
+        engine = create_engine(settings)
+        connectors = build_connectors(settings, session_factory(engine))
+        try:
+            if connectors.m3 is None:
+                typer.echo("M3 is not configured (set M3BNG_IONAPI_FILE)", err=True)
+                return 2
+            where = "sandbox simulator" if settings.sandbox else connectors.m3.config.base_url
+            typer.echo(f"M3: {where} (MI REST {connectors.m3.config.api_version})")
+            result = await connectors.m3.execute("MNS150MI", "GetUserData")
+            user = result.record
+            shown = {k: user.get(k, "") for k in ("USID", "CONO", "DIVI", "FACI", "WHLO", "DTFM", "TIZO")}
+            typer.echo("MNS150MI/GetUserData: " + ", ".join(f"{k}={v}" for k, v in shown.items() if v))
+            return 0
+        except M3bngError as exc:
+            typer.echo(f"M3 check failed: {exc}", err=True)
+            return 1
+        finally:
+            await connectors.aclose()
+            await engine.dispose()
+
+    raise typer.Exit(asyncio.run(run()))
+
+
+@mappings_app.command("check")
+def mappings_check(
+    metadata: Annotated[
+        bool, typer.Option(help="Also check field names and lengths against M3 (MRS001MI).")
+    ] = True,
+) -> None:
+    """Validate every mapping file; with M3 reachable, also against M3's field metadata."""
+    from m3bng.mapping import MappingFileError, load_mappings
+
+    settings = _settings()
+    try:
+        mappings = load_mappings(settings.mappings_dir)
+    except MappingFileError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    for mapping in mappings.values():
+        calls = ", ".join(f"{c.program}/{c.transaction}" for c in mapping.spec.calls.values())
+        typer.echo(f"ok  {mapping.path}  flow {mapping.flow}  [{mapping.content_hash[:12]}]  {calls}")
+    if metadata:
+        raise typer.Exit(asyncio.run(_check_against_m3(settings, mappings)))
+
+
+async def _check_against_m3(settings: Settings, mappings: dict[str, Mapping]) -> int:
+    from m3bng.runtime import build_connectors
+    from m3bng.store.db import create_engine, session_factory
+
+    engine = create_engine(settings)
+    connectors = build_connectors(settings, session_factory(engine))
+    failures = 0
+    try:
+        if connectors.m3_metadata is None:
+            typer.echo("M3 not configured: metadata checks skipped")
+            return 0
+        for mapping in mappings.values():
+            for name, call in mapping.spec.calls.items():
+                try:
+                    specs = await connectors.m3_metadata.fields(call.program, call.transaction)
+                except M3bngError as exc:
+                    typer.echo(f"??  {mapping.flow}.{name}: metadata not reachable: {exc}")
+                    continue
+                for field_name, rule in call.fields.items():
+                    spec = specs.get(field_name)
+                    if spec is None:
+                        failures += 1
+                        typer.echo(
+                            f"ERR {mapping.flow}.{name}: {field_name} is not an input field of "
+                            f"{call.program}/{call.transaction}"
+                        )
+                    elif rule.max_length and rule.max_length > spec.length:
+                        failures += 1
+                        typer.echo(
+                            f"ERR {mapping.flow}.{name}: {field_name} max_length {rule.max_length} "
+                            f"exceeds M3's {spec.length}"
+                        )
+                missing = [f for f, s in specs.items() if s.mandatory and f not in call.fields]
+                if missing:
+                    failures += 1
+                    typer.echo(
+                        f"ERR {mapping.flow}.{name}: mandatory in M3 but not mapped: {', '.join(missing)}"
+                    )
+    finally:
+        await connectors.aclose()
+        await engine.dispose()
+    return 1 if failures else 0
+
+
+@mappings_app.command("preview")
+def mappings_preview(
+    flow: Annotated[str, typer.Argument(help="Flow name, e.g. order_to_cash")],
+    input_file: Annotated[
+        str, typer.Option("--input", help="Event data (JSON): the webhook body or its data")
+    ],
+    ctx: Annotated[list[str] | None, typer.Option(help="Context value NAME=VALUE, e.g. CUNO=10001")] = None,
+) -> None:
+    """Print the exact MI calls a payload would produce. Sends nothing."""
+    import json
+    from pathlib import Path
+
+    from m3bng.mapping import MappingError, MappingFileError, load_mappings
+
+    settings = _settings()
+    try:
+        mappings = load_mappings(settings.mappings_dir)
+    except MappingFileError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    if flow not in mappings:
+        typer.echo(f"no flow {flow!r}; flows: {', '.join(sorted(mappings))}", err=True)
+        raise typer.Exit(2)
+    payload = json.loads(Path(input_file).read_text())
+    data = payload.get("data", payload) if isinstance(payload, dict) else payload
+    context = dict(item.split("=", 1) for item in ctx or [] if "=" in item)
+    context.setdefault("CUNO", "<CUNO>")
+    context.setdefault("ORNO_TEMP", "<ORNO from AddBatchHead>")
+    try:
+        previews = mappings[flow].preview(data, context)
+    except MappingError as exc:
+        typer.echo(f"cannot map: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for preview in previews:
+        query = "&".join(f"{k}={v}" for k, v in preview.record.items())
+        typer.echo(f"{preview.name:>18}  GET /v2/execute/{preview.program}/{preview.transaction}?{query}")
+
+
+@webhook_app.command("send")
+def webhook_send(
+    event_type: Annotated[str, typer.Argument(help="Event type, e.g. order.created")],
+    data: Annotated[str, typer.Argument(help="The event's data as JSON, or @file.json")],
+    url: Annotated[str | None, typer.Option(help="Default: this service's /webhooks/bng")] = None,
+    message_id: Annotated[str | None, typer.Option("--id", help="webhook-id (default: random)")] = None,
+) -> None:
+    """Sign an event with the configured (or sandbox) secret and POST it, like BNG does."""
+    import json
+    import time
+    import uuid
+    from pathlib import Path
+
+    import httpx
+
+    from m3bng.connectors.bng.signatures import sign_standard
+    from m3bng.runtime import webhook_secrets
+
+    settings = _settings()
+    text = Path(data[1:]).read_text() if data.startswith("@") else data
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        typer.echo(f"data is not valid JSON: {exc}", err=True)
+        raise typer.Exit(2) from None
+    body = json.dumps(
+        {"type": event_type, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": payload}
+    ).encode()
+    msg_id = message_id or f"msg_{uuid.uuid4().hex}"
+    ts = int(time.time())
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign_standard(webhook_secrets(settings)[0], msg_id, ts, body),
+    }
+    target = url or f"http://{settings.host}:{settings.port}/webhooks/bng"
+    response = httpx.post(target, content=body, headers=headers, timeout=10)
+    typer.echo(f"{response.status_code} {response.text}")
+    raise typer.Exit(0 if response.is_success else 1)
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./m3bng.db"
@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     # --- workers -----------------------------------------------------------------------------
     run_workers: bool = True
@@ -64,6 +65,14 @@ class Settings(BaseSettings):
     retry_jitter: float = Field(default=0.2, ge=0, le=1)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     flow_plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- mappings ------------------------------------------------------------------------------
+    mappings_dir: Path = Path("mappings")
+
+    # --- inbound webhooks from BNG ----------------------------------------------------------------
+    webhook_scheme: Literal["standard", "shopify", "stripe"] = "standard"
+    webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    webhook_tolerance_seconds: int = Field(default=300, ge=30, le=3600)
 
     # --- connectors (used by the M3 and BNG connectors; absent = sandbox simulators) ---------
     ionapi_file: Path | None = None
@@ -107,6 +116,24 @@ class Settings(BaseSettings):
             MaintenanceWindow.parse(window)
         return value
 
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _parse_secrets(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _check_secrets(cls, value: list[SecretStr]) -> list[SecretStr]:
+        from m3bng.connectors.bng.signatures import decode_secret
+
+        for secret in value:
+            raw = secret.get_secret_value()
+            if len(decode_secret(raw)) < 16:
+                raise ValueError(
+                    "each secret must hold at least 16 bytes (whsec_ + base64, or a long string)"
+                )
+        return value
+
     @field_validator("flow_plugins", mode="before")
     @classmethod
     def _parse_plugins(cls, value: object) -> object:
@@ -140,6 +167,10 @@ class Settings(BaseSettings):
     def _check_lease(self) -> Settings:
         if self.worker_poll_interval >= self.lease_seconds:
             raise ValueError("M3BNG_WORKER_POLL_INTERVAL must be shorter than M3BNG_LEASE_SECONDS")
+        if not self.sandbox and not self.webhook_secrets:
+            raise ValueError(
+                "M3BNG_WEBHOOK_SECRETS is required outside sandbox mode (BNG's signing secret, whsec_...)"
+            )
         return self
 
     @property
@@ -173,6 +204,8 @@ def load_settings(**overrides: object) -> Settings:
             loc = [str(part) for part in err["loc"] if not isinstance(part, int)]
             name = "M3BNG_" + loc[0].upper() if loc else "settings"
             msg = err["msg"].removeprefix("Value error, ")
-            shown = "***" if any(word in name for word in _SECRET_WORDS) else repr(err.get("input"))
-            lines.append(f"invalid setting {name}: {msg} (got {shown})")
+            # Whole-model checks get the whole input (passwords in URLs, secrets): never echo it.
+            secret = not loc or any(word in name for word in _SECRET_WORDS) or "URL" in name
+            shown = "" if secret else f" (got {err.get('input')!r})"
+            lines.append(f"invalid setting {name}: {msg}{shown}")
         raise SettingsError("\n".join(lines)) from None

@@ -15,6 +15,7 @@ from m3bng.config import Settings
 from m3bng.inbox.ingest import ingest_event
 from m3bng.store.models import Event
 from tests.conftest import LiveServer
+from tests.support.webhooks import signed_headers
 
 ORDER = {"type": "order.created", "timestamp": "2026-11-24T10:00:00Z", "data": {"OrderID": "SO-1001"}}
 
@@ -25,10 +26,16 @@ async def count_events(sessions: async_sessionmaker[AsyncSession]) -> int:
 
 
 def post(client: httpx.AsyncClient, body: Any, webhook_id: str | None = "msg_1", **headers: str) -> Any:
-    content = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    hdrs = {"content-type": "application/json", **headers}
-    if webhook_id is not None:
-        hdrs["webhook-id"] = webhook_id
+    content = (
+        body
+        if isinstance(body, bytes)
+        else body.encode()
+        if isinstance(body, str)
+        else json.dumps(body).encode()
+    )
+    hdrs = {**signed_headers(content, webhook_id or ""), **headers}
+    if webhook_id is None:
+        del hdrs["webhook-id"]
     return client.post("/webhooks/bng", content=content, headers=hdrs)
 
 
@@ -104,7 +111,7 @@ async def test_http_bad_input_is_rejected_and_stores_nothing(
             ({"type": "not a type", "data": {}}, {}, 422, "type: String should match pattern"),
             ([1, 2], {}, 422, "Input should be a valid dictionary"),
             ({"type": "order.created", "data": {"x": "y" * 4096}}, {}, 413, "limit"),
-            (ORDER, {"webhook_id": None}, 400, "webhook-id is required"),
+            (ORDER, {"webhook_id": None}, 401, "missing header(s): webhook-id"),
             (ORDER, {"content-type": "text/plain"}, 415, "application/json"),
         ]
         for body, opts, status, message in cases:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
@@ -21,6 +21,7 @@ from m3bng.inbox.worker import Worker
 from m3bng.store import queries
 from m3bng.store.models import DeadLetter, Event, Step
 from tests.support.flows import register as register_test_flows
+from tests.support.webhooks import post_event
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -276,11 +277,7 @@ async def test_in_process_worker_wakes_on_ingest(
         server.client() as client,
     ):
         for i in range(n):
-            response = await client.post(
-                "/webhooks/bng",
-                json={"type": "test.record", "data": {"n": i}},
-                headers={"webhook-id": f"wake_{i}"},
-            )
+            response = await post_event(client, {"type": "test.record", "data": {"n": i}}, f"wake_{i}")
             assert response.status_code == 202
         for _ in range(100):
             events = await rows(sessions, Event)
@@ -288,3 +285,56 @@ async def test_in_process_worker_wakes_on_ingest(
                 break
             await asyncio.sleep(0.02)
     assert [e.status for e in events] == ["done"] * n
+
+
+async def test_poison_event_that_keeps_killing_workers_is_dead_lettered(
+    make_settings: Callable[..., Settings], sessions: Sessions
+) -> None:
+    calls = 0
+
+    async def flow(ctx: FlowContext) -> None:
+        nonlocal calls
+        calls += 1
+
+    settings = make_settings(retry_schedule=[0.01, 0.01])  # 3 attempts at most
+    event_id = await add(sessions, 1, "test.poison")
+    for _ in range(3):  # three workers claimed it and died without an outcome
+        async with sessions.begin() as session:
+            await queries.claim_due_events(session, "doomed", 1, lease_seconds=0.01)
+        await asyncio.sleep(0.02)
+    await Worker(settings, sessions, registry_with("test.poison", flow)).run_until_idle()
+    ev = await event(sessions, event_id)
+    assert (ev.status, ev.attempts, calls) == ("dead", 4, 0)
+    [dead] = await rows(sessions, DeadLetter)
+    assert dead.reason == "retries_exhausted" and "without an outcome" in (dead.error or "")
+
+
+async def test_lost_lease_stops_the_flow_and_leaves_the_new_owner_alone(
+    make_settings: Callable[..., Settings], sessions: Sessions
+) -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def flow(ctx: FlowContext) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    event_id = await add(sessions, 1, "test.stolen")
+    worker = Worker(
+        make_settings(lease_seconds=1, worker_poll_interval=0.05),
+        sessions,
+        registry_with("test.stolen", flow),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await asyncio.wait_for(started.wait(), 10)
+    async with sessions.begin() as session:  # another worker took the event over
+        await session.execute(update(Event).where(Event.id == event_id).values(lease_owner="other-worker"))
+    await asyncio.wait_for(cancelled.wait(), 10)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    ev = await event(sessions, event_id)
+    assert (ev.status, ev.lease_owner) == ("processing", "other-worker")

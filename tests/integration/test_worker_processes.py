@@ -151,3 +151,21 @@ async def test_sigkilled_worker_event_is_finished_by_another(pg_url: str, pg_ses
         steps = list((await session.execute(select(Step))).scalars())
     assert ev.attempts == 2
     assert [(s.name, s.attempt, s.status) for s in steps] == [("effect", 2, "ok")]
+
+
+async def test_sigterm_releases_the_lease_at_once(pg_url: str, pg_sessions: Sessions) -> None:
+    await bulk_add(pg_sessions, 1, sleep=60)
+    with workers(pg_url, 1, M3BNG_LEASE_SECONDS="60", M3BNG_SHUTDOWN_GRACE_SECONDS="0.5") as [proc]:
+
+        async def in_flight() -> bool:
+            async with pg_sessions() as session:
+                ev = (await session.execute(select(Event))).scalar_one()
+                return bool(ev.status == "processing" and ev.checkpoint.get("started"))
+
+        await wait_until(in_flight, timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    async with pg_sessions() as session:
+        ev = (await session.execute(select(Event))).scalar_one()
+    # Handed back at once for another worker, not left until a 60 s lease runs out.
+    assert (ev.status, ev.lease_owner, ev.attempts) == ("pending", None, 0)

@@ -80,3 +80,18 @@ def test_env_example_lists_every_setting_and_loads(tmp_path: Path, monkeypatch: 
         monkeypatch.delenv(key)
     settings = Settings(_env_file=example)
     assert settings.sandbox and settings.migrate_on_start is None
+
+
+def test_errors_never_echo_secrets_or_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("M3BNG_DATABASE_URL", "postgresql+asyncpg://u:hunter2@db/x")
+    monkeypatch.setenv("M3BNG_WEBHOOK_SECRETS", "whsec_c2VjcmV0LW51bWJlci10d28tZm9yLXRlc3Rz")
+    monkeypatch.setenv("M3BNG_WORKER_POLL_INTERVAL", "5")
+    monkeypatch.setenv("M3BNG_LEASE_SECONDS", "2")
+    with pytest.raises(SettingsError) as info:
+        load_settings(_env_file=None)
+    assert "POLL_INTERVAL must be shorter" in str(info.value)
+    assert "hunter2" not in str(info.value) and "c2VjcmV0" not in str(info.value)
+    monkeypatch.setenv("M3BNG_WEBHOOK_SECRETS", "short")
+    with pytest.raises(SettingsError) as info:
+        load_settings(_env_file=None)
+    assert "M3BNG_WEBHOOK_SECRETS" in str(info.value) and "short" not in str(info.value)

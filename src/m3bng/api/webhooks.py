@@ -12,7 +12,9 @@ from pydantic import BaseModel, ValidationError
 from m3bng.api.deps import RuntimeDep, read_body
 from m3bng.api.errors import ApiError, validation_details
 from m3bng.connectors.bng.events import BngEnvelope, business_key
+from m3bng.connectors.bng.signatures import SignatureError, verify_shopify, verify_standard, verify_stripe
 from m3bng.inbox.ingest import ingest_event
+from m3bng.runtime import Runtime
 
 router = APIRouter(tags=["inbound"])
 
@@ -23,13 +25,34 @@ class Accepted(BaseModel):
     correlation_id: str
 
 
+def verify_signature(runtime: Runtime, request: Request, body: bytes) -> str:
+    """Check the signature by the configured scheme; returns the message id (dedup key)."""
+    settings = runtime.settings
+    headers = request.headers
+    try:
+        if settings.webhook_scheme == "shopify":
+            return verify_shopify(headers, body, runtime.webhook_secrets).message_id
+        if settings.webhook_scheme == "stripe":
+            verify_stripe(
+                headers, body, runtime.webhook_secrets, tolerance=settings.webhook_tolerance_seconds
+            )
+            return ""  # Stripe-style senders carry the id in the body
+        verified = verify_standard(
+            headers, body, runtime.webhook_secrets, tolerance=settings.webhook_tolerance_seconds
+        )
+        return verified.message_id
+    except SignatureError as exc:
+        raise ApiError(401, "invalid_signature", f"webhook signature rejected: {exc}") from None
+
+
 @router.post(
     "/webhooks/bng",
     status_code=202,
     response_model=Accepted,
     responses={
         200: {"model": Accepted, "description": "Already received (duplicate webhook-id)"},
-        400: {"description": "Missing webhook-id or body that is not JSON"},
+        400: {"description": "Body that is not JSON"},
+        401: {"description": "Signature missing, stale or not matching any secret"},
         413: {"description": "Body too large"},
         415: {"description": "Not application/json"},
         422: {"description": "Envelope invalid (type, data)"},
@@ -39,17 +62,22 @@ async def receive_bng_webhook(
     request: Request,
     runtime: RuntimeDep,
     webhook_id: Annotated[str | None, Header(alias="webhook-id", max_length=255)] = None,
+    webhook_timestamp: Annotated[str | None, Header(alias="webhook-timestamp")] = None,
+    webhook_signature: Annotated[str | None, Header(alias="webhook-signature")] = None,
     x_correlation_id: Annotated[str | None, Header(alias="x-correlation-id", max_length=64)] = None,
 ) -> Any:
-    """Store one BNG event. 202 when new, 200 when this ``webhook-id`` was already received."""
+    """Verify, validate and store one BNG event. 202 when new, 200 when already received.
+
+    Standard Webhooks headers by default (``M3BNG_WEBHOOK_SCHEME``); the signature is checked
+    over the raw body before anything is parsed, and nothing is stored for a rejected request.
+    """
     content_type = request.headers.get("content-type", "application/json")
     if not content_type.split(";")[0].strip().lower().endswith("json"):
         raise ApiError(
             415, "unsupported_media_type", f"content-type must be application/json, not {content_type!r}"
         )
-    if not webhook_id:
-        raise ApiError(400, "missing_header", "header webhook-id is required (it is the deduplication key)")
     body = await read_body(request, runtime.settings.max_body_bytes)
+    message_id = verify_signature(runtime, request, body)
     try:
         raw = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -60,10 +88,16 @@ async def receive_bng_webhook(
         fields = validation_details(exc)
         message = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
         raise ApiError(422, "invalid_event", message, fields=fields) from None
+    if not message_id:
+        message_id = str(raw.get("id") or "")
+        if not message_id:
+            raise ApiError(422, "invalid_event", "id: Field required (the event id is the deduplication key)")
+    if len(message_id) > 255:
+        raise ApiError(400, "invalid_header", "the message id is longer than 255 characters")
     result = await ingest_event(
         runtime.sessions,
         source="bng",
-        external_id=webhook_id,
+        external_id=message_id,
         event_type=envelope.type,
         payload=raw,
         business_key=business_key(envelope.type, envelope.data),

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from m3bng.connectors import Connectors
 from m3bng.errors import M3bngError, ProcessingError
 from m3bng.store import queries
 from m3bng.store.models import StepStatus
@@ -36,6 +37,7 @@ class FlowContext:
     event: ClaimedEvent
     owner: str
     sessions: async_sessionmaker[AsyncSession]
+    connectors: Connectors = field(default_factory=Connectors)
     last_failed_step_id: int | None = field(default=None, init=False)
 
     @property
@@ -76,6 +78,13 @@ class FlowContext:
             raise
         except Exception as exc:
             status, error_class, error = StepStatus.FAILED.value, "internal", repr(exc)
+            raise
+        except BaseException:  # cancelled mid-call (shutdown, lost lease): the target may have applied it
+            status, error_class, error = (
+                StepStatus.UNKNOWN.value,
+                "cancelled",
+                "interrupted before an answer came",
+            )
             raise
         finally:
             step_id = await self._record(

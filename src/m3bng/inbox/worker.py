@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import uuid
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
+from m3bng.connectors import Connectors
 from m3bng.errors import PermanentError, ProcessingError, TargetUnavailable
 from m3bng.inbox.flows import FlowContext, FlowRegistry, LeaseLost
 from m3bng.inbox.retry import RetryPolicy
@@ -46,14 +48,17 @@ class Worker:
         *,
         worker_id: str | None = None,
         policy: RetryPolicy | None = None,
+        connectors: Connectors | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.registry = registry
+        self.connectors = connectors or Connectors()
         self.worker_id = worker_id or new_worker_id()
         self.policy = policy or RetryPolicy(settings.retry_schedule, settings.retry_jitter)
         self.wakeup = asyncio.Event()
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._lost: set[int] = set()
         self._stopping = False
 
     # -- main loop --------------------------------------------------------------------------------
@@ -138,8 +143,13 @@ class Worker:
                 log.warning("worker.heartbeat_failed", error=repr(exc)[:MAX_ERROR_CHARS])
                 continue
             for lost in set(ids) - held:
-                if lost in self._inflight:
+                task = self._inflight.get(lost)
+                if task is not None:
+                    # Another worker owns the event now: stop working on it here, so that two
+                    # workers never carry on calling M3 for the same event.
                     log.warning("worker.lease_lost", event_id=lost)
+                    self._lost.add(lost)
+                    task.cancel()
 
     async def _drain(self) -> None:
         """Graceful shutdown: let in-flight events finish, then hand back the leases of the rest."""
@@ -161,8 +171,22 @@ class Worker:
             correlation_id=event.correlation_id, event_id=event.id, event_type=event.event_type
         )
         flow = self.registry.get(event.source, event.event_type)
-        ctx = FlowContext(event=event, owner=self.worker_id, sessions=self.sessions)
+        ctx = FlowContext(
+            event=event, owner=self.worker_id, sessions=self.sessions, connectors=self.connectors
+        )
         try:
+            if event.attempts > self.policy.max_attempts:
+                # Claimed again and again without an outcome: each time the worker died or hung
+                # (a poison event). Stop here instead of killing workers forever.
+                await self._dead(
+                    ctx,
+                    "retries_exhausted",
+                    PermanentError(
+                        f"claimed {event.attempts - 1} times without an outcome "
+                        "(the worker died or stalled while processing it each time)"
+                    ),
+                )
+                return
             if flow is None:
                 await self._dead(
                     ctx,
@@ -173,6 +197,10 @@ class Worker:
             log.info("event.processing", attempt=event.attempts)
             await flow(ctx)
         except asyncio.CancelledError:
+            if event.id in self._lost:
+                self._lost.discard(event.id)
+                log.warning("event.abandoned", reason="lease lost to another worker")
+                raise
             await self._finish(
                 queries.reschedule, event, delay_seconds=0, error_class=None, error=None, refund_attempt=True
             )
@@ -186,7 +214,8 @@ class Worker:
             await self._finish(
                 queries.reschedule,
                 event,
-                delay_seconds=exc.retry_after or 30.0,
+                # Jittered, so that events held back by one outage do not all return at once.
+                delay_seconds=(exc.retry_after or 30.0) * (1 + random.uniform(0, self.settings.retry_jitter)),
                 error_class=exc.error_class,
                 error=str(exc)[:MAX_ERROR_CHARS],
                 refund_attempt=True,

@@ -15,7 +15,6 @@ from m3bng.config import Settings
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=30000",
     "PRAGMA foreign_keys=ON",
 )
 
@@ -25,6 +24,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": settings.db_connect_timeout}
+        busy_ms = int(settings.db_connect_timeout * 1000)
         engine = create_async_engine(url, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -33,7 +33,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             # (UPDATE ... RETURNING) and its commit are one write transaction.
             dbapi_conn.isolation_level = None
             cursor = dbapi_conn.cursor()
-            for pragma in _SQLITE_PRAGMAS:
+            for pragma in (*_SQLITE_PRAGMAS, f"PRAGMA busy_timeout={busy_ms}"):
                 cursor.execute(pragma)
             cursor.close()
 

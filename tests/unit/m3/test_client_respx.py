@@ -28,6 +28,7 @@ from m3bng.connectors.m3.errors import (
 )
 from m3bng.connectors.m3.ionapi import IonApiError, load_ionapi
 from m3bng.connectors.m3.protection import CircuitBreaker, CircuitState, MaintenanceWindow
+from tests.support.webhooks import TEST_SECRET
 
 BASE = "https://ionapi.example/TENANT/M3/m3api-rest"
 IONAPI = {
@@ -304,7 +305,9 @@ async def test_one_token_for_concurrent_calls_and_renewal_on_401(ionapi_file: Pa
         return httpx.Response(200, json=v2([{"OK": "1"}]))
 
     respx.get(url__startswith=BASE).mock(side_effect=api)
-    m3 = M3Client.from_settings(Settings(ionapi_file=ionapi_file, m3_max_concurrency=32))
+    m3 = M3Client.from_settings(
+        Settings(ionapi_file=ionapi_file, m3_max_concurrency=32, webhook_secrets=[TEST_SECRET])
+    )
     await asyncio.gather(*(m3.execute("CRS610MI", "GetBasicData") for _ in range(20)))
     assert token_route.call_count == 1
     form = dict(x.split("=") for x in token_route.calls.last.request.content.decode().split("&"))
@@ -321,7 +324,7 @@ async def test_one_token_for_concurrent_calls_and_renewal_on_401(ionapi_file: Pa
 @respx.mock
 async def test_refused_grant_waits_instead_of_failing_events(ionapi_file: Path) -> None:
     respx.post(TOKEN_URL).respond(400, json={"error": "invalid_grant"})
-    m3 = M3Client.from_settings(Settings(ionapi_file=ionapi_file))
+    m3 = M3Client.from_settings(Settings(ionapi_file=ionapi_file, webhook_secrets=[TEST_SECRET]))
     with pytest.raises(M3Unavailable) as info:
         await m3.execute("CRS610MI", "GetBasicData")
     assert "invalid_grant" in str(info.value)

@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from collections.abc import AsyncGenerator
 
 import httpx
 import structlog
-from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from m3bng.connectors.m3.errors import M3TransientError, M3Unavailable
 from m3bng.connectors.m3.ionapi import IonApiCredentials
+
+# authlib 1.9 announces a future move of its httpx integration; it works as documented today,
+# and the notice would otherwise be the first line of every log.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 log = structlog.get_logger(__name__)
 

@@ -1,0 +1,227 @@
+"""Evaluating field rules: event data in, the exact MI record out.
+
+Rendering is pure (no I/O): the same mapping and payload always give the same record, which is
+what makes ``m3bng mappings preview`` trustworthy and replays from the start reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import jmespath
+from jmespath.exceptions import JMESPathError
+
+from m3bng.errors import PermanentError
+from m3bng.mapping.schema import CallSpec, FieldRule, MappingSpec
+
+
+class MappingError(PermanentError):
+    """The payload cannot be mapped (a required value is missing, a lookup has no entry...)."""
+
+    error_class = "mapping"
+
+    def __init__(self, flow: str, call: str, field_name: str, problem: str) -> None:
+        super().__init__(f"mapping {flow}/{call}, field {field_name}: {problem}")
+        self.flow, self.call, self.field, self.problem = flow, call, field_name, problem
+
+
+@dataclass(frozen=True)
+class CallPreview:
+    name: str
+    program: str
+    transaction: str
+    record: dict[str, str]
+
+
+_compiled: dict[str, Any] = {}
+
+
+def compile_path(expression: str) -> Any:
+    """Compile (and cache) a JMESPath expression; raises JMESPathError on bad syntax."""
+    parsed = _compiled.get(expression)
+    if parsed is None:
+        parsed = jmespath.compile(expression)
+        _compiled[expression] = parsed
+    return parsed
+
+
+def _search(expression: str, document: Any) -> Any:
+    return compile_path(expression).search(document)
+
+
+@dataclass
+class Mapping:
+    spec: MappingSpec
+    path: Path
+    content_hash: str
+    tables: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def flow(self) -> str:
+        return self.spec.flow
+
+    def call(self, name: str) -> CallSpec:
+        try:
+            return self.spec.calls[name]
+        except KeyError:
+            raise MappingError(
+                self.flow, name, "-", f"the mapping file {self.path.name} has no call {name!r}"
+            ) from None
+
+    def render(
+        self,
+        name: str,
+        data: MappingABC[str, Any],
+        ctx: MappingABC[str, Any] | None = None,
+        *,
+        field_lengths: MappingABC[str, int] | None = None,
+    ) -> list[dict[str, str]]:
+        """The records call ``name`` sends: one, or one per element of ``for_each``."""
+        spec = self.call(name)
+        base = {**data, "_ctx": dict(ctx or {}), "_vars": dict(self.spec.vars)}
+        if spec.for_each is None:
+            return [render_call(self, name, spec, base, field_lengths)]
+        items = _search(spec.for_each, base)
+        if not isinstance(items, list) or not items:
+            raise MappingError(self.flow, name, "for_each", f"{spec.for_each!r} gives no list of elements")
+        return [
+            render_call(self, name, spec, {**base, "_line": item, "_index": index}, field_lengths)
+            for index, item in enumerate(items)
+        ]
+
+    def preview(
+        self, data: MappingABC[str, Any], ctx: MappingABC[str, Any] | None = None
+    ) -> list[CallPreview]:
+        """Every call of the mapping rendered in file order (``m3bng mappings preview``)."""
+        out = []
+        for name, spec in self.spec.calls.items():
+            for record in self.render(name, data, ctx):
+                out.append(CallPreview(name, spec.program, spec.transaction, record))
+        return out
+
+
+def render_call(
+    mapping: Mapping,
+    name: str,
+    spec: CallSpec,
+    document: dict[str, Any],
+    field_lengths: MappingABC[str, int] | None = None,
+) -> dict[str, str]:
+    record: dict[str, str] = {}
+    for field_name, rule in spec.fields.items():
+        where = (mapping.flow, name, field_name)
+        value = _evaluate(mapping, rule, document, where)
+        text = _finish(mapping, rule, value, where, (field_lengths or {}).get(field_name))
+        if text is not None:
+            record[field_name] = text
+    return record
+
+
+def _evaluate(mapping: Mapping, rule: FieldRule | str, document: Any, where: tuple[str, str, str]) -> Any:
+    if isinstance(rule, str):
+        return _search(rule, document)
+    if rule.lookup is not None:
+        assert rule.from_ is not None
+        key = _search(rule.from_, document)
+        value: Any = None if key is None else mapping.tables[rule.lookup].get(str(key))
+    elif rule.from_ is not None:
+        value = _search(rule.from_, document)
+    elif rule.value is not None:
+        value = rule.value
+    elif rule.var is not None:
+        value = mapping.spec.vars[rule.var]
+    elif rule.concat is not None:
+        parts = [_evaluate(mapping, part, document, where) for part in rule.concat]
+        value = rule.sep.join(str(p) for p in parts if p not in (None, "")) or None
+    else:
+        value = None
+        for case in rule.when or []:
+            if _truthy(_search(case.if_, document)):
+                value = _evaluate(mapping, case.then, document, where)
+                break
+        else:
+            if rule.else_ is not None:
+                value = _evaluate(mapping, rule.else_, document, where)
+    if value in (None, "") and rule.default is not None:
+        default = rule.default
+        value = _evaluate(mapping, default, document, where) if isinstance(default, FieldRule) else default
+    if rule.lookup is not None and value in (None, ""):
+        key = _search(rule.from_ or "", document)
+        if key not in (None, "") and rule.required:
+            raise MappingError(*where, f"lookup table {rule.lookup!r} has no entry for {key!r}")
+    return value
+
+
+def _truthy(value: Any) -> bool:
+    return value not in (None, False, "", [], {}, 0)
+
+
+def _finish(
+    mapping: Mapping, rule: FieldRule, value: Any, where: tuple[str, str, str], m3_length: int | None
+) -> str | None:
+    if value in (None, ""):
+        if rule.required:
+            source = rule.from_ or rule.var or "the rule"
+            raise MappingError(*where, f"a value is required but {source!r} gives none")
+        return None
+    text = _convert(rule, value, where)
+    if rule.upper:
+        text = text.upper()
+    elif rule.lower:
+        text = text.lower()
+    if rule.truncate is not False:
+        limit = m3_length if rule.truncate is True else int(rule.truncate)
+        if limit:
+            text = text[:limit]
+    limit = rule.max_length or (m3_length if rule.truncate is False else None)
+    if limit is not None and len(text) > limit:
+        raise MappingError(*where, f"{len(text)} characters; at most {limit} allowed (set truncate to cut)")
+    return text
+
+
+def _convert(rule: FieldRule, value: Any, where: tuple[str, str, str]) -> str:
+    kind = rule.type
+    if kind == "date" or (kind is None and isinstance(value, (date, datetime))):
+        return _to_date(rule, value, where)
+    if kind == "decimal" or (kind is None and isinstance(value, (float, Decimal))):
+        try:
+            number = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise MappingError(*where, f"{value!r} is not a number") from None
+        text = format(number.normalize(), "f")
+        return "0" if text in ("-0", "") else text
+    if kind == "int":
+        try:
+            return str(int(Decimal(str(value).strip())))
+        except (InvalidOperation, ValueError):
+            raise MappingError(*where, f"{value!r} is not a whole number") from None
+    if kind == "bool" or isinstance(value, bool):
+        return "1" if _truthy(value) and str(value).lower() not in ("false", "no", "0") else "0"
+    if isinstance(value, (dict, list)):
+        raise MappingError(*where, "the path gives an object or list, not a value (pick a field inside it)")
+    return str(value)
+
+
+def _to_date(rule: FieldRule, value: Any, where: tuple[str, str, str]) -> str:
+    if isinstance(value, datetime | date):
+        return value.strftime("%Y%m%d")
+    text = str(value).strip()
+    try:
+        if rule.date_input:
+            parsed = datetime.strptime(text, rule.date_input)
+        elif len(text) == 8 and text.isdigit():
+            parsed = datetime.strptime(text, "%Y%m%d")
+        else:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        expected = rule.date_input or "an ISO date (2026-11-24) or yyyyMMdd"
+        raise MappingError(*where, f"{text!r} is not a date; expected {expected}") from None
+    return parsed.strftime("%Y%m%d")
+
+
+__all__ = ["CallPreview", "JMESPathError", "Mapping", "MappingError", "compile_path"]

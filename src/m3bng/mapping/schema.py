@@ -1,0 +1,123 @@
+"""The mapping language, as a strict pydantic schema: about ten operations, nothing more.
+
+A field rule is either shorthand or a mapping with exactly one *source* and optional
+*modifiers* applied in a fixed order::
+
+    CUNM: CompanyName                     # shorthand for {from: CompanyName}
+    CUTM: {value: "TEMPLATE"}             # a constant
+    CUA1: {concat: [FirstName, LastName], sep: " "}
+    ITCL: {lookup: product_category, from: ProductCategory, default: "OTHER"}
+    ORDT: {from: OrderDate, type: date}   # -> yyyyMMdd
+    WHLO: {from: _line.Warehouse, default: {var: warehouse}}
+    STAT: {when: [{if: "OrderStatus == 'Shipped'", then: {value: "66"}}], else: {value: "22"}}
+
+Paths and conditions are JMESPath expressions (a small, safe, well-kept language; no eval).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Scalar = str | int | float | bool
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Case(Strict):
+    if_: str = Field(alias="if", min_length=1)
+    then: FieldRule
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class FieldRule(Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    # sources: exactly one
+    from_: str | None = Field(default=None, alias="from")
+    value: Scalar | None = None
+    var: str | None = None
+    concat: list[FieldRule | str] | None = None
+    lookup: str | None = None  # table name; the key comes from `from`
+    when: list[Case] | None = None
+    # modifiers
+    sep: str = ""
+    else_: FieldRule | None = Field(default=None, alias="else")
+    default: FieldRule | Scalar | None = None
+    type: Literal["str", "int", "decimal", "date", "bool"] | None = None
+    date_input: str | None = None  # strptime format of the source when it is not ISO
+    upper: bool = False
+    lower: bool = False
+    truncate: bool | int = False  # True: to M3's field length (metadata); N: to N characters
+    max_length: int | None = Field(default=None, ge=1)
+    required: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"from": value}
+        if isinstance(value, (int, float, bool)):
+            return {"value": value}
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FieldRule:
+        present = [
+            name for name in ("from_", "value", "var", "concat", "when") if getattr(self, name) is not None
+        ]
+        if self.lookup is not None:
+            if self.from_ is None:
+                raise ValueError("lookup needs `from` (the key to look up)")
+            present.remove("from_")
+            present.append("lookup")
+        if len(present) != 1:
+            shown = [p.rstrip("_") for p in present] or ["none"]
+            raise ValueError(
+                "a field rule needs exactly one of from, value, var, concat, lookup, when "
+                f"(found: {', '.join(shown)})"
+            )
+        if self.else_ is not None and self.when is None:
+            raise ValueError("`else` belongs to `when`")
+        if self.upper and self.lower:
+            raise ValueError("upper and lower exclude each other")
+        return self
+
+
+class CallSpec(Strict):
+    """One MI call: program, transaction and how to build its record."""
+
+    program: str = Field(pattern=r"^[A-Z]{3}\d{3}MI$")
+    transaction: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9]{1,31}$")
+    for_each: str | None = None  # JMESPath to a list: one call per element, bound as _line
+    fields: dict[str, FieldRule] = Field(default_factory=dict)
+
+    @field_validator("fields")
+    @classmethod
+    def _m3_names(cls, fields: dict[str, FieldRule]) -> dict[str, FieldRule]:
+        bad = [name for name in fields if not (name.isupper() and 3 <= len(name) <= 6 and name.isalnum())]
+        if bad:
+            raise ValueError(
+                f"M3 field names are 3-6 upper-case letters/digits (e.g. CUNO): {', '.join(bad)}"
+            )
+        return fields
+
+
+class MappingSpec(Strict):
+    version: Literal[1] = 1
+    flow: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    trigger: list[str] = Field(min_length=1)
+    target: Literal["m3", "bng"] = "m3"
+    vars: dict[str, Scalar] = Field(default_factory=dict)
+    options: dict[str, Scalar] = Field(default_factory=dict)
+    lookups: dict[str, str] = Field(default_factory=dict)  # name -> file (relative to the mapping)
+    calls: dict[str, CallSpec] = Field(min_length=1)
+
+
+Case.model_rebuild()
+FieldRule.model_rebuild()

@@ -1,0 +1,426 @@
+"""The simulated tenant behind the ION API gateway, as an ASGI app.
+
+URL layout as on a real tenant (facts.md §1–2)::
+
+    POST /{ti}/as/token.oauth2                              password / refresh_token grants
+    POST /{ti}/as/revoke_token.oauth2
+    GET  /{ti}/M3/m3api-rest/v2/execute/{PROG}/{TRANS};cono=..;maxrecs=..?FIELD=...   (v2)
+    POST /{ti}/M3/m3api-rest/v2/execute                   multi-transaction (one program)
+    GET  /{ti}/M3/m3api-rest/execute/{PROG}/{TRANS};metadata=true?FIELD=...         (v1)
+
+plus a control API under ``/_sim/`` (state, seed, reset, faults, locks, calls, stats) that a
+real tenant does not have. Works mounted under a prefix (``app.mount("/_sim/m3", sim)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from m3bng.sim.m3.config import Faults, M3SimConfig
+from m3bng.sim.m3.programs import MIError, State, execute, load_seed
+from m3bng.sim.m3.specs import OUTPUT_LENGTHS
+
+
+@dataclass
+class Runtime:
+    config: M3SimConfig
+    state: State = field(default_factory=State)
+    faults: Faults = field(default_factory=Faults)
+    tokens: dict[str, float] = field(default_factory=dict)  # access token -> expiry (monotonic)
+    refresh_tokens: set[str] = field(default_factory=set)
+    outage_until: float = 0.0
+    calls: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5000))
+    stats: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def reset(self) -> None:
+        self.state = State()
+        self.state.seed(load_seed(self.config.seed_file))
+        self.faults = self.config.faults.model_copy(deep=True)
+        self.outage_until = (
+            time.monotonic() + self.faults.outage_seconds if self.faults.outage_seconds else 0.0
+        )
+        self.calls.clear()
+        self.stats.clear()
+        self.max_in_flight = 0
+        self.rng.seed(self.config.random_seed)
+
+
+# -- OAuth ------------------------------------------------------------------------------------------
+
+
+async def token(request: Request) -> Response:
+    rt: Runtime = request.app.state.sim
+    form = await request.form()
+    client_id, client_secret = form.get("client_id"), form.get("client_secret")
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("basic "):
+        import base64
+
+        client_id, _, client_secret = base64.b64decode(auth[6:]).decode().partition(":")
+    if client_id != rt.config.client_id or client_secret != rt.config.client_secret:
+        return JSONResponse({"error": "invalid_client"}, status_code=401)
+    grant = form.get("grant_type")
+    if grant == "password":
+        if form.get("username") != rt.config.saak or form.get("password") != rt.config.sask:
+            return JSONResponse({"error": "invalid_grant", "error_description": "bad service account"}, 400)
+    elif grant == "refresh_token":
+        if form.get("refresh_token") not in rt.refresh_tokens:
+            return JSONResponse({"error": "invalid_grant", "error_description": "unknown refresh token"}, 400)
+    else:
+        return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+    rt.stats["token_requests"] += 1
+    access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    rt.tokens[access] = time.monotonic() + rt.config.token_lifetime_seconds
+    rt.refresh_tokens.add(refresh)
+    return JSONResponse(
+        {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": int(rt.config.token_lifetime_seconds),
+            "refresh_token": refresh,
+        }
+    )
+
+
+async def revoke(request: Request) -> Response:
+    rt: Runtime = request.app.state.sim
+    form = await request.form()
+    value = str(form.get("token") or request.query_params.get("token") or "")
+    rt.tokens.pop(value, None)
+    rt.refresh_tokens.discard(value)
+    rt.stats["revocations"] += 1
+    return Response(status_code=200)
+
+
+def _authorised(rt: Runtime, request: Request) -> bool:
+    auth = request.headers.get("authorization", "")
+    if not auth.startswith("Bearer "):
+        return False
+    expiry = rt.tokens.get(auth[7:])
+    return expiry is not None and time.monotonic() < expiry
+
+
+def _gateway_401() -> Response:
+    return JSONResponse(
+        {"error": "invalid_token", "error_description": "The access token is invalid or expired"}, 401
+    )
+
+
+# -- MI REST ----------------------------------------------------------------------------------------
+
+
+def _split(rest: str) -> tuple[str, str, dict[str, str]]:
+    """``PROG/TRANS;a=1;b=2`` → program, transaction, matrix parameters."""
+    path, *matrix = rest.split(";")
+    program, _, transaction = path.strip("/").partition("/")
+    options = dict(part.split("=", 1) for part in matrix if "=" in part)
+    return program, transaction, {k.lower(): v for k, v in options.items()}
+
+
+_OPTION_NAMES = {
+    "cono",
+    "divi",
+    "maxrecs",
+    "returncols",
+    "excludempty",
+    "metadata",
+    "extendedresult",
+    "format",
+    "righttrim",
+}
+
+
+async def _guard(rt: Runtime, program: str, transaction: str) -> Response | str | None:
+    """Apply the configured faults. Returns a response to send instead, "drop" or None."""
+    faults = rt.faults
+    if not faults.applies_to(program, transaction):
+        return None
+    if faults.latency_ms:
+        await asyncio.sleep(faults.latency_ms / 1000)
+    if rt.outage_until and time.monotonic() < rt.outage_until:
+        return JSONResponse({"message": "Service Unavailable"}, status_code=503)
+    if faults.throttle.rate and rt.rng.random() < faults.throttle.rate:
+        return JSONResponse(
+            {"message": "Too Many Requests"},
+            status_code=429,
+            headers={"Retry-After": f"{faults.throttle.retry_after:g}"},
+        )
+    if faults.error_rate and rt.rng.random() < faults.error_rate:
+        return JSONResponse({"message": "Internal Server Error"}, status_code=500)
+    if faults.timeout_rate and rt.rng.random() < faults.timeout_rate:
+        await asyncio.sleep(faults.timeout_seconds)
+        return JSONResponse({"message": "Gateway Timeout"}, status_code=504)
+    if faults.drop_response_rate and rt.rng.random() < faults.drop_response_rate:
+        return "drop"
+    return None
+
+
+async def _run(rt: Runtime, program: str, transaction: str, record: dict[str, str]) -> list[dict[str, str]]:
+    async with rt.lock:  # M3 applies one transaction at a time per record; keep the state consistent
+        try:
+            rows = execute(rt.state, program, transaction, record)
+        except MIError as exc:
+            rt.calls.append(
+                {
+                    "program": program,
+                    "transaction": transaction,
+                    "record": record,
+                    "outcome": "error",
+                    "error": exc.message,
+                }
+            )
+            rt.stats["mi_errors"] += 1
+            raise
+        rt.calls.append({"program": program, "transaction": transaction, "record": record, "outcome": "ok"})
+        return rows
+
+
+def _select(rows: list[dict[str, str]], options: dict[str, str]) -> list[dict[str, str]]:
+    maxrecs = int(options.get("maxrecs") or 100)
+    if maxrecs:
+        rows = rows[:maxrecs]
+    if options.get("returncols"):
+        cols = options["returncols"].split(",")
+        rows = [{c: r.get(c, "") for c in cols} for r in rows]
+    return rows
+
+
+def _v2_error(exc: MIError, transaction: str) -> dict[str, Any]:
+    return {
+        "transaction": transaction,
+        "errorMessage": exc.message.ljust(60),
+        "errorType": exc.error_type,
+        "errorCode": exc.code or None,
+        "errorField": exc.field or None,
+        "errorCfg": None,
+    }
+
+
+async def mi_v2(request: Request) -> Response:
+    return await _mi(request, version=2)
+
+
+async def mi_v1(request: Request) -> Response:
+    return await _mi(request, version=1)
+
+
+async def _mi(request: Request, *, version: int) -> Response:
+    rt: Runtime = request.app.state.sim
+    if request.path_params["ti"] != rt.config.ti:
+        return JSONResponse({"message": f"unknown tenant {request.path_params['ti']}"}, status_code=404)
+    if not _authorised(rt, request):
+        return _gateway_401()
+    program, transaction, options = _split(request.path_params["rest"])
+    record = {k: v for k, v in request.query_params.items() if k.lower() not in _OPTION_NAMES}
+    options.update({k.lower(): v for k, v in request.query_params.items() if k.lower() in _OPTION_NAMES})
+    rt.stats["mi_calls"] += 1
+    rt.stats[f"{program}/{transaction}"] += 1
+    rt.in_flight += 1
+    rt.max_in_flight = max(rt.max_in_flight, rt.in_flight)
+    try:
+        fault = await _guard(rt, program, transaction)
+        if isinstance(fault, Response):
+            return fault
+        try:
+            rows = _select(await _run(rt, program, transaction, record), options)
+        except MIError as exc:
+            if version == 1:
+                body = {
+                    "@type": exc.error_type,
+                    "@code": exc.code or None,
+                    "@field": exc.field or None,
+                    "@cfg": None,
+                    "Message": exc.message.ljust(60),
+                }
+                return JSONResponse(body)
+            if rt.faults.v2_error_style == "http200":
+                result = _v2_error(exc, transaction)
+                return JSONResponse(
+                    {
+                        "results": [result],
+                        "wasTerminated": False,
+                        "nrOfSuccessfullTransactions": 0,
+                        "nrOfFailedTransactions": 1,
+                    }
+                )
+            return JSONResponse(_v2_error(exc, transaction), status_code=400)
+        if fault == "drop":
+            rt.stats["dropped_responses"] += 1
+            await asyncio.sleep(rt.faults.drop_seconds)
+        if version == 1:
+            return JSONResponse(_v1_body(program, transaction, rows))
+        return JSONResponse(
+            {
+                "results": [{"transaction": transaction, "records": rows}],
+                "wasTerminated": False,
+                "nrOfSuccessfullTransactions": 1,
+                "nrOfFailedTransactions": 0,
+            }
+        )
+    finally:
+        rt.in_flight -= 1
+
+
+def _v1_body(program: str, transaction: str, rows: list[dict[str, str]]) -> dict[str, Any]:
+    names = sorted({k for row in rows for k in row})
+    return {
+        "Program": program,
+        "Transaction": transaction,
+        "Metadata": {
+            "Field": [{"@name": n, "@type": "A", "@length": OUTPUT_LENGTHS.get(n, 20)} for n in names]
+        },
+        "MIRecord": [
+            {
+                "RowIndex": index,
+                "NameValue": [
+                    {"Name": k, "Value": v.ljust(OUTPUT_LENGTHS.get(k, len(v)))} for k, v in row.items()
+                ],
+            }
+            for index, row in enumerate(rows)
+        ],
+    }
+
+
+async def mi_bulk(request: Request) -> Response:
+    rt: Runtime = request.app.state.sim
+    if not _authorised(rt, request):
+        return _gateway_401()
+    try:
+        body = await request.json()
+        program = str(body["program"])
+        transactions = list(body["transactions"])
+    except (ValueError, KeyError, TypeError):
+        return JSONResponse({"errorMessage": "Invalid bulk request body", "errorType": "InvalidRequest"}, 400)
+    rt.stats["mi_calls"] += 1
+    rt.in_flight += 1
+    rt.max_in_flight = max(rt.max_in_flight, rt.in_flight)
+    try:
+        fault = await _guard(rt, program, "*")
+        if isinstance(fault, Response):
+            return fault
+        results, failed = [], 0
+        for entry in transactions:
+            transaction = str(entry.get("transaction", ""))
+            record = {str(k): str(v) for k, v in (entry.get("record") or {}).items()}
+            rt.stats[f"{program}/{transaction}"] += 1
+            try:
+                rows = await _run(rt, program, transaction, record)
+                cols = entry.get("selectedColumns")
+                if cols:
+                    rows = [{c: r.get(c, "") for c in cols} for r in rows]
+                results.append({"transaction": transaction, "records": rows, "parameters": record})
+            except MIError as exc:
+                failed += 1
+                results.append({**_v2_error(exc, transaction), "parameters": record})
+        if fault == "drop":
+            rt.stats["dropped_responses"] += 1
+            await asyncio.sleep(rt.faults.drop_seconds)
+        return JSONResponse(
+            {
+                "results": results,
+                "wasTerminated": False,
+                "nrOfSuccessfullTransactions": len(results) - failed,
+                "nrOfFailedTransactions": failed,
+            }
+        )
+    finally:
+        rt.in_flight -= 1
+
+
+# -- control API ------------------------------------------------------------------------------------
+
+
+async def get_state(request: Request) -> Response:
+    return JSONResponse(request.app.state.sim.state.snapshot())
+
+
+async def reset(request: Request) -> Response:
+    request.app.state.sim.reset()
+    return JSONResponse({"status": "reset"})
+
+
+async def seed(request: Request) -> Response:
+    request.app.state.sim.state.seed(await request.json())
+    return JSONResponse({"status": "seeded"})
+
+
+async def faults(request: Request) -> Response:
+    rt: Runtime = request.app.state.sim
+    if request.method == "PUT":
+        try:
+            rt.faults = Faults.model_validate(await request.json())
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        rt.outage_until = time.monotonic() + rt.faults.outage_seconds if rt.faults.outage_seconds else 0.0
+    return JSONResponse(rt.faults.model_dump())
+
+
+async def locks(request: Request) -> Response:
+    rt: Runtime = request.app.state.sim
+    body = await request.json()
+    keys = {str(k) for k in body.get("lock", [])}
+    rt.state.locks |= keys
+    rt.state.locks -= {str(k) for k in body.get("unlock", [])}
+    return JSONResponse({"locks": sorted(rt.state.locks)})
+
+
+async def expire_tokens(request: Request) -> Response:
+    rt: Runtime = request.app.state.sim
+    rt.tokens = dict.fromkeys(rt.tokens, 0.0)
+    return JSONResponse({"expired": len(rt.tokens)})
+
+
+async def get_calls(request: Request) -> Response:
+    return JSONResponse(list(request.app.state.sim.calls))
+
+
+async def get_stats(request: Request) -> Response:
+    rt: Runtime = request.app.state.sim
+    return JSONResponse(
+        {
+            **rt.stats,
+            "token_requests": rt.stats["token_requests"],
+            "mi_calls": rt.stats["mi_calls"],
+            "in_flight": rt.in_flight,
+            "max_in_flight": rt.max_in_flight,
+            "valid_tokens": sum(1 for exp in rt.tokens.values() if exp > time.monotonic()),
+        }
+    )
+
+
+def create_app(config: M3SimConfig | None = None) -> Starlette:
+    runtime = Runtime(config or M3SimConfig())
+    runtime.reset()
+    routes = [
+        Route("/{ti}/as/token.oauth2", token, methods=["POST"]),
+        Route("/{ti}/as/revoke_token.oauth2", revoke, methods=["POST", "GET"]),
+        Route("/{ti}/M3/m3api-rest/v2/execute", mi_bulk, methods=["POST"]),
+        Route("/{ti}/M3/m3api-rest/v2/execute/{rest:path}", mi_v2, methods=["GET", "POST"]),
+        Route("/{ti}/M3/m3api-rest/execute/{rest:path}", mi_v1, methods=["GET", "POST"]),
+        Route("/_sim/state", get_state),
+        Route("/_sim/reset", reset, methods=["POST"]),
+        Route("/_sim/seed", seed, methods=["POST"]),
+        Route("/_sim/faults", faults, methods=["GET", "PUT"]),
+        Route("/_sim/locks", locks, methods=["POST"]),
+        Route("/_sim/tokens/expire", expire_tokens, methods=["POST"]),
+        Route("/_sim/calls", get_calls),
+        Route("/_sim/stats", get_stats),
+    ]
+    app = Starlette(routes=routes)
+    app.state.sim = runtime
+    return app

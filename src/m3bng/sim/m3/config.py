@@ -1,0 +1,49 @@
+"""Settings of one simulated tenant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class Throttle(BaseModel):
+    rate: float = Field(default=0.0, ge=0, le=1)
+    retry_after: float = Field(default=1.0, ge=0)
+
+
+class Faults(BaseModel):
+    """Faults applied to MI calls (not to the token endpoint or the control API).
+
+    ``drop_response_rate``: the call is executed and committed, then the answer is held back for
+    ``drop_seconds`` — longer than any sane client timeout — so the client sees a read timeout:
+    the "applied, but the response was lost" case m3bng must survive without duplicates.
+    """
+
+    latency_ms: float = Field(default=0, ge=0)
+    error_rate: float = Field(default=0, ge=0, le=1)
+    throttle: Throttle = Field(default_factory=Throttle)
+    outage_seconds: float = Field(default=0, ge=0)
+    timeout_rate: float = Field(default=0, ge=0, le=1)
+    timeout_seconds: float = Field(default=5, ge=0)
+    drop_response_rate: float = Field(default=0, ge=0, le=1)
+    drop_seconds: float = Field(default=5, ge=0)
+    programs: list[str] = Field(
+        default_factory=list
+    )  # empty = all; else e.g. ["OIS100MI/Confirm", "CRS610MI"]
+    v2_error_style: str = Field(default="http400", pattern="^(http400|http200)$")
+
+    def applies_to(self, program: str, transaction: str) -> bool:
+        return not self.programs or program in self.programs or f"{program}/{transaction}" in self.programs
+
+
+class M3SimConfig(BaseModel):
+    ti: str = "M3BNG_SANDBOX"
+    client_id: str = "M3BNG_SANDBOX~m3bng"
+    client_secret: str = "sandbox-client-secret"
+    saak: str = "M3BNG_SANDBOX#m3bng-service"
+    sask: str = "sandbox-service-secret"
+    token_lifetime_seconds: float = Field(default=7200, gt=0)
+    seed_file: Path | None = None
+    faults: Faults = Field(default_factory=Faults)
+    random_seed: int = 1
