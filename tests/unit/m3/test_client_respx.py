@@ -230,9 +230,11 @@ async def test_connect_error_on_write_is_retried() -> None:
 async def test_circuit_opens_and_calls_wait() -> None:
     respx.get(url__startswith=BASE).respond(503)
     m3 = client(call_attempts=1, circuit_failures=2, circuit_reset_seconds=60)
-    for _ in range(2):
-        with pytest.raises(M3TransientError):
-            await m3.execute("CRS610MI", "GetBasicData")
+    with pytest.raises(M3TransientError) as first:
+        await m3.execute("CRS610MI", "GetBasicData")
+    assert not isinstance(first.value, M3Unavailable)
+    with pytest.raises(M3Unavailable, match="circuit open"):  # this failure opens the circuit
+        await m3.execute("CRS610MI", "GetBasicData")
     with pytest.raises(M3Unavailable) as info:
         await m3.execute("CRS610MI", "GetBasicData")
     assert info.value.error_class == "target_down" and (info.value.retry_after or 0) > 50

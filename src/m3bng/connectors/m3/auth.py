@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import AsyncGenerator
 
+import authlib.deprecate  # noqa: F401  (installs authlib's own warning filter; see below)
 import httpx
 import structlog
 
@@ -21,7 +22,8 @@ from m3bng.connectors.m3.errors import M3TransientError, M3Unavailable
 from m3bng.connectors.m3.ionapi import IonApiCredentials
 
 # authlib 1.9 announces a future move of its httpx integration; it works as documented today,
-# and the notice would otherwise be the first line of every log.
+# and the notice would otherwise be the first line of every log. Our filter goes in front of the
+# "always" filter that authlib.deprecate installed when it was imported above.
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     from authlib.integrations.httpx_client import AsyncOAuth2Client

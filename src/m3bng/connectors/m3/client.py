@@ -44,7 +44,12 @@ from m3bng.connectors.m3.errors import (
     classify_mi_error,
 )
 from m3bng.connectors.m3.ionapi import IonApiCredentials, load_ionapi
-from m3bng.connectors.m3.protection import CircuitBreaker, MaintenanceWindow, maintenance_seconds_left
+from m3bng.connectors.m3.protection import (
+    CircuitBreaker,
+    CircuitState,
+    MaintenanceWindow,
+    maintenance_seconds_left,
+)
 from m3bng.observability import metrics
 
 log = structlog.get_logger(__name__)
@@ -299,6 +304,17 @@ class M3Client:
                 if isinstance(exc, M3TransientError | M3Unavailable) and not isinstance(exc, M3Throttled):
                     if outcome != "locked":
                         self.breaker.record_failure()
+                        if self.breaker.state is CircuitState.OPEN and not isinstance(exc, M3Unavailable):
+                            # This failure opened the circuit (or a probe failed): M3 is down,
+                            # not this event's data. The event waits without using an attempt,
+                            # so an outage never drains the retry schedule into dead letters.
+                            outcome = "target_down"
+                            raise M3Unavailable(
+                                f"M3 is not answering ({exc.mi_message}); circuit open",
+                                retry_after=self.breaker.reset_seconds,
+                                program=program,
+                                transaction=transaction,
+                            ) from exc
                     else:
                         self.breaker.record_neutral()
                 else:
