@@ -297,7 +297,10 @@ def mappings_preview(
 @webhook_app.command("send")
 def webhook_send(
     event_type: Annotated[str, typer.Argument(help="Event type, e.g. order.created")],
-    data: Annotated[str, typer.Argument(help="The event's data as JSON, or @file.json")],
+    data: Annotated[
+        str | None,
+        typer.Argument(help="The event's data as JSON, or @file.json (default: the documented example)"),
+    ] = None,
     url: Annotated[str | None, typer.Option(help="Default: this service's /webhooks/bng")] = None,
     message_id: Annotated[str | None, typer.Option("--id", help="webhook-id (default: random)")] = None,
 ) -> None:
@@ -313,6 +316,14 @@ def webhook_send(
     from m3bng.runtime import webhook_secrets
 
     settings = _settings()
+    from m3bng.connectors.bng.samples import sample
+
+    if data is None:
+        try:
+            data = json.dumps(sample(event_type))
+        except KeyError:
+            typer.echo(f"no example for {event_type!r}: give the data as JSON", err=True)
+            raise typer.Exit(2) from None
     text = Path(data[1:]).read_text() if data.startswith("@") else data
     try:
         payload = json.loads(text)

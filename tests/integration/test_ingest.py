@@ -12,12 +12,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
+from m3bng.connectors.bng.samples import sample
 from m3bng.inbox.ingest import ingest_event
 from m3bng.store.models import Event
 from tests.conftest import LiveServer
 from tests.support.webhooks import signed_headers
 
-ORDER = {"type": "order.created", "timestamp": "2026-11-24T10:00:00Z", "data": {"OrderID": "SO-1001"}}
+ORDER = {"type": "order.created", "timestamp": "2026-11-24T10:00:00Z", "data": sample("order.created")}
 
 
 async def count_events(sessions: async_sessionmaker[AsyncSession]) -> int:
@@ -110,7 +111,21 @@ async def test_http_bad_input_is_rejected_and_stores_nothing(
             ({"type": "order.created", "data": []}, {}, 422, "data: Input should be a valid dictionary"),
             ({"type": "not a type", "data": {}}, {}, 422, "type: String should match pattern"),
             ([1, 2], {}, 422, "Input should be a valid dictionary"),
-            ({"type": "order.created", "data": {"x": "y" * 4096}}, {}, 413, "limit"),
+            ({"type": "order.shipped", "data": {}}, {}, 422, "unknown event type 'order.shipped'"),
+            (
+                {**ORDER, "data": {**ORDER["data"], "Lines": []}},
+                {},
+                422,
+                "data.Lines: List should have at least 1",
+            ),
+            (
+                {**ORDER, "data": {**ORDER["data"], "OrderDate": "24/11/2026"}},
+                {},
+                422,
+                "data.OrderDate: Input should be a valid date",
+            ),
+            ({"type": "customer.created", "data": {"CustomerID": "C1"}}, {}, 422, "CompanyName, FirstName"),
+            ({**ORDER, "data": {**ORDER["data"], "Note": "y" * 4096}}, {}, 413, "limit"),
             (ORDER, {"webhook_id": None}, 401, "missing header(s): webhook-id"),
             (ORDER, {"content-type": "text/plain"}, 415, "application/json"),
         ]

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from m3bng.api.deps import RuntimeDep, read_body
 from m3bng.api.errors import ApiError, validation_details
 from m3bng.connectors.bng.events import BngEnvelope, business_key
+from m3bng.connectors.bng.models import EVENT_MODELS, validate_event_data
 from m3bng.connectors.bng.signatures import SignatureError, verify_shopify, verify_standard, verify_stripe
 from m3bng.inbox.ingest import ingest_event
 from m3bng.runtime import Runtime
@@ -45,6 +46,30 @@ def verify_signature(runtime: Runtime, request: Request, body: bytes) -> str:
         raise ApiError(401, "invalid_signature", f"webhook signature rejected: {exc}") from None
 
 
+def check_event_data(runtime: Runtime, envelope: BngEnvelope) -> None:
+    """Refuse, before storing, an event no flow could ever apply.
+
+    A type with a model (the brief's events) must match it field for field; a type that only a
+    plugin flow knows (``M3BNG_FLOW_PLUGINS``) is accepted as it is, the plugin validates it.
+    """
+    if envelope.type not in EVENT_MODELS:
+        if runtime.registry.get("bng", envelope.type) is not None:
+            return
+        known = ", ".join(sorted(EVENT_MODELS))
+        raise ApiError(
+            422,
+            "unknown_event_type",
+            f"type: unknown event type {envelope.type!r}; known types: {known}",
+            fields=[{"field": "type", "problem": "unknown event type"}],
+        )
+    try:
+        validate_event_data(envelope.type, envelope.data)
+    except ValidationError as exc:
+        fields = [{**f, "field": f"data.{f['field']}"} for f in validation_details(exc)]
+        message = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
+        raise ApiError(422, "invalid_event", message, fields=fields) from None
+
+
 @router.post(
     "/webhooks/bng",
     status_code=202,
@@ -55,7 +80,7 @@ def verify_signature(runtime: Runtime, request: Request, body: bytes) -> str:
         401: {"description": "Signature missing, stale or not matching any secret"},
         413: {"description": "Body too large"},
         415: {"description": "Not application/json"},
-        422: {"description": "Envelope invalid (type, data)"},
+        422: {"description": "Envelope or event data invalid, or unknown event type"},
     },
 )
 async def receive_bng_webhook(
@@ -88,6 +113,7 @@ async def receive_bng_webhook(
         fields = validation_details(exc)
         message = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
         raise ApiError(422, "invalid_event", message, fields=fields) from None
+    check_event_data(runtime, envelope)
     if not message_id:
         message_id = str(raw.get("id") or "")
         if not message_id:

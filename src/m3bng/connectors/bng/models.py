@@ -12,9 +12,25 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 Text = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+def _date_part(value: Any) -> Any:
+    """BNG sends dates as ``2026-11-24`` or as a timestamp; M3 only ever takes the day."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, str) and len(value) > 10 and value[10:11] in ("T", " "):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).date()
+        except ValueError:
+            return value
+    return value
+
+
+# One type, one error message ("OrderDate: Input should be a valid date"), whatever the input.
+Day = Annotated[date, BeforeValidator(_date_part)]
 Money = Annotated[Decimal, Field(max_digits=17, decimal_places=6)]
 
 
@@ -81,7 +97,7 @@ class OrderLine(BngModel):
 class Order(BngModel):
     OrderID: Text
     CustomerID: Text
-    OrderDate: date | datetime
+    OrderDate: Day
     OrderStatus: str | None = Field(default=None, max_length=40)
     Currency: str | None = Field(default=None, min_length=3, max_length=3)
     Customer: CustomerModel | None = None
@@ -119,8 +135,8 @@ class PurchaseOrder(BngModel):
     PurchaseOrderID: Text
     VendorID: Text
     Warehouse: str | None = Field(default=None, max_length=20)
-    OrderDate: date | datetime | None = None
-    DeliveryDate: date | datetime
+    OrderDate: Day | None = None
+    DeliveryDate: Day
     Lines: list[PurchaseOrderLine] = Field(min_length=1, max_length=2000)
 
 
@@ -134,8 +150,8 @@ class SupplierInvoiceLine(BngModel):
 class SupplierInvoice(BngModel):
     InvoiceID: Text
     VendorID: Text
-    InvoiceDate: date | datetime
-    DueDate: date | datetime | None = None
+    InvoiceDate: Day
+    DueDate: Day | None = None
     Currency: str = Field(min_length=3, max_length=3)
     Amount: Money
     Lines: list[SupplierInvoiceLine] = Field(default_factory=list, max_length=2000)
@@ -161,7 +177,7 @@ class GlLine(BngModel):
 
 class GlEntry(BngModel):
     EntryID: Text
-    Date: date
+    Date: Day
     Description: str | None = Field(default=None, max_length=255)
     Currency: str = Field(min_length=3, max_length=3)
     Lines: list[GlLine] = Field(min_length=2, max_length=2000)
