@@ -1,14 +1,50 @@
-"""Business flows, one module per flow; ``default_registry()`` wires them to event types.
+"""Business flows, one module per kind of object; ``default_registry()`` wires them to event types.
 
-The BNG → M3 and M3 → BNG flows are added by their own modules as they are built. An event whose
-type has no flow is dead-lettered with the reason ``no_flow`` (and can be replayed once a flow
-exists), never silently dropped.
+A mapping file names its flow (``flow: order_to_cash``) and the event types that trigger it; the
+flow function named here does the work with that mapping. An event whose type has no flow is
+dead-lettered with the reason ``no_flow`` (and can be replayed once a flow exists), never
+silently dropped.
 """
 
 from __future__ import annotations
 
-from m3bng.inbox.flows import FlowRegistry
+from m3bng.flows.base import FlowMappings, MappedFlow
+from m3bng.flows.customers import customer_sync
+from m3bng.flows.orders import order_to_cash, order_update
+from m3bng.inbox.flows import Flow, FlowContext, FlowRegistry
+from m3bng.mapping import Mapping, MappingFileError
+
+FLOWS: dict[str, MappedFlow] = {
+    "order_to_cash": order_to_cash,
+    "order_update": order_update,
+    "customer_sync": customer_sync,
+}
 
 
-def default_registry() -> FlowRegistry:
-    return FlowRegistry()
+def default_registry(mappings: dict[str, Mapping] | None = None) -> FlowRegistry:
+    """One registration per trigger of every loaded mapping; a mapping for an unknown flow stops start-up."""
+    registry = FlowRegistry()
+    if not mappings:
+        return registry
+    shared = FlowMappings(mappings)
+    problems = []
+    for name, mapping in mappings.items():
+        flow = FLOWS.get(name)
+        if flow is None:
+            problems.append(
+                f"{mapping.path}: flow {name!r} is not one m3bng knows (known: {', '.join(sorted(FLOWS))})"
+            )
+            continue
+        for trigger in mapping.spec.trigger:
+            registry.register(trigger, _bound(flow, shared), source="bng")
+    if problems:
+        raise MappingFileError(problems)
+    return registry
+
+
+def _bound(flow: MappedFlow, mappings: FlowMappings) -> Flow:
+    async def run(ctx: FlowContext) -> None:
+        await flow(ctx, mappings)
+
+    run.__name__ = run.__qualname__ = getattr(flow, "__name__", "flow")
+    return run

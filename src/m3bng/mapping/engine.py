@@ -94,6 +94,34 @@ class Mapping:
             for index, item in enumerate(items)
         ]
 
+    def key(self, name: str, data: MappingABC[str, Any], ctx: MappingABC[str, Any] | None = None) -> str:
+        """The M3 key ``name`` (``keys:`` section) a new object gets; a required value."""
+        rule = self.spec.keys.get(name)
+        if rule is None:
+            raise MappingError(
+                self.flow, "keys", name, f"the mapping file {self.path.name} defines no key {name!r}"
+            )
+        document = {**data, "_ctx": dict(ctx or {}), "_vars": dict(self.spec.vars)}
+        where = (self.flow, "keys", name)
+        text = _finish(self, rule, _evaluate(self, rule, document, where), where, None)
+        if text is None:
+            raise MappingError(*where, "the key rule gives no value")
+        return text
+
+    def applicable_calls(
+        self, data: MappingABC[str, Any], ctx: MappingABC[str, Any] | None = None
+    ) -> list[str]:
+        """The calls whose ``if`` condition holds for this event, in file order."""
+        document = {**data, "_ctx": dict(ctx or {}), "_vars": dict(self.spec.vars)}
+        return [
+            name
+            for name, call in self.spec.calls.items()
+            if call.if_ and _truthy(_search(call.if_, document))
+        ]
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return self.spec.options.get(name, default)
+
     def preview(
         self, data: MappingABC[str, Any], ctx: MappingABC[str, Any] | None = None
     ) -> list[CallPreview]:

@@ -69,6 +69,8 @@ def _rules(spec: MappingSpec) -> Iterable[tuple[list[Any], FieldRule | str]]:
             if isinstance(sub, FieldRule):
                 yield from walk(sub, [*loc, key])
 
+    for key_name, rule in spec.keys.items():
+        yield from walk(rule, ["keys", key_name])
     for call_name, call in spec.calls.items():
         for field_name, rule in call.fields.items():
             yield from walk(rule, ["calls", call_name, "fields", field_name])
@@ -124,6 +126,12 @@ def load_mapping(path: Path) -> Mapping:
                     f"{path}:{line}: {'.'.join(map(str, loc))}: unknown lookup table {rule.lookup!r}"
                 )
     for call_name, call in spec.calls.items():
+        if call.if_:
+            try:
+                compile_path(call.if_)
+            except JMESPathError as exc:
+                line = _node_line(root, ["calls", call_name, "if"])
+                problems.append(f"{path}:{line}: calls.{call_name}.if: bad condition: {exc}")
         if call.for_each:
             try:
                 compile_path(call.for_each)

@@ -91,6 +91,11 @@ class FieldRule(Strict):
 class CallSpec(Strict):
     """One MI call: program, transaction and how to build its record."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    # A JMESPath condition on the event: the call is made only when it holds (order.updated:
+    # `if: "OrderStatus == 'Cancelled'"` → OIS100MI/DelHead).
+    if_: str | None = Field(default=None, alias="if", min_length=1)
     program: str = Field(pattern=r"^[A-Z]{3}\d{3}MI$")
     transaction: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9]{1,31}$")
     for_each: str | None = None  # JMESPath to a list: one call per element, bound as _line
@@ -116,6 +121,9 @@ class MappingSpec(Strict):
     vars: dict[str, Scalar] = Field(default_factory=dict)
     options: dict[str, Scalar] = Field(default_factory=dict)
     lookups: dict[str, str] = Field(default_factory=dict)  # name -> file (relative to the mapping)
+    # How the M3 key of a *new* object is derived from BNG's data (e.g. CUNO from CustomerID).
+    # A deterministic key is what lets a create whose answer was lost be found again by a Get.
+    keys: dict[str, FieldRule] = Field(default_factory=dict)
     calls: dict[str, CallSpec] = Field(min_length=1)
 
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from m3bng.store.models import (
+    CrossReference,
     DeadLetter,
     Event,
     EventStatus,
@@ -325,3 +326,46 @@ async def save_checkpoint(
 async def record_step(session: AsyncSession, **values: Any) -> int:
     result = await session.execute(insert(Step).values(**values).returning(Step.id))
     return int(result.scalar_one())
+
+
+async def set_mapping_hash(session: AsyncSession, event_id: int, owner: str, content_hash: str) -> bool:
+    """Record which version of the mapping this event is applied with (fenced like a checkpoint)."""
+    result = await session.execute(
+        _fenced(event_id, owner).values(mapping_hash=content_hash).returning(Event.id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+async def get_xref(session: AsyncSession, entity: str, bng_id: str) -> str | None:
+    """The M3 key BNG's ``bng_id`` was last applied to, if m3bng has seen the object before."""
+    result = await session.execute(
+        select(CrossReference.m3_key).where(CrossReference.entity == entity, CrossReference.bng_id == bng_id)
+    )
+    return result.scalar_one_or_none()
+
+
+async def get_xref_by_m3(session: AsyncSession, entity: str, m3_key: str) -> str | None:
+    result = await session.execute(
+        select(CrossReference.bng_id).where(CrossReference.entity == entity, CrossReference.m3_key == m3_key)
+    )
+    return result.scalar_one_or_none()
+
+
+async def put_xref(session: AsyncSession, entity: str, bng_id: str, m3_key: str) -> None:
+    """Link ``bng_id`` ⇄ ``m3_key``, replacing an older link of either id.
+
+    Both directions are unique: an M3 key that BNG re-used for another object (or a BNG id that
+    was re-pointed) moves, rather than leaving two rows that disagree.
+    """
+    now = utcnow()
+    await session.execute(
+        delete(CrossReference).where(
+            CrossReference.entity == entity,
+            (CrossReference.bng_id == bng_id) | (CrossReference.m3_key == m3_key),
+        )
+    )
+    await session.execute(
+        insert(CrossReference).values(
+            entity=entity, bng_id=bng_id, m3_key=m3_key, created_at=now, updated_at=now
+        )
+    )

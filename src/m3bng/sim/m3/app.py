@@ -150,6 +150,15 @@ async def _guard(rt: Runtime, program: str, transaction: str) -> Response | str 
     faults = rt.faults
     if not faults.applies_to(program, transaction):
         return None
+    if faults.limit and rt.stats["faults_injected"] >= faults.limit:
+        return None
+    outcome = await _inject(rt, faults)
+    if outcome is not None:
+        rt.stats["faults_injected"] += 1
+    return outcome
+
+
+async def _inject(rt: Runtime, faults: Faults) -> Response | str | None:
     if faults.latency_ms:
         await asyncio.sleep(faults.latency_ms / 1000)
     if rt.outage_until and time.monotonic() < rt.outage_until:
@@ -367,6 +376,7 @@ async def faults(request: Request) -> Response:
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=422)
         rt.outage_until = time.monotonic() + rt.faults.outage_seconds if rt.faults.outage_seconds else 0.0
+        rt.stats["faults_injected"] = 0
     return JSONResponse(rt.faults.model_dump())
 
 

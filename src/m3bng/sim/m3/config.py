@@ -28,6 +28,8 @@ class Faults(BaseModel):
     timeout_seconds: float = Field(default=5, ge=0)
     drop_response_rate: float = Field(default=0, ge=0, le=1)
     drop_seconds: float = Field(default=5, ge=0)
+    # Stop injecting after this many faults (0: never stop): "drop the next Confirm's answer, once".
+    limit: int = Field(default=0, ge=0)
     programs: list[str] = Field(
         default_factory=list
     )  # empty = all; else e.g. ["OIS100MI/Confirm", "CRS610MI"]

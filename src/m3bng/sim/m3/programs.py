@@ -56,6 +56,7 @@ class State:
     suppliers: dict[str, Record] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # temporary ORNO -> head + lines
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)  # real ORNO -> head + lines
+    deleted_orders: dict[str, dict[str, Any]] = field(default_factory=dict)  # DelHead'ed, for tests
     po_entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # MSGN -> entry
     purchase_orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     invoice_batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # INBN -> head + lines
@@ -97,6 +98,7 @@ class State:
                 "suppliers": self.suppliers,
                 "batches": self.batches,
                 "orders": self.orders,
+                "deleted_orders": self.deleted_orders,
                 "po_entries": self.po_entries,
                 "purchase_orders": self.purchase_orders,
                 "invoice_batches": self.invoice_batches,
@@ -384,6 +386,22 @@ def ois100_list_head(state: State, r: Record) -> list[Record]:
 def ois100_delete_batch(state: State, r: Record) -> list[Record]:
     if state.batches.pop(r["ORNO"], None) is None:
         raise _missing("Batch order", r["ORNO"], "ORNO")
+    return []
+
+
+@handler("OIS100MI", "DelHead")
+def ois100_delete_order(state: State, r: Record) -> list[Record]:
+    order = state.orders.get(r["ORNO"])
+    if order is None:
+        raise _missing("Order number", r["ORNO"], "ORNO")
+    _check_lock(state, f"ORNO/{r['ORNO']}")
+    if order["head"]["ORST"] >= "33":  # picked or beyond: M3 refuses to delete
+        raise MIError(
+            f"Order {r['ORNO']} cannot be deleted, highest status is {order['head']['ORST']}",
+            code="XOR0033",
+            field="ORNO",
+        )
+    state.deleted_orders[r["ORNO"]] = state.orders.pop(r["ORNO"])
     return []
 
 

@@ -71,6 +71,7 @@ _INPUTS: dict[tuple[str, str], str] = {
     ("OIS100MI", "LstHead"): "CUNO!A10 CONO N3 ORSL A2 ORST A2 CUOR A20",
     ("OIS100MI", "GetOrderNo"): "ORNO!A10 CONO N3",
     ("OIS100MI", "DelBatchHead"): "ORNO!A10 CONO N3",
+    ("OIS100MI", "DelHead"): "ORNO!A10 CONO N3",
     ("OIS100MI", "LstErrMsgOrder"): "ORNO!A10 CONO N3",
     ("CRS620MI", "AddSupplier"): "SUNO!A10 SUNM!A36 SUTY!N1 CSCD!A3 LNCD!A2 CUCD!A3 TEPY!A3 CONO N3 SUCO A10 "
     "SUA1 A36 SUA2 A36 TOWN A20 PONO A10 PHNO A16 MAIL A50 STAT A2",

@@ -1,0 +1,86 @@
+"""BNG customer → M3 customer (CRS610MI), and the lookup the order flow uses.
+
+Create-or-change, decided by asking M3 (not by the event's name): a ``customer.created`` that is
+delivered twice, or whose Add answer was lost, finds the customer on the next try and changes it
+with the same data instead of failing or creating a second one. The M3 number comes from the
+mapping's ``keys.CUNO`` rule, so the same BNG customer always lands on the same CUNO.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from m3bng.connectors.m3.errors import M3Duplicate
+from m3bng.flows.base import FlowMappings, M3Work, MissingReference
+from m3bng.inbox.flows import FlowContext
+from m3bng.mapping import Mapping
+
+ENTITY = "customer"
+
+
+async def customer_sync(ctx: FlowContext, mappings: FlowMappings) -> None:
+    work = await M3Work.begin(ctx, mappings.need("customer_sync"))
+    customer = work.data
+    cuno = await upsert_customer(work, customer, work.mapping)
+    await link_customer(work, customer, cuno)
+
+
+async def upsert_customer(work: M3Work, customer: dict[str, Any], mapping: Mapping) -> str:
+    """Add the customer, or change it when M3 already has it; returns the CUNO."""
+    cuno = str(
+        work.checkpoints.get("CUNO")
+        or await work.xref(ENTITY, str(customer["CustomerID"]))
+        or mapping.key("CUNO", customer)
+    )
+    if not work.checkpoints.get("customer_added"):
+        [lookup] = await work.records("lookup", data=customer, mapping=mapping, CUNO=cuno)
+        existing = await work.get("lookup", lookup, mapping=mapping, step="get_customer")
+        if existing is None:
+            [record] = await work.records("add", data=customer, mapping=mapping, CUNO=cuno)
+            try:
+                result = await work.send("add", record, mapping=mapping, step="add_customer")
+                cuno = result.record.get("CUNO") or record.get("CUNO") or cuno
+                await work.remember(CUNO=cuno, customer_added=True)
+                return cuno
+            except M3Duplicate:
+                pass  # created meanwhile (or by our own lost Add): change it instead
+    [change] = await work.records("change", data=customer, mapping=mapping, CUNO=cuno)
+    await work.send("change", change, mapping=mapping, step="change_customer")
+    await work.remember(CUNO=cuno)
+    return cuno
+
+
+async def link_customer(work: M3Work, customer: dict[str, Any], cuno: str) -> None:
+    await work.link(ENTITY, str(customer["CustomerID"]), cuno)
+    if customer.get("ExternalID"):
+        await work.link(f"{ENTITY}.external", str(customer["ExternalID"]), cuno)
+
+
+async def ensure_customer(work: M3Work, mappings: FlowMappings, customer_id: str) -> str:
+    """The order's customer in M3: by cross-reference, else by lookup, else created or refused."""
+    if work.checkpoints.get("CUNO"):
+        return str(work.checkpoints["CUNO"])
+    cuno = await work.xref(ENTITY, customer_id)
+    if cuno is None:
+        customer_mapping = mappings.need("customer_sync")
+        block = work.data.get("Customer") or {}
+        candidate = customer_mapping.key("CUNO", {**block, "CustomerID": customer_id})
+        [lookup] = await work.records("lookup", data={}, mapping=customer_mapping, CUNO=candidate)
+        if await work.get("lookup", lookup, mapping=customer_mapping, step="get_customer") is not None:
+            cuno = candidate
+        elif work.mapping.option("auto_create_customer", False) and block:
+            cuno = await upsert_customer(work, {**block, "CustomerID": customer_id}, customer_mapping)
+        else:
+            shown = {k: v for k, v in block.items() if k in ("CompanyName", "FirstName", "LastName", "Email")}
+            hint = (
+                "the order carries no Customer block to create it from"
+                if not block
+                else "auto_create_customer is off in the mapping"
+            )
+            raise MissingReference(
+                f"customer missing: BNG customer {customer_id!r} (M3 CUNO {candidate!r}) does not exist "
+                f"in M3 and {hint}; customer data: {shown or 'none'}"
+            )
+        await work.link(ENTITY, customer_id, cuno)
+    await work.remember(CUNO=cuno)
+    return cuno

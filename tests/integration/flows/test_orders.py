@@ -1,0 +1,156 @@
+"""order.created → OIS100MI batch entry, exactly one M3 order per BNG order whatever fails."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from m3bng.connectors.bng.samples import sample
+from m3bng.store import queries
+from tests.integration.flows.conftest import Service
+
+
+def orders_for(state: dict[str, Any], cuor: str) -> list[dict[str, Any]]:
+    return [o for o in state["orders"].values() if o["head"].get("CUOR") == cuor]
+
+
+def calls(steps: list[Any], operation: str) -> int:
+    return sum(1 for s in steps if s.operation == operation)
+
+
+async def test_order_becomes_one_confirmed_m3_order(service: Service) -> None:
+    event_id = await service.send("order.created", msg_id="msg_order_1")
+    event = await service.settle(event_id)
+    assert event.status == "done", event.last_error
+    [order] = orders_for(await service.state(), "SO-1001")
+    head, lines = order["head"], order["lines"]
+    assert head["CUNO"] == "10001" and head["ORDT"] == "20261124" and head["WHLO"] == "100"
+    assert [(line["ITNO"], line["ORQT"], line.get("SAPR")) for line in lines] == [
+        ("BIKE-100", "2", "499"),
+        ("HELMET-1", "1", "59.9"),
+        ("TUBE-26", "3", "19.5"),
+    ]
+    assert event.checkpoint["ORNO"] == head["ORNO"] and event.mapping_hash
+    steps = await service.steps(event_id)
+    assert [s.operation for s in steps if s.operation.startswith("OIS100MI")] == [
+        "OIS100MI/AddBatchHead",
+        *["OIS100MI/AddBatchLine"] * 3,
+        "OIS100MI/Confirm",
+    ]
+    assert all(s.status == "ok" for s in steps) and steps[-1].response == [
+        {"ORNO": head["ORNO"], "STAT": "22"}
+    ]
+    async with service.sessions() as session:
+        assert await queries.get_xref(session, "order", "SO-1001") == head["ORNO"]
+
+
+async def test_duplicate_deliveries_make_one_order(service: Service) -> None:
+    first = await service.send("order.created", msg_id="msg_dup")
+    again = await service.send("order.created", msg_id="msg_dup")  # same webhook-id: same event
+    resent = await service.send("order.created", msg_id="msg_dup_resent")  # BNG re-sent with a new id
+    assert first == again != resent
+    assert (await service.settle(first)).status == "done"
+    second = await service.settle(resent)
+    assert second.status == "done" and second.checkpoint.get("already_in_m3") is True
+    assert len(orders_for(await service.state(), "SO-1001")) == 1
+
+
+async def test_lost_confirm_answer_still_makes_one_order(service: Service) -> None:
+    await service.sim.faults(programs=["OIS100MI/Confirm"], drop_response_rate=1.0, drop_seconds=3, limit=1)
+    event = await service.settle(await service.send("order.created"))
+    assert event.status == "done", event.last_error
+    assert len(orders_for(await service.state(), "SO-1001")) == 1
+    steps = await service.steps(event.id)
+    confirm = [s for s in steps if s.operation == "OIS100MI/Confirm"]
+    assert [s.error_class for s in confirm] == ["unknown_outcome"]  # never sent twice
+    assert event.checkpoint["found_by"] == "CUOR"
+
+
+async def test_lost_batch_head_answer_still_makes_one_order(service: Service) -> None:
+    await service.sim.faults(
+        programs=["OIS100MI/AddBatchHead"], drop_response_rate=1.0, drop_seconds=3, limit=1
+    )
+    event = await service.settle(await service.send("order.created"))
+    assert event.status == "done", event.last_error
+    state = await service.state()
+    [order] = orders_for(state, "SO-1001")
+    assert len(order["lines"]) == 3
+    assert len(state["batches"]) == 1  # the head whose answer was lost: a batch, never an order
+
+
+async def test_lost_line_answer_rebuilds_the_batch(service: Service) -> None:
+    await service.sim.faults(
+        programs=["OIS100MI/AddBatchLine"], drop_response_rate=1.0, drop_seconds=3, limit=1
+    )
+    event = await service.settle(await service.send("order.created"))
+    assert event.status == "done", event.last_error
+    state = await service.state()
+    [order] = orders_for(state, "SO-1001")
+    assert [line["ITNO"] for line in order["lines"]] == ["BIKE-100", "HELMET-1", "TUBE-26"]
+    assert state["batches"] == {}  # the uncertain batch was deleted
+    steps = await service.steps(event.id)
+    assert calls(steps, "OIS100MI/DelBatchHead") == 1 and calls(steps, "OIS100MI/AddBatchHead") == 2
+
+
+async def test_transient_error_resumes_from_the_failed_step(service: Service) -> None:
+    await service.sim.faults(
+        programs=["OIS100MI/AddBatchLine"], error_rate=1.0, limit=3
+    )  # > one call's tries
+    event = await service.settle(await service.send("order.created"))
+    assert event.status == "done", event.last_error
+    steps = await service.steps(event.id)
+    assert calls(steps, "OIS100MI/AddBatchHead") == 1  # not started over
+    assert any(s.operation == "OIS100MI/AddBatchLine" and s.status == "failed" for s in steps)
+    assert len(orders_for(await service.state(), "SO-1001")) == 1
+
+
+async def test_missing_item_dead_letters_naming_the_sku(service: Service) -> None:
+    data = sample("order.created")
+    data["Lines"][1]["SKU"] = "NO-SUCH-SKU"
+    event = await service.settle(await service.send("order.created", data))
+    assert event.status == "dead"
+    dead = await service.dead_letter(event.id)
+    assert dead.error_class == "missing_reference"
+    assert "SKU 'NO-SUCH-SKU' (line 2" in (dead.error or "")
+    state = await service.state()
+    assert orders_for(state, "SO-1001") == [] and state["batches"] == {}
+
+
+async def test_missing_customer_dead_letters_with_its_data(service: Service) -> None:
+    data = {**sample("order.created"), "CustomerID": "C-NEW"}
+    event = await service.settle(await service.send("order.created", data))
+    assert event.status == "dead"
+    dead = await service.dead_letter(event.id)
+    assert dead.error_class == "missing_reference" and "customer missing" in (dead.error or "")
+    assert "C-NEW" in (dead.error or "")
+
+
+async def test_missing_customer_is_created_from_the_order(service: Service) -> None:
+    data = {**sample("order.created"), "CustomerID": "C-NEW", "Customer": sample("customer.created")}
+    event = await service.settle(await service.send("order.created", data))
+    assert event.status == "done", event.last_error
+    state = await service.state()
+    assert state["customers"]["C-NEW"]["CUNM"] == "Velo Sport AB"
+    [order] = orders_for(state, "SO-1001")
+    assert order["head"]["CUNO"] == "C-NEW"
+
+
+async def test_invalid_mapped_value_dead_letters_before_sending(service: Service) -> None:
+    data = {**sample("order.created"), "OrderID": "SO-" + "9" * 30}  # CUOR max_length 20
+    event = await service.settle(await service.send("order.created", data))
+    assert event.status == "dead"
+    dead = await service.dead_letter(event.id)
+    assert dead.error_class == "mapping" and "field CUOR" in (dead.error or "")
+    assert not any(s.operation.startswith("OIS100MI/Add") for s in await service.steps(event.id))
+
+
+async def test_cancelled_order_is_deleted_in_m3(service: Service) -> None:
+    assert (await service.settle(await service.send("order.created"))).status == "done"
+    orno = orders_for(await service.state(), "SO-1001")[0]["head"]["ORNO"]
+    unchanged = await service.settle(
+        await service.send("order.updated", {**sample("order.updated"), "OrderStatus": "Picking"})
+    )
+    assert unchanged.status == "done" and orno in (await service.state())["orders"]
+    event = await service.settle(await service.send("order.updated"))  # OrderStatus Cancelled
+    assert event.status == "done", event.last_error
+    state = await service.state()
+    assert orno not in state["orders"] and orno in state["deleted_orders"]
