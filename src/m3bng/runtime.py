@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from m3bng.config import Settings, SettingsError
+from m3bng.config import Settings
 from m3bng.connectors import Connectors
 from m3bng.connectors.m3.client import M3Client
 from m3bng.connectors.m3.metadata import M3Metadata
@@ -18,7 +18,7 @@ from m3bng.flows import default_registry
 from m3bng.inbox.flows import FlowRegistry
 from m3bng.inbox.ingest import Notifier
 from m3bng.inbox.worker import Worker
-from m3bng.mapping import load_mappings
+from m3bng.mapping import MappingFileError, load_mappings
 from m3bng.store import migrate
 from m3bng.store.db import create_engine, session_factory
 
@@ -105,9 +105,11 @@ def load_registry(settings: Settings) -> FlowRegistry:
     """
     folder = settings.mappings_dir
     if not folder.is_dir():
-        raise SettingsError(
-            f"M3BNG_MAPPINGS_DIR: {folder.resolve()} is not a folder (it holds the mapping YAML files; "
-            "the project's own are in mappings/ at the repository root)"
+        raise MappingFileError(
+            [
+                f"M3BNG_MAPPINGS_DIR: {folder.resolve()} is not a folder (it holds the mapping YAML "
+                "files; the project's own are in mappings/ at the repository root)"
+            ]
         )
     registry = default_registry(load_mappings(folder))
     for spec in settings.flow_plugins:
