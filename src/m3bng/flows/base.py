@@ -8,7 +8,8 @@ few operations that carry the guarantees, written once here:
 * ``send(call, record)``: one MI transaction, recorded as a step whatever its outcome;
 * ``get(call, record)``: a lookup, ``None`` when M3 says the record does not exist;
 * ``remember`` / ``checkpoints``: keys obtained by completed steps survive a retry or replay;
-* ``xref`` / ``link``: BNG id ⇄ M3 key, kept in the store.
+* ``xref`` / ``link``: BNG id ⇄ M3 key, kept in the store;
+* ``add_or_change``: create-or-change decided by asking M3, for master data with a caller-chosen key.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 
 from m3bng.connectors.bng.models import UnknownEventType, validate_event_data
 from m3bng.connectors.m3.client import M3Client, MIResult
-from m3bng.connectors.m3.errors import M3NotFound
+from m3bng.connectors.m3.errors import M3Duplicate, M3NotFound
 from m3bng.connectors.m3.metadata import check_record
 from m3bng.errors import PermanentError, TargetUnavailable
 from m3bng.inbox.flows import FlowContext, LeaseLost
@@ -166,3 +167,35 @@ class M3Work:
 def step_name(call: str, index: int, count: int) -> str:
     """``line[2]`` for the third of several records, plain ``line`` for a single one."""
     return call if count == 1 else f"{call}[{index}]"
+
+
+async def add_or_change(
+    work: M3Work,
+    noun: str,
+    *,
+    data: MappingABC[str, Any] | None = None,
+    mapping: Mapping | None = None,
+    **ctx: Any,
+) -> MIResult | None:
+    """Master data (customer, item, supplier) with the mapping's ``lookup``/``add``/``change`` calls.
+
+    Decided by asking M3, not by the event's name: a ``*.created`` delivered twice, or whose Add
+    answer was lost, finds the record on the next try (its key is deterministic) and changes it
+    with the same data; "already exists" on Add means the same. Returns the Add result when this
+    attempt created the record, ``None`` when it changed an existing one.
+    """
+    added = f"{noun}_added"
+    if not work.checkpoints.get(added):
+        [lookup] = await work.records("lookup", data=data, mapping=mapping, **ctx)
+        if await work.get("lookup", lookup, mapping=mapping, step=f"get_{noun}") is None:
+            [record] = await work.records("add", data=data, mapping=mapping, **ctx)
+            try:
+                result = await work.send("add", record, mapping=mapping, step=f"add_{noun}")
+            except M3Duplicate:
+                pass  # created meanwhile (or by our own Add whose answer was lost): change it
+            else:
+                await work.remember(**{added: True})
+                return result
+    [change] = await work.records("change", data=data, mapping=mapping, **ctx)
+    await work.send("change", change, mapping=mapping, step=f"change_{noun}")
+    return None

@@ -1,6 +1,6 @@
 """BNG customer → M3 customer (CRS610MI), and the lookup the order flow uses.
 
-Create-or-change, decided by asking M3 (not by the event's name): a ``customer.created`` that is
+Create-or-change, decided by asking M3 (``add_or_change``): a ``customer.created`` that is
 delivered twice, or whose Add answer was lost, finds the customer on the next try and changes it
 with the same data instead of failing or creating a second one. The M3 number comes from the
 mapping's ``keys.CUNO`` rule, so the same BNG customer always lands on the same CUNO.
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from m3bng.connectors.m3.errors import M3Duplicate
-from m3bng.flows.base import FlowMappings, M3Work, MissingReference
+from m3bng.flows.base import FlowMappings, M3Work, MissingReference, add_or_change
 from m3bng.inbox.flows import FlowContext
 from m3bng.mapping import Mapping
 
@@ -32,20 +31,9 @@ async def upsert_customer(work: M3Work, customer: dict[str, Any], mapping: Mappi
         or await work.xref(ENTITY, str(customer["CustomerID"]))
         or mapping.key("CUNO", customer)
     )
-    if not work.checkpoints.get("customer_added"):
-        [lookup] = await work.records("lookup", data=customer, mapping=mapping, CUNO=cuno)
-        existing = await work.get("lookup", lookup, mapping=mapping, step="get_customer")
-        if existing is None:
-            [record] = await work.records("add", data=customer, mapping=mapping, CUNO=cuno)
-            try:
-                result = await work.send("add", record, mapping=mapping, step="add_customer")
-                cuno = result.record.get("CUNO") or record.get("CUNO") or cuno
-                await work.remember(CUNO=cuno, customer_added=True)
-                return cuno
-            except M3Duplicate:
-                pass  # created meanwhile (or by our own lost Add): change it instead
-    [change] = await work.records("change", data=customer, mapping=mapping, CUNO=cuno)
-    await work.send("change", change, mapping=mapping, step="change_customer")
+    result = await add_or_change(work, ENTITY, data=customer, mapping=mapping, CUNO=cuno)
+    if result is not None:
+        cuno = result.record.get("CUNO") or cuno
     await work.remember(CUNO=cuno)
     return cuno
 
