@@ -12,6 +12,7 @@ from m3bng.flows.base import FlowMappings, MappedFlow
 from m3bng.flows.customers import customer_sync
 from m3bng.flows.orders import order_to_cash, order_update
 from m3bng.flows.products import product_sync
+from m3bng.flows.vendors import vendor_sync
 from m3bng.inbox.flows import Flow, FlowContext, FlowRegistry
 from m3bng.mapping import Mapping, MappingFileError
 
@@ -20,6 +21,7 @@ FLOWS: dict[str, MappedFlow] = {
     "order_update": order_update,
     "customer_sync": customer_sync,
     "product_sync": product_sync,
+    "vendor_sync": vendor_sync,
 }
 
 
