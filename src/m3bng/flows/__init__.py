@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from m3bng.flows.base import FlowMappings, MappedFlow
 from m3bng.flows.customers import customer_sync
+from m3bng.flows.inventory import inventory_adjustment
 from m3bng.flows.orders import order_to_cash, order_update
 from m3bng.flows.products import product_sync
 from m3bng.flows.vendors import vendor_sync
@@ -22,6 +23,7 @@ FLOWS: dict[str, MappedFlow] = {
     "customer_sync": customer_sync,
     "product_sync": product_sync,
     "vendor_sync": vendor_sync,
+    "inventory_adjustment": inventory_adjustment,
 }
 
 
