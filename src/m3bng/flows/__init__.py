@@ -13,6 +13,7 @@ from m3bng.flows.customers import customer_sync
 from m3bng.flows.inventory import inventory_adjustment
 from m3bng.flows.orders import order_to_cash, order_update
 from m3bng.flows.products import product_sync
+from m3bng.flows.purchasing import purchase_order
 from m3bng.flows.vendors import vendor_sync
 from m3bng.inbox.flows import Flow, FlowContext, FlowRegistry
 from m3bng.mapping import Mapping, MappingFileError
@@ -24,6 +25,7 @@ FLOWS: dict[str, MappedFlow] = {
     "product_sync": product_sync,
     "vendor_sync": vendor_sync,
     "inventory_adjustment": inventory_adjustment,
+    "purchase_order": purchase_order,
 }
 
 

@@ -169,6 +169,23 @@ def step_name(call: str, index: int, count: int) -> str:
     return call if count == 1 else f"{call}[{index}]"
 
 
+async def already_in_m3(work: M3Work, entity: str, bng_id: str, key: str, *, done: str | None = None) -> bool:
+    """Whether this BNG object is in M3 already, by this event's checkpoints or the cross-reference.
+
+    ``key`` is the checkpoint holding the M3 key (ORNO, PUNO …); ``done`` names a separate
+    "finished" checkpoint for flows whose key is known before the object is complete. A second
+    event for the same object (BNG sent it again under a new webhook id) stops here.
+    """
+    if work.checkpoints.get(done or key):
+        await work.link(entity, bng_id, str(work.checkpoints[key]))
+        return True
+    existing = await work.xref(entity, bng_id)
+    if existing is None:
+        return False
+    await work.remember(**{key: existing, **({done: True} if done else {})}, already_in_m3=True)
+    return True
+
+
 async def add_or_change(
     work: M3Work,
     noun: str,

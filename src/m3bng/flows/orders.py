@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from m3bng.connectors.m3.errors import M3UnknownOutcome
 from m3bng.errors import PermanentError, ProcessingError
-from m3bng.flows.base import FlowMappings, M3Work, MissingReference, step_name
+from m3bng.flows.base import FlowMappings, M3Work, MissingReference, already_in_m3, step_name
 from m3bng.flows.customers import ensure_customer
 from m3bng.inbox.flows import FlowContext
 from m3bng.mapping import Mapping
@@ -27,12 +27,7 @@ ENTITY = "order"
 async def order_to_cash(ctx: FlowContext, mappings: FlowMappings) -> None:
     work = await M3Work.begin(ctx, mappings.need("order_to_cash"))
     order_id = str(work.data["OrderID"])
-    if work.checkpoints.get("ORNO"):
-        await work.link(ENTITY, order_id, str(work.checkpoints["ORNO"]))
-        return
-    existing = await work.xref(ENTITY, order_id)
-    if existing is not None:
-        await work.remember(ORNO=existing, already_in_m3=True)
+    if await already_in_m3(work, ENTITY, order_id, "ORNO"):
         return
     await ensure_customer(work, mappings, str(work.data["CustomerID"]))
     if work.checkpoints.get("confirm_sent") or ctx.event.attempts > 1:

@@ -489,6 +489,14 @@ def pps370_finish(state: State, r: Record) -> list[Record]:
     return []
 
 
+@handler("PPS200MI", "GetHead")
+def pps200_get_head(state: State, r: Record) -> list[Record]:
+    order = state.purchase_orders.get(r["PUNO"])
+    if order is None:
+        raise _missing("Purchase order", r["PUNO"], "PUNO")
+    return [{"CONO": state.cono, "DIVI": state.divi, **order["head"]}]
+
+
 @handler("APS450MI", "AddHead")
 def aps450_head(state: State, r: Record) -> list[Record]:
     if r["SUNO"] not in state.suppliers:
