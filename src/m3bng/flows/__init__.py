@@ -12,6 +12,7 @@ from m3bng.flows.base import FlowMappings, MappedFlow
 from m3bng.flows.customers import customer_sync
 from m3bng.flows.inventory import inventory_adjustment
 from m3bng.flows.orders import order_to_cash, order_update
+from m3bng.flows.payables import supplier_invoice
 from m3bng.flows.products import product_sync
 from m3bng.flows.purchasing import purchase_order
 from m3bng.flows.vendors import vendor_sync
@@ -26,6 +27,7 @@ FLOWS: dict[str, MappedFlow] = {
     "vendor_sync": vendor_sync,
     "inventory_adjustment": inventory_adjustment,
     "purchase_order": purchase_order,
+    "supplier_invoice": supplier_invoice,
 }
 
 

@@ -518,6 +518,23 @@ def aps450_line(state: State, r: Record) -> list[Record]:
     return []
 
 
+@handler("APS450MI", "LstInvBySupInv")
+def aps450_by_supplier_invoice(state: State, r: Record) -> list[Record]:
+    return [
+        dict(batch["head"])
+        for batch in state.invoice_batches.values()
+        if batch["head"]["SUNO"] == r["SUNO"] and batch["head"].get("SINO") == r["SINO"]
+    ]
+
+
+@handler("APS450MI", "LstLines")
+def aps450_lines(state: State, r: Record) -> list[Record]:
+    batch = state.invoice_batches.get(r["INBN"])
+    if batch is None:
+        raise _missing("Invoice batch", r["INBN"], "INBN")
+    return [{"INBN": r["INBN"], "TRNO": str(n), **line} for n, line in enumerate(batch["lines"], 1)]
+
+
 @handler("GLS840MI", "AddBatchHead")
 def gls840_head(state: State, r: Record) -> list[Record]:
     if r["KEY1"] in state.gl_batches:
