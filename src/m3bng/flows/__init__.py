@@ -11,6 +11,7 @@ from __future__ import annotations
 from m3bng.flows.base import FlowMappings, MappedFlow
 from m3bng.flows.customers import customer_sync
 from m3bng.flows.inventory import inventory_adjustment
+from m3bng.flows.ledger import gl_entry, payment
 from m3bng.flows.orders import order_to_cash, order_update
 from m3bng.flows.payables import supplier_invoice
 from m3bng.flows.products import product_sync
@@ -28,6 +29,8 @@ FLOWS: dict[str, MappedFlow] = {
     "inventory_adjustment": inventory_adjustment,
     "purchase_order": purchase_order,
     "supplier_invoice": supplier_invoice,
+    "gl_entry": gl_entry,
+    "payment": payment,
 }
 
 

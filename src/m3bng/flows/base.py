@@ -45,6 +45,22 @@ class MissingReference(PermanentError):
     error_class = "missing_reference"
 
 
+class ConflictInM3(PermanentError):
+    """M3 holds a record under our key (invoice number, batch key) that this event did not make."""
+
+    error_class = "duplicate"
+
+
+class UnresolvedOutcome(PermanentError):
+    """A write whose answer was lost, and what M3 shows cannot tell whether it was applied.
+
+    Dead-lettered rather than retried: guessing either way may apply it twice or not at all,
+    so a person checks M3 before replaying.
+    """
+
+    error_class = "unknown_outcome"
+
+
 class FlowMappings(dict[str, Mapping]):
     """Every loaded mapping by flow name; a flow may borrow another's calls (order → customer)."""
 

@@ -17,16 +17,10 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 from m3bng.errors import PermanentError
-from m3bng.flows.base import FlowMappings, M3Work, MissingReference
+from m3bng.flows.base import FlowMappings, M3Work, MissingReference, UnresolvedOutcome
 from m3bng.inbox.flows import FlowContext
 
 ENTITY = "inventory_adjustment"
-
-
-class UncertainAdjustment(PermanentError):
-    """A sent adjustment whose outcome the stock balance cannot settle."""
-
-    error_class = "unknown_outcome"
 
 
 async def inventory_adjustment(ctx: FlowContext, mappings: FlowMappings) -> None:
@@ -50,7 +44,7 @@ async def inventory_adjustment(ctx: FlowContext, mappings: FlowMappings) -> None
             await finish(work, found_by="balance")
             return
         if now != before:
-            raise UncertainAdjustment(
+            raise UnresolvedOutcome(
                 f"adjustment of {quantity} for item {adjust['ITNO']!r} in warehouse {adjust['WHLO']!r} "
                 f"was sent but its answer was lost, and the on-hand balance is now {now} (it was {before} "
                 f"before): check the item's stock transactions in M3 (MMS080/MWS070) before replaying, "

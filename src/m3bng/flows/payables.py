@@ -19,21 +19,18 @@ from decimal import Decimal, InvalidOperation
 
 from m3bng.connectors.m3.errors import M3Duplicate
 from m3bng.errors import PermanentError
-from m3bng.flows.base import FlowMappings, M3Work, already_in_m3, step_name
+from m3bng.flows.base import (
+    ConflictInM3,
+    FlowMappings,
+    M3Work,
+    UnresolvedOutcome,
+    already_in_m3,
+    step_name,
+)
 from m3bng.flows.vendors import ensure_supplier
 from m3bng.inbox.flows import FlowContext
 
 ENTITY = "supplier_invoice"
-
-
-class InvoiceConflict(PermanentError):
-    """M3 already holds a different invoice with this supplier invoice number."""
-
-    error_class = "duplicate"
-
-
-class UncertainLine(PermanentError):
-    error_class = "unknown_outcome"
 
 
 async def supplier_invoice(ctx: FlowContext, mappings: FlowMappings) -> None:
@@ -64,7 +61,7 @@ async def enter_head(work: M3Work, head: dict[str, str]) -> str:
     try:
         result = await work.send("head", head)
     except M3Duplicate:
-        raise InvoiceConflict(
+        raise ConflictInM3(
             f"supplier invoice {head['SINO']!r} of supplier {head['SUNO']!r} already exists in M3 and "
             f"is not the one this event entered (date {head['IVDT']}, amount {head['CUAM']} "
             f"{head.get('CUCD', '')}): check APS450 before replaying"
@@ -98,7 +95,7 @@ async def enter_lines(work: M3Work) -> None:
                 await work.remember(lines_done=index + 1, line_pending=None)
                 continue
             if held != index:
-                raise UncertainLine(
+                raise UnresolvedOutcome(
                     f"invoice batch {count['INBN']} holds {held} lines where {index} or {index + 1} "
                     "were expected after a lost AddLine answer: check it in APS450 before replaying"
                 )
