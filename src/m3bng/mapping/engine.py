@@ -164,7 +164,7 @@ def _evaluate(mapping: Mapping, rule: FieldRule | str, document: Any, where: tup
     elif rule.var is not None:
         value = mapping.spec.vars[rule.var]
     elif rule.concat is not None:
-        parts = [_evaluate(mapping, part, document, where) for part in rule.concat]
+        parts = [_part(mapping, part, document, where) for part in rule.concat]
         value = rule.sep.join(str(p) for p in parts if p not in (None, "")) or None
     else:
         value = None
@@ -182,6 +182,14 @@ def _evaluate(mapping: Mapping, rule: FieldRule | str, document: Any, where: tup
         key = _search(rule.from_ or "", document)
         if key not in (None, "") and rule.required:
             raise MappingError(*where, f"lookup table {rule.lookup!r} has no entry for {key!r}")
+    return value
+
+
+def _part(mapping: Mapping, part: FieldRule | str, document: Any, where: tuple[str, str, str]) -> Any:
+    """A concat part, converted when it names a type (a date inside a PARM string is yyyyMMdd too)."""
+    value = _evaluate(mapping, part, document, where)
+    if isinstance(part, FieldRule) and part.type is not None and value not in (None, ""):
+        return _convert(part, value, where)
     return value
 
 

@@ -21,8 +21,8 @@ async def test_gl_entry_becomes_one_updated_batch(service: Service) -> None:
     batch = (await service.state())["gl_batches"]["GL:GL-2026-0042"]
     assert batch["head"]["INTN"] == "BNG" and batch["head"]["DESC"] == "Marketing accrual November"
     assert [(line["LINE"], line["PARM"]) for line in batch["lines"]] == [
-        ("1", "6110;12500.00;0;MKT;2026-11-24;SEK;Campaign"),
-        ("2", "2990;0;12500.00;-;2026-11-24;SEK;Accrued expenses"),
+        ("1", "6110;12500.00;0;MKT;20261124;SEK;Campaign"),
+        ("2", "2990;0;12500.00;-;20261124;SEK;Accrued expenses"),
     ]
     assert batch["updated"] is True
     async with service.sessions() as session:
@@ -35,8 +35,8 @@ async def test_payment_becomes_bank_debit_and_receivables_credit(service: Servic
     batch = (await service.state())["gl_batches"]["PAY:PAY-5501"]
     assert batch["head"]["DESC"] == "Payment PAY-5501 SO-1001"
     assert [line["PARM"] for line in batch["lines"]] == [
-        "1930;1116.30;0;-;2026-11-24T10:15:00Z;SEK;card SO-1001",
-        "1510;0;1116.30;-;2026-11-24T10:15:00Z;SEK;card SO-1001",
+        "1930;1116.30;0;-;20261124;SEK;card SO-1001",
+        "1510;0;1116.30;-;20261124;SEK;card SO-1001",
     ]
     assert batch["updated"] is True
 
