@@ -49,10 +49,10 @@ FLOWS = {
     "order.updated": "OIS100MI calls chosen by status, e.g. Cancelled → DelHead (order_update)",
     "inventory": "MMS850MI AddAdjust (inventory_adjustment)",
     "vendor": "CRS620MI AddSupplier / UpdSupplier (vendor_sync)",
-    "purchase_order": "PPS370MI StartEntry → AddHead → AddLine… → FinishEntry",
-    "supplier_invoice": "APS450MI AddHead → AddLine…",
-    "payment": "GLS840MI AddBatchHead → AddBatchLine… → UpdBatch",
-    "gl_entry": "GLS840MI AddBatchHead → AddBatchLine… → UpdBatch",
+    "purchase_order": "PPS370MI StartEntry → AddHead → AddLine… → FinishEntry (purchase_order)",
+    "supplier_invoice": "APS450MI AddHead → AddLine… (supplier_invoice)",
+    "payment": "GLS840MI AddBatchHead → AddBatchLine… → UpdBatch (payment)",
+    "gl_entry": "GLS840MI AddBatchHead → AddBatchLine… → UpdBatch (gl_entry)",
 }
 
 
