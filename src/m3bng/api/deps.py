@@ -10,7 +10,7 @@ from m3bng.api.errors import ApiError
 from m3bng.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 

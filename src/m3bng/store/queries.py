@@ -57,6 +57,17 @@ class ClaimedEvent:
     received_at: datetime
 
 
+# Built once, with the values bound per call: an ORM ``insert(Event).values(...)`` built per
+# request cost more CPU than everything else the ingest route does (docs/benchmarks.md).
+_EVENTS = Event.__table__
+_INSERT_ONCE = {
+    name: dialect.insert(_EVENTS)
+    .on_conflict_do_nothing(index_elements=["source", "external_id"])
+    .returning(_EVENTS.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
 async def insert_event_once(session: AsyncSession, new: NewEvent) -> tuple[int, bool]:
     """Store an inbound event unless (source, external_id) is already there.
 
@@ -80,10 +91,8 @@ async def insert_event_once(session: AsyncSession, new: NewEvent) -> tuple[int, 
         "updated_at": now,
         "checkpoint": {},
     }
-    dialect = session.get_bind().dialect.name
-    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Event)
-    stmt = ins.values(**values).on_conflict_do_nothing(index_elements=["source", "external_id"])
-    event_id = (await session.execute(stmt.returning(Event.id))).scalar_one_or_none()
+    stmt = _INSERT_ONCE[session.get_bind().dialect.name]
+    event_id = (await session.execute(stmt, values)).scalar_one_or_none()
     if event_id is not None:
         return event_id, True
     existing = await session.execute(
