@@ -216,7 +216,16 @@ async def _check_against_m3(settings: Settings, mappings: dict[str, Mapping]) ->
     from m3bng.runtime import build_connectors
     from m3bng.store.db import create_engine, session_factory
 
+    from m3bng.store import migrate
+
     engine = create_engine(settings)
+    # Metadata is cached in the store: bring a sandbox store up to date, refuse an outdated one.
+    if settings.should_migrate_on_start:
+        await migrate.upgrade(engine)
+    elif not await migrate.is_up_to_date(engine):
+        typer.echo("the store's schema is not up to date: run `m3bng db upgrade` first", err=True)
+        await engine.dispose()
+        return 1
     connectors = build_connectors(settings, session_factory(engine))
     failures = 0
     try:
@@ -282,16 +291,18 @@ def mappings_preview(
     payload = json.loads(Path(input_file).read_text())
     data = payload.get("data", payload) if isinstance(payload, dict) else payload
     context = dict(item.split("=", 1) for item in ctx or [] if "=" in item)
-    context.setdefault("CUNO", "<CUNO>")
-    context.setdefault("ORNO_TEMP", "<ORNO from AddBatchHead>")
     try:
         previews = mappings[flow].preview(data, context)
     except MappingError as exc:
         typer.echo(f"cannot map: {exc}", err=True)
         raise typer.Exit(1) from None
     for preview in previews:
+        operation = f"{preview.program}/{preview.transaction}"
+        if preview.note:
+            typer.echo(f"{preview.name:>18}  {operation}: {preview.note}")
+            continue
         query = "&".join(f"{k}={v}" for k, v in preview.record.items())
-        typer.echo(f"{preview.name:>18}  GET /v2/execute/{preview.program}/{preview.transaction}?{query}")
+        typer.echo(f"{preview.name:>18}  GET /v2/execute/{operation}?{query}")
 
 
 @webhook_app.command("send")

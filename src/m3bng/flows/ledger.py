@@ -64,7 +64,7 @@ async def post(work: M3Work, entity: str, bng_id: str, lines: list[dict[str, Any
         return
     check_balanced(lines)
     key1 = work.mapping.key("KEY1", work.data)
-    numbered = {**work.data, "Lines": [{**line, "LineNo": n} for n, line in enumerate(lines, 1)]}
+    numbered = {**work.data, "Lines": lines}  # the mapping numbers them (_number)
     [head] = await work.records("head", KEY1=key1)
     records = await work.records("line", data=numbered, KEY1=key1)
     [update] = await work.records("update", KEY1=key1)

@@ -36,6 +36,14 @@ class CallPreview:
     program: str
     transaction: str
     record: dict[str, str]
+    note: str | None = None  # why the call is skipped or cannot be shown on its own
+
+
+class Placeholders(dict[str, Any]):
+    """Preview context: a value only a running flow can know (a new ORNO) shows as ``<ORNO>``."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key, f"<{key}>")
 
 
 _compiled: dict[str, Any] = {}
@@ -83,14 +91,21 @@ class Mapping:
     ) -> list[dict[str, str]]:
         """The records call ``name`` sends: one, or one per element of ``for_each``."""
         spec = self.call(name)
-        base = {**data, "_ctx": dict(ctx or {}), "_vars": dict(self.spec.vars)}
+        context = ctx if isinstance(ctx, Placeholders) else dict(ctx or {})
+        base = {**data, "_ctx": context, "_vars": dict(self.spec.vars)}
         if spec.for_each is None:
             return [render_call(self, name, spec, base, field_lengths)]
         items = _search(spec.for_each, base)
         if not isinstance(items, list) or not items:
             raise MappingError(self.flow, name, "for_each", f"{spec.for_each!r} gives no list of elements")
         return [
-            render_call(self, name, spec, {**base, "_line": item, "_index": index}, field_lengths)
+            render_call(
+                self,
+                name,
+                spec,
+                {**base, "_line": item, "_index": index, "_number": index + 1},
+                field_lengths,
+            )
             for index, item in enumerate(items)
         ]
 
@@ -125,11 +140,32 @@ class Mapping:
     def preview(
         self, data: MappingABC[str, Any], ctx: MappingABC[str, Any] | None = None
     ) -> list[CallPreview]:
-        """Every call of the mapping rendered in file order (``m3bng mappings preview``)."""
+        """Every call of the mapping rendered in file order (``m3bng mappings preview``).
+
+        Keys come from the ``keys`` rules, values only a running flow obtains show as
+        placeholders, and a call that still cannot be rendered on its own (it needs data the
+        flow computes) carries a note instead of hiding the other calls.
+        """
+        context = Placeholders(ctx or {})
+        for name in self.spec.keys:
+            try:
+                context.setdefault(name, self.key(name, data, context))
+            except MappingError:
+                pass
+        applicable = set(self.applicable_calls(data, context))
         out = []
         for name, spec in self.spec.calls.items():
-            for record in self.render(name, data, ctx):
-                out.append(CallPreview(name, spec.program, spec.transaction, record))
+            if spec.if_ and name not in applicable:
+                out.append(
+                    CallPreview(name, spec.program, spec.transaction, {}, f"skipped: {spec.if_} is false")
+                )
+                continue
+            try:
+                records = self.render(name, data, context)
+            except MappingError as exc:
+                out.append(CallPreview(name, spec.program, spec.transaction, {}, f"not shown: {exc.problem}"))
+                continue
+            out.extend(CallPreview(name, spec.program, spec.transaction, record) for record in records)
         return out
 
 
