@@ -214,9 +214,8 @@ def mappings_check(
 
 async def _check_against_m3(settings: Settings, mappings: dict[str, Mapping]) -> int:
     from m3bng.runtime import build_connectors
-    from m3bng.store.db import create_engine, session_factory
-
     from m3bng.store import migrate
+    from m3bng.store.db import create_engine, session_factory
 
     engine = create_engine(settings)
     # Metadata is cached in the store: bring a sandbox store up to date, refuse an outdated one.

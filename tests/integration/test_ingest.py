@@ -18,7 +18,11 @@ from m3bng.store.models import Event
 from tests.conftest import LiveServer
 from tests.support.webhooks import signed_headers
 
-ORDER: dict[str, Any] = {"type": "order.created", "timestamp": "2026-11-24T10:00:00Z", "data": sample("order.created")}
+ORDER: dict[str, Any] = {
+    "type": "order.created",
+    "timestamp": "2026-11-24T10:00:00Z",
+    "data": sample("order.created"),
+}
 
 
 async def count_events(sessions: async_sessionmaker[AsyncSession]) -> int:

@@ -6,6 +6,7 @@ what makes ``m3bng mappings preview`` trustworthy and replays from the start rep
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -148,10 +149,8 @@ class Mapping:
         """
         context = Placeholders(ctx or {})
         for name in self.spec.keys:
-            try:
+            with contextlib.suppress(MappingError):
                 context.setdefault(name, self.key(name, data, context))
-            except MappingError:
-                pass
         applicable = set(self.applicable_calls(data, context))
         out = []
         for name, spec in self.spec.calls.items():
