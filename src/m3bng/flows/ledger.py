@@ -35,6 +35,10 @@ async def gl_entry(ctx: FlowContext, mappings: FlowMappings) -> None:
 async def payment(ctx: FlowContext, mappings: FlowMappings) -> None:
     """A payment becomes debit bank / credit receivables, accounts from the mapping's vars."""
     work = await M3Work.begin(ctx, mappings.need("payment"))
+    if not work.data.get("CapturedAt"):
+        # PARM is positional: an absent date would shift every later part. Received is the
+        # closest truth m3bng has about when the money moved.
+        work.data["CapturedAt"] = ctx.event.received_at.isoformat()
     accounts = work.mapping.spec.vars
     amount = work.data["Amount"]
     lines = []

@@ -39,6 +39,12 @@ async def test_payment_becomes_bank_debit_and_receivables_credit(service: Servic
         "1510;0;1116.30;-;20261124;SEK;card SO-1001",
     ]
     assert batch["updated"] is True
+    undated = {**sample("payment.captured"), "PaymentID": "PAY-5502", "CapturedAt": None}
+    event = await service.settle(await service.send("payment.captured", undated))
+    assert event.status == "done", event.last_error
+    day = event.received_at.strftime("%Y%m%d")
+    parms = [line["PARM"] for line in (await service.state())["gl_batches"]["PAY:PAY-5502"]["lines"]]
+    assert parms[0] == f"1930;1116.30;0;-;{day};SEK;card SO-1001"  # the date keeps its place
 
 
 async def test_too_long_key_dead_letters_before_sending(service: Service) -> None:
