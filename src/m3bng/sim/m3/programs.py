@@ -163,6 +163,14 @@ def _missing(what: str, key: str, field_name: str) -> MIError:
     return MIError(f"{what} {key} does not exist", code="XRE0103", field=field_name)
 
 
+def _find(table: dict[str, Any], r: Record, field_name: str, what: str) -> Any:
+    """The row ``r[field_name]`` names, or M3's "<what> <key> does not exist" error."""
+    row = table.get(r[field_name])
+    if row is None:
+        raise _missing(what, r[field_name], field_name)
+    return row
+
+
 def _exists(what: str, key: str, field_name: str) -> MIError:
     return MIError(f"{what} {key} already exists", code="XRE0101", field=field_name)
 
@@ -188,9 +196,7 @@ def handler(program: str, transaction: str) -> Callable[[Handler], Handler]:
 
 @handler("CRS610MI", "Add")
 def crs610_add(state: State, r: Record) -> list[Record]:
-    template = state.customers.get(r["CUTM"])
-    if template is None:
-        raise _missing("Customer template", r["CUTM"], "CUTM")
+    template = _find(state.customers, r, "CUTM", "Customer template")
     cuno = r.get("CUNO") or f"{state.next_number('cuno', 20000)}"
     if cuno in state.customers:
         raise _exists("Customer number", cuno, "CUNO")
@@ -204,9 +210,7 @@ def crs610_add(state: State, r: Record) -> list[Record]:
 
 @handler("CRS610MI", "ChgBasicData")
 def crs610_chg(state: State, r: Record) -> list[Record]:
-    customer = state.customers.get(r["CUNO"])
-    if customer is None:
-        raise _missing("Customer number", r["CUNO"], "CUNO")
+    customer = _find(state.customers, r, "CUNO", "Customer number")
     _check_lock(state, f"CUNO/{r['CUNO']}")
     customer.update({k: v for k, v in r.items() if v != ""})
     return [{"CUNO": r["CUNO"]}]
@@ -214,9 +218,7 @@ def crs610_chg(state: State, r: Record) -> list[Record]:
 
 @handler("CRS610MI", "GetBasicData")
 def crs610_get(state: State, r: Record) -> list[Record]:
-    customer = state.customers.get(r["CUNO"])
-    if customer is None:
-        raise _missing("Customer number", r["CUNO"], "CUNO")
+    customer = _find(state.customers, r, "CUNO", "Customer number")
     return [{"CONO": state.cono, "DIVI": state.divi, **customer}]
 
 
@@ -236,9 +238,7 @@ def mms200_add(state: State, r: Record) -> list[Record]:
 
 @handler("MMS200MI", "UpdItmBasic")
 def mms200_upd(state: State, r: Record) -> list[Record]:
-    item = state.items.get(r["ITNO"])
-    if item is None:
-        raise _missing("Item number", r["ITNO"], "ITNO")
+    item = _find(state.items, r, "ITNO", "Item number")
     _check_lock(state, f"ITNO/{r['ITNO']}")
     item.update({k: v for k, v in r.items() if v != ""})
     return []
@@ -246,9 +246,7 @@ def mms200_upd(state: State, r: Record) -> list[Record]:
 
 @handler("MMS200MI", "GetItmBasic")
 def mms200_get(state: State, r: Record) -> list[Record]:
-    item = state.items.get(r["ITNO"])
-    if item is None:
-        raise _missing("Item number", r["ITNO"], "ITNO")
+    item = _find(state.items, r, "ITNO", "Item number")
     return [dict(item)]
 
 
@@ -321,9 +319,7 @@ def ois100_add_head(state: State, r: Record) -> list[Record]:
 
 @handler("OIS100MI", "AddBatchLine")
 def ois100_add_line(state: State, r: Record) -> list[Record]:
-    batch = state.batches.get(r["ORNO"])
-    if batch is None:
-        raise _missing("Batch order", r["ORNO"], "ORNO")
+    batch = _find(state.batches, r, "ORNO", "Batch order")
     if r["ITNO"] not in state.items:
         raise _missing("Item number", r["ITNO"], "ITNO")
     if r.get("ORQT") and float(r["ORQT"]) <= 0:
@@ -335,9 +331,7 @@ def ois100_add_line(state: State, r: Record) -> list[Record]:
 
 @handler("OIS100MI", "Confirm")
 def ois100_confirm(state: State, r: Record) -> list[Record]:
-    batch = state.batches.get(r["ORNO"])
-    if batch is None:
-        raise _missing("Batch order", r["ORNO"], "ORNO")
+    batch = _find(state.batches, r, "ORNO", "Batch order")
     if not batch["lines"]:
         raise MIError(f"Batch order {r['ORNO']} has no lines", code="XLN0001", field="ORNO")
     orno = f"{state.next_number('orno', 1000000):010d}"
@@ -361,9 +355,7 @@ def ois100_order_no(state: State, r: Record) -> list[Record]:
 
 @handler("OIS100MI", "GetHead")
 def ois100_get_head(state: State, r: Record) -> list[Record]:
-    order = state.orders.get(r["ORNO"])
-    if order is None:
-        raise _missing("Order number", r["ORNO"], "ORNO")
+    order = _find(state.orders, r, "ORNO", "Order number")
     return [{k: v for k, v in order["head"].items() if k != "TEMP"}]
 
 
@@ -391,9 +383,7 @@ def ois100_delete_batch(state: State, r: Record) -> list[Record]:
 
 @handler("OIS100MI", "DelHead")
 def ois100_delete_order(state: State, r: Record) -> list[Record]:
-    order = state.orders.get(r["ORNO"])
-    if order is None:
-        raise _missing("Order number", r["ORNO"], "ORNO")
+    order = _find(state.orders, r, "ORNO", "Order number")
     _check_lock(state, f"ORNO/{r['ORNO']}")
     if order["head"]["ORST"] >= "33":  # picked or beyond: M3 refuses to delete
         raise MIError(
@@ -422,9 +412,7 @@ def crs620_add(state: State, r: Record) -> list[Record]:
 
 @handler("CRS620MI", "UpdSupplier")
 def crs620_update(state: State, r: Record) -> list[Record]:
-    supplier = state.suppliers.get(r["SUNO"])
-    if supplier is None:
-        raise _missing("Supplier", r["SUNO"], "SUNO")
+    supplier = _find(state.suppliers, r, "SUNO", "Supplier")
     _check_lock(state, f"SUNO/{r['SUNO']}")
     supplier.update({k: v for k, v in r.items() if v != ""})
     return []
@@ -432,9 +420,7 @@ def crs620_update(state: State, r: Record) -> list[Record]:
 
 @handler("CRS620MI", "GetBasicData")
 def crs620_get(state: State, r: Record) -> list[Record]:
-    supplier = state.suppliers.get(r["SUNO"])
-    if supplier is None:
-        raise _missing("Supplier", r["SUNO"], "SUNO")
+    supplier = _find(state.suppliers, r, "SUNO", "Supplier")
     return [dict(supplier)]
 
 
@@ -491,9 +477,7 @@ def pps370_finish(state: State, r: Record) -> list[Record]:
 
 @handler("PPS200MI", "GetHead")
 def pps200_get_head(state: State, r: Record) -> list[Record]:
-    order = state.purchase_orders.get(r["PUNO"])
-    if order is None:
-        raise _missing("Purchase order", r["PUNO"], "PUNO")
+    order = _find(state.purchase_orders, r, "PUNO", "Purchase order")
     return [{"CONO": state.cono, "DIVI": state.divi, **order["head"]}]
 
 
@@ -511,9 +495,7 @@ def aps450_head(state: State, r: Record) -> list[Record]:
 
 @handler("APS450MI", "AddLine")
 def aps450_line(state: State, r: Record) -> list[Record]:
-    batch = state.invoice_batches.get(r["INBN"])
-    if batch is None:
-        raise _missing("Invoice batch", r["INBN"], "INBN")
+    batch = _find(state.invoice_batches, r, "INBN", "Invoice batch")
     batch["lines"].append(dict(r))
     return []
 
@@ -529,9 +511,7 @@ def aps450_by_supplier_invoice(state: State, r: Record) -> list[Record]:
 
 @handler("APS450MI", "LstLines")
 def aps450_lines(state: State, r: Record) -> list[Record]:
-    batch = state.invoice_batches.get(r["INBN"])
-    if batch is None:
-        raise _missing("Invoice batch", r["INBN"], "INBN")
+    batch = _find(state.invoice_batches, r, "INBN", "Invoice batch")
     return [{"INBN": r["INBN"], "TRNO": str(n), **line} for n, line in enumerate(batch["lines"], 1)]
 
 
@@ -545,9 +525,7 @@ def gls840_head(state: State, r: Record) -> list[Record]:
 
 @handler("GLS840MI", "AddBatchLine")
 def gls840_line(state: State, r: Record) -> list[Record]:
-    batch = state.gl_batches.get(r["KEY1"])
-    if batch is None:
-        raise _missing("Batch", r["KEY1"], "KEY1")
+    batch = _find(state.gl_batches, r, "KEY1", "Batch")
     if any(line["LINE"] == r["LINE"] for line in batch["lines"]):
         raise _exists("Batch line", r["LINE"], "LINE")
     batch["lines"].append(dict(r))
@@ -556,9 +534,7 @@ def gls840_line(state: State, r: Record) -> list[Record]:
 
 @handler("GLS840MI", "UpdBatch")
 def gls840_update(state: State, r: Record) -> list[Record]:
-    batch = state.gl_batches.get(r["KEY1"])
-    if batch is None:
-        raise _missing("Batch", r["KEY1"], "KEY1")
+    batch = _find(state.gl_batches, r, "KEY1", "Batch")
     if not batch["lines"]:
         raise MIError(f"Batch {r['KEY1']} has no lines", code="XLN0001", field="KEY1")
     batch["updated"] = True
