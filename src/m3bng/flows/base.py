@@ -175,6 +175,24 @@ class M3Work:
         async with self.ctx.sessions() as session:
             return await queries.get_xref(session, entity, bng_id)
 
+    async def key(
+        self,
+        name: str,
+        entity: str,
+        bng_id: str,
+        *,
+        data: MappingABC[str, Any] | None = None,
+        mapping: Mapping | None = None,
+    ) -> str:
+        """The M3 key of a BNG object: this event's checkpoint, else the cross-reference (an
+        object M3 already has keeps its number even if the ``keys:`` rule changed), else the
+        mapping's ``keys:`` rule for a new one."""
+        return str(
+            self.checkpoints.get(name)
+            or await self.xref(entity, bng_id)
+            or (mapping or self.mapping).key(name, self.data if data is None else data)
+        )
+
     async def link(self, entity: str, bng_id: str, m3_key: str) -> None:
         async with self.ctx.sessions.begin() as session:
             await queries.put_xref(session, entity, bng_id, m3_key)

@@ -26,11 +26,7 @@ async def customer_sync(ctx: FlowContext, mappings: FlowMappings) -> None:
 
 async def upsert_customer(work: M3Work, customer: dict[str, Any], mapping: Mapping) -> str:
     """Add the customer, or change it when M3 already has it; returns the CUNO."""
-    cuno = str(
-        work.checkpoints.get("CUNO")
-        or await work.xref(ENTITY, str(customer["CustomerID"]))
-        or mapping.key("CUNO", customer)
-    )
+    cuno = await work.key("CUNO", ENTITY, str(customer["CustomerID"]), data=customer, mapping=mapping)
     result = await add_or_change(work, ENTITY, data=customer, mapping=mapping, CUNO=cuno)
     if result is not None:
         cuno = result.record.get("CUNO") or cuno

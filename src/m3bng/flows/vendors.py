@@ -16,11 +16,7 @@ ENTITY = "supplier"
 async def vendor_sync(ctx: FlowContext, mappings: FlowMappings) -> None:
     work = await M3Work.begin(ctx, mappings.need("vendor_sync"))
     vendor_id = str(work.data["VendorID"])
-    suno = str(
-        work.checkpoints.get("SUNO")
-        or await work.xref(ENTITY, vendor_id)
-        or work.mapping.key("SUNO", work.data)
-    )
+    suno = await work.key("SUNO", ENTITY, vendor_id)
     await add_or_change(work, ENTITY, SUNO=suno)
     await work.remember(SUNO=suno)
     await work.link(ENTITY, vendor_id, suno)
