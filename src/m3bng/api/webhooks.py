@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from m3bng.api.deps import RuntimeDep, read_body
 from m3bng.api.errors import ApiError, validation_details
 from m3bng.connectors.bng.events import BngEnvelope, business_key
-from m3bng.connectors.bng.models import EVENT_MODELS, validate_event_data
+from m3bng.connectors.bng.models import UnknownEventType, validate_event_data
 from m3bng.connectors.bng.signatures import SignatureError, verify_shopify, verify_standard, verify_stripe
 from m3bng.inbox.ingest import ingest_event
 from m3bng.runtime import Runtime
@@ -52,18 +52,17 @@ def check_event_data(runtime: Runtime, envelope: BngEnvelope) -> None:
     A type with a model (the brief's events) must match it field for field; a type that only a
     plugin flow knows (``M3BNG_FLOW_PLUGINS``) is accepted as it is, the plugin validates it.
     """
-    if envelope.type not in EVENT_MODELS:
+    try:
+        validate_event_data(envelope.type, envelope.data)
+    except UnknownEventType as exc:
         if runtime.registry.get("bng", envelope.type) is not None:
             return
-        known = ", ".join(sorted(EVENT_MODELS))
         raise ApiError(
             422,
             "unknown_event_type",
-            f"type: unknown event type {envelope.type!r}; known types: {known}",
+            f"type: {exc}",
             fields=[{"field": "type", "problem": "unknown event type"}],
-        )
-    try:
-        validate_event_data(envelope.type, envelope.data)
+        ) from None
     except ValidationError as exc:
         fields = [{**f, "field": f"data.{f['field']}"} for f in validation_details(exc)]
         message = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
