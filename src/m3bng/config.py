@@ -93,6 +93,35 @@ class Settings(BaseSettings):
     m3_maintenance_windows: Annotated[list[str], NoDecode] = Field(default_factory=list)
     m3_metadata_ttl_hours: float = Field(default=24.0, gt=0)
 
+    # --- BNG REST API (outbound: M3 → BNG) ---------------------------------------------------------
+    bng_api_key: SecretStr | None = None
+    bng_api_key_header: str = Field(default="X-API-Key", min_length=1, max_length=64)
+    bng_oauth_token_url: str | None = None  # set: OAuth2 client credentials instead of an API key
+    bng_client_id: str | None = None
+    bng_client_secret: SecretStr | None = None
+    bng_oauth_scope: str | None = None
+    bng_timeout: float = Field(default=30.0, gt=0, le=600)
+    bng_connect_timeout: float = Field(default=10.0, gt=0, le=120)
+    bng_max_concurrency: int = Field(default=8, ge=1, le=256)
+    bng_rate_limit: float = Field(default=10.0, ge=0)  # requests per second; 0 = unlimited
+    bng_call_attempts: int = Field(default=3, ge=1, le=10)
+    bng_max_inline_wait: float = Field(default=10.0, ge=0, le=300)
+    bng_circuit_failures: int = Field(default=5, ge=1, le=1000)
+    bng_circuit_reset_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+    # --- ION (inbound BODs, outbound ConfirmBOD) ---------------------------------------------------
+    ion_inbound_token: SecretStr | None = None
+    ion_inbound_username: str | None = None
+    ion_inbound_password: SecretStr | None = None
+    ion_max_bod_bytes: int = Field(default=5_242_880, ge=1024)
+    ion_logical_id: str = Field(default="lid://infor.m3bng.m3bng", pattern=r"^lid://\S+$")
+    ion_messaging_url: str | None = None  # default {iu}/{ti}/IONSERVICES/api/ion/messaging
+    ion_confirm_bods: bool = True
+
+    # --- inventory poller (tenants that publish no inventory BOD) ---------------------------------
+    inventory_poll_seconds: float | None = Field(default=None, ge=5)  # None: poller off
+    inventory_poll_warehouses: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     # --- logging -----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -115,6 +144,11 @@ class Settings(BaseSettings):
         for window in value:
             MaintenanceWindow.parse(window)
         return value
+
+    @field_validator("inventory_poll_warehouses", mode="before")
+    @classmethod
+    def _parse_warehouses(cls, value: object) -> object:
+        return _split_csv(value)
 
     @field_validator("webhook_secrets", mode="before")
     @classmethod
@@ -167,6 +201,14 @@ class Settings(BaseSettings):
     def _check_lease(self) -> Settings:
         if self.worker_poll_interval >= self.lease_seconds:
             raise ValueError("M3BNG_WORKER_POLL_INTERVAL must be shorter than M3BNG_LEASE_SECONDS")
+        if self.bng_oauth_token_url and not (self.bng_client_id and self.bng_client_secret):
+            raise ValueError(
+                "M3BNG_BNG_OAUTH_TOKEN_URL needs M3BNG_BNG_CLIENT_ID and M3BNG_BNG_CLIENT_SECRET"
+            )
+        if bool(self.ion_inbound_username) != bool(self.ion_inbound_password):
+            raise ValueError("M3BNG_ION_INBOUND_USERNAME and M3BNG_ION_INBOUND_PASSWORD go together")
+        if self.inventory_poll_seconds and not self.inventory_poll_warehouses:
+            raise ValueError("M3BNG_INVENTORY_POLL_SECONDS needs M3BNG_INVENTORY_POLL_WAREHOUSES")
         if not self.sandbox and not self.webhook_secrets:
             raise ValueError(
                 "M3BNG_WEBHOOK_SECRETS is required outside sandbox mode (BNG's signing secret, whsec_...)"

@@ -7,6 +7,7 @@ and MI answers into these); the worker only reads the class::
      ├── TransientError       retry on the schedule (timeouts, 5xx, 429, record locked)
      │    └── TargetUnavailable   the target is down or paused: wait, consume no attempt
      └── PermanentError       dead-letter now (bad data, missing mapping, rejected by M3)
+    Skipped                   not an error: the event is closed as ``skipped`` with its reason
 
 Any other exception is a bug or an unforeseen failure; it is retried like a transient error
 (with the class ``internal``) so that a fix deployed within the retry window still delivers.
@@ -46,3 +47,13 @@ class TargetUnavailable(TransientError):
 
 class PermanentError(ProcessingError):
     error_class = "permanent"
+
+
+class Skipped(M3bngError):
+    """The event is deliberately not applied: a stale BOD variation, an echo of m3bng's own
+    write, a BOD noun no flow handles. The worker closes it as ``skipped`` with this reason;
+    it is neither retried nor dead-lettered (there is nothing to fix)."""
+
+    def __init__(self, reason: str, *, error_class: str) -> None:
+        super().__init__(reason)
+        self.error_class = error_class

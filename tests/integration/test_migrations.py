@@ -17,6 +17,11 @@ TABLES = {
     "audit_log",
     "xrefs",
     "m3_field_metadata",
+    "ion_messages",
+    "document_versions",
+    "bng_state",
+    "inventory_snapshots",
+    "scheduler_leases",
     "alembic_version",
 }
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
 from m3bng.connectors import Connectors
-from m3bng.errors import PermanentError, ProcessingError, TargetUnavailable
+from m3bng.errors import PermanentError, ProcessingError, Skipped, TargetUnavailable
 from m3bng.inbox.flows import FlowContext, FlowRegistry, LeaseLost
 from m3bng.inbox.retry import RetryPolicy
 from m3bng.store import queries
@@ -187,6 +187,12 @@ class Worker:
                     ),
                 )
                 return
+            if flow is None and event.source == "ion":
+                # ION publishes whatever its document flow holds; a noun nobody maps is normal,
+                # not a failure to fix. Kept (replayable once a flow exists), not dead-lettered.
+                raise Skipped(
+                    f"unsupported BOD {event.event_type}: no flow handles it", error_class="unsupported"
+                )
             if flow is None:
                 await self._dead(
                     ctx,
@@ -208,6 +214,11 @@ class Worker:
             raise
         except LeaseLost:
             log.warning("event.lease_lost")
+        except Skipped as exc:
+            if await self._finish(
+                queries.mark_skipped, event, reason=str(exc)[:MAX_ERROR_CHARS], error_class=exc.error_class
+            ):
+                log.info("event.skipped", reason=str(exc), error_class=exc.error_class)
         except PermanentError as exc:
             await self._dead(ctx, "permanent_error", exc)
         except TargetUnavailable as exc:

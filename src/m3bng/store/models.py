@@ -12,6 +12,8 @@ Life cycle of an event (``events.status``)::
                            │ permanent error / retries exhausted
                            ▼
                           dead ──replay──▶ pending          dead ──discard──▶ discarded
+
+    processing ──▶ skipped   (stale BOD variation, echo of our own write, unsupported BOD noun)
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ class EventStatus(enum.StrEnum):
     DONE = "done"
     DEAD = "dead"
     DISCARDED = "discarded"
+    # Looked at and deliberately not applied: a stale BOD variation, an echo of m3bng's own
+    # write, a BOD noun no flow handles. ``last_error`` says which; nothing was sent.
+    SKIPPED = "skipped"
 
 
 # Statuses that still hold their place in a business key's queue (see store/queries.py).
@@ -225,3 +230,75 @@ class M3FieldMetadata(Base):
     direction: Mapped[str] = mapped_column(String(1))  # I input, O output
     fields: Mapped[Any] = mapped_column(Json)
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class IonMessage(Base):
+    """ION's messageId of each stored BOD: ION retries a delivery under the same messageId."""
+
+    __tablename__ = "ion_messages"
+
+    message_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DocumentVersion(Base):
+    """The newest variation of each ION document applied so far.
+
+    A BOD older than this (lower variationID, or earlier CreationDateTime when variations are
+    absent) arrived late and is skipped instead of overwriting newer data.
+    """
+
+    __tablename__ = "document_versions"
+    __table_args__ = (UniqueConstraint("noun", "document_key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    noun: Mapped[str] = mapped_column(String(64))
+    document_key: Mapped[str] = mapped_column(String(255))  # accounting entity + document id
+    variation_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # BOD CreationDateTime
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class BngState(Base):
+    """What BNG holds for an object, as far as m3bng knows: the data of its last webhook, or the
+    body m3bng last wrote to it. Echo suppression compares against this in both directions."""
+
+    __tablename__ = "bng_state"
+    __table_args__ = (UniqueConstraint("entity", "bng_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    entity: Mapped[str] = mapped_column(String(64))
+    bng_id: Mapped[str] = mapped_column(String(255))
+    data: Mapped[Any] = mapped_column(Json)
+    origin: Mapped[str] = mapped_column(String(16))  # bng (a webhook) or m3bng (our write)
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class InventorySnapshot(Base):
+    """The last balance the inventory poller saw per item and warehouse, so a restart resends
+    nothing and each poll sends BNG only what changed."""
+
+    __tablename__ = "inventory_snapshots"
+    __table_args__ = (UniqueConstraint("warehouse", "item"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    warehouse: Mapped[str] = mapped_column(String(16))
+    item: Mapped[str] = mapped_column(String(64))
+    balance: Mapped[Any] = mapped_column(Json)
+    digest: Mapped[str] = mapped_column(String(64))
+    polled_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SchedulerLease(Base):
+    """One row per scheduled job (the inventory poller): whichever process holds the lease runs
+    it, so N processes on one database still poll once per interval."""
+
+    __tablename__ = "scheduler_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(128))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

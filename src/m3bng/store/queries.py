@@ -226,17 +226,35 @@ def _fenced(event_id: int, owner: str) -> Any:
 
 
 async def mark_done(session: AsyncSession, event_id: int, owner: str) -> bool:
+    return await _close(session, event_id, owner, EventStatus.DONE, None, None)
+
+
+async def mark_skipped(
+    session: AsyncSession, event_id: int, owner: str, *, reason: str, error_class: str
+) -> bool:
+    """Close an event that was deliberately not applied (stale, echo, unsupported), saying why."""
+    return await _close(session, event_id, owner, EventStatus.SKIPPED, error_class, reason)
+
+
+async def _close(
+    session: AsyncSession,
+    event_id: int,
+    owner: str,
+    status: EventStatus,
+    error_class: str | None,
+    error: str | None,
+) -> bool:
     now = utcnow()
     result = await session.execute(
         _fenced(event_id, owner)
         .values(
-            status=EventStatus.DONE.value,
+            status=status.value,
             lease_owner=None,
             lease_expires_at=None,
             finished_at=now,
             updated_at=now,
-            last_error=None,
-            error_class=None,
+            last_error=error,
+            error_class=error_class,
         )
         .returning(Event.id)
     )
