@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from m3bng import __version__
-from m3bng.api import health, metrics, webhooks
+from m3bng.api import health, ion, metrics, webhooks
 from m3bng.api.errors import install_error_handlers
 from m3bng.config import Settings
 from m3bng.inbox.flows import FlowRegistry
@@ -39,6 +39,7 @@ def create_app(
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(webhooks.router)
+    app.include_router(ion.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     sim_app = runtime.connectors.extras.get("m3_sim_app")

@@ -135,6 +135,9 @@ class M3Client:
     ) -> None:
         self.config = config
         self.tokens = tokens
+        # Shared with the ION client (ConfirmBODs go through the same gateway): connectors/ion.
+        self.transport = transport
+        self.credentials: IonApiCredentials | None = None
         self._http = httpx.AsyncClient(
             base_url=config.base_url,
             auth=IonApiAuth(tokens) if tokens is not None else None,
@@ -160,7 +163,9 @@ class M3Client:
     ) -> M3Client:
         tokens = TokenManager(credentials, timeout=settings.m3_timeout, transport=transport)
         config = M3ClientConfig.from_settings(settings, settings.m3_base_url or credentials.m3_base_url)
-        return cls(config, tokens=tokens, transport=transport)
+        client = cls(config, tokens=tokens, transport=transport)
+        client.credentials = credentials
+        return client
 
     @classmethod
     def from_settings(cls, settings: Settings) -> M3Client:

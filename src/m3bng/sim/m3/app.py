@@ -8,21 +8,28 @@ URL layout as on a real tenant (facts.md §1–2)::
     POST /{ti}/M3/m3api-rest/v2/execute                   multi-transaction (one program)
     GET  /{ti}/M3/m3api-rest/execute/{PROG}/{TRANS};metadata=true?FIELD=...         (v1)
 
-plus a control API under ``/_sim/`` (state, seed, reset, faults, locks, calls, stats) that a
-real tenant does not have. Works mounted under a prefix (``app.mount("/_sim/m3", sim)``).
+    GET  /{ti}/IONSERVICES/api/ion/messaging/service/ping
+    POST /{ti}/IONSERVICES/api/ion/messaging/service/v3/multipartMessage   (ConfirmBODs to ION)
+
+plus a control API under ``/_sim/`` (state, seed, reset, faults, locks, calls, stats, and
+``ion/messages``: what was sent to ION) that a real tenant does not have. Works mounted under a
+prefix (``app.mount("/_sim/m3", sim)``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import secrets
 import time
+import zlib
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -41,6 +48,7 @@ class Runtime:
     refresh_tokens: set[str] = field(default_factory=set)
     outage_until: float = 0.0
     calls: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5000))
+    ion_messages: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
     stats: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -55,6 +63,7 @@ class Runtime:
             time.monotonic() + self.faults.outage_seconds if self.faults.outage_seconds else 0.0
         )
         self.calls.clear()
+        self.ion_messages.clear()
         self.stats.clear()
         self.max_in_flight = 0
         self.rng.seed(self.config.random_seed)
@@ -351,6 +360,81 @@ async def mi_bulk(request: Request) -> Response:
         rt.in_flight -= 1
 
 
+# -- ION messaging (what an application sends to ION: ConfirmBODs) -------------------------------
+
+ION_MESSAGING = "/{ti}/IONSERVICES/api/ion/messaging"
+_ION_REQUIRED = ("documentName", "messageId", "fromLogicalId")
+
+
+def _ion_denied(rt: Runtime, request: Request) -> Response | None:
+    if request.path_params["ti"] != rt.config.ti:
+        return JSONResponse({"message": f"unknown tenant {request.path_params['ti']}"}, status_code=404)
+    if not _authorised(rt, request):
+        return _gateway_401()
+    return None
+
+
+async def ion_ping(request: Request) -> Response:
+    rt: Runtime = request.app.state.sim
+    return _ion_denied(rt, request) or JSONResponse({"status": "ok"})
+
+
+async def _part_bytes(value: UploadFile | str | None) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return await value.read()
+
+
+async def ion_message(request: Request) -> Response:
+    """IMS v3 as ION answers it: 202 when accepted, 400 for an invalid message.
+
+    Faults apply only when ``faults.programs`` names ``ION`` (MI fault tests are not affected).
+    """
+    rt: Runtime = request.app.state.sim
+    denied = _ion_denied(rt, request)
+    if denied is not None:
+        return denied
+    if "ION" in rt.faults.programs:
+        fault = await _guard(rt, "ION", "multipartMessage")
+        if isinstance(fault, Response):
+            return fault
+    try:
+        async with request.form(max_part_size=16 * 1024 * 1024) as form:
+            raw_parameters = await _part_bytes(form.get("ParameterRequest"))
+            payload = await _part_bytes(form.get("MessagePayload"))
+    except Exception as exc:  # starlette's MultiPartException, or a body that is no form at all
+        return JSONResponse({"message": f"invalid multipart message: {exc}"}, status_code=400)
+    try:
+        parameters = json.loads(raw_parameters or b"")
+    except ValueError:
+        return JSONResponse({"message": "ParameterRequest is missing or not JSON"}, status_code=400)
+    missing = [key for key in _ION_REQUIRED if not (isinstance(parameters, dict) and parameters.get(key))]
+    if missing:
+        return JSONResponse({"message": f"ParameterRequest lacks {', '.join(missing)}"}, status_code=400)
+    if not payload:
+        return JSONResponse({"message": "MessagePayload is missing"}, status_code=400)
+    document = parameters.get("document") or {}
+    if str(document.get("encoding") or "NONE").upper() == "DEFLATE":
+        payload = zlib.decompress(payload)
+    rt.ion_messages.append(
+        {
+            "documentName": parameters["documentName"],
+            "messageId": parameters["messageId"],
+            "tenant": request.headers.get("x-tenantid"),
+            "parameters": parameters,
+            "xml": payload.decode(document.get("characterSet") or "utf-8"),
+        }
+    )
+    rt.stats["ion_messages"] += 1
+    return Response(status_code=202)
+
+
+async def get_ion_messages(request: Request) -> Response:
+    return JSONResponse(list(request.app.state.sim.ion_messages))
+
+
 # -- control API ------------------------------------------------------------------------------------
 
 
@@ -422,6 +506,8 @@ def create_app(config: M3SimConfig | None = None) -> Starlette:
         Route("/{ti}/M3/m3api-rest/v2/execute", mi_bulk, methods=["POST"]),
         Route("/{ti}/M3/m3api-rest/v2/execute/{rest:path}", mi_v2, methods=["GET", "POST"]),
         Route("/{ti}/M3/m3api-rest/execute/{rest:path}", mi_v1, methods=["GET", "POST"]),
+        Route(f"{ION_MESSAGING}/service/ping", ion_ping),
+        Route(f"{ION_MESSAGING}/service/v3/multipartMessage", ion_message, methods=["POST"]),
         Route("/_sim/state", get_state),
         Route("/_sim/reset", reset, methods=["POST"]),
         Route("/_sim/seed", seed, methods=["POST"]),
@@ -430,6 +516,7 @@ def create_app(config: M3SimConfig | None = None) -> Starlette:
         Route("/_sim/tokens/expire", expire_tokens, methods=["POST"]),
         Route("/_sim/calls", get_calls),
         Route("/_sim/stats", get_stats),
+        Route("/_sim/ion/messages", get_ion_messages),
     ]
     app = Starlette(routes=routes)
     app.state.sim = runtime

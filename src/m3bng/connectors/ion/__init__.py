@@ -1,0 +1,1 @@
+"""Infor ION: receiving BODs (bod, ims, ingest) and sending ConfirmBODs (confirm, client)."""
