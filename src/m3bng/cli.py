@@ -15,6 +15,7 @@ from m3bng.errors import M3bngError
 
 if TYPE_CHECKING:
     from m3bng.mapping import Mapping
+    from m3bng.mapping.schema import BngCallSpec, CallSpec
 from m3bng.observability.logging import configure_logging
 from m3bng.sim.cli import sim_app
 
@@ -206,13 +207,14 @@ def mappings_check(
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     for mapping in mappings.values():
-        calls = ", ".join(f"{c.program}/{c.transaction}" for c in mapping.spec.calls.values())
+        calls = ", ".join(_operation(c) for c in mapping.spec.calls.values())
         typer.echo(f"ok  {mapping.path}  flow {mapping.flow}  [{mapping.content_hash[:12]}]  {calls}")
     if metadata:
         raise typer.Exit(asyncio.run(_check_against_m3(settings, mappings)))
 
 
 async def _check_against_m3(settings: Settings, mappings: dict[str, Mapping]) -> int:
+    from m3bng.mapping.schema import CallSpec
     from m3bng.runtime import build_connectors
     from m3bng.store import migrate
     from m3bng.store.db import create_engine, session_factory
@@ -233,6 +235,8 @@ async def _check_against_m3(settings: Settings, mappings: dict[str, Mapping]) ->
             return 0
         for mapping in mappings.values():
             for name, call in mapping.spec.calls.items():
+                if not isinstance(call, CallSpec):
+                    continue  # a BNG request: no M3 metadata to check it against
                 try:
                     specs = await connectors.m3_metadata.fields(call.program, call.transaction)
                 except M3bngError as exc:
@@ -296,12 +300,22 @@ def mappings_preview(
         typer.echo(f"cannot map: {exc}", err=True)
         raise typer.Exit(1) from None
     for preview in previews:
-        operation = f"{preview.program}/{preview.transaction}"
         if preview.note:
-            typer.echo(f"{preview.name:>18}  {operation}: {preview.note}")
-            continue
-        query = "&".join(f"{k}={v}" for k, v in preview.record.items())
-        typer.echo(f"{preview.name:>18}  GET /v2/execute/{operation}?{query}")
+            typer.echo(f"{preview.name:>18}  {preview.operation}: {preview.note}")
+        elif preview.target == "bng":
+            body = json.dumps(preview.record, ensure_ascii=False) if preview.record else ""
+            typer.echo(f"{preview.name:>18}  {preview.operation} {body}".rstrip())
+        else:
+            query = "&".join(f"{k}={v}" for k, v in preview.record.items())
+            typer.echo(f"{preview.name:>18}  GET /v2/execute/{preview.operation}?{query}")
+
+
+def _operation(call: CallSpec | BngCallSpec) -> str:
+    from m3bng.mapping.schema import CallSpec
+
+    if isinstance(call, CallSpec):
+        return f"{call.program}/{call.transaction}"
+    return f"{call.method} {call.path}"
 
 
 @webhook_app.command("send")

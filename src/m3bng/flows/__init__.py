@@ -1,24 +1,33 @@
 """Business flows, one module per kind of object; ``default_registry()`` wires them to event types.
 
-A mapping file names its flow (``flow: order_to_cash``) and the event types that trigger it; the
-flow function named here does the work with that mapping. An event whose type has no flow is
-dead-lettered with the reason ``no_flow`` (and can be replayed once a flow exists), never
-silently dropped.
+A mapping file names its flow (``flow: order_to_cash``), the event types that trigger it and
+their source (BNG webhooks, ION BODs, the inventory poller); the flow function named here does
+the work with that mapping. Every mapping that writes to BNG runs the one generic flow in
+``to_bng``. A BNG event whose type has no flow is dead-lettered with the reason ``no_flow`` (and
+can be replayed once a flow exists), never silently dropped; a BOD noun no flow handles is
+closed as ``skipped`` (unsupported).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from m3bng.errors import Skipped
 from m3bng.flows.base import FlowMappings, MappedFlow
+from m3bng.flows.confirm import CONFIRM_EVENT, confirm_bod
 from m3bng.flows.customers import customer_sync
+from m3bng.flows.echo import is_echo, split_names
 from m3bng.flows.inventory import inventory_adjustment
 from m3bng.flows.ledger import gl_entry, payment
 from m3bng.flows.orders import order_to_cash, order_update
 from m3bng.flows.payables import supplier_invoice
 from m3bng.flows.products import product_sync
 from m3bng.flows.purchasing import purchase_order
+from m3bng.flows.to_bng import mapped_to_bng
 from m3bng.flows.vendors import vendor_sync
 from m3bng.inbox.flows import Flow, FlowContext, FlowRegistry
 from m3bng.mapping import Mapping, MappingFileError
+from m3bng.store import queries
 
 FLOWS: dict[str, MappedFlow] = {
     "order_to_cash": order_to_cash,
@@ -35,29 +44,79 @@ FLOWS: dict[str, MappedFlow] = {
 
 
 def default_registry(mappings: dict[str, Mapping] | None = None) -> FlowRegistry:
-    """One registration per trigger of every loaded mapping; a mapping for an unknown flow stops start-up."""
+    """One registration per trigger of every loaded mapping; a mapping for an unknown flow stops start-up.
+
+    A mapping that writes to BNG (``target: bng``) needs no flow of its own: the generic
+    ``to_bng`` flow runs it. ConfirmBOD is always registered: it is how ION hears of failures.
+    """
     registry = FlowRegistry()
+    registry.register(CONFIRM_EVENT, confirm_bod, source="m3bng")
     if not mappings:
         return registry
     shared = FlowMappings(mappings)
     problems = []
     for name, mapping in mappings.items():
-        flow = FLOWS.get(name)
-        if flow is None:
+        if mapping.spec.target == "bng":
+            flow: Flow = _to_bng(mapping)
+        elif name in FLOWS:
+            flow = _bound(FLOWS[name], shared, mapping)
+        else:
             problems.append(
-                f"{mapping.path}: flow {name!r} is not one m3bng knows (known: {', '.join(sorted(FLOWS))})"
+                f"{mapping.path}: flow {name!r} is not one m3bng knows (known: {', '.join(sorted(FLOWS))}; "
+                "or set `target: bng` for a mapping that writes to BNG)"
             )
             continue
         for trigger in mapping.spec.trigger:
-            registry.register(trigger, _bound(flow, shared), source="bng")
+            try:
+                registry.register(trigger, flow, source=mapping.spec.event_source)
+            except ValueError as exc:
+                problems.append(f"{mapping.path}: trigger {trigger!r}: {exc}")
     if problems:
         raise MappingFileError(problems)
     return registry
 
 
-def _bound(flow: MappedFlow, mappings: FlowMappings) -> Flow:
+def _to_bng(mapping: Mapping) -> Flow:
     async def run(ctx: FlowContext) -> None:
+        await mapped_to_bng(ctx, mapping)
+
+    run.__name__ = run.__qualname__ = mapping.flow
+    return run
+
+
+def _bound(flow: MappedFlow, mappings: FlowMappings, mapping: Mapping) -> Flow:
+    """A BNG → M3 flow, with echo suppression when its mapping names ``echo_state``/``echo_id``.
+
+    A webhook whose data BNG already held as far as m3bng knows (m3bng wrote it there from a
+    BOD) is skipped; after a successful run, the webhook's data is what BNG holds.
+    """
+    state, id_field = mapping.option("echo_state"), mapping.option("echo_id")
+    # A new order is never an echo (m3bng creates no orders in BNG), and a re-sent one is caught
+    # by the cross-reference; its data is still recorded, for the order.updated that follows.
+    check = not mapping.option("echo_record_only", False)
+
+    async def run(ctx: FlowContext) -> None:
+        data = ctx.payload.get("data") if isinstance(ctx.payload, dict) else None
+        bng_id = data.get(str(id_field)) if state and id_field and isinstance(data, dict) else None
+        if bng_id is None or not isinstance(data, dict):
+            await flow(ctx, mappings)
+            return
+        async with ctx.sessions() as session:
+            known = await queries.get_bng_state(session, str(state), str(bng_id))
+        ignore = split_names(mapping.option("echo_ignore"))
+        if check and is_echo(data, known, ignore=ignore, truncated_ok=False):
+            raise Skipped(
+                f"echo: {state} {bng_id} holds nothing m3bng did not already know (BNG announcing "
+                "m3bng's own write, or an update that changes nothing)",
+                error_class="echo",
+            )
         await flow(ctx, mappings)
+        await _remember_bng_state(ctx, str(state), str(bng_id), data)
 
     run.__name__ = run.__qualname__ = getattr(flow, "__name__", "flow")
     return run
+
+
+async def _remember_bng_state(ctx: FlowContext, entity: str, bng_id: str, data: dict[str, Any]) -> None:
+    async with ctx.sessions.begin() as session:
+        await queries.put_bng_state(session, entity, bng_id, data, origin="bng", event_id=ctx.event.id)

@@ -14,7 +14,7 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -33,6 +33,10 @@ log = structlog.get_logger(__name__)
 MAX_ERROR_CHARS = 4000
 
 
+# Called after an event is dead-lettered (the ConfirmBOD to ION): event, reason, error text.
+DeadLetterHook = Callable[[ClaimedEvent, str, str], Awaitable[None]]
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -49,8 +53,10 @@ class Worker:
         worker_id: str | None = None,
         policy: RetryPolicy | None = None,
         connectors: Connectors | None = None,
+        on_dead_letter: DeadLetterHook | None = None,
     ) -> None:
         self.settings = settings
+        self.on_dead_letter = on_dead_letter
         self.sessions = sessions
         self.registry = registry
         self.connectors = connectors or Connectors()
@@ -271,6 +277,11 @@ class Worker:
             failed_step_id=ctx.last_failed_step_id,
         ):
             log.error("event.dead_lettered", reason=reason, error_class=error_class, error=message)
+            if self.on_dead_letter is not None:
+                try:
+                    await self.on_dead_letter(ctx.event, reason, message)
+                except Exception as exc:  # the dead letter stands; the hook's failure is logged
+                    log.error("event.dead_letter_hook_failed", error=repr(exc)[:500])
 
     async def _finish(self, write: Any, event: ClaimedEvent, **kwargs: Any) -> bool:
         """Record an outcome, fenced by the lease. A few quick retries ride out a database blip;

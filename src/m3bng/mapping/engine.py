@@ -13,12 +13,13 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jmespath
 from jmespath.exceptions import JMESPathError
 
 from m3bng.errors import PermanentError
-from m3bng.mapping.schema import CallSpec, FieldRule, MappingSpec
+from m3bng.mapping.schema import BngCallSpec, CallSpec, FieldRule, MappingSpec
 
 
 class MappingError(PermanentError):
@@ -34,10 +35,19 @@ class MappingError(PermanentError):
 @dataclass(frozen=True)
 class CallPreview:
     name: str
-    program: str
-    transaction: str
-    record: dict[str, str]
+    target: str  # m3 or bng
+    operation: str  # OIS100MI/AddBatchHead, or PUT /api/v1/customers/{CustomerID}
+    record: dict[str, Any]  # the MI record, or the JSON body
     note: str | None = None  # why the call is skipped or cannot be shown on its own
+
+
+@dataclass(frozen=True)
+class BngRequest:
+    """One rendered request to BNG: the path with its parameters filled in, and the body."""
+
+    method: str
+    path: str
+    body: dict[str, Any] | None
 
 
 class Placeholders(dict[str, Any]):
@@ -74,13 +84,58 @@ class Mapping:
     def flow(self) -> str:
         return self.spec.flow
 
-    def call(self, name: str) -> CallSpec:
+    def _any_call(self, name: str) -> CallSpec | BngCallSpec:
         try:
             return self.spec.calls[name]
         except KeyError:
             raise MappingError(
                 self.flow, name, "-", f"the mapping file {self.path.name} has no call {name!r}"
             ) from None
+
+    def call(self, name: str) -> CallSpec:
+        """An MI call (program/transaction)."""
+        spec = self._any_call(name)
+        if not isinstance(spec, CallSpec):
+            raise MappingError(self.flow, name, "-", "is a BNG request (method/path), not an MI call")
+        return spec
+
+    def bng_call(self, name: str) -> BngCallSpec:
+        """A BNG REST request (method/path)."""
+        spec = self._any_call(name)
+        if not isinstance(spec, BngCallSpec):
+            raise MappingError(self.flow, name, "-", "is an MI call (program/transaction), not a BNG request")
+        return spec
+
+    def has_call(self, name: str) -> bool:
+        return name in self.spec.calls
+
+    def requests(
+        self, name: str, data: MappingABC[str, Any], ctx: MappingABC[str, Any] | None = None
+    ) -> list[BngRequest]:
+        """The BNG requests call ``name`` makes: one, or one per element of ``for_each``."""
+        spec = self.bng_call(name)
+        return [
+            render_request(self, name, spec, document) for document in self._documents(name, spec, data, ctx)
+        ]
+
+    def _documents(
+        self,
+        name: str,
+        spec: CallSpec | BngCallSpec,
+        data: MappingABC[str, Any],
+        ctx: MappingABC[str, Any] | None,
+    ) -> list[dict[str, Any]]:
+        """What the rules of one call see: the event, ``_ctx``, ``_vars``, and ``_line`` per element."""
+        context = ctx if isinstance(ctx, Placeholders) else dict(ctx or {})
+        base = {**data, "_ctx": context, "_vars": dict(self.spec.vars)}
+        if spec.for_each is None:
+            return [base]
+        items = _search(spec.for_each, base)
+        if not isinstance(items, list) or not items:
+            raise MappingError(self.flow, name, "for_each", f"{spec.for_each!r} gives no list of elements")
+        return [
+            {**base, "_line": item, "_index": index, "_number": index + 1} for index, item in enumerate(items)
+        ]
 
     def render(
         self,
@@ -92,22 +147,9 @@ class Mapping:
     ) -> list[dict[str, str]]:
         """The records call ``name`` sends: one, or one per element of ``for_each``."""
         spec = self.call(name)
-        context = ctx if isinstance(ctx, Placeholders) else dict(ctx or {})
-        base = {**data, "_ctx": context, "_vars": dict(self.spec.vars)}
-        if spec.for_each is None:
-            return [render_call(self, name, spec, base, field_lengths)]
-        items = _search(spec.for_each, base)
-        if not isinstance(items, list) or not items:
-            raise MappingError(self.flow, name, "for_each", f"{spec.for_each!r} gives no list of elements")
         return [
-            render_call(
-                self,
-                name,
-                spec,
-                {**base, "_line": item, "_index": index, "_number": index + 1},
-                field_lengths,
-            )
-            for index, item in enumerate(items)
+            render_call(self, name, spec, document, field_lengths)
+            for document in self._documents(name, spec, data, ctx)
         ]
 
     def key(self, name: str, data: MappingABC[str, Any], ctx: MappingABC[str, Any] | None = None) -> str:
@@ -152,19 +194,30 @@ class Mapping:
             with contextlib.suppress(MappingError):
                 context.setdefault(name, self.key(name, data, context))
         applicable = set(self.applicable_calls(data, context))
-        out = []
+        out: list[CallPreview] = []
         for name, spec in self.spec.calls.items():
+            if isinstance(spec, BngCallSpec):
+                target, operation = "bng", f"{spec.method} {spec.path}"
+            else:
+                target, operation = "m3", f"{spec.program}/{spec.transaction}"
             if spec.if_ and name not in applicable:
-                out.append(
-                    CallPreview(name, spec.program, spec.transaction, {}, f"skipped: {spec.if_} is false")
-                )
+                out.append(CallPreview(name, target, operation, {}, f"skipped: {spec.if_} is false"))
                 continue
             try:
-                records = self.render(name, data, context)
+                if isinstance(spec, BngCallSpec):
+                    previews = [
+                        CallPreview(name, target, f"{r.method} {r.path}", r.body or {})
+                        for r in self.requests(name, data, context)
+                    ]
+                else:
+                    previews = [
+                        CallPreview(name, target, operation, record)
+                        for record in self.render(name, data, context)
+                    ]
             except MappingError as exc:
-                out.append(CallPreview(name, spec.program, spec.transaction, {}, f"not shown: {exc.problem}"))
+                out.append(CallPreview(name, target, operation, {}, f"not shown: {exc.problem}"))
                 continue
-            out.extend(CallPreview(name, spec.program, spec.transaction, record) for record in records)
+            out.extend(previews)
         return out
 
 
@@ -183,6 +236,47 @@ def render_call(
         if text is not None:
             record[field_name] = text
     return record
+
+
+def render_request(mapping: Mapping, name: str, spec: BngCallSpec, document: dict[str, Any]) -> BngRequest:
+    """A BNG request: JSON-typed body values (numbers stay numbers, dates are ISO), nested by dots."""
+    path = spec.path
+    for param, rule in spec.params.items():
+        where = (mapping.flow, name, f"params.{param}")
+        text = _finish(mapping, rule, _evaluate(mapping, rule, document, where), where, None)
+        if text is None:
+            raise MappingError(*where, "a path parameter needs a value")
+        path = path.replace("{" + param + "}", quote(text, safe=""))
+    body: dict[str, Any] = {}
+    for field_name, rule in spec.fields.items():
+        where = (mapping.flow, name, field_name)
+        value = _json_value(mapping, rule, _evaluate(mapping, rule, document, where), where)
+        if value is None:
+            continue
+        target = body
+        *parents, leaf = field_name.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return BngRequest(spec.method, path, body if spec.method != "GET" else None)
+
+
+def _json_value(mapping: Mapping, rule: FieldRule, value: Any, where: tuple[str, str, str]) -> Any:
+    """A body value: the same modifiers as an MI field, but typed for JSON instead of text."""
+    if value in (None, "") or rule.type in (None, "str"):
+        if isinstance(value, (dict, list)):
+            return value  # whole objects/lists may pass through to JSON unchanged
+        return _finish(mapping, rule, value, where, None)
+    if rule.type == "date":
+        text = _to_date(rule, value, where)
+        return f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    text = _convert(rule, value, where)
+    if rule.type == "int":
+        return int(text)
+    if rule.type == "decimal":
+        number = Decimal(text)
+        return int(number) if number == number.to_integral_value() else float(number)
+    return text == "1"  # bool
 
 
 def _evaluate(mapping: Mapping, rule: FieldRule | str, document: Any, where: tuple[str, str, str]) -> Any:
@@ -295,4 +389,4 @@ def _to_date(rule: FieldRule, value: Any, where: tuple[str, str, str]) -> str:
     return parsed.strftime("%Y%m%d")
 
 
-__all__ = ["CallPreview", "JMESPathError", "Mapping", "MappingError", "compile_path"]
+__all__ = ["BngRequest", "CallPreview", "JMESPathError", "Mapping", "MappingError", "compile_path"]

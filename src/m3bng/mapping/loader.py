@@ -74,6 +74,8 @@ def _rules(spec: MappingSpec) -> Iterable[tuple[list[Any], FieldRule | str]]:
     for call_name, call in spec.calls.items():
         for field_name, rule in call.fields.items():
             yield from walk(rule, ["calls", call_name, "fields", field_name])
+        for param, rule in getattr(call, "params", {}).items():
+            yield from walk(rule, ["calls", call_name, "params", param])
 
 
 def load_mapping(path: Path) -> Mapping:
@@ -86,6 +88,8 @@ def load_mapping(path: Path) -> Mapping:
             loc = [
                 p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "FieldRule")))
             ]
+            if len(loc) > 2 and loc[0] == "calls" and loc[2] in ("m3", "bng"):
+                del loc[2]  # the tag of the call kind (MI call or BNG request) is not in the file
             where = ".".join(str(p) for p in loc) or "(top level)"
             problems.append(
                 f"{path}:{_node_line(root, loc)}: {where}: {err['msg'].removeprefix('Value error, ')}"

@@ -16,9 +16,10 @@ Paths and conditions are JMESPath expressions (a small, safe, well-kept language
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 Scalar = str | int | float | bool
 
@@ -112,19 +113,79 @@ class CallSpec(Strict):
         return fields
 
 
+_JSON_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class BngCallSpec(Strict):
+    """One request to BNG's REST API: method, path and how to build the JSON body.
+
+    ``path`` holds ``{Name}`` placeholders filled from ``params`` (URL-quoted); body field
+    names may be dotted (``BillingAddress.City``) to build nested objects.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    if_: str | None = Field(default=None, alias="if", min_length=1)
+    method: Literal["GET", "PUT", "PATCH", "POST", "DELETE"]
+    path: str = Field(pattern=r"^/\S*$")
+    params: dict[str, FieldRule] = Field(default_factory=dict)
+    for_each: str | None = None
+    fields: dict[str, FieldRule] = Field(default_factory=dict)
+
+    @field_validator("fields")
+    @classmethod
+    def _json_names(cls, fields: dict[str, FieldRule]) -> dict[str, FieldRule]:
+        bad = [name for name in fields if not _JSON_NAME.match(name)]
+        if bad:
+            raise ValueError(
+                f"BNG field names are JSON names, dotted for nesting (Address.City): {', '.join(bad)}"
+            )
+        return fields
+
+    @model_validator(mode="after")
+    def _params_match_path(self) -> BngCallSpec:
+        named = set(_PATH_PARAM.findall(self.path))
+        missing = sorted(named - set(self.params))
+        unused = sorted(set(self.params) - named)
+        if missing:
+            raise ValueError(f"path {self.path!r} names {', '.join(missing)} but params has no rule for it")
+        if unused:
+            raise ValueError(f"params {', '.join(unused)} do not appear in path {self.path!r}")
+        return self
+
+
+def _call_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "bng" if "method" in value or "path" in value else "m3"
+    return "bng" if isinstance(value, BngCallSpec) else "m3"
+
+
+AnyCall = Annotated[
+    Annotated[CallSpec, Tag("m3")] | Annotated[BngCallSpec, Tag("bng")], Discriminator(_call_kind)
+]
+
+
 class MappingSpec(Strict):
     version: Literal[1] = 1
     flow: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
     trigger: list[str] = Field(min_length=1)
     target: Literal["m3", "bng"] = "m3"
+    # Where the triggering events come from: BNG webhooks, ION BODs or the inventory poller.
+    # Default: bng for mappings that write to M3, ion for mappings that write to BNG.
+    source: Literal["bng", "ion", "poller"] | None = None
     vars: dict[str, Scalar] = Field(default_factory=dict)
     options: dict[str, Scalar] = Field(default_factory=dict)
     lookups: dict[str, str] = Field(default_factory=dict)  # name -> file (relative to the mapping)
     # How the M3 key of a *new* object is derived from BNG's data (e.g. CUNO from CustomerID).
     # A deterministic key is what lets a create whose answer was lost be found again by a Get.
     keys: dict[str, FieldRule] = Field(default_factory=dict)
-    calls: dict[str, CallSpec] = Field(min_length=1)
+    calls: dict[str, AnyCall] = Field(min_length=1)
+
+    @property
+    def event_source(self) -> str:
+        return self.source or ("ion" if self.target == "bng" else "bng")
 
 
 Case.model_rebuild()

@@ -20,8 +20,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from m3bng.store.models import (
+    BngState,
     CrossReference,
     DeadLetter,
+    DocumentVersion,
     Event,
     EventStatus,
     Step,
@@ -394,5 +396,91 @@ async def put_xref(session: AsyncSession, entity: str, bng_id: str, m3_key: str)
     await session.execute(
         insert(CrossReference).values(
             entity=entity, bng_id=bng_id, m3_key=m3_key, created_at=now, updated_at=now
+        )
+    )
+
+
+def _upsert(session: AsyncSession, table: Any, keys: list[str], values: dict[str, Any]) -> Any:
+    """INSERT … ON CONFLICT (keys) DO UPDATE: one statement, safe against a concurrent writer."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).values(**values)
+    changes = {name: statement.excluded[name] for name in values if name not in keys}
+    return statement.on_conflict_do_update(index_elements=keys, set_=changes)
+
+
+def insert_ignore(session: AsyncSession, table: Any, values: dict[str, Any]) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING (the row may exist already)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).values(**values).on_conflict_do_nothing()
+
+
+@dataclass(frozen=True)
+class DocumentVersionRow:
+    variation_id: int | None
+    created_at: datetime | None
+    event_id: int | None
+
+
+async def get_document_version(session: AsyncSession, noun: str, key: str) -> DocumentVersionRow | None:
+    row = (
+        await session.execute(
+            select(DocumentVersion.variation_id, DocumentVersion.created_at, DocumentVersion.event_id).where(
+                DocumentVersion.noun == noun, DocumentVersion.document_key == key
+            )
+        )
+    ).one_or_none()
+    return None if row is None else DocumentVersionRow(*row)
+
+
+async def put_document_version(
+    session: AsyncSession,
+    noun: str,
+    key: str,
+    *,
+    variation_id: int | None,
+    created_at: datetime | None,
+    event_id: int,
+) -> None:
+    await session.execute(
+        _upsert(
+            session,
+            DocumentVersion.__table__,
+            ["noun", "document_key"],
+            {
+                "noun": noun,
+                "document_key": key,
+                "variation_id": variation_id,
+                "created_at": created_at,
+                "event_id": event_id,
+                "updated_at": utcnow(),
+            },
+        )
+    )
+
+
+async def get_bng_state(session: AsyncSession, entity: str, bng_id: str) -> dict[str, Any] | None:
+    result = await session.execute(
+        select(BngState.data).where(BngState.entity == entity, BngState.bng_id == bng_id)
+    )
+    data = result.scalar_one_or_none()
+    return data if isinstance(data, dict) else None
+
+
+async def put_bng_state(
+    session: AsyncSession, entity: str, bng_id: str, data: dict[str, Any], *, origin: str, event_id: int
+) -> None:
+    await session.execute(
+        _upsert(
+            session,
+            BngState.__table__,
+            ["entity", "bng_id"],
+            {
+                "entity": entity,
+                "bng_id": bng_id,
+                "data": data,
+                "origin": origin,
+                "event_id": event_id,
+                "updated_at": utcnow(),
+            },
         )
     )

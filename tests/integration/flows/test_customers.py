@@ -29,10 +29,15 @@ async def test_created_then_updated(service: Service) -> None:
 
 async def test_created_twice_is_one_customer_changed(service: Service) -> None:
     first = await service.settle(await service.send("customer.created", msg_id="c1"))
-    second = await service.settle(await service.send("customer.created", msg_id="c2"))
+    changed = {**sample("customer.created"), "Phone": "+46 8 999 999"}
+    second = await service.settle(await service.send("customer.created", changed, msg_id="c2"))
     assert first.status == second.status == "done"
     second_ops = [s.operation for s in await service.steps(second.id)]
     assert "CRS610MI/ChgBasicData" in second_ops and "CRS610MI/Add" not in second_ops
+    # The same data once more (BNG re-sent it under a new id): nothing new, nothing sent to M3.
+    third = await service.settle(await service.send("customer.created", changed, msg_id="c3"))
+    assert (third.status, third.error_class) == ("skipped", "echo")
+    assert await service.steps(third.id) == []
 
 
 async def test_lost_add_answer_makes_one_customer(service: Service) -> None:

@@ -46,9 +46,12 @@ async def test_unknown_category_dead_letters_before_sending(service: Service) ->
 
 async def test_duplicate_delivery_makes_one_item_and_updates_it(service: Service) -> None:
     first = await service.settle(await service.send("product.created", msg_id="msg_p1"))
-    again = await service.settle(await service.send("product.created", msg_id="msg_p1_resent"))
+    renamed = {**sample("product.created"), "Name": "Roadster 500 (2027)"}
+    again = await service.settle(await service.send("product.created", renamed, msg_id="msg_p1_resent"))
     assert first.status == again.status == "done"
     assert ops(await service.steps(again.id)) == ["MMS200MI/GetItmBasic", "MMS200MI/UpdItmBasic"]
+    same = await service.settle(await service.send("product.created", renamed, msg_id="msg_p1_again"))
+    assert (same.status, same.error_class, await service.steps(same.id)) == ("skipped", "echo", [])
     items = (await service.state())["items"]
     assert [k for k in items if k == "BIKE-500"] == ["BIKE-500"]
 

@@ -45,7 +45,8 @@ async def test_too_long_vendor_id_dead_letters_before_sending(service: Service) 
 
 async def test_duplicate_delivery_makes_one_supplier(service: Service) -> None:
     first = await service.settle(await service.send("vendor.created", msg_id="msg_v1"))
-    again = await service.settle(await service.send("vendor.created", msg_id="msg_v1_resent"))
+    changed = {**sample("vendor.created"), "Phone": "+46 31 999 999"}
+    again = await service.settle(await service.send("vendor.created", changed, msg_id="msg_v1_resent"))
     assert first.status == again.status == "done"
     assert ops(await service.steps(again.id)) == ["CRS620MI/GetBasicData", "CRS620MI/UpdSupplier"]
     assert sorted((await service.state())["suppliers"]) == ["S1001", "V-300"]

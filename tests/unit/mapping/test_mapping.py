@@ -175,6 +175,14 @@ def test_shipped_mappings_load_and_hash_changes_with_content(tmp_path: Path) -> 
         "supplier_invoice",
         "gl_entry",
         "payment",
+        # M3 → BNG
+        "order_status",
+        "customer_to_bng",
+        "product_to_bng",
+        "vendor_to_bng",
+        "inventory_to_bng",
+        "inventory_poll",
+        "invoice_to_bng",
     }
     hashes = {m.content_hash for m in mappings.values()}
     assert len(hashes) == len(mappings)

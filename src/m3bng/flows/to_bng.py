@@ -1,0 +1,237 @@
+"""M3 → BNG: BODs from ION (and balances from the inventory poller) applied to BNG's REST API.
+
+Every one of these flows is the same few steps, driven by its mapping file, so a tenant whose
+BODs or BNG look different edits YAML:
+
+1. **Current?** BODs for one document are applied in order (the inbox orders them by business
+   key); a variation older than the newest applied one arrived late and is skipped, never
+   applied over newer data (``document_versions``).
+2. **Which BNG object?** The mapping's ``keys.M3Key`` names the M3 object (ORNO, CUNO …). Its BNG
+   id comes from the cross-reference, else from ``keys.BngID`` (an order's CUOR is BNG's order
+   id), else — for master data born in M3 — the M3 key itself. With ``require_link`` an object
+   BNG never had (an order entered in M3) is skipped.
+3. **Echo?** When BNG already holds every value the requests would write, the BOD is M3
+   announcing a change m3bng made from BNG: nothing is sent (``flows/echo.py``).
+4. **Send.** Each request carries an ``Idempotency-Key`` derived from the event, call and body,
+   so a retry after a lost answer is applied once. Each is recorded as a step.
+5. **Remember** what BNG now holds, the link, and the applied variation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from m3bng.errors import Skipped, TargetUnavailable
+from m3bng.flows.base import InvalidPayload
+from m3bng.flows.echo import is_echo, merged, split_names
+from m3bng.inbox.flows import FlowContext, LeaseLost
+from m3bng.mapping import Mapping, MappingError
+from m3bng.mapping.engine import BngRequest
+from m3bng.mapping.schema import BngCallSpec
+from m3bng.store import queries
+
+if TYPE_CHECKING:
+    from m3bng.connectors.bng.client import BngClient
+
+
+@dataclass
+class BngWork:
+    ctx: FlowContext
+    mapping: Mapping
+    data: dict[str, Any]
+    bod: dict[str, Any] | None
+    values: dict[str, Any] = field(default_factory=dict)  # what the rules see as _ctx
+
+    @classmethod
+    async def begin(cls, ctx: FlowContext, mapping: Mapping) -> BngWork:
+        payload = ctx.payload
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(data, dict):
+            raise InvalidPayload("the event has no `data` object (the BOD's noun, or the polled balance)")
+        bod = payload.get("bod") if isinstance(payload.get("bod"), dict) else None
+        async with ctx.sessions.begin() as session:
+            if not await queries.set_mapping_hash(session, ctx.event.id, ctx.owner, mapping.content_hash):
+                raise LeaseLost(f"event {ctx.event.id}: lease lost before it started")
+        return cls(ctx, mapping, data, bod, {"bod": bod or {}})
+
+    @property
+    def bng(self) -> BngClient:
+        if self.ctx.connectors.bng is None:
+            raise TargetUnavailable("bng", "BNG is not configured (set M3BNG_BNG_BASE_URL)", retry_after=300)
+        return self.ctx.connectors.bng
+
+    # -- 1. current? -----------------------------------------------------------------------------
+
+    def _document(self) -> tuple[str, str] | None:
+        if not self.bod or not self.bod.get("document_id"):
+            return None
+        return str(self.bod["noun"]), f"{self.bod.get('accounting_entity') or ''}:{self.bod['document_id']}"
+
+    async def ensure_current(self) -> None:
+        """Skip a BOD older than the newest one applied for the same document."""
+        document = self._document()
+        if document is None or self.bod is None:
+            return
+        async with self.ctx.sessions() as session:
+            applied = await queries.get_document_version(session, *document)
+        if applied is None:
+            return
+        mine_var, mine_at = self.bod.get("variation_id"), _when(self.bod.get("creation_datetime"))
+        if mine_var is not None and applied.variation_id is not None:
+            stale = int(mine_var) < applied.variation_id
+            shown = f"variation {mine_var} arrived after variation {applied.variation_id}"
+        elif mine_at is not None and applied.created_at is not None:
+            stale = mine_at < applied.created_at
+            shown = (
+                f"created {mine_at.isoformat()} arrived after one created {applied.created_at.isoformat()}"
+            )
+        else:
+            return
+        if stale:
+            raise Skipped(
+                f"stale {self.bod.get('noun')} {self.bod.get('document_id')}: {shown} was applied "
+                f"(event {applied.event_id}); not applied over newer data",
+                error_class="stale",
+            )
+
+    # -- 2. which BNG object? -------------------------------------------------------------------
+
+    async def resolve_ids(self) -> tuple[str, str]:
+        m3_key = self.mapping.key("M3Key", self.data, self.values)
+        entity = self.mapping.option("entity")
+        bng_id: str | None = None
+        if entity:
+            async with self.ctx.sessions() as session:
+                bng_id = await queries.get_xref_by_m3(session, str(entity), m3_key)
+        if bng_id is None and "BngID" in self.mapping.spec.keys:
+            try:
+                bng_id = self.mapping.key("BngID", self.data, self.values)
+            except MappingError:
+                bng_id = None
+        if bng_id is None:
+            if self.mapping.option("require_link", False):
+                raise Skipped(
+                    f"{entity or 'object'} {m3_key} is not one BNG knows (no cross-reference and no "
+                    "BNG id in the BOD): nothing to update in BNG",
+                    error_class="not_linked",
+                )
+            bng_id = m3_key
+        self.values.update(M3Key=m3_key, BngID=bng_id)
+        return m3_key, bng_id
+
+    # -- 3-5. echo, send, remember --------------------------------------------------------------
+
+    def requests(self) -> list[tuple[str, BngRequest]]:
+        applicable = set(self.mapping.applicable_calls(self.data, self.values))
+        out: list[tuple[str, BngRequest]] = []
+        for name, spec in self.mapping.spec.calls.items():
+            if not isinstance(spec, BngCallSpec) or (spec.if_ and name not in applicable):
+                continue
+            out.extend((name, request) for request in self.mapping.requests(name, self.data, self.values))
+        return out
+
+    async def known_state(self, bng_id: str) -> dict[str, Any] | None:
+        entity = self.mapping.option("echo_state")
+        if not entity:
+            return None
+        async with self.ctx.sessions() as session:
+            return await queries.get_bng_state(session, str(entity), bng_id)
+
+    async def send(self, name: str, index: int, request: BngRequest) -> Any:
+        body = request.body
+        key = None
+        if request.method != "GET":
+            fingerprint = json.dumps(
+                [self.ctx.event.id, name, index, request.method, request.path, body],
+                sort_keys=True,
+                default=str,
+            )
+            key = "m3bng-" + hashlib.sha256(fingerprint.encode()).hexdigest()[:40]
+        bng = self.bng
+        return await self.ctx.step(
+            name if index == 0 else f"{name}[{index}]",
+            target="bng",
+            operation=f"{request.method} {request.path}",
+            request={"body": body, "idempotency_key": key},
+            call=lambda: bng.request(request.method, request.path, json=body, idempotency_key=key),
+            describe=lambda response: {
+                "status": response.status,
+                "body": response.body,
+                "replayed": response.replayed,
+            },
+        )
+
+    async def finish(
+        self, m3_key: str, bng_id: str, written: dict[str, Any], known: dict[str, Any] | None
+    ) -> None:
+        """One transaction: what BNG now holds, the link, and the variation applied."""
+        entity, state = self.mapping.option("entity"), self.mapping.option("echo_state")
+        document = self._document()
+        async with self.ctx.sessions.begin() as session:
+            if state and written:
+                await queries.put_bng_state(
+                    session,
+                    str(state),
+                    bng_id,
+                    merged(known, written),
+                    origin="m3bng",
+                    event_id=self.ctx.event.id,
+                )
+            if entity and self.mapping.option("link", False):
+                await queries.put_xref(session, str(entity), bng_id, m3_key)
+            if document is not None and self.bod is not None:
+                await queries.put_document_version(
+                    session,
+                    *document,
+                    variation_id=self.bod.get("variation_id"),
+                    created_at=_when(self.bod.get("creation_datetime")),
+                    event_id=self.ctx.event.id,
+                )
+
+
+async def mapped_to_bng(ctx: FlowContext, mapping: Mapping) -> None:
+    """The M3 → BNG flow every outbound mapping runs (see the module docstring)."""
+    work = await BngWork.begin(ctx, mapping)
+    await work.ensure_current()
+    m3_key, bng_id = await work.resolve_ids()
+    requests = work.requests()
+    if not requests:
+        raise Skipped(
+            f"no request of {mapping.flow} applies to this {ctx.event.event_type} "
+            f"(action {(work.bod or {}).get('action_code')})",
+            error_class="not_applicable",
+        )
+    written: dict[str, Any] = {}
+    for _name, request in requests:
+        if request.method != "GET" and request.body:
+            written = merged(written, request.body)
+    known = await work.known_state(bng_id)
+    ignore = split_names(mapping.option("echo_ignore"))
+    if written and is_echo(written, known, ignore=ignore, truncated_ok=True):
+        raise Skipped(
+            f"echo: BNG already holds these values for {mapping.option('echo_state')} {bng_id} "
+            "(the BOD announces a change m3bng made, or one that touches no mapped field)",
+            error_class="echo",
+        )
+    counts: dict[str, int] = {}
+    for name, request in requests:
+        index = counts.get(name, 0)
+        counts[name] = index + 1
+        await work.send(name, index, request)
+    await work.finish(m3_key, bng_id, written, known)
+
+
+def _when(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)  # Infor writes UTC

@@ -1,0 +1,188 @@
+"""The inventory poller: stock balances for tenants whose M3 publishes no inventory BOD.
+
+Every ``M3BNG_INVENTORY_POLL_SECONDS`` it lists the balances of each configured warehouse with the
+``list`` call of ``mappings/inventory_poll.yaml`` (MMS080MI LstItemWarehous, paged by item), and
+compares each row with the snapshot kept in the store. Only rows that changed become events
+(source ``poller``, type ``inventory.balance``), which the same mapping's ``upsert`` request
+sends to BNG through the inbox like any BOD: retried, ordered per item and warehouse, visible
+with its steps.
+
+Each changed row's event and its new snapshot are written in one transaction, so a crash or
+restart never resends what was already enqueued and never loses a change it saw. A lease row
+(``scheduler_leases``) makes one process poll per interval however many run on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from m3bng.config import Settings
+from m3bng.connectors.m3.client import M3Client
+from m3bng.errors import M3bngError
+from m3bng.inbox.ingest import Notifier
+from m3bng.mapping import Mapping
+from m3bng.store import queries
+from m3bng.store.models import InventorySnapshot, SchedulerLease
+from m3bng.store.queries import NewEvent, utcnow
+
+log = structlog.get_logger(__name__)
+
+JOB = "inventory_poll"
+EVENT_TYPE = "inventory.balance"
+PAGE = 1000  # records per LstItemWarehous call; the next page starts at the last item
+
+
+@dataclass(frozen=True)
+class PollResult:
+    warehouses: int
+    rows: int
+    changed: int
+
+
+class InventoryPoller:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        m3: M3Client,
+        mapping: Mapping,
+        notifier: Notifier | None = None,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        self.settings, self.sessions, self.m3, self.mapping = settings, sessions, m3, mapping
+        self.notifier = notifier
+        self.owner = owner or f"poller-{uuid.uuid4().hex[:12]}"
+        self.interval = float(settings.inventory_poll_seconds or 300)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll whenever this process holds the lease and the interval has passed."""
+        while not stop.is_set():
+            try:
+                if await self._take_turn():
+                    result = await self.poll_once()
+                    log.info("poller.done", job=JOB, **result.__dict__)
+            except M3bngError as exc:  # M3 down or refusing: try again next interval
+                log.warning("poller.failed", job=JOB, error=str(exc)[:300])
+            except Exception as exc:
+                log.error("poller.crashed", job=JOB, error=repr(exc)[:500])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=min(self.interval, 5.0))
+
+    async def _take_turn(self) -> bool:
+        """Take the job's lease when it is free (or ours, or expired) and the interval has passed.
+
+        One conditional UPDATE decides it, so two processes asking at once cannot both win.
+        """
+        now = utcnow()
+        async with self.sessions.begin() as session:
+            await session.execute(queries.insert_ignore(session, SchedulerLease.__table__, {"name": JOB}))
+            result = await session.execute(
+                update(SchedulerLease)
+                .where(
+                    SchedulerLease.name == JOB,
+                    or_(
+                        SchedulerLease.owner.is_(None),
+                        SchedulerLease.owner == self.owner,
+                        SchedulerLease.expires_at < now,
+                    ),
+                    or_(
+                        SchedulerLease.last_run_at.is_(None),
+                        SchedulerLease.last_run_at <= now - timedelta(seconds=self.interval),
+                    ),
+                )
+                .values(
+                    owner=self.owner,
+                    expires_at=now + timedelta(seconds=self.interval * 2 + 60),
+                    last_run_at=now,
+                )
+                .returning(SchedulerLease.name)
+            )
+            return result.scalar_one_or_none() is not None
+
+    async def poll_once(self) -> PollResult:
+        """One pass over every configured warehouse; returns how many balances changed."""
+        rows = changed = 0
+        for warehouse in self.settings.inventory_poll_warehouses:
+            balances = await self._list(warehouse)
+            rows += len(balances)
+            changed += await self._enqueue_changes(warehouse, balances)
+        return PollResult(len(self.settings.inventory_poll_warehouses), rows, changed)
+
+    async def _list(self, warehouse: str) -> list[dict[str, str]]:
+        spec = self.mapping.call("list")
+        balances: dict[str, dict[str, str]] = {}
+        from_item = ""
+        while True:
+            [record] = self.mapping.render("list", {}, {"warehouse": warehouse, "from_item": from_item})
+            result = await self.m3.execute(spec.program, spec.transaction, record, maxrecs=PAGE)
+            page = [r for r in result.records if r.get("WHLO", warehouse) == warehouse and r.get("ITNO")]
+            fresh = [r for r in page if r["ITNO"] not in balances]
+            for row in fresh:
+                balances[row["ITNO"]] = row
+            if len(result.records) < PAGE or not fresh:
+                return list(balances.values())
+            from_item = page[-1]["ITNO"]
+
+    async def _enqueue_changes(self, warehouse: str, balances: list[dict[str, str]]) -> int:
+        async with self.sessions() as session:
+            known = dict(
+                (
+                    await session.execute(
+                        select(InventorySnapshot.item, InventorySnapshot.digest).where(
+                            InventorySnapshot.warehouse == warehouse
+                        )
+                    )
+                ).tuples()
+            )
+        now = utcnow()
+        changed = [(row, digest) for row in balances if known.get(row["ITNO"]) != (digest := _digest(row))]
+        for start in range(0, len(changed), 200):
+            async with self.sessions.begin() as session:
+                for row, digest in changed[start : start + 200]:
+                    await _enqueue(session, warehouse, row, digest, now, known.get(row["ITNO"]) is not None)
+        if changed and self.notifier is not None:
+            self.notifier.notify()
+        return len(changed)
+
+
+async def _enqueue(
+    session: AsyncSession, warehouse: str, row: dict[str, str], digest: str, now: datetime, update_only: bool
+) -> None:
+    item = row["ITNO"]
+    await queries.insert_event_once(
+        session,
+        NewEvent(
+            source="poller",
+            # The poll time makes a balance that returns to an earlier value a new event too.
+            external_id=f"{warehouse}:{item}:{now.strftime('%Y%m%dT%H%M%S%f')}:{digest[:12]}",
+            event_type=EVENT_TYPE,
+            payload={"data": row, "poll": {"warehouse": warehouse, "polled_at": now.isoformat()}},
+            business_key=f"inventory:{warehouse}:{item}",
+            correlation_id=uuid.uuid4().hex,
+        ),
+    )
+    values: dict[str, Any] = {"balance": row, "digest": digest, "polled_at": now}
+    if update_only:
+        await session.execute(
+            update(InventorySnapshot)
+            .where(InventorySnapshot.warehouse == warehouse, InventorySnapshot.item == item)
+            .values(**values)
+        )
+    else:
+        await session.execute(insert(InventorySnapshot).values(warehouse=warehouse, item=item, **values))
+
+
+def _digest(row: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()
