@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
@@ -272,11 +273,12 @@ async def _check_against_m3(settings: Settings, mappings: dict[str, Mapping]) ->
 def mappings_preview(
     flow: Annotated[str, typer.Argument(help="Flow name, e.g. order_to_cash")],
     input_file: Annotated[
-        str, typer.Option("--input", help="Event data (JSON): the webhook body or its data")
+        str,
+        typer.Option("--input", help="Event data: a webhook body or its data (JSON), or a BOD (XML)"),
     ],
     ctx: Annotated[list[str] | None, typer.Option(help="Context value NAME=VALUE, e.g. CUNO=10001")] = None,
 ) -> None:
-    """Print the exact MI calls a payload would produce. Sends nothing."""
+    """Print the exact MI calls (or BNG requests, for a BOD) a payload would produce. Sends nothing."""
     import json
     from pathlib import Path
 
@@ -291,11 +293,30 @@ def mappings_preview(
     if flow not in mappings:
         typer.echo(f"no flow {flow!r}; flows: {', '.join(sorted(mappings))}", err=True)
         raise typer.Exit(2)
-    payload = json.loads(Path(input_file).read_text())
-    data = payload.get("data", payload) if isinstance(payload, dict) else payload
-    context = dict(item.split("=", 1) for item in ctx or [] if "=" in item)
+    raw = Path(input_file).read_bytes()
+    context: dict[str, Any] = dict(item.split("=", 1) for item in ctx or [] if "=" in item)
+    if raw.lstrip().startswith(b"<"):  # a BOD, for the M3 → BNG mappings
+        from m3bng.connectors.ion.bod import BodError, parse_bod
+
+        try:
+            bod = parse_bod(raw, max_bytes=settings.ion_max_bod_bytes)
+        except BodError as exc:
+            typer.echo(f"not a BOD m3bng accepts: {exc}", err=True)
+            raise typer.Exit(1) from None
+        data, context = bod.data, {"bod": bod.metadata(), **context}
+    mapping = mappings[flow]
+    if mapping.spec.target == "bng" and "M3Key" in mapping.spec.keys and "BngID" not in context:
+        # What the flow does first: the BNG id is the BOD's own (keys.BngID), else the M3 key
+        # (a cross-reference, which a preview cannot read, may name another).
+        with contextlib.suppress(MappingError):
+            context["M3Key"] = mapping.key("M3Key", data, context)
+            context["BngID"] = context["M3Key"]
+            context["BngID"] = mapping.key("BngID", data, context)
+    else:
+        payload = json.loads(raw)
+        data = payload.get("data", payload) if isinstance(payload, dict) else payload
     try:
-        previews = mappings[flow].preview(data, context)
+        previews = mapping.preview(data, context)
     except MappingError as exc:
         typer.echo(f"cannot map: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -137,15 +137,12 @@ class InventoryPoller:
 
     async def _enqueue_changes(self, warehouse: str, balances: list[dict[str, str]]) -> int:
         async with self.sessions() as session:
-            known = dict(
-                (
-                    await session.execute(
-                        select(InventorySnapshot.item, InventorySnapshot.digest).where(
-                            InventorySnapshot.warehouse == warehouse
-                        )
-                    )
-                ).tuples()
+            rows = await session.execute(
+                select(InventorySnapshot.item, InventorySnapshot.digest).where(
+                    InventorySnapshot.warehouse == warehouse
+                )
             )
+            known = {item: digest for item, digest in rows.all()}
         now = utcnow()
         changed = [(row, digest) for row in balances if known.get(row["ITNO"]) != (digest := _digest(row))]
         for start in range(0, len(changed), 200):

@@ -214,7 +214,7 @@ def invoice(ivno: str, *, orno: str, cuor: str, amount: str, **kw: Any) -> bytes
 def ims_parts(xml: bytes, *, message_id: str | None = None, deflate: bool = False, document: str = "") -> Any:
     """The multipart form ION's IMS v3 sends: ParameterRequest (JSON) and MessagePayload."""
     parameters = {
-        "documentName": document or "Sync",
+        "documentName": document or etree.QName(etree.fromstring(xml)).localname,
         "fromLogicalId": "lid://infor.m3.m3",
         "toLogicalId": "lid://infor.m3bng.m3bng",
         "messageId": message_id or f"msg-{uuid.uuid4().hex}",

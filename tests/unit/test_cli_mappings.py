@@ -46,3 +46,21 @@ def test_preview_prints_the_exact_calls(tmp_path: Path) -> None:
     update.write_text(json.dumps({**sample("order.updated"), "OrderStatus": "Picking"}))
     result = CliRunner().invoke(app, ["mappings", "preview", "order_update", "--input", str(update)])
     assert "skipped: OrderStatus == 'Cancelled' is false" in result.output
+
+
+def test_preview_of_a_bod_prints_the_bng_requests() -> None:
+    bods = Path(__file__).resolve().parents[1] / "fixtures" / "bods"
+    result = CliRunner().invoke(
+        app, ["mappings", "preview", "order_status", "--input", str(bods / "SyncSalesOrder.xml")]
+    )
+    assert result.exit_code == 0, result.output
+    assert 'PATCH /api/v1/orders/BNG-1001 {"OrderStatus": "Confirmed", "M3Status": "22"' in result.output
+    assert "cancelled  PATCH /api/v1/orders/{OrderID}: skipped" in result.output
+    result = CliRunner().invoke(
+        app, ["mappings", "preview", "customer_to_bng", "--input", str(bods / "SyncCustomerPartyMaster.xml")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "PUT /api/v1/customers/10001" in result.output
+    hostile = bods / "hostile" / "xxe_file.xml"
+    result = CliRunner().invoke(app, ["mappings", "preview", "customer_to_bng", "--input", str(hostile)])
+    assert result.exit_code == 1 and "DOCTYPE" in result.output
