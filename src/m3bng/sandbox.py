@@ -1,10 +1,11 @@
-"""Sandbox mode: the built-in simulators stand in for M3 (and later BNG).
+"""Sandbox mode: the built-in simulators stand in for M3 and BNG.
 
 This is the only production module that imports ``m3bng.sim``, and only when no real system is
 configured. The simulator runs in-process behind ``httpx.ASGITransport``: the production client
 still does everything it does against a tenant (OAuth token, URL layout, parsing, error
-classes), it just does not open a socket. ``create_app`` mounts the same simulator under
-``/_sim/m3`` so that a person can look at what was written (``/_sim/m3/_sim/state``).
+classes), it just does not open a socket. ``create_app`` mounts the same simulators under
+``/_sim/m3`` and ``/_sim/bng`` so that a person can look at what was written
+(``/_sim/m3/_sim/state``, ``/_sim/bng/_sim/state``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from m3bng.config import Settings
+from m3bng.connectors.bng.client import BngClient
 from m3bng.connectors.m3.client import M3Client
 from m3bng.connectors.m3.ionapi import IonApiCredentials
 
 SANDBOX_M3_HOST = "http://m3-sandbox"
 M3_SIM_MOUNT = "/_sim/m3"
+SANDBOX_BNG_HOST = "http://bng-sandbox"
+BNG_SIM_MOUNT = "/_sim/bng"
 
 
 def sandbox_m3_client(settings: Settings) -> tuple[M3Client, Any]:
@@ -33,6 +38,24 @@ def sandbox_m3_client(settings: Settings) -> tuple[M3Client, Any]:
     sim_app = create_app(config)
     credentials = IonApiCredentials.model_validate(ionapi_for(config, SANDBOX_M3_HOST))
     client = M3Client.from_ionapi(settings, credentials, transport=httpx.ASGITransport(app=sim_app))
+    return client, sim_app
+
+
+def sandbox_bng_client(settings: Settings) -> tuple[BngClient, Any]:
+    """A production BNG client wired to an in-process simulator (API-key auth), and its ASGI app."""
+    from m3bng.sim.bng import DEFAULT_API_KEY, BngSimConfig, create_app
+
+    config = BngSimConfig()
+    sim_app = create_app(config)
+    wired = settings.model_copy(
+        update={
+            "bng_base_url": SANDBOX_BNG_HOST,
+            "bng_api_key": SecretStr(DEFAULT_API_KEY),
+            "bng_api_key_header": config.api_key_header,
+            "bng_oauth_token_url": None,
+        }
+    )
+    client = BngClient.from_settings(wired, transport=httpx.ASGITransport(app=sim_app))
     return client, sim_app
 
 

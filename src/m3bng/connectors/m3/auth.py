@@ -11,22 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import warnings
-from collections.abc import AsyncGenerator
 
-import authlib.deprecate  # noqa: F401  (installs authlib's own warning filter; see below)
 import httpx
 import structlog
 
+from m3bng.connectors.bearer import AsyncOAuth2Client, BearerAuth
 from m3bng.connectors.m3.errors import M3TransientError, M3Unavailable
 from m3bng.connectors.m3.ionapi import IonApiCredentials
-
-# authlib 1.9 announces a future move of its httpx integration; it works as documented today,
-# and the notice would otherwise be the first line of every log. Our filter goes in front of the
-# "always" filter that authlib.deprecate installed when it was imported above.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
-    from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 log = structlog.get_logger(__name__)
 
@@ -138,18 +129,5 @@ class TokenManager:
             log.warning("m3.token_revoke_failed", error=type(exc).__name__)
 
 
-class IonApiAuth(httpx.Auth):
-    """Adds the shared bearer token; on a 401 renews it once and repeats the request."""
-
-    def __init__(self, tokens: TokenManager) -> None:
-        self.tokens = tokens
-
-    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = await self.tokens.get_token()
-        request.headers["Authorization"] = f"Bearer {token}"
-        response = yield request
-        if response.status_code == 401:
-            await self.tokens.invalidate(token)
-            token = await self.tokens.get_token()
-            request.headers["Authorization"] = f"Bearer {token}"
-            yield request
+# The gateway's bearer token, renewed once on a 401 (shared with the BNG client).
+IonApiAuth = BearerAuth

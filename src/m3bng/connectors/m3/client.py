@@ -13,7 +13,6 @@ looks the record up by business key before it creates it again.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,12 +23,6 @@ from urllib.parse import quote
 
 import httpx
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-)
 
 from m3bng.config import Settings
 from m3bng.connectors.m3.auth import IonApiAuth, TokenManager
@@ -50,6 +43,7 @@ from m3bng.connectors.m3.protection import (
     MaintenanceWindow,
     maintenance_seconds_left,
 )
+from m3bng.connectors.protection import inline_retrying
 from m3bng.observability import metrics
 
 log = structlog.get_logger(__name__)
@@ -258,23 +252,10 @@ class M3Client:
         self, program: str, transaction: str, send: Callable[[], Awaitable[T]], *, write: bool
     ) -> T:
         def retryable(exc: BaseException) -> bool:
-            return (
-                isinstance(exc, M3TransientError)
-                and not isinstance(exc, M3UnknownOutcome)
-                and (exc.retry_after or 0) <= self.config.max_inline_wait
-            )
+            return isinstance(exc, M3TransientError) and not isinstance(exc, M3UnknownOutcome)
 
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            base = 0.2 * 2 ** (state.attempt_number - 1) + random.uniform(0, 0.1)
-            retry_after = getattr(exc, "retry_after", None) or 0.0
-            return float(min(max(base, retry_after), self.config.max_inline_wait))
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.config.call_attempts),
-            wait=wait,
-            retry=retry_if_exception(retryable),
-            reraise=True,
+        retrying = inline_retrying(
+            retryable, attempts=self.config.call_attempts, max_wait=self.config.max_inline_wait
         )
         async for attempt in retrying:
             with attempt:

@@ -1,88 +1,19 @@
 """Keeping M3 safe from us and us from M3: a circuit breaker and maintenance windows.
 
-When M3 is down, every event would otherwise burn its retries against a dead endpoint and end
-in the dead letters. The breaker opens after repeated transient failures and turns calls into
-``M3Unavailable`` (events wait, using no attempt); after ``reset_seconds`` one probe call is let
-through (half-open) and its outcome closes or re-opens the circuit, so recovery needs nobody.
+The circuit breaker (shared with the BNG connector, see ``m3bng.connectors.protection``) opens
+after repeated transient failures and turns calls into ``M3Unavailable`` (events wait, using no
+attempt). Maintenance windows make M3 work wait during the tenant's planned downtime.
 """
 
 from __future__ import annotations
 
-import enum
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import structlog
+from m3bng.connectors.protection import CircuitBreaker, CircuitState
 
-log = structlog.get_logger(__name__)
-
-
-class CircuitState(enum.StrEnum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-
-
-class CircuitBreaker:
-    def __init__(
-        self,
-        name: str,
-        *,
-        failure_threshold: int = 5,
-        reset_seconds: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-        on_change: Callable[[str, CircuitState], None] | None = None,
-    ) -> None:
-        self.name = name
-        self.failure_threshold = failure_threshold
-        self.reset_seconds = reset_seconds
-        self._clock = clock
-        self._on_change = on_change
-        self.state = CircuitState.CLOSED
-        self._failures = 0
-        self._opened_at = 0.0
-        self._probe_in_flight = False
-
-    def before_call(self) -> float | None:
-        """None when the call may go ahead; otherwise the seconds until it is worth asking again."""
-        if self.state is CircuitState.CLOSED:
-            return None
-        remaining = self._opened_at + self.reset_seconds - self._clock()
-        if self.state is CircuitState.OPEN and remaining > 0:
-            return remaining
-        if self._probe_in_flight:
-            return max(self.reset_seconds / 4, 1.0)
-        self._set(CircuitState.HALF_OPEN)
-        self._probe_in_flight = True
-        return None
-
-    def record_success(self) -> None:
-        self._failures = 0
-        self._probe_in_flight = False
-        if self.state is not CircuitState.CLOSED:
-            self._set(CircuitState.CLOSED)
-
-    def record_failure(self) -> None:
-        self._probe_in_flight = False
-        self._failures += 1
-        if self.state is CircuitState.HALF_OPEN or self._failures >= self.failure_threshold:
-            self._opened_at = self._clock()
-            if self.state is not CircuitState.OPEN:
-                self._set(CircuitState.OPEN)
-
-    def record_neutral(self) -> None:
-        """A call that says nothing about M3's health (a data error): just end a probe."""
-        if self._probe_in_flight:
-            self.record_success()
-
-    def _set(self, state: CircuitState) -> None:
-        log.warning("circuit.state_changed", target=self.name, state=state.value, previous=self.state.value)
-        self.state = state
-        if self._on_change is not None:
-            self._on_change(self.name, state)
+__all__ = ["CircuitBreaker", "CircuitState", "MaintenanceWindow", "maintenance_seconds_left"]
 
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
