@@ -42,9 +42,10 @@ def create_app(
     app.include_router(ion.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
-    sim_app = runtime.connectors.extras.get("m3_sim_app")
-    if sim_app is not None:
-        from m3bng.sandbox import M3_SIM_MOUNT
+    from m3bng.sandbox import BNG_SIM_MOUNT, M3_SIM_MOUNT
 
-        app.mount(M3_SIM_MOUNT, sim_app)
+    for mount, name in ((M3_SIM_MOUNT, "m3_sim_app"), (BNG_SIM_MOUNT, "bng_sim_app")):
+        sim_app = runtime.connectors.extras.get(name)
+        if sim_app is not None:
+            app.mount(mount, sim_app)
     return app

@@ -18,7 +18,8 @@ from m3bng.flows import default_registry
 from m3bng.inbox.flows import FlowRegistry
 from m3bng.inbox.ingest import Notifier
 from m3bng.inbox.worker import Worker
-from m3bng.mapping import MappingFileError, load_mappings
+from m3bng.mapping import Mapping, MappingFileError, load_mappings
+from m3bng.poller import InventoryPoller
 from m3bng.store import migrate
 from m3bng.store.db import create_engine, session_factory
 
@@ -32,6 +33,7 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     registry: FlowRegistry
     connectors: Connectors = field(default_factory=Connectors)
+    mappings: dict[str, Mapping] = field(default_factory=dict)
     webhook_secrets: list[str] = field(default_factory=list)
     notifier: Notifier = field(default_factory=Notifier)
     workers: list[Worker] = field(default_factory=list)
@@ -42,12 +44,18 @@ class Runtime:
     def build(cls, settings: Settings, registry: FlowRegistry | None = None) -> Runtime:
         engine = create_engine(settings)
         sessions = session_factory(engine)
+        mappings: dict[str, Mapping] = {}
+        if registry is None:
+            registry, mappings = load_registry_and_mappings(settings)
+        elif settings.mappings_dir.is_dir():
+            mappings = load_mappings(settings.mappings_dir)
         return cls(
             settings=settings,
             engine=engine,
             sessions=sessions,
-            registry=registry if registry is not None else load_registry(settings),
+            registry=registry,
             connectors=build_connectors(settings, sessions),
+            mappings=mappings,
             webhook_secrets=webhook_secrets(settings),
         )
 
@@ -60,11 +68,37 @@ class Runtime:
             worker = self.new_worker()
             self.notifier.subscribe(worker.wakeup)
             self._tasks.append(asyncio.create_task(worker.run(self._stop), name="worker"))
+            poller = self.new_poller()
+            if poller is not None:
+                self._tasks.append(asyncio.create_task(poller.run(self._stop), name="inventory-poller"))
 
     def new_worker(self) -> Worker:
-        worker = Worker(self.settings, self.sessions, self.registry, connectors=self.connectors)
+        from m3bng.flows.confirm import ConfirmOnDeadLetter
+
+        worker = Worker(
+            self.settings,
+            self.sessions,
+            self.registry,
+            connectors=self.connectors,
+            on_dead_letter=ConfirmOnDeadLetter(self.settings, self.sessions, self.notifier),
+        )
         self.workers.append(worker)
         return worker
+
+    def new_poller(self) -> InventoryPoller | None:
+        """The inventory poller, when it is switched on and M3 and its mapping are there."""
+        if not self.settings.inventory_poll_seconds:
+            return None
+        mapping = self.mappings.get("inventory_poll")
+        if self.connectors.m3 is None or mapping is None:
+            log.warning(
+                "poller.not_started",
+                reason="M3 not configured"
+                if self.connectors.m3 is None
+                else "no mappings/inventory_poll.yaml",
+            )
+            return None
+        return InventoryPoller(self.settings, self.sessions, self.connectors.m3, mapping, self.notifier)
 
     async def stop(self) -> None:
         """Graceful: workers finish in-flight events (up to the grace period) or release them."""
@@ -85,19 +119,35 @@ def webhook_secrets(settings: Settings) -> list[str]:
 
 def build_connectors(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Connectors:
     """Production connectors from the settings; in sandbox mode the simulators stand in."""
+    from m3bng.connectors.bng.client import BngClient
+    from m3bng.connectors.ion.client import IonClient
+
     extras: dict[str, object] = {}
     m3: M3Client | None = None
+    bng: BngClient | None = None
     if settings.ionapi_file is not None:
         m3 = M3Client.from_settings(settings)
     elif settings.sandbox:
         from m3bng.sandbox import sandbox_m3_client
 
         m3, extras["m3_sim_app"] = sandbox_m3_client(settings)
+    if settings.bng_base_url is not None:
+        bng = BngClient.from_settings(settings)
+    elif settings.sandbox:
+        from m3bng.sandbox import sandbox_bng_client
+
+        bng, extras["bng_sim_app"] = sandbox_bng_client(settings)
     metadata = M3Metadata(m3, sessions, ttl_hours=settings.m3_metadata_ttl_hours) if m3 else None
-    return Connectors(m3=m3, m3_metadata=metadata, extras=extras)
+    # ConfirmBODs go to ION with the same .ionapi credentials (and OAuth token) as MI calls.
+    ion = IonClient.from_m3(m3, settings) if m3 is not None else None
+    return Connectors(m3=m3, m3_metadata=metadata, bng=bng, ion=ion, extras=extras)
 
 
 def load_registry(settings: Settings) -> FlowRegistry:
+    return load_registry_and_mappings(settings)[0]
+
+
+def load_registry_and_mappings(settings: Settings) -> tuple[FlowRegistry, dict[str, Mapping]]:
     """The built-in flows plus any ``M3BNG_FLOW_PLUGINS`` (``module:function`` taking the registry).
 
     Mapping files are read here, at start-up: a broken one stops the process with its file, line
@@ -111,11 +161,12 @@ def load_registry(settings: Settings) -> FlowRegistry:
                 "files; the project's own are in mappings/ at the repository root)"
             ]
         )
-    registry = default_registry(load_mappings(folder))
+    mappings = load_mappings(folder)
+    registry = default_registry(mappings)
     for spec in settings.flow_plugins:
         module_name, _, attr = spec.partition(":")
         if not attr:
             raise ValueError(f"M3BNG_FLOW_PLUGINS entry {spec!r} must look like package.module:function")
         register: Callable[[FlowRegistry], None] = getattr(importlib.import_module(module_name), attr)
         register(registry)
-    return registry
+    return registry, mappings

@@ -13,7 +13,7 @@ import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lxml import etree
+from lxml import etree  # type: ignore[import-untyped]
 
 NS = "http://schema.infor.com/InforOAGIS/2"
 TENANT = "M3BNG_TST"

@@ -88,7 +88,7 @@ def _bound(flow: MappedFlow, mappings: FlowMappings, mapping: Mapping) -> Flow:
     """A BNG → M3 flow, with echo suppression when its mapping names ``echo_state``/``echo_id``.
 
     A webhook whose data BNG already held as far as m3bng knows (m3bng wrote it there from a
-    BOD) is skipped; after a successful run, the webhook's data is what BNG holds.
+    BOD) is skipped; otherwise its data is recorded as what BNG holds, before the flow runs.
     """
     state, id_field = mapping.option("echo_state"), mapping.option("echo_id")
     # A new order is never an echo (m3bng creates no orders in BNG), and a re-sent one is caught
@@ -110,8 +110,10 @@ def _bound(flow: MappedFlow, mappings: FlowMappings, mapping: Mapping) -> Flow:
                 "m3bng's own write, or an update that changes nothing)",
                 error_class="echo",
             )
-        await flow(ctx, mappings)
+        # What BNG holds is a fact the webhook states, whatever M3 then does with it; recorded
+        # first, so that M3's BOD for this change is recognised even if it overtakes this flow.
         await _remember_bng_state(ctx, str(state), str(bng_id), data)
+        await flow(ctx, mappings)
 
     run.__name__ = run.__qualname__ = getattr(flow, "__name__", "flow")
     return run

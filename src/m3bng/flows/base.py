@@ -93,9 +93,7 @@ class M3Work:
                 f"data.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
             )
             raise InvalidPayload(problems) from None
-        async with ctx.sessions.begin() as session:
-            if not await queries.set_mapping_hash(session, ctx.event.id, ctx.owner, mapping.content_hash):
-                raise LeaseLost(f"event {ctx.event.id}: lease lost before it started")
+        await note_mapping_version(ctx, mapping)
         return cls(ctx, mapping, data)
 
     @property
@@ -196,6 +194,13 @@ class M3Work:
     async def link(self, entity: str, bng_id: str, m3_key: str) -> None:
         async with self.ctx.sessions.begin() as session:
             await queries.put_xref(session, entity, bng_id, m3_key)
+
+
+async def note_mapping_version(ctx: FlowContext, mapping: Mapping) -> None:
+    """Record which version of the mapping this event is applied with (replays can tell)."""
+    async with ctx.sessions.begin() as session:
+        if not await queries.set_mapping_hash(session, ctx.event.id, ctx.owner, mapping.content_hash):
+            raise LeaseLost(f"event {ctx.event.id}: lease lost before it started")
 
 
 def step_name(call: str, index: int, count: int) -> str:

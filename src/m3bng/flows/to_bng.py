@@ -19,6 +19,7 @@ BODs or BNG look different edits YAML:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -26,9 +27,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from m3bng.errors import Skipped, TargetUnavailable
-from m3bng.flows.base import InvalidPayload
+from m3bng.flows.base import InvalidPayload, note_mapping_version
 from m3bng.flows.echo import is_echo, merged, split_names
-from m3bng.inbox.flows import FlowContext, LeaseLost
+from m3bng.inbox.flows import FlowContext
 from m3bng.mapping import Mapping, MappingError
 from m3bng.mapping.engine import BngRequest
 from m3bng.mapping.schema import BngCallSpec
@@ -53,9 +54,7 @@ class BngWork:
         if not isinstance(data, dict):
             raise InvalidPayload("the event has no `data` object (the BOD's noun, or the polled balance)")
         bod = payload.get("bod") if isinstance(payload.get("bod"), dict) else None
-        async with ctx.sessions.begin() as session:
-            if not await queries.set_mapping_hash(session, ctx.event.id, ctx.owner, mapping.content_hash):
-                raise LeaseLost(f"event {ctx.event.id}: lease lost before it started")
+        await note_mapping_version(ctx, mapping)
         return cls(ctx, mapping, data, bod, {"bod": bod or {}})
 
     @property
@@ -165,22 +164,24 @@ class BngWork:
             },
         )
 
-    async def finish(
-        self, m3_key: str, bng_id: str, written: dict[str, Any], known: dict[str, Any] | None
-    ) -> None:
-        """One transaction: what BNG now holds, the link, and the variation applied."""
-        entity, state = self.mapping.option("entity"), self.mapping.option("echo_state")
+    async def expect_state(self, bng_id: str, state: dict[str, Any] | None, *, restore: bool = False) -> None:
+        """Record (or, after a failed attempt, put back) what BNG holds for the object."""
+        entity = self.mapping.option("echo_state")
+        if not entity or (state is None and not restore):
+            return
+        async with self.ctx.sessions.begin() as session:
+            if state is None:
+                await queries.delete_bng_state(session, str(entity), bng_id)
+            else:
+                await queries.put_bng_state(
+                    session, str(entity), bng_id, state, origin="m3bng", event_id=self.ctx.event.id
+                )
+
+    async def finish(self, m3_key: str, bng_id: str) -> None:
+        """One transaction: the link and the variation applied (BNG's state is recorded already)."""
+        entity = self.mapping.option("entity")
         document = self._document()
         async with self.ctx.sessions.begin() as session:
-            if state and written:
-                await queries.put_bng_state(
-                    session,
-                    str(state),
-                    bng_id,
-                    merged(known, written),
-                    origin="m3bng",
-                    event_id=self.ctx.event.id,
-                )
             if entity and self.mapping.option("link", False):
                 await queries.put_xref(session, str(entity), bng_id, m3_key)
             if document is not None and self.bod is not None:
@@ -217,12 +218,19 @@ async def mapped_to_bng(ctx: FlowContext, mapping: Mapping) -> None:
             "(the BOD announces a change m3bng made, or one that touches no mapped field)",
             error_class="echo",
         )
-    counts: dict[str, int] = {}
-    for name, request in requests:
-        index = counts.get(name, 0)
-        counts[name] = index + 1
-        await work.send(name, index, request)
-    await work.finish(m3_key, bng_id, written, known)
+    # BNG announces the write with a webhook that may arrive before this flow has finished:
+    # what BNG is about to hold is recorded first, and put back if the attempt fails.
+    await work.expect_state(bng_id, merged(known, written) if written else None)
+    try:
+        counts: dict[str, int] = {}
+        for name, request in requests:
+            index = counts.get(name, 0)
+            counts[name] = index + 1
+            await work.send(name, index, request)
+    except BaseException:
+        await asyncio.shield(work.expect_state(bng_id, known, restore=True))
+        raise
+    await work.finish(m3_key, bng_id)
 
 
 def _when(value: Any) -> datetime | None:

@@ -484,3 +484,7 @@ async def put_bng_state(
             },
         )
     )
+
+
+async def delete_bng_state(session: AsyncSession, entity: str, bng_id: str) -> None:
+    await session.execute(delete(BngState).where(BngState.entity == entity, BngState.bng_id == bng_id))

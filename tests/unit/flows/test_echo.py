@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from m3bng.flows.echo import is_echo, merged, split_names
 
-KNOWN = {
+KNOWN: dict[str, Any] = {
     "CustomerID": "C-1",
     "CompanyName": "Nordic Bikes Aktiebolag with a very long registered name",
     "Email": "Ann@Example.com",

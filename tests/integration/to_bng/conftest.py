@@ -1,0 +1,130 @@
+"""M3 → BNG end to end: BODs go into the real app (IMS multipart or raw XML, over HTTP), the
+workers apply them to the BNG simulator (a real server), and the test reads what BNG holds.
+
+The M3 simulator is there too: it is where ConfirmBODs arrive (its ION messaging endpoint),
+what the poller reads, and what BNG → M3 flows write to in the echo tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from m3bng.config import Settings
+from m3bng.sim.bng import DEFAULT_API_KEY
+from m3bng.store.models import Event
+from tests.conftest import LiveServer
+from tests.integration.flows.conftest import Service
+from tests.integration.m3.conftest import SimHandle, m3_sim  # noqa: F401  (fixture)
+from tests.support.bng import BngSim, running_bng_sim
+from tests.support.bods import ims_parts
+
+ION_TOKEN = "ion-test-token-0123456789"
+ION = {"Authorization": f"Bearer {ION_TOKEN}"}
+
+
+@dataclass
+class Outbound(Service):
+    bng: BngSim = None  # type: ignore[assignment]
+    base_url: str = ""
+
+    async def post_bod(
+        self, xml: bytes, *, raw: bool = False, deflate: bool = False, message_id: str | None = None
+    ) -> int:
+        """Deliver a BOD as ION does (IMS v3 multipart), or raw to /ion/bod; the stored event id."""
+        if raw:
+            headers = {**ION, "Content-Type": "application/xml"}
+            if message_id:
+                headers["X-Message-Id"] = message_id
+            response = await self.client.post("/ion/bod", content=xml, headers=headers)
+        else:
+            response = await self.client.post(
+                "/ion/service/v3/multipartMessage",
+                files=ims_parts(xml, message_id=message_id, deflate=deflate),
+                headers=ION,
+            )
+        assert response.status_code in (200, 201, 202), response.text
+        return int(response.json()["event_id"])
+
+    async def apply(self, xml: bytes, **kw: Any) -> Event:
+        return await self.settle(await self.post_bod(xml, **kw))
+
+    async def events(self, source: str) -> list[Event]:
+        async with self.sessions() as session:
+            rows = await session.execute(select(Event).where(Event.source == source).order_by(Event.id))
+            return list(rows.scalars())
+
+    async def bng_writes(self, collection: str) -> list[dict[str, Any]]:
+        """BNG API writes to one collection (the simulator's request log)."""
+        return [
+            c
+            for c in await self.bng.calls()
+            if c.get("method") in ("PUT", "PATCH", "POST") and f"/api/v1/{collection}" in c.get("path", "")
+        ]
+
+    async def m3_calls(self, program: str) -> int:
+        """MI calls made to one program (``CRS610MI``) or transaction (``CRS610MI/Add``)."""
+        stats = await self.sim.stats()
+        return sum(int(n) for name, n in stats.items() if "/" in name and name.startswith(program))
+
+
+@pytest.fixture
+async def bng_sim() -> AsyncIterator[BngSim]:
+    async with running_bng_sim() as sim:
+        yield sim
+
+
+@pytest.fixture
+def outbound_settings(
+    m3_sim: SimHandle,  # noqa: F811
+    bng_sim: BngSim,
+    make_settings: Callable[..., Settings],
+) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "ionapi_file": m3_sim.ionapi,
+            "m3_timeout": 2.0,
+            "m3_max_inline_wait": 0.2,
+            "bng_base_url": bng_sim.url,
+            "bng_api_key": SecretStr(DEFAULT_API_KEY),
+            "bng_timeout": 2.0,
+            "bng_max_inline_wait": 0.5,
+            "bng_rate_limit": 0.0,
+            "ion_inbound_token": SecretStr(ION_TOKEN),
+            "retry_schedule": [0.05] * 6,
+            "worker_poll_interval": 0.05,
+        }
+        values.update(overrides)
+        return make_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def outbound(
+    m3_sim: SimHandle,  # noqa: F811
+    bng_sim: BngSim,
+    outbound_settings: Callable[..., Settings],
+    live_server: Callable[..., LiveServer],
+    sessions: Any,
+) -> AsyncIterator[Outbound]:
+    server = live_server(outbound_settings(), run_workers=True)
+    async with server, server.client() as client:
+        yield Outbound(client, m3_sim, sessions, bng=bng_sim, base_url=server.base_url)
+
+
+def order(order_id: str, **extra: Any) -> dict[str, Any]:
+    """A BNG order as the simulator holds it (the webhook shape)."""
+    return {
+        "OrderID": order_id,
+        "CustomerID": "10001",
+        "OrderDate": "2026-11-24",
+        "OrderStatus": "Placed",
+        "Lines": [{"SKU": "BIKE-001", "Quantity": 2}],
+        **extra,
+    }
