@@ -102,7 +102,7 @@ def _bound(flow: MappedFlow, mappings: FlowMappings, mapping: Mapping) -> Flow:
             await flow(ctx, mappings)
             return
         async with ctx.sessions() as session:
-            known = await queries.get_bng_state(session, str(state), str(bng_id))
+            known = await queries.get_bng_state(session, str(state), str(bng_id), not_from_event=ctx.event.id)
         ignore = split_names(mapping.option("echo_ignore"))
         if check and is_echo(data, known, ignore=ignore, truncated_ok=False):
             raise Skipped(

@@ -138,7 +138,7 @@ class BngWork:
         if not entity:
             return None
         async with self.ctx.sessions() as session:
-            return await queries.get_bng_state(session, str(entity), bng_id)
+            return await queries.get_bng_state(session, str(entity), bng_id, not_from_event=self.ctx.event.id)
 
     async def send(self, name: str, index: int, request: BngRequest) -> Any:
         body = request.body

@@ -458,12 +458,21 @@ async def put_document_version(
     )
 
 
-async def get_bng_state(session: AsyncSession, entity: str, bng_id: str) -> dict[str, Any] | None:
+async def get_bng_state(
+    session: AsyncSession, entity: str, bng_id: str, *, not_from_event: int | None = None
+) -> dict[str, Any] | None:
+    """What BNG holds for the object as far as m3bng knows.
+
+    ``not_from_event``: ignore a state that this event itself recorded on an earlier attempt;
+    an event must not take its own unfinished work for an echo.
+    """
     result = await session.execute(
-        select(BngState.data).where(BngState.entity == entity, BngState.bng_id == bng_id)
+        select(BngState.data, BngState.event_id).where(BngState.entity == entity, BngState.bng_id == bng_id)
     )
-    data = result.scalar_one_or_none()
-    return data if isinstance(data, dict) else None
+    row = result.one_or_none()
+    if row is None or (not_from_event is not None and row.event_id == not_from_event):
+        return None
+    return row.data if isinstance(row.data, dict) else None
 
 
 async def put_bng_state(
