@@ -21,10 +21,9 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
@@ -148,14 +147,14 @@ class InventoryPoller:
         for start in range(0, len(changed), 200):
             async with self.sessions.begin() as session:
                 for row, digest in changed[start : start + 200]:
-                    await _enqueue(session, warehouse, row, digest, now, known.get(row["ITNO"]) is not None)
+                    await _enqueue(session, warehouse, row, digest, now)
         if changed and self.notifier is not None:
             self.notifier.notify()
         return len(changed)
 
 
 async def _enqueue(
-    session: AsyncSession, warehouse: str, row: dict[str, str], digest: str, now: datetime, update_only: bool
+    session: AsyncSession, warehouse: str, row: dict[str, str], digest: str, now: datetime
 ) -> None:
     item = row["ITNO"]
     await queries.insert_event_once(
@@ -170,15 +169,10 @@ async def _enqueue(
             correlation_id=uuid.uuid4().hex,
         ),
     )
-    values: dict[str, Any] = {"balance": row, "digest": digest, "polled_at": now}
-    if update_only:
-        await session.execute(
-            update(InventorySnapshot)
-            .where(InventorySnapshot.warehouse == warehouse, InventorySnapshot.item == item)
-            .values(**values)
-        )
-    else:
-        await session.execute(insert(InventorySnapshot).values(warehouse=warehouse, item=item, **values))
+    snapshot = {"warehouse": warehouse, "item": item, "balance": row, "digest": digest, "polled_at": now}
+    await session.execute(
+        queries.upsert(session, InventorySnapshot.__table__, ["warehouse", "item"], snapshot)
+    )
 
 
 def _digest(row: dict[str, str]) -> str:

@@ -400,18 +400,21 @@ async def put_xref(session: AsyncSession, entity: str, bng_id: str, m3_key: str)
     )
 
 
-def _upsert(session: AsyncSession, table: Any, keys: list[str], values: dict[str, Any]) -> Any:
+def _dialect_insert(session: AsyncSession, table: Any) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT (PostgreSQL and SQLite both)."""
+    return (sqlite if _is_sqlite(session) else postgresql).insert(table)
+
+
+def upsert(session: AsyncSession, table: Any, keys: list[str], values: dict[str, Any]) -> Any:
     """INSERT … ON CONFLICT (keys) DO UPDATE: one statement, safe against a concurrent writer."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(**values)
+    statement = _dialect_insert(session, table).values(**values)
     changes = {name: statement.excluded[name] for name in values if name not in keys}
     return statement.on_conflict_do_update(index_elements=keys, set_=changes)
 
 
 def insert_ignore(session: AsyncSession, table: Any, values: dict[str, Any]) -> Any:
     """INSERT … ON CONFLICT DO NOTHING (the row may exist already)."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).values(**values).on_conflict_do_nothing()
+    return _dialect_insert(session, table).values(**values).on_conflict_do_nothing()
 
 
 @dataclass(frozen=True)
@@ -442,7 +445,7 @@ async def put_document_version(
     event_id: int,
 ) -> None:
     await session.execute(
-        _upsert(
+        upsert(
             session,
             DocumentVersion.__table__,
             ["noun", "document_key"],
@@ -479,7 +482,7 @@ async def put_bng_state(
     session: AsyncSession, entity: str, bng_id: str, data: dict[str, Any], *, origin: str, event_id: int
 ) -> None:
     await session.execute(
-        _upsert(
+        upsert(
             session,
             BngState.__table__,
             ["entity", "bng_id"],
