@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from m3bng import __version__
-from m3bng.api import health, ion, metrics, webhooks
+from m3bng.api import health, ion, metrics, ops, webhooks
 from m3bng.api.errors import install_error_handlers
 from m3bng.config import Settings
 from m3bng.inbox.flows import FlowRegistry
@@ -42,6 +42,7 @@ def create_app(
     app.include_router(ion.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(ops.include_routers())
     from m3bng.sandbox import BNG_SIM_MOUNT, M3_SIM_MOUNT
 
     for mount, name in ((M3_SIM_MOUNT, "m3_sim_app"), (BNG_SIM_MOUNT, "bng_sim_app")):

@@ -122,6 +122,39 @@ class Settings(BaseSettings):
     inventory_poll_seconds: float | None = Field(default=None, ge=5)  # None: poller off
     inventory_poll_warehouses: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # --- ops API (/api/v1, /ui) -------------------------------------------------------------------
+    # Entries "NAME SCOPE HASH" separated by commas; HASH is sha256:<hex> of the token
+    # (`m3bng ops token new` prints one). SCOPE: ops:read, ops:replay or ops:admin.
+    ops_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ops_jwt_jwks_file: Path | None = None  # SSO: JSON Web Key Set of the identity provider
+    ops_jwt_jwks_url: str | None = None  # ... or its URL (fetched with a timeout, cached)
+    ops_jwt_issuer: str | None = None
+    ops_jwt_audience: str | None = None
+    ops_jwt_scope_claim: str = Field(default="scope", min_length=1, max_length=64)
+    ops_jwt_name_claim: str = Field(default="sub", min_length=1, max_length=64)
+    ops_replay_rate: float = Field(default=10.0, gt=0, le=10_000)  # bulk replays per second
+    ops_page_size_max: int = Field(default=200, ge=10, le=1000)
+
+    # --- alerts ---------------------------------------------------------------------------------
+    alert_webhook_url: str | None = None  # None: alerts are only shown in /api/v1/alerts and /ui
+    alert_format: Literal["slack", "teams", "generic"] = "slack"
+    alert_check_seconds: float = Field(default=30.0, ge=1, le=3600)
+    alert_repeat_minutes: float = Field(default=60.0, ge=1)
+    alert_backlog_minutes: float = Field(default=15.0, gt=0)
+    alert_order_sla_minutes: float = Field(default=30.0, gt=0)
+    alert_timeout: float = Field(default=10.0, gt=0, le=120)
+
+    # --- retention (GDPR: docs/operations.md) ---------------------------------------------------
+    retention_payload_days: float = Field(default=30.0, gt=0)  # payloads, steps, BNG state
+    retention_dead_letter_days: float = Field(default=90.0, gt=0)  # payloads of dead letters
+    retention_key_days: float = Field(default=400.0, gt=0)  # event rows: ids, keys, hashes (dedup)
+    retention_run_seconds: float = Field(default=3600.0, ge=0)  # 0: never purge
+
+    # --- tracing ----------------------------------------------------------------------------------
+    otel_enabled: bool = False
+    otel_endpoint: str | None = None  # OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces
+    otel_service_name: str = "m3bng"
+
     # --- logging -----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -168,6 +201,20 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("ops_tokens", mode="before")
+    @classmethod
+    def _parse_ops_tokens(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("ops_tokens")
+    @classmethod
+    def _check_ops_tokens(cls, value: list[str]) -> list[str]:
+        from m3bng.ops.auth import parse_token_entry
+
+        for entry in value:
+            parse_token_entry(entry)
+        return value
+
     @field_validator("flow_plugins", mode="before")
     @classmethod
     def _parse_plugins(cls, value: object) -> object:
@@ -209,6 +256,13 @@ class Settings(BaseSettings):
             raise ValueError("M3BNG_ION_INBOUND_USERNAME and M3BNG_ION_INBOUND_PASSWORD go together")
         if self.inventory_poll_seconds and not self.inventory_poll_warehouses:
             raise ValueError("M3BNG_INVENTORY_POLL_SECONDS needs M3BNG_INVENTORY_POLL_WAREHOUSES")
+        if self.ops_jwt_jwks_file and self.ops_jwt_jwks_url:
+            raise ValueError("set M3BNG_OPS_JWT_JWKS_FILE or M3BNG_OPS_JWT_JWKS_URL, not both")
+        if self.retention_key_days < max(self.retention_payload_days, self.retention_dead_letter_days):
+            raise ValueError(
+                "M3BNG_RETENTION_KEY_DAYS must be at least M3BNG_RETENTION_PAYLOAD_DAYS and "
+                "M3BNG_RETENTION_DEAD_LETTER_DAYS (keys outlive payloads, for deduplication)"
+            )
         if not self.sandbox and not self.webhook_secrets:
             raise ValueError(
                 "M3BNG_WEBHOOK_SECRETS is required outside sandbox mode (BNG's signing secret, whsec_...)"
@@ -223,6 +277,10 @@ class Settings(BaseSettings):
     @property
     def should_migrate_on_start(self) -> bool:
         return self.sandbox if self.migrate_on_start is None else self.migrate_on_start
+
+    @property
+    def ops_jwt_enabled(self) -> bool:
+        return bool(self.ops_jwt_jwks_file or self.ops_jwt_jwks_url)
 
     @property
     def is_sqlite(self) -> bool:

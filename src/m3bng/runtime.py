@@ -19,6 +19,7 @@ from m3bng.inbox.flows import FlowRegistry
 from m3bng.inbox.ingest import Notifier
 from m3bng.inbox.worker import Worker
 from m3bng.mapping import Mapping, MappingFileError, load_mappings
+from m3bng.ops.auth import Authenticator
 from m3bng.poller import InventoryPoller
 from m3bng.store import migrate
 from m3bng.store.db import create_engine, session_factory
@@ -37,6 +38,8 @@ class Runtime:
     webhook_secrets: list[str] = field(default_factory=list)
     notifier: Notifier = field(default_factory=Notifier)
     workers: list[Worker] = field(default_factory=list)
+    authenticator: Authenticator | None = None
+    sandbox_ops_token: str | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -49,6 +52,11 @@ class Runtime:
             registry, mappings = load_registry_and_mappings(settings)
         elif settings.mappings_dir.is_dir():
             mappings = load_mappings(settings.mappings_dir)
+        sandbox_token = None
+        if settings.sandbox and not settings.ops_tokens and not settings.ops_jwt_enabled:
+            from m3bng.sandbox import sandbox_ops_token
+
+            sandbox_token = sandbox_ops_token(settings)
         return cls(
             settings=settings,
             engine=engine,
@@ -57,6 +65,8 @@ class Runtime:
             connectors=build_connectors(settings, sessions),
             mappings=mappings,
             webhook_secrets=webhook_secrets(settings),
+            authenticator=Authenticator(settings, sandbox_token=sandbox_token),
+            sandbox_ops_token=sandbox_token,
         )
 
     async def start(self, *, workers: bool) -> None:

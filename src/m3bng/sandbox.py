@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,22 +68,43 @@ def ionapi_for(config: Any, base_url: str) -> dict[str, str]:
     return result
 
 
+def _sandbox_folder(settings: Settings) -> Path:
+    """Beside the SQLite file (the sandbox's own folder), else the working directory."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).resolve().parent
+    return Path()
+
+
+def _kept_secret(settings: Settings, filename: str, prefix: str, make: Callable[[], str]) -> str:
+    path = _sandbox_folder(settings) / filename
+    if path.is_file():
+        existing = path.read_text().strip()
+        if existing.startswith(prefix):
+            return existing
+    secret = make()
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    return secret
+
+
 def sandbox_webhook_secret(settings: Settings) -> str:
     """A webhook secret for the sandbox, generated once and kept beside the SQLite file.
 
     Kept rather than regenerated, so that a BNG test instance configured with it keeps working
     across restarts. Outside sandbox mode the settings refuse to start without real secrets.
     """
-    url = make_url(settings.database_url)
-    folder = (
-        Path(url.database).resolve().parent if url.get_backend_name() == "sqlite" and url.database else Path()
+    return _kept_secret(
+        settings,
+        "m3bng-sandbox.secret",
+        "whsec_",
+        lambda: "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
     )
-    path = folder / "m3bng-sandbox.secret"
-    if path.is_file():
-        existing = path.read_text().strip()
-        if existing.startswith("whsec_"):
-            return existing
-    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-    path.write_text(secret + "\n")
-    path.chmod(0o600)
-    return secret
+
+
+def sandbox_ops_token(settings: Settings) -> str:
+    """An ops:admin token for the sandbox's ops API and dashboard, kept like the webhook secret
+    (``m3bng-sandbox.ops-token``). Outside sandbox mode no token exists until one is configured."""
+    from m3bng.ops.auth import TOKEN_PREFIX, new_token
+
+    return _kept_secret(settings, "m3bng-sandbox.ops-token", TOKEN_PREFIX, new_token)

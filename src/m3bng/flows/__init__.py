@@ -50,7 +50,7 @@ def default_registry(mappings: dict[str, Mapping] | None = None) -> FlowRegistry
     ``to_bng`` flow runs it. ConfirmBOD is always registered: it is how ION hears of failures.
     """
     registry = FlowRegistry()
-    registry.register(CONFIRM_EVENT, confirm_bod, source="m3bng")
+    registry.register(CONFIRM_EVENT, confirm_bod, source="m3bng", target="ion")
     if not mappings:
         return registry
     shared = FlowMappings(mappings)
@@ -68,7 +68,7 @@ def default_registry(mappings: dict[str, Mapping] | None = None) -> FlowRegistry
             continue
         for trigger in mapping.spec.trigger:
             try:
-                registry.register(trigger, flow, source=mapping.spec.event_source)
+                registry.register(trigger, flow, source=mapping.spec.event_source, target=mapping.spec.target)
             except ValueError as exc:
                 problems.append(f"{mapping.path}: trigger {trigger!r}: {exc}")
     if problems:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.connectors import Connectors
 from m3bng.errors import M3bngError, ProcessingError
+from m3bng.observability import metrics, tracing
 from m3bng.store import queries
 from m3bng.store.models import StepStatus
 from m3bng.store.queries import ClaimedEvent, utcnow
@@ -70,7 +71,14 @@ class FlowContext:
         t0 = time.perf_counter()
         status, response, error_class, error = StepStatus.OK.value, None, None, None
         try:
-            result = await call()
+            with tracing.span(
+                f"{target} {operation}",
+                correlation_id=self.event.correlation_id,
+                step=name,
+                target=target,
+                operation=operation,
+            ):
+                result = await call()
             response = describe(result) if describe else result
             return result
         except ProcessingError as exc:
@@ -87,6 +95,8 @@ class FlowContext:
             )
             raise
         finally:
+            elapsed = time.perf_counter() - t0
+            metrics.observe_outbound(target, operation, name, status, elapsed)
             step_id = await self._record(
                 name=name,
                 target=target,
@@ -96,7 +106,7 @@ class FlowContext:
                 status=status,
                 error_class=error_class,
                 error=error,
-                duration_ms=(time.perf_counter() - t0) * 1000,
+                duration_ms=elapsed * 1000,
                 started_at=started,
             )
             if status != StepStatus.OK.value:
@@ -127,27 +137,57 @@ def _jsonable(value: Any) -> bool:
     return value is None or isinstance(value, (dict, list, str, int, float, bool))
 
 
+@dataclass(frozen=True)
+class FlowInfo:
+    """What the ops API shows of a registered flow (and pauses by event type or target)."""
+
+    source: str | None
+    event_type: str
+    target: str | None
+    name: str
+
+
 class FlowRegistry:
     """Event type → flow. A flow may be registered for one source or for any source."""
 
     def __init__(self) -> None:
         self._flows: dict[tuple[str | None, str], Flow] = {}
+        self._targets: dict[tuple[str | None, str], str | None] = {}
 
-    def register(self, event_type: str, flow: Flow, *, source: str | None = None) -> None:
+    def register(
+        self, event_type: str, flow: Flow, *, source: str | None = None, target: str | None = None
+    ) -> None:
+        """``target``: the system the flow writes to (m3, bng, ion); pausing it pauses the flow."""
         key = (source, event_type)
         if key in self._flows:
             raise ValueError(f"a flow is already registered for {event_type!r} (source {source!r})")
         self._flows[key] = flow
+        self._targets[key] = target
 
-    def flow(self, event_type: str, *, source: str | None = None) -> Callable[[Flow], Flow]:
+    def flow(
+        self, event_type: str, *, source: str | None = None, target: str | None = None
+    ) -> Callable[[Flow], Flow]:
         def decorator(fn: Flow) -> Flow:
-            self.register(event_type, fn, source=source)
+            self.register(event_type, fn, source=source, target=target)
             return fn
 
         return decorator
 
     def get(self, source: str, event_type: str) -> Flow | None:
         return self._flows.get((source, event_type)) or self._flows.get((None, event_type))
+
+    def describe(self) -> list[FlowInfo]:
+        return [
+            FlowInfo(
+                source, event_type, self._targets.get((source, event_type)), getattr(flow, "__name__", "flow")
+            )
+            for (source, event_type), flow in sorted(
+                self._flows.items(), key=lambda kv: (kv[0][1], kv[0][0] or "")
+            )
+        ]
+
+    def event_types_for_target(self, target: str) -> set[str]:
+        return {event_type for (_source, event_type), t in self._targets.items() if t == target}
 
     def __iter__(self) -> Iterator[tuple[str | None, str]]:
         return iter(self._flows)

@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from m3bng.observability import metrics, tracing
 from m3bng.store import queries
 from m3bng.store.queries import NewEvent
 
@@ -61,8 +62,10 @@ async def ingest_event(
         business_key=business_key,
         correlation_id=cid,
     )
-    async with sessions.begin() as session:
-        event_id, created = await queries.insert_event_once(session, new)
+    with tracing.span("ingest", correlation_id=cid, source=source, event_type=event_type):
+        async with sessions.begin() as session:
+            event_id, created = await queries.insert_event_once(session, new)
+    metrics.observe_received(source, event_type, duplicate=not created)
     if created:
         log.info(
             "event.received",

@@ -25,6 +25,9 @@ from m3bng.connectors import Connectors
 from m3bng.errors import PermanentError, ProcessingError, Skipped, TargetUnavailable
 from m3bng.inbox.flows import FlowContext, FlowRegistry, LeaseLost
 from m3bng.inbox.retry import RetryPolicy
+from m3bng.observability import metrics, tracing
+from m3bng.ops.controls import PausedFlows
+from m3bng.ops.keys import event_keys
 from m3bng.store import queries
 from m3bng.store.queries import ClaimedEvent
 
@@ -66,6 +69,7 @@ class Worker:
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._lost: set[int] = set()
         self._stopping = False
+        self.paused = PausedFlows(sessions, registry)
 
     # -- main loop --------------------------------------------------------------------------------
 
@@ -101,9 +105,10 @@ class Worker:
         if free <= 0:
             return 0
         try:
+            paused = await self.paused.event_types()
             async with self.sessions.begin() as session:
                 events = await queries.claim_due_events(
-                    session, self.worker_id, free, self.settings.lease_seconds
+                    session, self.worker_id, free, self.settings.lease_seconds, paused_types=sorted(paused)
                 )
         except Exception as exc:  # database restarting, network blip: keep the worker alive
             log.warning("worker.claim_failed", error=repr(exc)[:MAX_ERROR_CHARS])
@@ -176,6 +181,16 @@ class Worker:
         structlog.contextvars.bind_contextvars(
             correlation_id=event.correlation_id, event_id=event.id, event_type=event.event_type
         )
+        with tracing.span(
+            "process",
+            correlation_id=event.correlation_id,
+            event_id=event.id,
+            event_type=event.event_type,
+            attempt=event.attempts,
+        ):
+            await self._process_traced(event)
+
+    async def _process_traced(self, event: ClaimedEvent) -> None:
         flow = self.registry.get(event.source, event.event_type)
         ctx = FlowContext(
             event=event, owner=self.worker_id, sessions=self.sessions, connectors=self.connectors
@@ -224,6 +239,7 @@ class Worker:
             if await self._finish(
                 queries.mark_skipped, event, reason=str(exc)[:MAX_ERROR_CHARS], error_class=exc.error_class
             ):
+                metrics.observe_outcome(event.source, event.event_type, "skipped")
                 log.info("event.skipped", reason=str(exc), error_class=exc.error_class)
         except PermanentError as exc:
             await self._dead(ctx, "permanent_error", exc)
@@ -237,11 +253,13 @@ class Worker:
                 error=str(exc)[:MAX_ERROR_CHARS],
                 refund_attempt=True,
             )
+            metrics.observe_outcome(event.source, event.event_type, "waiting", exc.error_class)
             log.info("event.waiting_for_target", target=exc.target, retry_after=exc.retry_after)
         except Exception as exc:
             await self._retry_or_dead(ctx, exc)
         else:
             if await self._finish(queries.mark_done, event):
+                metrics.observe_outcome(event.source, event.event_type, "done")
                 log.info("event.done", attempts=event.attempts)
         finally:
             structlog.contextvars.unbind_contextvars("correlation_id", "event_id", "event_type")
@@ -257,6 +275,7 @@ class Worker:
         await self._finish(
             queries.reschedule, ctx.event, delay_seconds=delay, error_class=error_class, error=message
         )
+        metrics.observe_outcome(ctx.event.source, ctx.event.event_type, "retry", error_class)
         log.warning(
             "event.retry_scheduled",
             attempt=ctx.event.attempts,
@@ -276,6 +295,7 @@ class Worker:
             error=message,
             failed_step_id=ctx.last_failed_step_id,
         ):
+            metrics.observe_outcome(ctx.event.source, ctx.event.event_type, "dead", error_class)
             log.error("event.dead_lettered", reason=reason, error_class=error_class, error=message)
             if self.on_dead_letter is not None:
                 try:
@@ -286,10 +306,20 @@ class Worker:
     async def _finish(self, write: Any, event: ClaimedEvent, **kwargs: Any) -> bool:
         """Record an outcome, fenced by the lease. A few quick retries ride out a database blip;
         if the store stays unreachable the lease expires and the event runs again later."""
+        keys = event_keys(
+            source=event.source,
+            external_id=event.external_id,
+            business_key=event.business_key,
+            payload=event.payload,
+            checkpoint=event.checkpoint,
+        )
         for attempt in range(5):
             try:
                 async with self.sessions.begin() as session:
                     written: bool = await write(session, event.id, self.worker_id, **kwargs)
+                    if written:
+                        # With the outcome: the keys ops search by (BNG id, ORNO, BODID, ...).
+                        await queries.index_event_keys(session, event.id, keys)
             except Exception as exc:
                 log.warning("event.outcome_write_failed", attempt=attempt + 1, error=repr(exc)[:500])
                 await asyncio.sleep(0.2 * 2**attempt)

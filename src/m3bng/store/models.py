@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -107,6 +108,8 @@ class Event(Base):
         Index("ix_events_due", "status", "next_attempt_at"),
         Index("ix_events_business_key_id", "business_key", "id"),
         Index("ix_events_received_at", "received_at"),
+        Index("ix_events_finished_at", "finished_at"),
+        Index("ix_events_event_type_status", "event_type", "status"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -114,7 +117,10 @@ class Event(Base):
     external_id: Mapped[str] = mapped_column(String(255))
     event_type: Mapped[str] = mapped_column(String(128))
     business_key: Mapped[str | None] = mapped_column(String(255))
-    payload: Mapped[Any] = mapped_column(Json)
+    # None once purged by retention (payload_hash stays, so a re-sent payload is still recognised).
+    payload: Mapped[Any] = mapped_column(Json, nullable=True)
+    payload_hash: Mapped[str | None] = mapped_column(String(64))
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     correlation_id: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=EventStatus.PENDING.value)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -156,7 +162,10 @@ class DeadLetter(Base):
     """Why an event gave up: kept beside the event (which keeps its original payload)."""
 
     __tablename__ = "dead_letters"
-    __table_args__ = (Index("ix_dead_letters_event_id", "event_id"),)
+    __table_args__ = (
+        Index("ix_dead_letters_event_id", "event_id"),
+        Index("ix_dead_letters_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
@@ -173,7 +182,7 @@ class DeadLetter(Base):
 
 
 class Replay(Base):
-    """A request to run an event again (from the failed step or from the start)."""
+    """One replay of one event: who asked, from where, and the payload it replaced if edited."""
 
     __tablename__ = "replays"
 
@@ -182,7 +191,42 @@ class Replay(Base):
     mode: Mapped[str] = mapped_column(String(32))  # from_failed_step, from_start
     requested_by: Mapped[str] = mapped_column(String(128))
     edited_payload: Mapped[Any] = mapped_column(Json, nullable=True)
+    previous_payload: Mapped[Any] = mapped_column(Json, nullable=True)  # set when edited
+    from_status: Mapped[str | None] = mapped_column(String(16))  # dead, skipped, discarded
+    bulk_id: Mapped[int | None] = mapped_column(
+        ForeignKey("bulk_replays.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class BulkReplay(Base):
+    """A replay of every event a filter matched, run in the background at a limited rate.
+
+    The set is frozen when it is created (events dead-lettered up to ``cutoff``), walked in id
+    order with ``cursor`` as the high-water mark, and each event is replayed by a conditional
+    update (``status = 'dead'``) in the same transaction that advances the cursor, so a
+    cancellation, a crash or two runners never replay an event twice.
+    """
+
+    __tablename__ = "bulk_replays"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    filter: Mapped[Any] = mapped_column(Json)
+    mode: Mapped[str] = mapped_column(String(32))
+    requested_by: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))  # running, cancelled, done, failed
+    total: Mapped[int] = mapped_column(Integer)  # matched when created (the dry-run count)
+    replayed: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)  # no longer dead when reached
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    rate: Mapped[float] = mapped_column(Float)
+    cutoff: Mapped[datetime] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class AuditEntry(Base):
@@ -302,3 +346,48 @@ class SchedulerLease(Base):
     owner: Mapped[str | None] = mapped_column(String(128))
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class EventKey(Base):
+    """Business keys an event is about (BNG order id, M3 ORNO, customer number, BODID, ...),
+    normalised (trimmed, case-folded), for "where is order X". Kept as long as the event row."""
+
+    __tablename__ = "event_keys"
+    __table_args__ = (UniqueConstraint("event_id", "value"), Index("ix_event_keys_value", "value"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    value: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))  # order_id, orno, cuno, bodid, ...
+
+
+class Control(Base):
+    """A pause switch: ``kind`` flow (an event type) or target (m3, bng, ion). Workers claim no
+    new event whose flow, or whose flow's target, is paused; events wait, nothing fails."""
+
+    __tablename__ = "controls"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    changed_by: Mapped[str] = mapped_column(String(128))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Alert(Base):
+    """One alert condition's life: firing until the condition clears, then resolved. Kept in the
+    store so that throttling and "resolved" messages survive restarts and hold across processes."""
+
+    __tablename__ = "alerts"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)  # e.g. backlog:order.created
+    kind: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16))  # firing, resolved
+    summary: Mapped[str] = mapped_column(Text)
+    detail: Mapped[Any] = mapped_column(Json, nullable=True)
+    first_fired_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    notified_state: Mapped[str | None] = mapped_column(String(16))  # what the webhook last heard
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

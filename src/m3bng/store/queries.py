@@ -25,6 +25,7 @@ from m3bng.store.models import (
     DeadLetter,
     DocumentVersion,
     Event,
+    EventKey,
     EventStatus,
     Step,
     UTCDateTime,
@@ -133,6 +134,7 @@ WHERE id IN (
         WHERE prior.business_key = e.business_key
           AND prior.id < e.id
           AND prior.status IN ('pending', 'processing'))
+      {paused}
     ORDER BY e.next_attempt_at, e.id
     LIMIT :limit
     {lock}
@@ -155,32 +157,42 @@ _CLAIM_COLUMNS = (
 )
 
 
-def _claim_statement(dialect: str) -> Any:
+def _claim_statement(dialect: str, *, with_paused: bool) -> Any:
     lock = "FOR UPDATE OF e SKIP LOCKED" if dialect == "postgresql" else ""
-    return (
-        text(_CLAIM_SQL.format(lock=lock))
-        .bindparams(
-            bindparam("now", type_=UTCDateTime()),
-            bindparam("lease_expires_at", type_=UTCDateTime()),
-        )
-        .columns(*_CLAIM_COLUMNS)
-    )
+    # Paused flows (ops control): their events stay pending, untouched, until resumed.
+    paused = "AND e.event_type NOT IN :paused" if with_paused else ""
+    params = [bindparam("now", type_=UTCDateTime()), bindparam("lease_expires_at", type_=UTCDateTime())]
+    if with_paused:
+        params.append(bindparam("paused", expanding=True))
+    return text(_CLAIM_SQL.format(lock=lock, paused=paused)).bindparams(*params).columns(*_CLAIM_COLUMNS)
+
+
+_CLAIM_STATEMENTS = {
+    (dialect, with_paused): _claim_statement(dialect, with_paused=with_paused)
+    for dialect in ("postgresql", "sqlite")
+    for with_paused in (False, True)
+}
 
 
 async def claim_due_events(
-    session: AsyncSession, owner: str, limit: int, lease_seconds: float
+    session: AsyncSession,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    *,
+    paused_types: Sequence[str] = (),
 ) -> list[ClaimedEvent]:
     now = utcnow()
-    stmt = _claim_statement(session.get_bind().dialect.name)
-    result = await session.execute(
-        stmt,
-        {
-            "owner": owner,
-            "now": now,
-            "lease_expires_at": now + timedelta(seconds=lease_seconds),
-            "limit": limit,
-        },
-    )
+    stmt = _CLAIM_STATEMENTS[(session.get_bind().dialect.name, bool(paused_types))]
+    params: dict[str, Any] = {
+        "owner": owner,
+        "now": now,
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "limit": limit,
+    }
+    if paused_types:
+        params["paused"] = list(paused_types)
+    result = await session.execute(stmt, params)
     claimed = [
         ClaimedEvent(
             id=row.id,
@@ -500,3 +512,11 @@ async def put_bng_state(
 
 async def delete_bng_state(session: AsyncSession, entity: str, bng_id: str) -> None:
     await session.execute(delete(BngState).where(BngState.entity == entity, BngState.bng_id == bng_id))
+
+
+async def index_event_keys(session: AsyncSession, event_id: int, keys: dict[str, str]) -> None:
+    """Remember the business keys (value → kind) an event is about; known ones are ignored."""
+    if not keys:
+        return
+    rows = [{"event_id": event_id, "value": value, "kind": kind} for value, kind in keys.items()]
+    await session.execute(_dialect_insert(session, EventKey.__table__).values(rows).on_conflict_do_nothing())

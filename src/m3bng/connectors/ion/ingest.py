@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.connectors.ion.bod import ParsedBod
+from m3bng.observability import metrics
 from m3bng.store import queries
 from m3bng.store.models import IonMessage
 from m3bng.store.queries import NewEvent
@@ -115,6 +116,7 @@ async def ingest_bod(
         if winner is None:
             raise
         return _duplicate(winner, cid, message_id, "messageId")
+    metrics.observe_received(SOURCE, parsed.bod_type, duplicate=False)
     log.info(
         "event.received",
         event_id=event_id,
@@ -130,5 +132,6 @@ async def ingest_bod(
 
 
 def _duplicate(event_id: int, cid: str, message_id: str | None, by: str) -> BodIngestResult:
+    metrics.observe_received(SOURCE, "", duplicate=True)
     log.info("event.duplicate", event_id=event_id, source=SOURCE, message_id=message_id, by=by)
     return BodIngestResult(event_id=event_id, duplicate=True, correlation_id=cid)

@@ -1,0 +1,31 @@
+"""The ops API, ``/api/v1``: transactions, dead letters, replay, control, alerts, audit.
+
+Every route declares the scope it needs through ``Caller``/``require``; no token answers 401,
+a token without the scope 403. Routers of the parts live in the modules of this package and are
+gathered by ``router`` below.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from m3bng.api.ops import auth as _auth  # noqa: F401 (security scheme registration)
+
+router = APIRouter(prefix="/api/v1")
+
+
+def include_routers() -> APIRouter:
+    """Import the part routers lazily: each part module registers on its own APIRouter."""
+    import importlib
+    import pkgutil
+
+    import m3bng.api.ops as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name in ("auth",):
+            continue
+        module = importlib.import_module(f"m3bng.api.ops.{info.name}")
+        part = getattr(module, "router", None)
+        if isinstance(part, APIRouter):
+            router.include_router(part)
+    return router

@@ -1,0 +1,59 @@
+"""Authentication and scope checks for the ops API (the logic is in ``m3bng.ops.auth``).
+
+Use in a route::
+
+    @router.get("/transactions")
+    async def list_transactions(caller: ReadCaller, runtime: RuntimeDep) -> ...
+
+``ReadCaller`` / ``ReplayCaller`` / ``AdminCaller`` are the Principal of a caller holding at least
+that scope. The bearer scheme is declared, so the OpenAPI schema and /docs show the lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from m3bng.api.errors import ApiError
+from m3bng.ops.auth import AuthError, Principal, Scope
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="OpsToken",
+    description="An ops token (M3BNG_OPS_TOKENS) or a JWT from the identity provider, with a "
+    "scope ops:read, ops:replay or ops:admin.",
+)
+
+
+def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        authenticator = request.app.state.runtime.authenticator
+        header = request.headers.get("authorization")
+        try:
+            principal: Principal = await authenticator.authenticate(header)
+        except AuthError as exc:
+            headers = {"WWW-Authenticate": 'Bearer realm="m3bng-ops"'} if exc.status == 401 else None
+            raise ApiError(exc.status, exc.code, exc.message, headers=headers) from None
+        if not principal.allows(scope):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this needs scope {scope.value}; the token of {principal.name!r} "
+                f"has {principal.scope.value}",
+            )
+        request.state.principal = principal
+        return principal
+
+    dependency.__name__ = f"require_{scope.name.lower()}"
+    return dependency
+
+
+ReadCaller = Annotated[Principal, Depends(require(Scope.READ))]
+ReplayCaller = Annotated[Principal, Depends(require(Scope.REPLAY))]
+AdminCaller = Annotated[Principal, Depends(require(Scope.ADMIN))]
