@@ -94,11 +94,11 @@ async def ops(
 ) -> AsyncIterator[Ops]:
     server = live_server(ops_settings(make_settings, m3_sim), run_workers=True)
     async with server:
-        clients = [server.client() for _ in range(4)]
-        for client, token in zip(clients[1:], (ADMIN, REPLAY, READ), strict=True):
+        plain, admin, replay, read = clients = [server.client() for _ in range(4)]
+        for client, token in ((admin, ADMIN), (replay, REPLAY), (read, READ)):
             client.headers.update(bearer(token))
         try:
-            yield Ops(server, *clients, sim=m3_sim, sessions=sessions)
+            yield Ops(server, plain, admin, replay, read, sim=m3_sim, sessions=sessions)
         finally:
             for client in clients:
                 await client.aclose()
