@@ -52,6 +52,8 @@ def _sandbox_banner(settings: Settings) -> None:
         "  m3bng runs with built-in stand-ins and is NOT connected to any real system.\n"
         f"  Store: {settings.database_url}\n"
         f"  Listening on http://{settings.host}:{settings.port}  (OpenAPI: /docs)\n"
+        f"  Dashboard: http://{settings.host}:{settings.port}/ui  (ops:admin token in "
+        "m3bng-sandbox.ops-token)\n"
         "  Set M3BNG_IONAPI_FILE and M3BNG_BNG_BASE_URL for production (see .env.example).\n"
         f"{line}",
         fg=typer.colors.YELLOW,
