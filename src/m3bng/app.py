@@ -13,6 +13,7 @@ from m3bng.api.errors import install_error_handlers
 from m3bng.config import Settings
 from m3bng.inbox.flows import FlowRegistry
 from m3bng.runtime import Runtime
+from m3bng.ui import routes as ui
 
 
 def create_app(
@@ -43,6 +44,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(ops.include_routers())
+    app.include_router(ui.router)
     from m3bng.sandbox import BNG_SIM_MOUNT, M3_SIM_MOUNT
 
     for mount, name in ((M3_SIM_MOUNT, "m3_sim_app"), (BNG_SIM_MOUNT, "bng_sim_app")):

@@ -1,0 +1,858 @@
+// m3bng dashboard: plain JavaScript, no build step, nothing loaded from other hosts.
+//
+// Everything shown comes from the ops API (/api/v1) called with the token the user logged in
+// with. Text from the API is only ever placed with textContent / createTextNode (see h() and
+// svg() below): no innerHTML, so a payload or an error message can never become markup.
+"use strict";
+
+(() => {
+  const API = "api/v1"; // relative: works behind a proxy that mounts the service under a prefix
+  const TOKEN_KEY = "m3bng.ops.token";
+  const REQUEST_TIMEOUT_MS = 15000;
+  const REFRESH_MS = 30000;
+  const POLL_MS = 1000;
+  const POLL_LIMIT_MS = 120000;
+  const OPEN = new Set(["pending", "processing"]);
+  const REPLAYABLE = new Set(["dead", "skipped", "discarded"]);
+
+  const $ = (id) => document.getElementById(id);
+  let me = null; // GET /whoami of the current token
+  let renderId = 0; // bumped on every navigation: late answers for an old view are dropped
+  let refreshTimer = null;
+  let eventTypes = [];
+
+  // ---------------------------------------------------------------- DOM building (no HTML parsing)
+
+  function append(el, children) {
+    for (const child of children.flat(Infinity)) {
+      if (child === null || child === undefined || child === false) continue;
+      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return el;
+  }
+
+  function setAttrs(el, attrs) {
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+      else el.setAttribute(key, value === true ? "" : String(value));
+    }
+    return el;
+  }
+
+  function h(tag, attrs, ...children) {
+    return append(setAttrs(document.createElement(tag), attrs), children);
+  }
+
+  function svg(tag, attrs, ...children) {
+    return append(setAttrs(document.createElementNS("http://www.w3.org/2000/svg", tag), attrs), children);
+  }
+
+  function txLink(id, text) {
+    return h("a", { href: "#/tx/" + encodeURIComponent(String(Number(id))) }, text ?? "#" + id);
+  }
+
+  function badge(status) {
+    return h("span", { class: "badge status-" + String(status).replace(/[^a-z_]/g, "") }, status);
+  }
+
+  // ---------------------------------------------------------------- formatting
+
+  function fmtTime(iso) {
+    if (!iso) return "";
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return String(iso);
+    const p = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  }
+
+  function time(iso) {
+    return h("time", { datetime: iso || null, title: iso || null }, fmtTime(iso));
+  }
+
+  function fmtDuration(ms) {
+    if (ms === null || ms === undefined) return "";
+    return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
+  }
+
+  function fmtAge(seconds) {
+    if (seconds === null || seconds === undefined) return "";
+    if (seconds < 90) return `${Math.round(seconds)} s`;
+    if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+    if (seconds < 172800) return `${(seconds / 3600).toFixed(1)} h`;
+    return `${(seconds / 86400).toFixed(1)} d`;
+  }
+
+  function fmtJson(value) {
+    return value === undefined ? "" : JSON.stringify(value, null, 2);
+  }
+
+  // ---------------------------------------------------------------- messages
+
+  function showError(err, where) {
+    const text = err instanceof ApiError ? `${err.message} (${err.code}${err.status ? ", HTTP " + err.status : ""})` : String(err);
+    $("error-text").textContent = (where ? where + ": " : "") + text;
+    $("error").hidden = false;
+  }
+
+  function showNotice(text) {
+    $("notice-text").textContent = text;
+    $("notice").hidden = false;
+  }
+
+  function clearMessages() {
+    $("error").hidden = true;
+    $("notice").hidden = true;
+  }
+
+  function panelError(container, err) {
+    const text = err instanceof ApiError ? `${err.message} (${err.code})` : String(err);
+    container.replaceChildren(h("p", { class: "form-error", role: "alert" }, text));
+  }
+
+  // ---------------------------------------------------------------- API
+
+  class ApiError extends Error {
+    constructor(status, code, message, fields) {
+      super(message);
+      this.status = status;
+      this.code = code;
+      this.fields = fields || [];
+    }
+  }
+
+  function token() {
+    return sessionStorage.getItem(TOKEN_KEY);
+  }
+
+  async function api(method, path, body) {
+    const headers = { Accept: "application/json", Authorization: "Bearer " + token() };
+    const init = { method, headers, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS), cache: "no-store" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(API + path, init);
+    } catch (err) {
+      throw new ApiError(0, err.name === "TimeoutError" ? "timeout" : "network", "the service did not answer: " + err.message);
+    }
+    const text = await response.text();
+    let data = null;
+    if (text) {
+      try {
+        data = JSON.parse(text);
+      } catch {
+        data = null;
+      }
+    }
+    if (!response.ok) {
+      const e = (data && data.error) || {};
+      const error = new ApiError(response.status, e.code || "http_" + response.status, e.message || response.statusText || "request failed", e.fields);
+      if (response.status === 401 && me) sessionExpired(error);
+      throw error;
+    }
+    return data;
+  }
+
+  function query(params) {
+    const q = new URLSearchParams();
+    for (const [key, value] of Object.entries(params)) {
+      if (value !== null && value !== undefined && value !== "") q.append(key, value);
+    }
+    const s = q.toString();
+    return s ? "?" + s : "";
+  }
+
+  // ---------------------------------------------------------------- login
+
+  function showView(id) {
+    for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== id;
+    for (const link of document.querySelectorAll("#nav a")) {
+      const active = (id === "overview-view" && link.dataset.nav === "overview") || (id !== "overview-view" && link.dataset.nav === "tx");
+      if (active) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+  }
+
+  function showLogin(message) {
+    stopRefresh();
+    me = null;
+    $("nav").hidden = true;
+    $("user").hidden = true;
+    showView("login-view");
+    $("login-error").hidden = !message;
+    $("login-error").textContent = message || "";
+    $("token").focus();
+  }
+
+  function sessionExpired(error) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showLogin("Your token is no longer accepted: " + error.message);
+  }
+
+  async function login(event) {
+    event.preventDefault();
+    const value = $("token").value.trim();
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    try {
+      me = await api("GET", "/whoami");
+    } catch (err) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      const text = err instanceof ApiError ? `${err.message} (${err.code})` : String(err);
+      showLogin("Login failed: " + text);
+      return;
+    }
+    $("token").value = "";
+    await route();
+  }
+
+  function logout() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    clearMessages();
+    if (location.hash && location.hash !== "#/") location.hash = "#/";
+    showLogin();
+  }
+
+  function showUser() {
+    $("user-name").textContent = me.name;
+    $("user-scope").textContent = me.scope;
+    $("user").hidden = false;
+    $("nav").hidden = false;
+  }
+
+  // ---------------------------------------------------------------- routing (#/, #/tx?…, #/tx/123)
+
+  function parseHash() {
+    const raw = location.hash.replace(/^#/, "") || "/";
+    const at = raw.indexOf("?");
+    const path = at < 0 ? raw : raw.slice(0, at);
+    return { path, params: new URLSearchParams(at < 0 ? "" : raw.slice(at + 1)) };
+  }
+
+  async function route() {
+    const id = ++renderId;
+    stopRefresh();
+    if (!token()) return showLogin();
+    if (!me) {
+      try {
+        me = await api("GET", "/whoami");
+      } catch (err) {
+        sessionStorage.removeItem(TOKEN_KEY);
+        return showLogin("Login failed: " + err.message);
+      }
+      if (id !== renderId) return;
+    }
+    showUser();
+    const { path, params } = parseHash();
+    const match = path.match(/^\/tx\/(\d+)$/);
+    if (match) return showDetail(id, Number(match[1]));
+    if (path === "/tx") return showList(id, params);
+    return showOverview(id, params);
+  }
+
+  function current(id) {
+    return id === renderId;
+  }
+
+  // ---------------------------------------------------------------- overview
+
+  function stopRefresh() {
+    if (refreshTimer !== null) clearInterval(refreshTimer);
+    refreshTimer = null;
+  }
+
+  async function showOverview(id, params) {
+    showView("overview-view");
+    const hours = ["2", "24", "168"].includes(params.get("hours")) ? params.get("hours") : "24";
+    $("hours").value = hours;
+    await loadOverview(id, Number(hours));
+    if (current(id)) {
+      refreshTimer = setInterval(() => {
+        if (document.visibilityState === "visible") loadOverview(id, Number(hours));
+      }, REFRESH_MS);
+    }
+  }
+
+  async function loadOverview(id, hours) {
+    const parts = [
+      api("GET", "/stats" + query({ hours })).then((s) => current(id) && renderStats(s), (e) => current(id) && statsFailed(e)),
+      api("GET", "/control").then((c) => current(id) && renderControl(c), (e) => {
+        if (!current(id)) return;
+        panelError($("targets"), e);
+        panelError($("flows"), e);
+      }),
+      api("GET", "/alerts" + query({ state: "firing" })).then((a) => current(id) && renderAlerts(a.items), (e) => current(id) && panelError($("alerts"), e)),
+      api("GET", "/dead-letters/summary").then((d) => current(id) && renderDeadLetterGroups(d), (e) => current(id) && panelError($("dlq-groups"), e)),
+    ];
+    await Promise.all(parts);
+    if (current(id)) $("refreshed").textContent = "updated " + fmtTime(new Date().toISOString());
+  }
+
+  function statsFailed(err) {
+    panelError($("cards"), err);
+    panelError($("chart-throughput"), err);
+    $("chart-errors").replaceChildren();
+  }
+
+  function card(key, label, value, href, note) {
+    const body = [h("span", { class: "value", id: "count-" + key }, value), h("span", { class: "label" }, label), note ? h("span", { class: "note" }, note) : null];
+    return href ? h("a", { class: "card", href }, body) : h("div", { class: "card" }, body);
+  }
+
+  function renderStats(stats) {
+    const sum = (field) => stats.buckets.reduce((n, b) => n + b[field], 0);
+    const done = sum("done");
+    const dead = sum("dead");
+    const finished = done + dead;
+    const rate = finished ? ((100 * dead) / finished).toFixed(1) + " %" : "–";
+    const c = stats.status_counts;
+    const window = stats.hours >= 48 ? `${Math.round(stats.hours / 24)} d` : `${stats.hours} h`;
+    $("cards").replaceChildren(
+      card("backlog", "backlog (pending + processing)", stats.backlog, "#/tx?status=pending"),
+      card("dead-letters", "dead letters to resolve", stats.dead_letters, "#/tx?status=dead"),
+      card("received", `received in ${window}`, sum("received")),
+      card("done", `done in ${window}`, done),
+      card("dead", `dead-lettered in ${window}`, dead, null, `error rate ${rate}`),
+      card("skipped", "skipped (all time)", c.skipped ?? 0, "#/tx?status=skipped"),
+      card("discarded", "discarded (all time)", c.discarded ?? 0, "#/tx?status=discarded"),
+    );
+    const seconds = stats.bucket_seconds;
+    const per = seconds >= 3600 ? `${seconds / 3600} h` : `${seconds / 60} min`;
+    $("chart-throughput").replaceChildren(
+      chart({
+        id: "svg-throughput",
+        label: `Events received and done per ${per}`,
+        buckets: stats.buckets,
+        seconds,
+        series: [
+          { key: "received", label: "received", kind: "line", value: (b) => b.received },
+          { key: "done", label: "done", kind: "line", value: (b) => b.done },
+          { key: "dead", label: "dead", kind: "line", value: (b) => b.dead },
+        ],
+      }),
+    );
+    $("chart-errors").replaceChildren(
+      chart({
+        id: "svg-errors",
+        label: `Share of finished events dead-lettered, per ${per}`,
+        buckets: stats.buckets,
+        seconds,
+        max: 100,
+        unit: "%",
+        series: [
+          {
+            key: "rate",
+            label: "dead ÷ (done + dead)",
+            kind: "bar",
+            value: (b) => (b.done + b.dead ? (100 * b.dead) / (b.done + b.dead) : 0),
+            detail: (b) => `${b.dead} dead, ${b.done} done`,
+          },
+        ],
+      }),
+    );
+  }
+
+  function niceMax(value) {
+    if (value <= 4) return 4;
+    const step = 10 ** Math.floor(Math.log10(value));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * step >= value) return m * step;
+    return 10 * step;
+  }
+
+  function tickLabel(iso, seconds) {
+    const t = fmtTime(iso);
+    return seconds >= 3600 * 3 ? t.slice(5, 16) : t.slice(11, 16);
+  }
+
+  // An inline SVG chart: one band per bucket, lines or bars per series, hover titles per bucket.
+  function chart({ id, label, buckets, seconds, series, max, unit = "" }) {
+    const W = 640, H = 220, L = 44, R = 10, T = 12, B = 30;
+    const plotW = W - L - R, plotH = H - T - B;
+    const n = Math.max(buckets.length, 1);
+    const band = plotW / n;
+    const top = max ?? niceMax(Math.max(0, ...series.flatMap((s) => buckets.map(s.value))));
+    const x = (i) => L + band * (i + 0.5);
+    const y = (v) => T + plotH - (plotH * Math.min(v, top)) / top;
+    const root = svg("svg", { id, viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label, class: "chart-svg" }, svg("title", {}, label));
+    for (const v of [0, top / 2, top]) {
+      root.append(
+        svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }),
+        svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", class: "axis" }, `${Number.isInteger(v) ? v : v.toFixed(1)}${unit}`),
+      );
+    }
+    const ticks = new Set([0, Math.floor((n - 1) / 2), n - 1]);
+    for (const i of ticks) {
+      if (!buckets[i]) continue;
+      root.append(svg("text", { x: x(i), y: H - 10, "text-anchor": "middle", class: "axis" }, tickLabel(buckets[i].start, seconds)));
+    }
+    for (const s of series) {
+      if (s.kind === "bar") {
+        buckets.forEach((b, i) => {
+          const v = s.value(b);
+          if (v > 0) root.append(svg("rect", { x: L + band * i + band * 0.15, width: band * 0.7, y: y(v), height: T + plotH - y(v), class: "bar s-" + s.key }));
+        });
+      } else {
+        const points = buckets.map((b, i) => `${x(i).toFixed(1)},${y(s.value(b)).toFixed(1)}`).join(" ");
+        root.append(svg("polyline", { points, class: "line s-" + s.key }));
+      }
+    }
+    // Transparent hover targets with a title listing every series of that bucket.
+    buckets.forEach((b, i) => {
+      const lines = series.map((s) => `${s.label}: ${fmtNumber(s.value(b))}${unit}${s.detail ? " (" + s.detail(b) + ")" : ""}`);
+      root.append(svg("rect", { x: L + band * i, y: T, width: band, height: plotH, class: "hover" }, svg("title", {}, `${fmtTime(b.start)}\n${lines.join("\n")}`)));
+    });
+    const legend = h("ul", { class: "legend" }, series.map((s) => h("li", {}, h("span", { class: "swatch s-" + s.key }), s.label)));
+    return h("div", {}, root, legend);
+  }
+
+  function fmtNumber(v) {
+    return Number.isInteger(v) ? String(v) : v.toFixed(1);
+  }
+
+  function renderAlerts(items) {
+    if (!items.length) {
+      $("alerts").replaceChildren(h("p", { class: "muted ok" }, "No alerts firing."));
+      return;
+    }
+    $("alerts").replaceChildren(
+      h("ul", { class: "alerts" }, items.map((a) => h("li", { class: "alert" }, h("span", { class: "badge status-dead" }, a.kind), " ", h("strong", {}, a.summary), h("div", { class: "muted" }, "since ", time(a.first_fired_at), ", last seen ", time(a.last_seen_at))))),
+    );
+  }
+
+  function renderDeadLetterGroups(summary) {
+    if (!summary.groups.length) {
+      $("dlq-groups").replaceChildren(h("p", { class: "muted ok" }, "No unresolved dead letters."));
+      return;
+    }
+    const rows = summary.groups.map((g) =>
+      h(
+        "tr",
+        {},
+        h("td", {}, h("a", { href: "#/tx" + query({ status: "dead", event_type: g.event_type, error_class: g.error_class }) }, g.event_type)),
+        h("td", {}, g.reason),
+        h("td", {}, g.error_class ?? ""),
+        h("td", { class: "num" }, g.count),
+      ),
+    );
+    $("dlq-groups").replaceChildren(
+      h("table", { class: "list" }, h("thead", {}, h("tr", {}, h("th", {}, "event type"), h("th", {}, "reason"), h("th", {}, "error class"), h("th", { class: "num" }, "count"))), h("tbody", {}, rows)),
+      h("p", { class: "muted" }, `${summary.total} unresolved in all.`),
+    );
+  }
+
+  function pausedCell(item) {
+    return item.paused ? h("span", {}, h("span", { class: "badge status-paused" }, "paused"), item.reason ? " " + item.reason : "") : h("span", { class: "muted" }, "running");
+  }
+
+  function pauseButton(kind, name, paused) {
+    if (!me || me.scope !== "ops:admin") return null;
+    return h(
+      "button",
+      {
+        type: "button",
+        class: "secondary small",
+        onclick: async () => {
+          const reason = paused ? null : window.prompt(`Reason for pausing ${kind} ${name} (kept in the audit log):`);
+          if (!paused && reason === null) return;
+          try {
+            await api("POST", paused ? "/control/resume" : "/control/pause", { kind, name, reason: reason || null });
+            showNotice(`${kind} ${name} ${paused ? "resumed" : "paused"}.`);
+            await loadOverview(renderId, Number($("hours").value));
+          } catch (err) {
+            showError(err, paused ? "Resume failed" : "Pause failed");
+          }
+        },
+      },
+      paused ? "Resume" : "Pause",
+    );
+  }
+
+  function renderControl(control) {
+    eventTypes = control.flows.map((f) => f.event_type);
+    $("targets").replaceChildren(
+      h(
+        "table",
+        { class: "list" },
+        h("thead", {}, h("tr", {}, h("th", {}, "target"), h("th", {}, "circuit"), h("th", {}, "state"), h("th", {}, ""))),
+        h(
+          "tbody",
+          {},
+          control.targets.map((t) =>
+            h("tr", { "data-target": t.name }, h("td", {}, t.name), h("td", {}, t.circuit ? badge(t.circuit) : h("span", { class: "muted" }, "n/a")), h("td", {}, pausedCell(t)), h("td", {}, pauseButton("target", t.name, t.paused))),
+          ),
+        ),
+      ),
+    );
+    $("flows").replaceChildren(
+      h(
+        "table",
+        { class: "list" },
+        h("thead", {}, h("tr", {}, h("th", {}, "flow"), h("th", {}, "target"), h("th", { class: "num" }, "pending"), h("th", { class: "num" }, "processing"), h("th", { class: "num" }, "oldest pending"), h("th", {}, "state"), h("th", {}, ""))),
+        h(
+          "tbody",
+          {},
+          control.flows.map((f) =>
+            h(
+              "tr",
+              { "data-flow": f.event_type },
+              h("td", {}, h("a", { href: "#/tx" + query({ event_type: f.event_type }) }, f.event_type)),
+              h("td", {}, f.target ?? ""),
+              h("td", { class: "num" }, f.pending ?? 0),
+              h("td", { class: "num" }, f.processing ?? 0),
+              h("td", { class: "num" }, fmtAge(f.oldest_pending_age_seconds)),
+              h("td", {}, pausedCell(f)),
+              h("td", {}, pauseButton("flow", f.event_type, f.paused)),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+
+  // ---------------------------------------------------------------- transaction list
+
+  let listState = null; // { params, cursor }
+
+  async function ensureEventTypes() {
+    if (!eventTypes.length) {
+      try {
+        const control = await api("GET", "/control");
+        eventTypes = control.flows.map((f) => f.event_type);
+      } catch {
+        return; // the datalist is only a suggestion
+      }
+    }
+    $("event-types").replaceChildren(...[...new Set(eventTypes)].sort().map((t) => h("option", { value: t })));
+  }
+
+  async function showList(id, params) {
+    showView("list-view");
+    $("q").value = params.get("q") || "";
+    $("status").value = params.get("status") || "";
+    $("event-type").value = params.get("event_type") || "";
+    $("error-class").value = params.get("error_class") || "";
+    $("tx-rows").replaceChildren();
+    $("tx-empty").hidden = true;
+    $("more").hidden = true;
+    listState = { id, params, cursor: null };
+    ensureEventTypes();
+    await loadPage();
+  }
+
+  async function loadPage() {
+    const state = listState;
+    const filter = {};
+    for (const key of ["q", "status", "event_type", "error_class", "source", "since", "until", "program"]) {
+      filter[key] = state.params.get(key);
+    }
+    filter.limit = 50;
+    filter.cursor = state.cursor;
+    $("more").disabled = true;
+    try {
+      const page = await api("GET", "/transactions" + query(filter));
+      if (!current(state.id)) return;
+      append($("tx-rows"), page.items.map(txRow));
+      state.cursor = page.next_cursor;
+      $("more").hidden = !page.next_cursor;
+      $("tx-empty").hidden = $("tx-rows").children.length > 0;
+    } catch (err) {
+      if (current(state.id)) showError(err, "Search failed");
+    } finally {
+      $("more").disabled = false;
+    }
+  }
+
+  function txRow(tx) {
+    return h(
+      "tr",
+      { "data-tx": tx.id },
+      h("td", {}, txLink(tx.id)),
+      h("td", {}, time(tx.received_at)),
+      h("td", {}, tx.event_type),
+      h("td", {}, tx.business_key ? txLink(tx.id, tx.business_key) : ""),
+      h("td", {}, badge(tx.status)),
+      h("td", { class: "num" }, tx.attempts),
+      h("td", { class: "error-cell", title: tx.last_error || null }, tx.error_class ? h("code", {}, tx.error_class) : "", tx.last_error ? " " + truncate(tx.last_error, 90) : ""),
+    );
+  }
+
+  function truncate(text, n) {
+    return text.length > n ? text.slice(0, n - 1) + "…" : text;
+  }
+
+  function search(event) {
+    event.preventDefault();
+    const params = query({ q: $("q").value.trim(), status: $("status").value, event_type: $("event-type").value.trim(), error_class: $("error-class").value.trim() });
+    const target = "#/tx" + params;
+    if (location.hash === target) route();
+    else location.hash = target;
+  }
+
+  // ---------------------------------------------------------------- transaction detail
+
+  async function showDetail(id, txId) {
+    showView("detail-view");
+    const container = $("detail");
+    container.replaceChildren(h("p", { class: "muted" }, `Loading transaction ${txId}…`));
+    let tx;
+    try {
+      tx = await api("GET", `/transactions/${txId}`);
+    } catch (err) {
+      if (current(id)) panelError(container, err);
+      return;
+    }
+    if (!current(id)) return;
+    renderDetail(container, tx);
+    if (OPEN.has(tx.status)) pollDetail(id, txId);
+  }
+
+  // While a transaction is pending or processing (e.g. just replayed), re-read it until it settles.
+  async function pollDetail(id, txId) {
+    const until = Date.now() + POLL_LIMIT_MS;
+    while (current(id) && Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      if (!current(id)) return;
+      let tx;
+      try {
+        tx = await api("GET", `/transactions/${txId}`);
+      } catch (err) {
+        if (current(id)) showError(err, "Refreshing the transaction failed");
+        return;
+      }
+      if (!current(id)) return;
+      renderDetail($("detail"), tx);
+      if (!OPEN.has(tx.status)) return;
+    }
+  }
+
+  function field(label, ...value) {
+    return [h("dt", {}, label), h("dd", {}, ...value)];
+  }
+
+  function renderDetail(container, tx) {
+    const mapping = tx.mapping || {};
+    const mappingNote = mapping.hash && mapping.current_hash && mapping.hash !== mapping.current_hash ? h("span", { class: "badge status-skipped" }, "mapping changed since") : null;
+    container.replaceChildren(
+      h("p", {}, h("a", { href: "#/tx" }, "← Transactions")),
+      h("div", { class: "toolbar" }, h("h1", {}, `Transaction ${tx.id}`), h("span", { id: "tx-status", class: "badge big status-" + String(tx.status).replace(/[^a-z_]/g, "") }, tx.status)),
+      actionsPanel(tx),
+      h(
+        "section",
+        { class: "panel" },
+        h(
+          "dl",
+          { class: "fields" },
+          field("event type", tx.event_type),
+          field("source", tx.source),
+          field("business key", tx.business_key ?? ""),
+          field("external id", h("code", {}, tx.external_id)),
+          field("correlation id", h("code", {}, tx.correlation_id)),
+          field("attempts", tx.attempts),
+          field("received", time(tx.received_at)),
+          field("updated", time(tx.updated_at)),
+          field("finished", time(tx.finished_at)),
+          field("error", tx.error_class ? h("code", {}, tx.error_class) : "", tx.last_error ? " " + tx.last_error : ""),
+          field("mapping", mapping.name ?? "", mapping.hash ? h("code", { title: mapping.hash }, " " + mapping.hash.slice(0, 12)) : "", " ", mappingNote),
+          field("keys", (tx.keys || []).map((k) => h("span", { class: "chip", title: k.kind }, k.value))),
+        ),
+      ),
+      tx.dead_letter ? deadLetterPanel(tx.dead_letter) : null,
+      stepsPanel(tx),
+      h(
+        "section",
+        { class: "panel" },
+        h("h2", {}, "Payload"),
+        tx.payload === null ? h("p", { class: "muted" }, "Purged by retention (only its hash is kept).") : h("pre", { id: "payload", class: "json" }, fmtJson(tx.payload)),
+        h("details", {}, h("summary", {}, "Checkpoint (keys obtained by completed steps)"), h("pre", { class: "json" }, fmtJson(tx.checkpoint))),
+      ),
+      replaysPanel(tx.replays || []),
+    );
+  }
+
+  function deadLetterPanel(dl) {
+    return h(
+      "section",
+      { class: "panel dead-letter", id: "dead-letter" },
+      h("h2", {}, "Dead letter", dl.resolved_at ? h("span", { class: "badge status-done" }, "resolved: " + (dl.resolution ?? "")) : h("span", { class: "badge status-dead" }, "unresolved")),
+      h(
+        "dl",
+        { class: "fields" },
+        field("reason", dl.reason),
+        field("error class", dl.error_class ? h("code", {}, dl.error_class) : ""),
+        field("error", dl.error ?? ""),
+        field("attempts", dl.attempts),
+        field("dead-lettered", time(dl.created_at)),
+        dl.resolved_at ? field("resolved", time(dl.resolved_at)) : null,
+        dl.failed_step_id ? field("failed step", h("button", { type: "button", class: "link", onclick: () => openStep(dl.failed_step_id) }, "step " + dl.failed_step_id)) : null,
+      ),
+    );
+  }
+
+  function openStep(stepId) {
+    const el = document.getElementById("step-" + stepId);
+    if (!el) return;
+    el.open = true;
+    el.scrollIntoView({ block: "center" });
+  }
+
+  function stepsPanel(tx) {
+    const steps = [...(tx.steps || [])].sort((a, b) => a.id - b.id);
+    const failedId = tx.dead_letter ? tx.dead_letter.failed_step_id : null;
+    return h(
+      "section",
+      { class: "panel" },
+      h("h2", {}, `Steps (${steps.length})`),
+      steps.length
+        ? h(
+            "ol",
+            { id: "steps", class: "timeline" },
+            steps.map((s) =>
+              h(
+                "li",
+                { class: "step step-" + String(s.status).replace(/[^a-z_]/g, "") + (s.id === failedId ? " failed-step" : "") },
+                h(
+                  "details",
+                  { id: "step-" + s.id },
+                  h(
+                    "summary",
+                    {},
+                    h("span", { class: "attempt", title: "attempt" }, "#" + s.attempt),
+                    " ",
+                    h("strong", {}, s.name),
+                    " ",
+                    h("span", { class: "target" }, s.target),
+                    " ",
+                    h("code", {}, s.operation),
+                    " ",
+                    badge(s.status),
+                    " ",
+                    h("span", { class: "muted" }, fmtDuration(s.duration_ms), " · ", fmtTime(s.started_at)),
+                    s.error ? h("div", { class: "step-error" }, s.error_class ? h("code", {}, s.error_class) : "", " ", s.error) : null,
+                  ),
+                  h("div", { class: "grid2" }, h("div", {}, h("h3", {}, "Request"), h("pre", { class: "json" }, fmtJson(s.request))), h("div", {}, h("h3", {}, "Response"), h("pre", { class: "json" }, fmtJson(s.response)))),
+                ),
+              ),
+            ),
+          )
+        : h("p", { class: "muted" }, "No outbound calls recorded."),
+    );
+  }
+
+  function replaysPanel(replays) {
+    if (!replays.length) return null;
+    return h(
+      "section",
+      { class: "panel" },
+      h("h2", {}, "Replays"),
+      h(
+        "table",
+        { class: "list" },
+        h("thead", {}, h("tr", {}, h("th", {}, "id"), h("th", {}, "when"), h("th", {}, "mode"), h("th", {}, "by"), h("th", {}, "edited"), h("th", {}, "bulk"))),
+        h("tbody", {}, replays.map((r) => h("tr", {}, h("td", {}, r.id), h("td", {}, time(r.created_at)), h("td", {}, r.mode), h("td", {}, r.requested_by), h("td", {}, r.edited ? "yes" : ""), h("td", {}, r.bulk_id ?? "")))),
+      ),
+    );
+  }
+
+  function actionsPanel(tx) {
+    if (!me || !me.can_replay) return null;
+    if (!REPLAYABLE.has(tx.status)) {
+      return h("section", { class: "panel actions muted" }, `Replay and discard are possible once a transaction is dead, skipped or discarded; this one is ${tx.status}.`);
+    }
+    const reason = h("input", { id: "action-reason", type: "text", placeholder: "why (kept in the audit log)", spellcheck: "false" });
+    const canEdit = me.sees_personal_data && tx.payload !== null;
+    const editToggle = h("input", { id: "edit-payload", type: "checkbox", disabled: !canEdit });
+    const editor = h("textarea", { id: "payload-editor", rows: "12", spellcheck: "false", hidden: true });
+    editor.value = fmtJson(tx.payload);
+    editToggle.addEventListener("change", () => {
+      editor.hidden = !editToggle.checked;
+    });
+    const buttons = [];
+    const disableAll = (yes) => buttons.forEach((b) => (b.disabled = yes));
+
+    async function replay(mode) {
+      let payload = null;
+      if (editToggle.checked) {
+        try {
+          payload = JSON.parse(editor.value);
+        } catch (err) {
+          showError(new ApiError(0, "invalid_json", "the edited payload is not valid JSON: " + err.message), "Replay not sent");
+          return;
+        }
+      }
+      disableAll(true);
+      clearMessages();
+      try {
+        const result = await api("POST", `/transactions/${tx.id}/replay`, { mode, payload, reason: reason.value.trim() || null });
+        const changes = (result.diff || []).length;
+        showNotice(`Replay ${result.replay_id} queued (${mode.replace(/_/g, " ")}${changes ? `, ${changes} field(s) edited` : ""}).`);
+        await route(); // re-read; the page then follows the transaction until it settles
+      } catch (err) {
+        showError(err, "Replay failed");
+        disableAll(false);
+      }
+    }
+
+    async function discard() {
+      const why = reason.value.trim();
+      if (!why) {
+        showError(new ApiError(0, "reason_required", "say why this transaction is discarded (the reason field)"), "Discard not sent");
+        reason.focus();
+        return;
+      }
+      disableAll(true);
+      clearMessages();
+      try {
+        await api("POST", `/transactions/${tx.id}/discard`, { reason: why });
+        showNotice(`Transaction ${tx.id} discarded.`);
+        await route();
+      } catch (err) {
+        showError(err, "Discard failed");
+        disableAll(false);
+      }
+    }
+
+    buttons.push(
+      h("button", { id: "replay-failed", type: "button", onclick: () => replay("from_failed_step") }, "Replay from failed step"),
+      h("button", { id: "replay-start", type: "button", class: "secondary", onclick: () => replay("from_start") }, "Replay from start"),
+    );
+    if (tx.status === "dead") buttons.push(h("button", { id: "discard", type: "button", class: "danger", onclick: discard }, "Discard…"));
+    return h(
+      "section",
+      { class: "panel actions", id: "actions" },
+      h("h2", {}, "Actions"),
+      h("label", { class: "grow" }, "Reason ", reason),
+      h("div", { class: "buttons" }, buttons),
+      h(
+        "label",
+        { class: "check", title: canEdit ? null : "The payload is shown masked; editing it needs a token with ops:admin." },
+        editToggle,
+        " Replay with an edited payload",
+        canEdit ? "" : h("span", { class: "muted" }, " (needs ops:admin: the payload is shown masked)"),
+      ),
+      editor,
+    );
+  }
+
+  // ---------------------------------------------------------------- start
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("login-form").addEventListener("submit", login);
+    $("logout").addEventListener("click", logout);
+    $("search-form").addEventListener("submit", search);
+    $("more").addEventListener("click", loadPage);
+    $("refresh").addEventListener("click", () => loadOverview(renderId, Number($("hours").value)));
+    $("hours").addEventListener("change", () => {
+      location.hash = "#/" + query({ hours: $("hours").value });
+    });
+    $("error-close").addEventListener("click", () => ($("error").hidden = true));
+    $("notice-close").addEventListener("click", () => ($("notice").hidden = true));
+    window.addEventListener("hashchange", () => {
+      $("error").hidden = true;
+      route();
+    });
+    route();
+  });
+})();
