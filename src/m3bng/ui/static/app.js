@@ -40,6 +40,12 @@
     return el;
   }
 
+  // Replace an element's content; null/false children are skipped (replaceChildren would print "null").
+  function fill(el, ...children) {
+    el.replaceChildren();
+    return append(el, children);
+  }
+
   function h(tag, attrs, ...children) {
     return append(setAttrs(document.createElement(tag), attrs), children);
   }
@@ -107,7 +113,7 @@
 
   function panelError(container, err) {
     const text = err instanceof ApiError ? `${err.message} (${err.code})` : String(err);
-    container.replaceChildren(h("p", { class: "form-error", role: "alert" }, text));
+    fill(container, h("p", { class: "form-error", role: "alert" }, text));
   }
 
   // ---------------------------------------------------------------- API
@@ -294,7 +300,7 @@
   function statsFailed(err) {
     panelError($("cards"), err);
     panelError($("chart-throughput"), err);
-    $("chart-errors").replaceChildren();
+    fill($("chart-errors"));
   }
 
   function card(key, label, value, href, note) {
@@ -310,7 +316,7 @@
     const rate = finished ? ((100 * dead) / finished).toFixed(1) + " %" : "–";
     const c = stats.status_counts;
     const window = stats.hours >= 48 ? `${Math.round(stats.hours / 24)} d` : `${stats.hours} h`;
-    $("cards").replaceChildren(
+    fill($("cards"),
       card("backlog", "backlog (pending + processing)", stats.backlog, "#/tx?status=pending"),
       card("dead-letters", "dead letters to resolve", stats.dead_letters, "#/tx?status=dead"),
       card("received", `received in ${window}`, sum("received")),
@@ -321,7 +327,7 @@
     );
     const seconds = stats.bucket_seconds;
     const per = seconds >= 3600 ? `${seconds / 3600} h` : `${seconds / 60} min`;
-    $("chart-throughput").replaceChildren(
+    fill($("chart-throughput"),
       chart({
         id: "svg-throughput",
         label: `Events received and done per ${per}`,
@@ -334,7 +340,7 @@
         ],
       }),
     );
-    $("chart-errors").replaceChildren(
+    fill($("chart-errors"),
       chart({
         id: "svg-errors",
         label: `Share of finished events dead-lettered, per ${per}`,
@@ -414,17 +420,17 @@
 
   function renderAlerts(items) {
     if (!items.length) {
-      $("alerts").replaceChildren(h("p", { class: "muted ok" }, "No alerts firing."));
+      fill($("alerts"), h("p", { class: "muted ok" }, "No alerts firing."));
       return;
     }
-    $("alerts").replaceChildren(
+    fill($("alerts"),
       h("ul", { class: "alerts" }, items.map((a) => h("li", { class: "alert" }, h("span", { class: "badge status-dead" }, a.kind), " ", h("strong", {}, a.summary), h("div", { class: "muted" }, "since ", time(a.first_fired_at), ", last seen ", time(a.last_seen_at))))),
     );
   }
 
   function renderDeadLetterGroups(summary) {
     if (!summary.groups.length) {
-      $("dlq-groups").replaceChildren(h("p", { class: "muted ok" }, "No unresolved dead letters."));
+      fill($("dlq-groups"), h("p", { class: "muted ok" }, "No unresolved dead letters."));
       return;
     }
     const rows = summary.groups.map((g) =>
@@ -437,7 +443,7 @@
         h("td", { class: "num" }, g.count),
       ),
     );
-    $("dlq-groups").replaceChildren(
+    fill($("dlq-groups"),
       h("table", { class: "list" }, h("thead", {}, h("tr", {}, h("th", {}, "event type"), h("th", {}, "reason"), h("th", {}, "error class"), h("th", { class: "num" }, "count"))), h("tbody", {}, rows)),
       h("p", { class: "muted" }, `${summary.total} unresolved in all.`),
     );
@@ -472,7 +478,7 @@
 
   function renderControl(control) {
     eventTypes = control.flows.map((f) => f.event_type);
-    $("targets").replaceChildren(
+    fill($("targets"),
       h(
         "table",
         { class: "list" },
@@ -486,7 +492,7 @@
         ),
       ),
     );
-    $("flows").replaceChildren(
+    fill($("flows"),
       h(
         "table",
         { class: "list" },
@@ -525,7 +531,7 @@
         return; // the datalist is only a suggestion
       }
     }
-    $("event-types").replaceChildren(...[...new Set(eventTypes)].sort().map((t) => h("option", { value: t })));
+    fill($("event-types"), ...[...new Set(eventTypes)].sort().map((t) => h("option", { value: t })));
   }
 
   async function showList(id, params) {
@@ -534,7 +540,7 @@
     $("status").value = params.get("status") || "";
     $("event-type").value = params.get("event_type") || "";
     $("error-class").value = params.get("error_class") || "";
-    $("tx-rows").replaceChildren();
+    fill($("tx-rows"));
     $("tx-empty").hidden = true;
     $("more").hidden = true;
     listState = { id, params, cursor: null };
@@ -596,7 +602,7 @@
   async function showDetail(id, txId) {
     showView("detail-view");
     const container = $("detail");
-    container.replaceChildren(h("p", { class: "muted" }, `Loading transaction ${txId}…`));
+    fill(container, h("p", { class: "muted" }, `Loading transaction ${txId}…`));
     let tx;
     try {
       tx = await api("GET", `/transactions/${txId}`);
@@ -635,7 +641,7 @@
   function renderDetail(container, tx) {
     const mapping = tx.mapping || {};
     const mappingNote = mapping.hash && mapping.current_hash && mapping.hash !== mapping.current_hash ? h("span", { class: "badge status-skipped" }, "mapping changed since") : null;
-    container.replaceChildren(
+    fill(container,
       h("p", {}, h("a", { href: "#/tx" }, "← Transactions")),
       h("div", { class: "toolbar" }, h("h1", {}, `Transaction ${tx.id}`), h("span", { id: "tx-status", class: "badge big status-" + String(tx.status).replace(/[^a-z_]/g, "") }, tx.status)),
       actionsPanel(tx),
@@ -762,10 +768,11 @@
       return h("section", { class: "panel actions muted" }, `Replay and discard are possible once a transaction is dead, skipped or discarded; this one is ${tx.status}.`);
     }
     const reason = h("input", { id: "action-reason", type: "text", placeholder: "why (kept in the audit log)", spellcheck: "false" });
-    const canEdit = me.sees_personal_data && tx.payload !== null;
+    // Others see personal data masked: replaying their copy would send the masks.
+    const canEdit = me.sees_personal_data;
     const editToggle = h("input", { id: "edit-payload", type: "checkbox", disabled: !canEdit });
     const editor = h("textarea", { id: "payload-editor", rows: "12", spellcheck: "false", hidden: true });
-    editor.value = fmtJson(tx.payload);
+    editor.value = tx.payload === null ? "" : fmtJson(tx.payload); // purged: paste the original
     editToggle.addEventListener("change", () => {
       editor.hidden = !editToggle.checked;
     });
