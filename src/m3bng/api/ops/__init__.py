@@ -11,16 +11,15 @@ from fastapi import APIRouter
 
 from m3bng.api.ops import auth as _auth  # noqa: F401 (security scheme registration)
 
-router = APIRouter(prefix="/api/v1")
-
 
 def include_routers() -> APIRouter:
-    """Import the part routers lazily: each part module registers on its own APIRouter."""
+    """A fresh ``/api/v1`` router holding every part router (one per app: tests build many)."""
     import importlib
     import pkgutil
 
     import m3bng.api.ops as package
 
+    router = APIRouter(prefix="/api/v1")
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         if info.name in ("auth",):
             continue
