@@ -20,6 +20,7 @@ from m3bng.inbox.ingest import Notifier
 from m3bng.inbox.worker import Worker
 from m3bng.mapping import Mapping, MappingFileError, load_mappings
 from m3bng.ops.auth import Authenticator
+from m3bng.ops.bulk import run_bulk_replays
 from m3bng.poller import InventoryPoller
 from m3bng.store import migrate
 from m3bng.store.db import create_engine, session_factory
@@ -81,6 +82,12 @@ class Runtime:
             poller = self.new_poller()
             if poller is not None:
                 self._tasks.append(asyncio.create_task(poller.run(self._stop), name="inventory-poller"))
+            self._tasks.append(
+                asyncio.create_task(
+                    run_bulk_replays(self.settings, self.sessions, self.notifier, self._stop),
+                    name="bulk-replays",
+                )
+            )
 
     def new_worker(self) -> Worker:
         from m3bng.flows.confirm import ConfirmOnDeadLetter

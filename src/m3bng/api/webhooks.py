@@ -12,7 +12,8 @@ from pydantic import BaseModel, ValidationError
 from m3bng.api.deps import RuntimeDep, read_body
 from m3bng.api.errors import ApiError, validation_details
 from m3bng.connectors.bng.events import BngEnvelope, business_key
-from m3bng.connectors.bng.models import UnknownEventType, validate_event_data
+from m3bng.connectors.bng.models import InvalidEventData
+from m3bng.connectors.bng.models import check_event_data as check_data
 from m3bng.connectors.bng.signatures import SignatureError, verify_shopify, verify_standard, verify_stripe
 from m3bng.inbox.ingest import ingest_event
 from m3bng.runtime import Runtime
@@ -47,26 +48,15 @@ def verify_signature(runtime: Runtime, request: Request, body: bytes) -> str:
 
 
 def check_event_data(runtime: Runtime, envelope: BngEnvelope) -> None:
-    """Refuse, before storing, an event no flow could ever apply.
-
-    A type with a model (the brief's events) must match it field for field; a type that only a
-    plugin flow knows (``M3BNG_FLOW_PLUGINS``) is accepted as it is, the plugin validates it.
-    """
+    """Refuse, before storing, an event no flow could ever apply (see models.check_event_data)."""
     try:
-        validate_event_data(envelope.type, envelope.data)
-    except UnknownEventType as exc:
-        if runtime.registry.get("bng", envelope.type) is not None:
-            return
-        raise ApiError(
-            422,
-            "unknown_event_type",
-            f"type: {exc}",
-            fields=[{"field": "type", "problem": "unknown event type"}],
-        ) from None
-    except ValidationError as exc:
-        fields = [{**f, "field": f"data.{f['field']}"} for f in validation_details(exc)]
-        message = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
-        raise ApiError(422, "invalid_event", message, fields=fields) from None
+        check_data(
+            envelope.type,
+            envelope.data,
+            has_flow=lambda: runtime.registry.get("bng", envelope.type) is not None,
+        )
+    except InvalidEventData as exc:
+        raise ApiError(422, exc.code, str(exc), fields=exc.fields) from None
 
 
 @router.post(

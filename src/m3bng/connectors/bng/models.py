@@ -8,6 +8,7 @@ mapping can still reach them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -237,10 +238,55 @@ def validate_event_data(event_type: str, data: dict[str, Any]) -> BngModel:
     return model.model_validate(data)
 
 
+class InvalidEventData(ValueError):
+    """Event data refused before it is stored (a webhook, or an edited payload for a replay).
+
+    ``fields`` names each problem (``[{"field": "data.OrderDate", "problem": ...}]``) so the HTTP
+    layer can answer a 422 that points at the field; ``code`` is the machine-readable reason.
+    """
+
+    def __init__(self, code: str, message: str, fields: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.code, self.fields = code, fields
+
+
+def field_problems(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    """pydantic's errors as ``[{"field": "data.Lines.0.Quantity", "problem": ...}]``."""
+    return [
+        {"field": prefix + (".".join(str(p) for p in err["loc"]) or "(body)"), "problem": str(err["msg"])}
+        for err in exc.errors()
+    ]
+
+
+def check_event_data(event_type: str, data: dict[str, Any], *, has_flow: Callable[[], bool]) -> None:
+    """Refuse an event no flow could ever apply; raises InvalidEventData.
+
+    A type with a model (the brief's events) must match it field for field; a type that only a
+    plugin flow knows (``M3BNG_FLOW_PLUGINS``, ``has_flow()`` true) is accepted as it is, the
+    plugin validates it. Shared by the webhook route and edited-payload replays, so an edit is
+    held to exactly what BNG's own events are.
+    """
+    try:
+        validate_event_data(event_type, data)
+    except UnknownEventType as exc:
+        if has_flow():
+            return
+        raise InvalidEventData(
+            "unknown_event_type", f"type: {exc}", [{"field": "type", "problem": "unknown event type"}]
+        ) from None
+    except ValidationError as exc:
+        fields = field_problems(exc, "data.")
+        message = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
+        raise InvalidEventData("invalid_event", message, fields) from None
+
+
 __all__ = [
     "EVENT_MODELS",
     "BngModel",
+    "InvalidEventData",
     "UnknownEventType",
     "ValidationError",
+    "check_event_data",
+    "field_problems",
     "validate_event_data",
 ]

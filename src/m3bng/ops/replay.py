@@ -1,0 +1,443 @@
+"""Replay and discard of one event: the stored inbound event goes back in line, or is closed.
+
+Replay starts from the **stored inbound event**, not from a failed delivery (a dead letter of
+any reason, a skipped or a discarded event can be replayed), and always runs with the mapping
+loaded *now*. The caller picks where it starts:
+
+* ``from_failed_step`` keeps the event's checkpoint: keys obtained by completed steps (the
+  temporary batch ORNO, the CUNO, lines entered so far) are reused, so the flow resumes at the
+  step that failed instead of entering the order a second time;
+* ``from_start`` clears the checkpoint and the recorded mapping version: the flow runs from the
+  top. Flows still look the record up in M3 (cross-reference, CUOR, lookup-before-add) before
+  creating it, so this does not blindly create a duplicate.
+
+Concurrency: the event is reopened by one conditional UPDATE (``WHERE id = :id AND status =
+<the status read>``) in the same transaction as the dead letter's resolution, the ``replays``
+row and the audit entry. Of two concurrent replays of one event exactly one matches a row; the
+other answers 409 and changes nothing. The bulk runner (``ops/bulk.py``) reopens its events with
+the same statement.
+
+Nothing here imports FastAPI: errors are ``ReplayError`` carrying an HTTP status, and the route
+turns them into the API's error shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from m3bng.connectors.bng.events import BngEnvelope
+from m3bng.connectors.bng.events import business_key as bng_business_key
+from m3bng.connectors.bng.models import InvalidEventData, ValidationError, check_event_data, field_problems
+from m3bng.connectors.ion.bod import BodError, parse_bod
+from m3bng.connectors.ion.ingest import business_key as bod_business_key
+from m3bng.inbox.ingest import Notifier
+from m3bng.observability import metrics
+from m3bng.ops import audit
+from m3bng.store.models import DeadLetter, Event, EventStatus, Replay
+from m3bng.store.queries import utcnow
+
+FROM_FAILED_STEP = "from_failed_step"
+FROM_START = "from_start"
+MODES = (FROM_FAILED_STEP, FROM_START)
+
+# Statuses a replay may start from: closed, and not applied.
+REPLAYABLE = (EventStatus.DEAD.value, EventStatus.SKIPPED.value, EventStatus.DISCARDED.value)
+# Statuses a discard may start from: not applied yet, and not in a worker's hands.
+DISCARDABLE = (EventStatus.DEAD.value, EventStatus.PENDING.value)
+MIN_REASON = 3
+MAX_REASON = 1000
+
+
+class ReplayError(Exception):
+    """A replay or discard that cannot be done; ``status`` is the HTTP status to answer with."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, fields: list[dict[str, str]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.fields = fields or []
+
+
+@dataclass(frozen=True)
+class EditedPayload:
+    """A validated replacement payload and the business key recomputed from it."""
+
+    payload: dict[str, Any]
+    business_key: str | None
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    event_id: int
+    replay_id: int
+    mode: str
+    status: str
+    diff: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class DiscardResult:
+    event_id: int
+    from_status: str
+
+
+def payload_digest(payload: Any) -> str | None:
+    """SHA-256 of the canonical JSON: the audit log says *which* payload without repeating it."""
+    if payload is None:
+        return None
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# -- edited payloads --------------------------------------------------------------------------------
+
+
+def validate_edit(
+    event: Event,
+    payload: Any,
+    *,
+    has_flow: Callable[[], bool],
+    max_bod_bytes: int,
+) -> EditedPayload:
+    """Hold an edited payload to what an inbound event of its source must be; raises ReplayError 422.
+
+    BNG: the webhook body ``{"type", "timestamp", "data"}``, checked by the envelope model and the
+    per-type data models the webhook route uses. ION: ``{"xml": "<BOD …>"}`` through the one
+    hardened BOD parser, stored in the shape ingest stores (``ParsedBod.to_payload``). The type
+    may not change: a replay re-applies *this* event, it does not turn it into another one.
+    """
+    if event.source == "bng":
+        return _edit_bng(event, payload, has_flow)
+    if event.source == "ion":
+        return _edit_ion(event, payload, max_bod_bytes)
+    raise ReplayError(
+        422,
+        "edit_not_supported",
+        f"payload: payload edits are supported for bng and ion events; this event's source is "
+        f"{event.source!r}",
+        fields=[{"field": "payload", "problem": "edits are supported for bng and ion events"}],
+    )
+
+
+def _invalid(fields: list[dict[str, str]], code: str = "invalid_payload") -> ReplayError:
+    message = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
+    return ReplayError(422, code, message, fields=fields)
+
+
+def _edit_bng(event: Event, payload: Any, has_flow: Callable[[], bool]) -> EditedPayload:
+    if not isinstance(payload, dict):
+        raise _invalid([{"field": "payload", "problem": "must be the webhook body {type, timestamp, data}"}])
+    try:
+        envelope = BngEnvelope.model_validate(payload)
+    except ValidationError as exc:
+        raise _invalid(field_problems(exc, "payload.")) from None
+    if envelope.type != event.event_type:
+        raise _invalid(
+            [
+                {
+                    "field": "payload.type",
+                    "problem": f"must stay {event.event_type!r} (a replay cannot change the event type)",
+                }
+            ]
+        )
+    try:
+        check_event_data(envelope.type, envelope.data, has_flow=has_flow)
+    except InvalidEventData as exc:
+        raise _invalid([{**f, "field": f"payload.{f['field']}"} for f in exc.fields]) from None
+    return EditedPayload(payload=payload, business_key=bng_business_key(envelope.type, envelope.data))
+
+
+def _edit_ion(event: Event, payload: Any, max_bod_bytes: int) -> EditedPayload:
+    xml = payload.get("xml") if isinstance(payload, dict) else None
+    if not isinstance(xml, str) or not xml.strip():
+        raise _invalid([{"field": "payload.xml", "problem": "must be the edited BOD as an XML string"}])
+    extra = sorted(set(payload) - {"xml"})
+    if extra:
+        raise _invalid([{"field": f"payload.{extra[0]}", "problem": "unknown field (send only xml)"}])
+    try:
+        parsed = parse_bod(xml.encode("utf-8"), max_bytes=max_bod_bytes)
+    except BodError as exc:
+        raise _invalid([{"field": "payload.xml", "problem": str(exc)}], code=exc.code) from None
+    if parsed.bod_type != event.event_type:
+        raise _invalid(
+            [
+                {
+                    "field": "payload.xml",
+                    "problem": f"the BOD is a {parsed.bod_type}; it must stay {event.event_type} "
+                    "(a replay cannot change the noun or verb)",
+                }
+            ]
+        )
+    original = event.payload if isinstance(event.payload, dict) else {}
+    return EditedPayload(
+        payload=parsed.to_payload(original.get("ims")), business_key=bod_business_key(parsed)
+    )
+
+
+# -- the reopening statement ------------------------------------------------------------------------
+
+
+async def reopen(
+    session: AsyncSession,
+    event_ids: Sequence[int],
+    *,
+    from_status: str,
+    mode: str,
+    edited: EditedPayload | None = None,
+) -> list[int]:
+    """Put closed events back in line, at once, with a fresh retry budget; returns those reopened.
+
+    Conditional on the status the caller saw: a row that changed meanwhile (replayed by someone
+    else, claimed, discarded) is not matched and not reopened. On PostgreSQL a concurrent writer
+    of the same row is waited for and the condition re-checked; SQLite serialises writers.
+    """
+    if not event_ids:
+        return []
+    now = utcnow()
+    values: dict[str, Any] = {
+        "status": EventStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "finished_at": None,
+        "last_error": None,
+        "error_class": None,
+        "updated_at": now,
+    }
+    if mode == FROM_START:
+        values["checkpoint"] = {}
+        values["mapping_hash"] = None
+    if edited is not None:
+        values["payload"] = edited.payload
+        values["business_key"] = edited.business_key
+    result = await session.execute(
+        update(Event)
+        .where(Event.id.in_(list(event_ids)), Event.status == from_status)
+        .values(**values)
+        .returning(Event.id)
+    )
+    return sorted(result.scalars())
+
+
+async def resolve_dead_letters(session: AsyncSession, event_ids: Sequence[int], resolution: str) -> None:
+    if event_ids:
+        await session.execute(
+            update(DeadLetter)
+            .where(DeadLetter.event_id.in_(list(event_ids)), DeadLetter.resolved_at.is_(None))
+            .values(resolved_at=utcnow(), resolution=resolution)
+        )
+
+
+# -- one event ----------------------------------------------------------------------------------------
+
+
+async def _load(session: AsyncSession, event_id: int) -> Event:
+    event = (await session.execute(select(Event).where(Event.id == event_id))).scalar_one_or_none()
+    if event is None:
+        raise ReplayError(404, "not_found", f"transaction {event_id} does not exist")
+    return event
+
+
+def _not_replayable(event_id: int, status: str) -> ReplayError:
+    if status == EventStatus.DONE.value:
+        return ReplayError(
+            409,
+            "already_applied",
+            f"transaction {event_id} is done: it was already applied, and replaying it could apply "
+            "it twice. Send the change from BNG/M3 again instead.",
+        )
+    if status in (EventStatus.PENDING.value, EventStatus.PROCESSING.value):
+        what = "queued" if status == EventStatus.PENDING.value else "running"
+        return ReplayError(
+            409,
+            "already_queued",
+            f"transaction {event_id} is {status}: already {what}; it runs (or retries) without a replay",
+        )
+    return ReplayError(409, "not_replayable", f"transaction {event_id} is {status}; it cannot be replayed")
+
+
+async def replay_in_session(
+    session: AsyncSession,
+    event_id: int,
+    *,
+    actor: str,
+    mode: str | None = None,
+    payload: Any = None,
+    reason: str | None = None,
+    has_flow: Callable[[str, str], bool] = lambda _source, _type: False,
+    max_bod_bytes: int = 5_242_880,
+) -> ReplayResult:
+    """Replay one event within the caller's transaction (which commits it)."""
+    event = await _load(session, event_id)
+    from_status = event.status
+    if from_status not in REPLAYABLE:
+        raise _not_replayable(event_id, from_status)
+    edited: EditedPayload | None = None
+    if payload is not None:
+        edited = validate_edit(
+            event,
+            payload,
+            has_flow=lambda: has_flow(event.source, event.event_type),
+            max_bod_bytes=max_bod_bytes,
+        )
+    elif event.payload is None:
+        raise ReplayError(
+            409,
+            "payload_purged",
+            f"transaction {event_id}'s payload was purged by retention; replay it with an edited "
+            "payload (the original as BNG/ION would send it)",
+        )
+    # Keys checkpointed from the old payload (a CUNO, a batch ORNO) may not fit an edited one.
+    mode = mode or (FROM_START if edited is not None else FROM_FAILED_STEP)
+    if mode not in MODES:
+        raise ReplayError(
+            422,
+            "invalid_mode",
+            f"mode: must be one of {', '.join(MODES)}",
+            fields=[{"field": "mode", "problem": "unknown mode"}],
+        )
+    before = {
+        "status": from_status,
+        "payload_sha256": payload_digest(event.payload),
+        "business_key": event.business_key,
+        "checkpoint": event.checkpoint,
+        "mapping_hash": event.mapping_hash,
+        "error_class": event.error_class,
+        "last_error": event.last_error,
+        "attempts": event.attempts,
+    }
+    # Read before the UPDATE: the ORM writes the new values into the loaded object.
+    old_payload, old_checkpoint = event.payload, event.checkpoint
+    if not await reopen(session, [event_id], from_status=from_status, mode=mode, edited=edited):
+        now_status = (await session.execute(select(Event.status).where(Event.id == event_id))).scalar_one()
+        raise _not_replayable(event_id, now_status)
+    await resolve_dead_letters(session, [event_id], "replayed")
+    diff = audit.json_diff(old_payload, edited.payload) if edited is not None else []
+    replay_id = (
+        await session.execute(
+            insert(Replay)
+            .values(
+                event_id=event_id,
+                mode=mode,
+                requested_by=actor[:128],
+                edited_payload=edited.payload if edited is not None else None,
+                previous_payload=old_payload if edited is not None else None,
+                from_status=from_status,
+                created_at=utcnow(),
+            )
+            .returning(Replay.id)
+        )
+    ).scalar_one()
+    after: dict[str, Any] = {
+        "status": EventStatus.PENDING.value,
+        "mode": mode,
+        "replay_id": replay_id,
+        "edited": edited is not None,
+        "payload_sha256": payload_digest(edited.payload) if edited is not None else before["payload_sha256"],
+        "checkpoint": {} if mode == FROM_START else old_checkpoint,
+    }
+    if edited is not None:
+        after["business_key"] = edited.business_key
+        after["diff"] = diff
+    await audit.record(
+        session,
+        actor=actor,
+        action="replay",
+        target_type="event",
+        target_id=event_id,
+        before=before,
+        after=after,
+        detail=reason,
+    )
+    return ReplayResult(event_id, int(replay_id), mode, EventStatus.PENDING.value, diff)
+
+
+async def replay(
+    sessions: async_sessionmaker[AsyncSession],
+    notifier: Notifier | None,
+    event_id: int,
+    **options: Any,
+) -> ReplayResult:
+    """Replay one event in its own transaction, then wake this process's workers."""
+    async with sessions.begin() as session:
+        result = await replay_in_session(session, event_id, **options)
+    metrics.REPLAYS.labels(result.mode, "single").inc()
+    if notifier is not None:
+        notifier.notify()
+    return result
+
+
+# -- discard --------------------------------------------------------------------------------------
+
+
+def check_reason(reason: Any) -> str:
+    text = reason.strip() if isinstance(reason, str) else ""
+    if len(text) < MIN_REASON:
+        raise ReplayError(
+            422,
+            "reason_required",
+            f"reason: say why (at least {MIN_REASON} characters); it is kept in the audit log",
+            fields=[{"field": "reason", "problem": f"at least {MIN_REASON} characters"}],
+        )
+    return text[:MAX_REASON]
+
+
+async def discard(
+    sessions: async_sessionmaker[AsyncSession], event_id: int, *, actor: str, reason: Any
+) -> DiscardResult:
+    """Close a dead or pending event without applying it, for good (until someone replays it).
+
+    Only ``dead`` and ``pending`` events: a processing event is in a worker's hands (its outcome
+    would overwrite the discard's), and done or skipped ones have nothing left to stop.
+    """
+    text = check_reason(reason)
+    async with sessions.begin() as session:
+        event = await _load(session, event_id)
+        from_status = event.status
+        if from_status not in DISCARDABLE:
+            raise ReplayError(
+                409,
+                "not_discardable",
+                f"transaction {event_id} is {from_status}; only dead or pending transactions can be "
+                "discarded",
+            )
+        now = utcnow()
+        result = await session.execute(
+            update(Event)
+            .where(Event.id == event_id, Event.status == from_status)
+            .values(
+                status=EventStatus.DISCARDED.value,
+                lease_owner=None,
+                lease_expires_at=None,
+                finished_at=now,
+                updated_at=now,
+            )
+            .returning(Event.id)
+        )
+        if result.scalar_one_or_none() is None:
+            raise ReplayError(
+                409,
+                "not_discardable",
+                f"transaction {event_id} changed while discarding it (a worker claimed it); try again",
+            )
+        await resolve_dead_letters(session, [event_id], "discarded")
+        await audit.record(
+            session,
+            actor=actor,
+            action="discard",
+            target_type="event",
+            target_id=event_id,
+            before={"status": from_status, "error_class": event.error_class, "last_error": event.last_error},
+            after={"status": EventStatus.DISCARDED.value},
+            detail=text,
+        )
+    return DiscardResult(event_id, from_status)
