@@ -15,15 +15,14 @@ restart never resends what was already enqueued and never loses a change it saw.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
@@ -31,8 +30,9 @@ from m3bng.connectors.m3.client import M3Client
 from m3bng.errors import M3bngError
 from m3bng.inbox.ingest import Notifier
 from m3bng.mapping import Mapping
+from m3bng.ops.scheduler import ScheduledJob, take_turn
 from m3bng.store import queries
-from m3bng.store.models import InventorySnapshot, SchedulerLease
+from m3bng.store.models import InventorySnapshot
 from m3bng.store.queries import NewEvent, utcnow
 
 log = structlog.get_logger(__name__)
@@ -67,48 +67,17 @@ class InventoryPoller:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll whenever this process holds the lease and the interval has passed."""
-        while not stop.is_set():
-            try:
-                if await self._take_turn():
-                    result = await self.poll_once()
-                    log.info("poller.done", job=JOB, **result.__dict__)
-            except M3bngError as exc:  # M3 down or refusing: try again next interval
-                log.warning("poller.failed", job=JOB, error=str(exc)[:300])
-            except Exception as exc:
-                log.error("poller.crashed", job=JOB, error=repr(exc)[:500])
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=min(self.interval, 5.0))
+        job = ScheduledJob(
+            JOB, self.interval, self.sessions, self._poll_and_log, owner=self.owner, expected=(M3bngError,)
+        )
+        await job.run(stop)  # M3 down or refusing (M3bngError): tried again next interval
 
     async def _take_turn(self) -> bool:
-        """Take the job's lease when it is free (or ours, or expired) and the interval has passed.
+        return await take_turn(self.sessions, JOB, self.owner, self.interval)
 
-        One conditional UPDATE decides it, so two processes asking at once cannot both win.
-        """
-        now = utcnow()
-        async with self.sessions.begin() as session:
-            await session.execute(queries.insert_ignore(session, SchedulerLease.__table__, {"name": JOB}))
-            result = await session.execute(
-                update(SchedulerLease)
-                .where(
-                    SchedulerLease.name == JOB,
-                    or_(
-                        SchedulerLease.owner.is_(None),
-                        SchedulerLease.owner == self.owner,
-                        SchedulerLease.expires_at < now,
-                    ),
-                    or_(
-                        SchedulerLease.last_run_at.is_(None),
-                        SchedulerLease.last_run_at <= now - timedelta(seconds=self.interval),
-                    ),
-                )
-                .values(
-                    owner=self.owner,
-                    expires_at=now + timedelta(seconds=self.interval * 2 + 60),
-                    last_run_at=now,
-                )
-                .returning(SchedulerLease.name)
-            )
-            return result.scalar_one_or_none() is not None
+    async def _poll_and_log(self) -> None:
+        result = await self.poll_once()
+        log.info("poller.done", job=JOB, **result.__dict__)
 
     async def poll_once(self) -> PollResult:
         """One pass over every configured warehouse; returns how many balances changed."""
