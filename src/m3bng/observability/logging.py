@@ -1,7 +1,9 @@
 """structlog set-up: JSON lines with a correlation id, secrets and personal data masked.
 
-Masking is done by key name in a processor, so it covers every log call, including ones added
-later by code that did not think about it.
+Masking is done in a processor, so it covers every log call, including ones added later by
+code that did not think about it. Secrets are hidden by key name; personal data follows the same
+rules as the ops API (``m3bng.ops.masking``): by key name, and e-mail addresses inside any text
+(an exception's message, a response echoed into an error).
 """
 
 from __future__ import annotations
@@ -9,41 +11,18 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
+from m3bng.ops.masking import mask_field
+
 _SECRET_KEYS = re.compile(r"secret|password|passwd|token|authorization|api[_-]?key|^(cs|sask)$", re.I)
-_PERSONAL_KEYS = re.compile(r"(email|phone|mobile|address|street|zip|postal)", re.I)
 
 
-def _mask(value: Any, depth: int = 0) -> Any:
-    if depth > 6:
-        return value
-    if isinstance(value, Mapping):
-        return {k: _mask_item(str(k), v, depth) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask(v, depth + 1) for v in value]
-    return value
-
-
-def _mask_item(key: str, value: Any, depth: int) -> Any:
-    if value is None:
-        return None
-    if _SECRET_KEYS.search(key):
-        return "***"
-    if _PERSONAL_KEYS.search(key):
-        return "***" if not isinstance(value, (Mapping, list)) else _mask_all(value)
-    return _mask(value, depth + 1)
-
-
-def _mask_all(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _mask_all(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask_all(v) for v in value]
-    return "***" if value is not None else None
+def _is_secret(key: str) -> bool:
+    return _SECRET_KEYS.search(key) is not None
 
 
 def mask_sensitive(
@@ -51,7 +30,7 @@ def mask_sensitive(
 ) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         if key != "event":
-            event_dict[key] = _mask_item(key, event_dict[key], 0)
+            event_dict[key] = mask_field(key, event_dict[key], secret=_is_secret)
     return event_dict
 
 
