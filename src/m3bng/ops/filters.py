@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, or_, select
+from sqlalchemy import ColumnElement, exists, func, or_, select
 
 from m3bng.ops.keys import normalise
 from m3bng.store.models import DeadLetter, Event, EventKey, Step
@@ -53,11 +53,13 @@ class EventFilter:
         if self.error_class:
             where.append(Event.error_class == self.error_class)
         if self.program:
+            # Case-insensitive: transactions are mixed case (OIS100MI/Confirm), people type either.
             program = self.program.strip().upper()
+            stored = func.upper(Step.operation)
             operation = (
-                Step.operation == program
+                stored == program
                 if "/" in program
-                else Step.operation.like(_escape_like(program) + "/%", escape="\\")
+                else stored.like(_escape_like(program) + "/%", escape="\\")
             )
             where.append(exists(select(Step.id).where(Step.event_id == Event.id, operation)))
         if self.q:

@@ -16,7 +16,9 @@ from sqlalchemy import select
 from m3bng.api.deps import RuntimeDep
 from m3bng.api.errors import ApiError
 from m3bng.api.ops.auth import ReadCaller, ReplayCaller
+from m3bng.api.ops.transactions import TxSummary
 from m3bng.ops import bulk, replay
+from m3bng.ops.auth import Principal
 from m3bng.ops.filters import EventFilter, FilterError, decode_cursor, encode_cursor
 from m3bng.runtime import Runtime
 from m3bng.store.models import Event, EventStatus
@@ -132,27 +134,11 @@ class DiscardRequest(BaseModel):
     _reason = field_validator("reason")(_no_nul)
 
 
-class TxSummary(BaseModel):
-    id: int
-    source: str
-    event_type: str
-    external_id: str
-    business_key: str | None
-    status: str
-    attempts: int
-    error_class: str | None
-    last_error: str | None
-    received_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-    correlation_id: str
-    mapping_hash: str | None
-
-
-async def _summary(runtime: Runtime, event_id: int) -> TxSummary:
+async def _summary(runtime: Runtime, event_id: int, caller: Principal) -> TxSummary:
+    """The discarded transaction as the list shows it (masked like it for non-admins)."""
     async with runtime.sessions() as session:
         event = (await session.execute(select(Event).where(Event.id == event_id))).scalar_one()
-    return TxSummary(**{name: getattr(event, name) for name in TxSummary.model_fields})
+    return TxSummary.of(event, caller)
 
 
 @router.post(
@@ -172,7 +158,7 @@ async def discard_transaction(
         await replay.discard(runtime.sessions, event_id, actor=caller.name, reason=body.reason)
     except replay.ReplayError as exc:
         raise _api_error(exc) from None
-    return await _summary(runtime, event_id)
+    return await _summary(runtime, event_id, caller)
 
 
 # -- bulk replay -----------------------------------------------------------------------------------
@@ -240,7 +226,10 @@ class BulkRequest(BaseModel):
     mode: Mode = "from_failed_step"
     dry_run: bool = Field(default=False, description="Only count what would be replayed.")
     rate: float | None = Field(
-        default=None, gt=0, le=10_000, description="Replays per second (default M3BNG_OPS_REPLAY_RATE)."
+        default=None,
+        ge=bulk.MIN_RATE,
+        le=bulk.MAX_RATE,
+        description="Replays per second (default M3BNG_OPS_REPLAY_RATE); at least 0.01 (one every 100 s).",
     )
     reason: Reason = None
 
