@@ -19,6 +19,7 @@ from m3bng.inbox.flows import FlowRegistry
 from m3bng.inbox.ingest import Notifier
 from m3bng.inbox.worker import Worker
 from m3bng.mapping import Mapping, MappingFileError, load_mappings
+from m3bng.observability.tracing import configure_tracing
 from m3bng.ops.auth import Authenticator
 from m3bng.ops.bulk import run_bulk_replays
 from m3bng.poller import InventoryPoller
@@ -46,6 +47,7 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, registry: FlowRegistry | None = None) -> Runtime:
+        configure_tracing(settings)  # once per process (serve or worker); off unless M3BNG_OTEL_ENABLED
         engine = create_engine(settings)
         sessions = session_factory(engine)
         mappings: dict[str, Mapping] = {}
@@ -82,6 +84,15 @@ class Runtime:
             poller = self.new_poller()
             if poller is not None:
                 self._tasks.append(asyncio.create_task(poller.run(self._stop), name="inventory-poller"))
+            from m3bng.ops.alerts import Alerter
+            from m3bng.ops.retention import Retention
+
+            clients = (("m3", self.connectors.m3), ("bng", self.connectors.bng))
+            breakers = {name: client.breaker for name, client in clients if client is not None}
+            alerter = Alerter(self.settings, self.sessions, breakers=lambda: breakers, registry=self.registry)
+            for job in (alerter.job(), Retention(self.settings, self.sessions).job()):
+                if job is not None:  # retention with M3BNG_RETENTION_RUN_SECONDS=0: off
+                    self._tasks.append(asyncio.create_task(job.run(self._stop), name=job.name))
             self._tasks.append(
                 asyncio.create_task(
                     run_bulk_replays(self.settings, self.sessions, self.notifier, self._stop),

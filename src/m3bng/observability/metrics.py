@@ -8,6 +8,8 @@ scrapes (api/metrics.py), so every process reports the same, true numbers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -50,6 +52,44 @@ OUTBOUND_SECONDS = Histogram(
 )
 REPLAYS = Counter("m3bng_replays_total", "Events replayed through the ops API", ["mode", "kind"])
 
+# --- read from the store at scrape time (api/metrics.py) -----------------------------------------
+# Every series is rewritten on each scrape: a flow whose backlog drained reads 0 (registered
+# flows) or disappears (an event type no flow handles), never its last non-zero value.
+BACKLOG = Gauge(
+    "m3bng_backlog_events",
+    "Open events per flow by status (pending: waiting for a worker or a retry; processing: claimed)",
+    ["source", "event_type", "status"],
+)
+BACKLOG_OLDEST = Gauge(
+    "m3bng_backlog_oldest_age_seconds",
+    "Seconds since the oldest open (pending or processing) event of a flow was received; 0 when none",
+    ["source", "event_type"],
+)
+DEAD_LETTERS = Gauge(
+    "m3bng_dead_letters",
+    "Unresolved dead letters (events still dead, neither replayed nor discarded) per flow",
+    ["source", "event_type"],
+)
+PAUSED = Gauge(
+    "m3bng_paused",
+    "1 while a flow (name = event type) or a target (m3, bng, ion) is paused by an operator",
+    ["kind", "name"],
+)
+# Labelled by the store's backend (sqlite, postgresql) so that only processes that read the store
+# expose them: a worker's /metrics never shows a misleading "store_up 0".
+STORE_UP = Gauge(
+    "m3bng_store_up",
+    "1 when this scrape read the store's gauges; 0 when the query failed or timed out "
+    "(the backlog, dead letter and paused gauges are then left out)",
+    ["backend"],
+)
+STORE_SCRAPE_SECONDS = Gauge(
+    "m3bng_store_scrape_duration_seconds",
+    "Time the last scrape spent reading the store's gauges",
+    ["backend"],
+)
+STORE_GAUGES = (BACKLOG, BACKLOG_OLDEST, DEAD_LETTERS, PAUSED)
+
 
 def observe_m3_call(program: str, transaction: str, outcome: str, seconds: float) -> None:
     M3_CALLS.labels(program, transaction, outcome).inc()
@@ -58,6 +98,42 @@ def observe_m3_call(program: str, transaction: str, outcome: str, seconds: float
 
 def set_circuit_state(target: str, state: str) -> None:
     CIRCUIT_OPEN.labels(target).set(0 if state == "closed" else 1)
+
+
+def refresh_circuits(states: dict[str, str]) -> None:
+    """Report every configured target, closed ones too (a breaker reports only its changes)."""
+    for target, state in states.items():
+        set_circuit_state(target, state)
+
+
+@dataclass(frozen=True)
+class StoreGauges:
+    """One scrape's reading of the store (ops/backlog.py builds it)."""
+
+    backlog: dict[tuple[str, str, str], int]  # (source, event_type, status) → count
+    oldest_age: dict[tuple[str, str], float]  # (source, event_type) → seconds
+    dead_letters: dict[tuple[str, str], int]  # (source, event_type) → count
+    paused: dict[tuple[str, str], bool]  # (kind, name) → paused
+
+
+def set_store_gauges(gauges: StoreGauges | None, seconds: float, backend: str) -> None:
+    """Replace every store series at once (no await in here, so a concurrent scrape never
+    reads a half-written set); ``None`` means the store could not be read."""
+    STORE_SCRAPE_SECONDS.labels(backend).set(seconds)
+    for gauge in STORE_GAUGES:
+        gauge.clear()
+    if gauges is None:
+        STORE_UP.labels(backend).set(0)
+        return
+    STORE_UP.labels(backend).set(1)
+    for (source, event_type, status), count in gauges.backlog.items():
+        BACKLOG.labels(source, event_type, status).set(count)
+    for (source, event_type), age in gauges.oldest_age.items():
+        BACKLOG_OLDEST.labels(source, event_type).set(age)
+    for (source, event_type), count in gauges.dead_letters.items():
+        DEAD_LETTERS.labels(source, event_type).set(count)
+    for (kind, name), paused in gauges.paused.items():
+        PAUSED.labels(kind, name).set(1 if paused else 0)
 
 
 def observe_outbound(target: str, operation: str, step: str, status: str, seconds: float) -> None:
