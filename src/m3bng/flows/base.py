@@ -28,6 +28,7 @@ from m3bng.connectors.m3.metadata import check_record
 from m3bng.errors import PermanentError, TargetUnavailable
 from m3bng.inbox.flows import FlowContext, LeaseLost
 from m3bng.mapping import Mapping, MappingError
+from m3bng.observability import tracing
 from m3bng.store import queries
 
 MappedFlow = Callable[[FlowContext, "FlowMappings"], Awaitable[None]]
@@ -132,19 +133,25 @@ class M3Work:
         """The MI records of ``call``, fitted to and checked against M3's field metadata."""
         mapping = mapping or self.mapping
         spec = mapping.call(call)
-        metadata = self.ctx.connectors.m3_metadata
-        fields = await metadata.fields(spec.program, spec.transaction) if metadata is not None else None
-        lengths = {name: f.length for name, f in fields.items() if f.type != "N"} if fields else None
-        records = mapping.render(
-            call, self.data if data is None else data, {**self.checkpoints, **extra}, field_lengths=lengths
-        )
-        if fields:
-            for record in records:
-                problems = check_record(spec.program, spec.transaction, fields, record)
-                if problems:
-                    raise MappingError(
-                        mapping.flow, call, problems[0].field, "; ".join(str(p) for p in problems)
-                    )
+        with tracing.span(
+            "mapping", correlation_id=self.ctx.event.correlation_id, flow=mapping.flow, call=call
+        ):
+            metadata = self.ctx.connectors.m3_metadata
+            fields = await metadata.fields(spec.program, spec.transaction) if metadata is not None else None
+            lengths = {name: f.length for name, f in fields.items() if f.type != "N"} if fields else None
+            records = mapping.render(
+                call,
+                self.data if data is None else data,
+                {**self.checkpoints, **extra},
+                field_lengths=lengths,
+            )
+            if fields:
+                for record in records:
+                    problems = check_record(spec.program, spec.transaction, fields, record)
+                    if problems:
+                        raise MappingError(
+                            mapping.flow, call, problems[0].field, "; ".join(str(p) for p in problems)
+                        )
         return records
 
     async def send(

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.connectors.ion.bod import ParsedBod
-from m3bng.observability import metrics
+from m3bng.observability import metrics, tracing
 from m3bng.store import queries
 from m3bng.store.models import IonMessage
 from m3bng.store.queries import NewEvent
@@ -92,30 +92,31 @@ async def ingest_bod(
         business_key=business_key(parsed),
         correlation_id=cid,
     )
-    try:
-        async with sessions.begin() as session:
-            known = await _event_for_message(session, message_id) if message_id else None
-            if known is not None:
-                return _duplicate(known, cid, message_id, "messageId")
-            event_id, created = await queries.insert_event_once(session, new)
-            if not created:
-                return _duplicate(event_id, cid, message_id, "BODID")
-            if message_id:
-                await session.execute(
-                    insert(IonMessage).values(
-                        message_id=message_id, event_id=event_id, received_at=queries.utcnow()
+    with tracing.span("ingest", correlation_id=cid, source=SOURCE, event_type=parsed.bod_type):
+        try:
+            async with sessions.begin() as session:
+                known = await _event_for_message(session, message_id) if message_id else None
+                if known is not None:
+                    return _duplicate(known, cid, message_id, "messageId")
+                event_id, created = await queries.insert_event_once(session, new)
+                if not created:
+                    return _duplicate(event_id, cid, message_id, "BODID")
+                if message_id:
+                    await session.execute(
+                        insert(IonMessage).values(
+                            message_id=message_id, event_id=event_id, received_at=queries.utcnow()
+                        )
                     )
-                )
-    except IntegrityError:
-        if not message_id:
-            raise
-        # Lost the race for this messageId (the winner carried another BODID): the rollback
-        # removed our event too, so nothing of this delivery is stored.
-        async with sessions() as session:
-            winner = await _event_for_message(session, message_id)
-        if winner is None:
-            raise
-        return _duplicate(winner, cid, message_id, "messageId")
+        except IntegrityError:
+            if not message_id:
+                raise
+            # Lost the race for this messageId (the winner carried another BODID): the rollback
+            # removed our event too, so nothing of this delivery is stored.
+            async with sessions() as session:
+                winner = await _event_for_message(session, message_id)
+            if winner is None:
+                raise
+            return _duplicate(winner, cid, message_id, "messageId")
     metrics.observe_received(SOURCE, parsed.bod_type, duplicate=False)
     log.info(
         "event.received",
