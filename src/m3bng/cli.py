@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from m3bng.mapping import Mapping
     from m3bng.mapping.schema import BngCallSpec, CallSpec
 from m3bng.observability.logging import configure_logging
+from m3bng.ops.cli import ops_app
 from m3bng.sim.cli import sim_app
 
 app = typer.Typer(help="m3bng: integration service between Infor M3 and BNG.", no_args_is_help=True)
@@ -30,6 +31,7 @@ app.add_typer(mappings_app, name="mappings")
 app.add_typer(sim_app, name="sim")
 webhook_app = typer.Typer(help="Send signed test webhooks, as BNG would.", no_args_is_help=True)
 app.add_typer(webhook_app, name="webhook")
+app.add_typer(ops_app, name="ops")
 
 log = structlog.get_logger("m3bng.cli")
 
