@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     ops_jwt_audience: str | None = None
     ops_jwt_scope_claim: str = Field(default="scope", min_length=1, max_length=64)
     ops_jwt_name_claim: str = Field(default="sub", min_length=1, max_length=64)
-    ops_replay_rate: float = Field(default=10.0, gt=0, le=10_000)  # bulk replays per second
+    ops_replay_rate: float = Field(default=10.0, ge=0.01, le=10_000)  # bulk replays per second
     ops_page_size_max: int = Field(default=200, ge=10, le=1000)
 
     # --- alerts ---------------------------------------------------------------------------------

@@ -56,6 +56,10 @@ POLL_SECONDS = 0.5
 MAX_BATCH = 100
 MAX_FAILURES = 5
 MAX_ERROR_CHARS = 2000
+# Events per second a bulk replay may be given. The floor keeps a batch's pause (1/rate seconds)
+# and the lease computed from it within what a timestamp can hold: a rate of 1e-300 once made
+# the lease overflow and, worse, stopped the runner from taking any later bulk replay.
+MIN_RATE, MAX_RATE = 0.01, 10_000.0
 
 
 @dataclass(frozen=True)
@@ -137,11 +141,11 @@ def check_mode_and_rate(mode: str, rate: float | None, settings: Settings) -> fl
             fields=[{"field": "mode", "problem": "unknown mode"}],
         )
     chosen = settings.ops_replay_rate if rate is None else rate
-    if not (0 < chosen <= 10_000):
+    if not (MIN_RATE <= chosen <= MAX_RATE):
         raise ReplayError(
             422,
             "invalid_rate",
-            "rate: events per second, more than 0 and at most 10000",
+            f"rate: events per second, from {MIN_RATE:g} (one every {1 / MIN_RATE:g} s) to {MAX_RATE:g}",
             fields=[{"field": "rate", "problem": "out of range"}],
         )
     return float(chosen)
@@ -298,13 +302,22 @@ class BulkRunner:
             while not stop.is_set():
                 self._prune()
                 try:
-                    for bulk_id in await self._claimable():
-                        if bulk_id not in self._tasks and await self.take(bulk_id):
-                            self._tasks[bulk_id] = asyncio.create_task(
-                                self.run_one(bulk_id, stop), name=f"bulk-replay-{bulk_id}"
-                            )
+                    claimable = await self._claimable()
                 except Exception as exc:  # database blip: keep polling
                     log.warning("bulk_replay.poll_failed", error=repr(exc)[:MAX_ERROR_CHARS])
+                    claimable = []
+                for bulk_id in claimable:
+                    if bulk_id in self._tasks:
+                        continue
+                    try:  # one bulk that cannot be taken must not hold up the ones after it
+                        taken = await self.take(bulk_id)
+                    except Exception as exc:
+                        log.warning("bulk_replay.take_failed", bulk_id=bulk_id, error=repr(exc)[:500])
+                        continue
+                    if taken:
+                        self._tasks[bulk_id] = asyncio.create_task(
+                            self.run_one(bulk_id, stop), name=f"bulk-replay-{bulk_id}"
+                        )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=POLL_SECONDS)
         finally:
@@ -354,7 +367,7 @@ class BulkRunner:
 
     @staticmethod
     def _lease(rate: float) -> timedelta:
-        return timedelta(seconds=max(LEASE_SECONDS, 3 * batch_plan(rate)[1]))
+        return timedelta(seconds=max(LEASE_SECONDS, 3 * batch_plan(max(rate, MIN_RATE))[1]))
 
     async def run_one(self, bulk_id: int, stop: asyncio.Event) -> None:
         """Batches until done, cancelled, the lease is lost or the process stops."""

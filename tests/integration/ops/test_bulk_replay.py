@@ -99,6 +99,8 @@ async def test_bulk_request_is_validated_naming_the_field(ops: Ops) -> None:
         ({"filter": {"colour": "red"}, "dry_run": True}, "filter.colour"),
         ({"filter": {}, "mode": "sideways"}, "mode"),
         ({"filter": {}, "rate": 0}, "rate"),
+        ({"filter": {}, "rate": 0.001}, "rate"),  # below one event per 100 s
+        ({"filter": {}, "rate": 10_001}, "rate"),
         ({"filter": {"since": "yesterday"}}, "filter.since"),
     ]
     for body, field in cases:
@@ -223,3 +225,20 @@ async def test_event_no_longer_dead_when_reached_counts_as_skipped(ops: Ops) -> 
     assert [row.bulk_id for row in rows if row.event_id == orders[-1]] == [None]
     for event_id in orders:
         assert (await ops.settle(event_id)).status == "done"
+
+
+async def test_a_bulk_replay_that_cannot_be_taken_does_not_hold_up_later_ones(ops: Ops) -> None:
+    """A stored rate the API no longer accepts (1e-300 once overflowed the lease computation)
+    must not stop the runner from taking the bulk replays after it."""
+    order = await ops.dead_order("SO-AFTER-ODD", customer="C-ODD")
+    odd = await ops.replay.post(BULK, json={"filter": {"q": "SO-NOTHING"}, "rate": 1})
+    assert odd.status_code == 202, odd.text
+    async with ops.sessions.begin() as session:
+        row = await session.get(BulkReplay, odd.json()["id"])
+        assert row is not None
+        row.rate, row.lease_owner, row.lease_expires_at = 1e-300, None, None
+    response = await ops.replay.post(BULK, json={"filter": {"q": "SO-AFTER-ODD"}, "rate": 100})
+    assert response.status_code == 202, response.text
+    done = await wait_bulk(ops, response.json()["id"], lambda s: s["status"] != "running", timeout=15)
+    assert (done["status"], done["replayed"]) == ("done", 1), done
+    assert (await ops.settle(order)).status == "dead"  # replayed; the customer is still missing
