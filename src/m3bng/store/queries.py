@@ -397,8 +397,20 @@ async def put_xref(session: AsyncSession, entity: str, bng_id: str, m3_key: str)
 
     Both directions are unique: an M3 key that BNG re-used for another object (or a BNG id that
     was re-pointed) moves, rather than leaving two rows that disagree.
+
+    Safe under concurrency: many events link the same pair at once (every order of one customer
+    links the customer). A plain delete-then-insert made all but one of them fail on the unique
+    key and retry; the insert is ``ON CONFLICT DO NOTHING``, so a concurrent writer of the same
+    link (or, in a true race between two different links, the one that committed first) stands.
     """
     now = utcnow()
+    same = await session.execute(
+        select(CrossReference.id).where(
+            CrossReference.entity == entity, CrossReference.bng_id == bng_id, CrossReference.m3_key == m3_key
+        )
+    )
+    if same.first() is not None:  # already linked: nothing to move
+        return
     await session.execute(
         delete(CrossReference).where(
             CrossReference.entity == entity,
@@ -406,8 +418,10 @@ async def put_xref(session: AsyncSession, entity: str, bng_id: str, m3_key: str)
         )
     )
     await session.execute(
-        insert(CrossReference).values(
-            entity=entity, bng_id=bng_id, m3_key=m3_key, created_at=now, updated_at=now
+        insert_ignore(
+            session,
+            CrossReference.__table__,
+            {"entity": entity, "bng_id": bng_id, "m3_key": m3_key, "created_at": now, "updated_at": now},
         )
     )
 
