@@ -262,6 +262,40 @@ async def test_graceful_shutdown_lets_short_events_finish(
     assert (await event(sessions, event_id)).status == "done"
 
 
+async def test_a_notification_during_the_claim_is_not_lost(
+    make_settings: Callable[..., Settings], sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event committed (and notified) while the claim query runs, too late for that query to
+    see it, is claimed at once, not after a whole poll interval (a race CI once lost)."""
+    registry = FlowRegistry()
+    register_test_flows(registry)
+    worker = Worker(make_settings(worker_poll_interval=30, lease_seconds=60), sessions, registry)
+    real_claim = queries.claim_due_events
+    claims = 0
+
+    async def claim_too_early(*args: Any, **kwargs: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        if claims == 1:  # the webhook committed and notified while this claim ran, unseen by it
+            worker.wakeup.set()
+            return []
+        return await real_claim(*args, **kwargs)
+
+    await add(sessions, 1)
+    monkeypatch.setattr(queries, "claim_due_events", claim_too_early)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        for _ in range(250):  # 5 s, against the 30 s poll interval
+            if [e.status for e in await rows(sessions, Event)] == ["done"]:
+                break
+            await asyncio.sleep(0.02)
+        assert [e.status for e in await rows(sessions, Event)] == ["done"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
 @pytest.mark.parametrize("n", [3])
 async def test_in_process_worker_wakes_on_ingest(
     make_settings: Callable[..., Settings], sessions: Sessions, live_server: Callable[..., Any], n: int

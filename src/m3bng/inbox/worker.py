@@ -78,6 +78,10 @@ class Worker:
         heartbeat = asyncio.create_task(self._heartbeat(), name="lease-heartbeat")
         try:
             while not stop.is_set():
+                # Cleared before the claim, not after: an ingest notification that arrives while
+                # the claim query runs (it may not see that event yet) must still wake the wait
+                # below, instead of leaving the event pending for a whole poll interval.
+                self.wakeup.clear()
                 claimed = await self._claim_free_slots()
                 if claimed and len(self._inflight) < self.settings.worker_concurrency:
                     continue  # there may be more due work: ask again at once
@@ -128,7 +132,6 @@ class Worker:
         return done
 
     async def _wait(self, stop: asyncio.Event) -> None:
-        self.wakeup.clear()
         waiters = [asyncio.create_task(self.wakeup.wait()), asyncio.create_task(stop.wait())]
         try:
             await asyncio.wait(
