@@ -9,6 +9,7 @@ in the store for ``M3BNG_M3_METADATA_TTL_HOURS``.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -112,13 +113,24 @@ class M3Metadata:
         self.sessions = sessions
         self.ttl = timedelta(hours=ttl_hours)
         self._memory: dict[tuple[str, str, str], tuple[datetime, dict[str, FieldSpec]]] = {}
+        self._loading: dict[tuple[str, str, str], asyncio.Lock] = {}
 
     async def fields(self, program: str, transaction: str, direction: str = "I") -> dict[str, FieldSpec]:
         key = (program, transaction, direction)
-        now = utcnow()
         cached = self._memory.get(key)
-        if cached and now - cached[0] < self.ttl:
+        if cached and utcnow() - cached[0] < self.ttl:
             return cached[1]
+        # One load per key at a time: a worker starting with eight flows in flight used to ask
+        # the store and M3 eight times for the same transaction's fields.
+        async with self._loading.setdefault(key, asyncio.Lock()):
+            cached = self._memory.get(key)
+            now = utcnow()
+            if cached and now - cached[0] < self.ttl:
+                return cached[1]
+            return await self._refresh(key, now)
+
+    async def _refresh(self, key: tuple[str, str, str], now: datetime) -> dict[str, FieldSpec]:
+        program, transaction, direction = key
         stored = await self._load(key)
         if stored and now - stored[0] < self.ttl:
             self._memory[key] = stored
