@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
@@ -109,10 +110,20 @@ def worker(
 
         start_http_server(settings.worker_metrics_port, addr=settings.host)
     try:
-        raise typer.Exit(asyncio.run(_run_worker(settings, once=once)))
+        raise typer.Exit(_run_loop(_run_worker(settings, once=once)))
     except M3bngError as exc:
         typer.echo(f"m3bng: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """uvloop where installed (it comes with uvicorn[standard]), as ``serve`` gets from uvicorn:
+    a worker spends a good part of its CPU in the event loop and its socket writes."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is not available on every platform
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 async def _run_worker(settings: Settings, *, once: bool) -> int:
