@@ -27,10 +27,12 @@ class Runtime:
     tokens: dict[str, tuple[float, str]] = field(default_factory=dict)  # token → (expiry, client id)
     windows: dict[str, Window] = field(default_factory=dict)  # per client, for 429s
     accepted: Window = field(default_factory=Window)  # every client, for the "rate respected" stat
+    arrivals: Window = field(default_factory=Window)  # every request, refused ones too
     calls: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=10_000))
     stats: Counter[str] = field(default_factory=Counter)
     by_status: Counter[str] = field(default_factory=Counter)
     max_window: int = 0
+    max_arrivals: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
     rng: random.Random = field(default_factory=random.Random)
@@ -51,10 +53,12 @@ class Runtime:
         self.emitter.target = self.config.webhooks.model_copy()
         self.windows.clear()
         self.accepted = Window()
+        self.arrivals = Window()
         self.calls.clear()
         self.stats.clear()
         self.by_status.clear()
         self.max_window = 0
+        self.max_arrivals = 0
         self.max_in_flight = 0
         self.rng.seed(self.config.random_seed)
 
@@ -75,6 +79,9 @@ class Runtime:
     def accept(self, principal: str, now: float) -> float | None:
         """Count a request against its client's window; the Retry-After seconds when over the limit."""
         limit = self.faults.rate_limit_per_second
+        # How fast the client sends, whatever the answer: a client that keeps its configured rate
+        # keeps this at or under it even while it is being answered 429.
+        self.max_arrivals = max(self.max_arrivals, self.arrivals.add(now))
         window = self.windows.setdefault(principal, Window())
         if limit and window.count(now) + 1 > limit:
             return self.faults.retry_after or max(window.seconds_until_free(now), 0.001)
@@ -94,6 +101,7 @@ class Runtime:
             "by_status": dict(self.by_status),
             "throttled": self.by_status.get("429", 0),
             "max_requests_per_second": self.max_window,
+            "max_arrivals_per_second": self.max_arrivals,
             "rate_limit_per_second": self.faults.rate_limit_per_second,
             "applied_writes": self.stats["applied_writes"],
             "replays": self.stats["replays"],
