@@ -1,0 +1,102 @@
+"""Every webhook and every BOD delivered three times, concurrently and out of order, to a real
+API process with real workers: one stored event and one effect each, and an older BOD variation
+that arrives after a newer one never overwrites the newer data in BNG."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Any
+
+from m3bng.connectors.bng.samples import sample
+from tests.chaos.support import Item, orders
+from tests.support.bods import party
+from tests.support.cluster import Cluster, Sender, orders_by_reference
+
+COPIES = 3
+VARIATIONS = 4
+
+
+def customers(count: int) -> list[Item]:
+    return [
+        ("customer.created", {**sample("customer.created"), "CustomerID": f"C-RD-{n:04d}"}, f"msg_cust_{n}")
+        for n in range(count)
+    ]
+
+
+def customer_bods(count: int) -> dict[str, list[bytes]]:
+    """For each M3 customer, variations 1..VARIATIONS of its SyncCustomerPartyMaster, each in
+    another city: the newest variation's city is the one BNG must end up with."""
+    return {
+        f"M3C{n:04d}": [
+            party(
+                "CustomerPartyMaster",
+                f"M3C{n:04d}",
+                name=f"Customer {n}",
+                city=f"City-{variation}",
+                variation=variation,
+                minutes=variation,
+            )
+            for variation in range(1, VARIATIONS + 1)
+        ]
+        for n in range(count)
+    }
+
+
+async def test_triple_delivery_out_of_order_has_one_effect_each(
+    shared_pg_url: str, make_cluster: Callable[..., Cluster], scale: int
+) -> None:
+    rng = random.Random(11)
+    webhooks = orders("SO-RD", 40 * scale) + customers(10 * scale)
+    bods = customer_bods(10 * scale)
+    cluster = make_cluster(shared_pg_url, workers=2, m3_latency_ms=5)
+    async with cluster:
+        sender = Sender(cluster.api_url)
+        deliveries: list[Any] = [("webhook", item) for item in webhooks for _ in range(COPIES)]
+        deliveries += [("bod", xml) for versions in bods.values() for xml in versions for _ in range(COPIES)]
+        rng.shuffle(deliveries)
+        gate = asyncio.Semaphore(24)
+
+        async def deliver(kind: str, what: Any) -> tuple[str, int]:
+            async with gate:
+                if kind == "webhook":
+                    return what[2], (await sender.deliver(*what)).event_id
+                return "bod", await sender.deliver_bod(what)
+
+        try:
+            answers = await asyncio.gather(*(deliver(kind, what) for kind, what in deliveries))
+        finally:
+            await sender.aclose()
+        expected_events = len(webhooks) + len(bods) * VARIATIONS
+        counts = await cluster.wait_settled(expected_events, timeout=90 * scale)
+        events = await cluster.events()
+        m3 = await cluster.m3_state()
+        bng = await cluster.bng_state()
+
+    # One event per webhook-id and per BODID, however many copies arrived; the copies of one
+    # webhook were all answered with the same event.
+    assert len(events) == expected_events, counts
+    by_message: dict[str, set[int]] = {}
+    for message_id, event_id in answers:
+        if message_id != "bod":
+            by_message.setdefault(message_id, set()).add(event_id)
+    assert all(len(ids) == 1 for ids in by_message.values()), by_message
+    # Webhooks: one M3 order per BNG order, one M3 customer per BNG customer.
+    by_reference = orders_by_reference(m3)
+    for _, data, _ in orders("SO-RD", 40 * scale):
+        assert len(by_reference.get(str(data["OrderID"]), [])) == 1, data["OrderID"]
+    assert len(m3["orders"]) == 40 * scale
+    for _, data, _ in customers(10 * scale):
+        assert data["CustomerID"] in m3["customers"], data["CustomerID"]
+    # BODs: each customer holds its newest variation's data; older ones were skipped as stale
+    # (or applied before the newer one arrived), never applied over it.
+    for number in bods:
+        assert bng["customers"][number]["BillingAddress"]["City"] == f"City-{VARIATIONS}", number
+    statuses = {(e.event_type, e.status, e.error_class) for e in events}
+    assert statuses <= {
+        ("order.created", "done", None),
+        ("customer.created", "done", None),
+        ("SyncCustomerPartyMaster", "done", None),
+        ("SyncCustomerPartyMaster", "skipped", "stale"),
+    }, statuses
