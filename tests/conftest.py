@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Self
 
@@ -19,12 +20,21 @@ from m3bng.inbox.flows import FlowRegistry
 from m3bng.observability.logging import configure_logging
 from m3bng.store import migrate
 from m3bng.store.db import create_engine, session_factory
-from tests.support import postgres
+from tests.support import logscan, postgres
 from tests.support.webhooks import TEST_SECRET
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Every line the app logs, at every level, is kept and scanned for secrets after the last test
+# (tests/support/logscan.py); the console still shows WARNING and above.
+logscan.install()
 configure_logging("WARNING", "console")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(logscan, "m3bng-logscan")
+
+
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -42,11 +52,11 @@ async def pg_template() -> AsyncIterator[str]:
     await postgres.drop_database(name)
 
 
-@pytest.fixture(params=BACKENDS)
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_template: str) -> AsyncIterator[str]:
-    """A migrated, empty store: a new SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+@asynccontextmanager
+async def fresh_store(backend: str, directory: Path, pg_template: str) -> AsyncIterator[str]:
+    """A migrated, empty store: a new SQLite file in ``directory``, or a new PostgreSQL database."""
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{directory / 'store.db'}"
         engine = create_engine(Settings(database_url=url))
         await migrate.upgrade(engine)
         await engine.dispose()
@@ -54,8 +64,17 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_template: st
         return
     name = postgres.unique_name("m3bng_t")
     await postgres.create_database(name, template=pg_template)
-    yield postgres.async_url(name)
-    await postgres.drop_database(name)
+    try:
+        yield postgres.async_url(name)
+    finally:
+        await postgres.drop_database(name)
+
+
+@pytest.fixture(params=BACKENDS)
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_template: str) -> AsyncIterator[str]:
+    """A migrated, empty store: a new SQLite file, or a new PostgreSQL database."""
+    async with fresh_store(request.param, tmp_path, pg_template) as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -44,8 +44,50 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+_LEVELS = logging.getLevelNamesMapping()
+LogTap = Callable[[Mapping[str, Any]], None]
+_taps: list[LogTap] = []
+
+
+def add_log_tap(tap: LogTap) -> None:
+    """Hand every log event, at every level from DEBUG, to ``tap`` as well (after masking).
+
+    Why: the test suite scans every line the app logs during a whole run for secrets and
+    personal data (``tests/support/logscan.py``), including the INFO lines a WARNING console
+    never shows. A tap must be added *before* ``configure_logging``: structlog caches each logger
+    on first use with the configuration of that moment. Without taps nothing changes: loggers
+    filter by level before any processor runs, exactly as before.
+    """
+    _taps.append(tap)
+
+
+def remove_log_tap(tap: LogTap) -> None:
+    if tap in _taps:
+        _taps.remove(tap)
+
+
+def _tap(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for tap in list(_taps):
+        tap(event_dict)
+    return event_dict
+
+
+def _drop_below(level: int) -> Callable[[Any, str, MutableMapping[str, Any]], MutableMapping[str, Any]]:
+    """The level filter as a processor, after the taps (used only while taps are installed)."""
+
+    def drop(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        name = str(event_dict.get("level", method)).upper()  # add_log_level ran: never "exception"
+        if _LEVELS.get(name, logging.ERROR) < level:
+            raise structlog.DropEvent
+        return event_dict
+
+    return drop
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+    threshold = _LEVELS[level.upper()]
+    tapped = [_tap, _drop_below(threshold)] if _taps else []
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -53,9 +95,10 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             mask_sensitive,
             structlog.processors.format_exc_info,
+            *tapped,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if _taps else threshold),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )

@@ -1,0 +1,308 @@
+"""Every line the app logs during a test run, scanned at the end for secrets and personal data.
+
+How it works (a pytest plugin, registered from tests/conftest.py):
+
+* ``install()`` adds a tap to the app's logging (``m3bng.observability.logging.add_log_tap``)
+  before the suite configures it: every structlog event, at every level from DEBUG, is rendered
+  as the JSON line the production log would print (after the app's own masking) and written to
+  a capture file, tagged with the node id of the test that was running. The console keeps
+  showing WARNING and above only. Records of the standard ``logging`` module that reach the
+  root logger are captured too (uvicorn's own loggers do not propagate there).
+* The simulators' bearer tokens are random, so the tokens they issue are recorded as they are
+  issued (the ``secrets`` module the simulator apps use is wrapped).
+* Once, after the last test (``pytest_sessionfinish``), the whole file is scanned for
+  :func:`known_secrets`, the :data:`PATTERNS` of credentials (any ``whsec_`` secret, ops token,
+  JWT, Authorization header value), the issued tokens, and the e-mail addresses and phone
+  numbers of the sample payloads and BOD fixtures (:func:`personal_data`) in clear, plus any
+  unmasked e-mail address at all. A finding fails the session and names the test whose log line
+  leaked; the line is shown with the secret replaced by its label.
+
+Not covered: processes started by tests (``m3bng worker`` in test_worker_processes.py, the CLI)
+log to their own stderr, not to files, so only in-process logs are scanned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from m3bng.observability.logging import add_log_tap
+
+REPO = Path(__file__).resolve().parents[2]
+OUTSIDE = "(outside any test)"
+MIN_SECRET_LENGTH = 8  # shorter test values ("k", "s") would match everywhere
+
+# Credentials recognised by their shape, whoever made them.
+PATTERNS: dict[str, re.Pattern[str]] = {
+    "a whsec_ webhook secret": re.compile(r"whsec_[A-Za-z0-9+/=]{16,}"),
+    "an ops token": re.compile(r"m3bng_ops_[A-Za-z0-9_-]{16,}"),
+    "a JWT": re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    "an Authorization header value": re.compile(r"\b(?:Bearer|Basic) [A-Za-z0-9._~+/-]{12,}=*"),
+    # Masked addresses (a***@v***.example) have no address character right before the '@'.
+    "an unmasked e-mail address": re.compile(
+        r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+    ),
+}
+
+
+def known_secrets() -> dict[str, str]:
+    """Every secret the tests configure, by a label saying where it comes from: the one list."""
+    from m3bng.sim.bng.config import DEFAULT_API_KEY, DEFAULT_CLIENT_SECRET
+    from m3bng.sim.m3.config import M3SimConfig
+    from tests.integration.ion.conftest import TOKEN as ION_TOKEN
+    from tests.integration.to_bng.conftest import ION_TOKEN as TO_BNG_ION_TOKEN
+    from tests.support.ops import TOKENS
+    from tests.support.webhooks import OTHER_SECRET, TEST_SECRET
+    from tests.unit.bng.test_client_respx import API_KEY, CLIENT_SECRET
+    from tests.unit.m3.test_client_respx import IONAPI
+
+    m3 = M3SimConfig()
+    found = {
+        "webhook secret TEST_SECRET": TEST_SECRET,
+        "webhook secret TEST_SECRET without its prefix": TEST_SECRET.removeprefix("whsec_"),
+        "webhook secret OTHER_SECRET": OTHER_SECRET,
+        "webhook secret OTHER_SECRET without its prefix": OTHER_SECRET.removeprefix("whsec_"),
+        "M3 simulator client secret": m3.client_secret,
+        "M3 simulator saak": m3.saak,
+        "M3 simulator sask": m3.sask,
+        "BNG simulator API key": DEFAULT_API_KEY,
+        "BNG simulator client secret": DEFAULT_CLIENT_SECRET,
+        **{f"ops token {scope.value}": token for scope, token in TOKENS.items()},
+        "ION inbound token (tests/integration/ion)": ION_TOKEN,
+        "ION inbound token (tests/integration/to_bng)": TO_BNG_ION_TOKEN,
+        "ION inbound basic password (tests/integration/ion)": "s3cret-pass",
+        "BNG API key (unit tests)": API_KEY,
+        "BNG client secret (unit tests)": CLIENT_SECRET,
+        "M3 .ionapi client secret (unit tests)": IONAPI["cs"],
+        "M3 .ionapi sask (unit tests)": IONAPI["sask"],
+    }
+    return {label: value for label, value in found.items() if len(value) >= MIN_SECRET_LENGTH}
+
+
+def personal_data() -> dict[str, str]:
+    """The e-mail addresses and phone numbers of the sample payloads and BOD fixtures."""
+    from m3bng.connectors.bng.samples import event_types, sample
+    from m3bng.ops.masking import Kind, personal_kind
+
+    found: dict[str, str] = {}
+
+    def walk(value: Any, kind: Kind | None, where: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, personal_kind(str(key)) or kind, where)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, kind, where)
+        elif isinstance(value, str) and (
+            kind is Kind.EMAIL or (kind is Kind.PHONE and len(re.sub(r"\D", "", value)) >= 7)
+        ):
+            found[f"{kind.value} from {where}"] = value
+
+    for event_type in event_types():
+        walk(sample(event_type), None, f"sample {event_type}")
+    for path in sorted((REPO / "tests" / "fixtures" / "bods").glob("*.xml")):
+        text = path.read_text(encoding="utf-8")
+        for tag, kind in (("URI", Kind.EMAIL), ("DialNumber", Kind.PHONE)):
+            for value in re.findall(rf"<{tag}>([^<]+)</{tag}>", text):
+                walk(value.strip(), kind, f"fixture {path.name}")
+    return {label: value for label, value in found.items() if len(value) >= 7}
+
+
+@dataclass(frozen=True)
+class Leak:
+    test: str
+    what: str
+    line: str  # the log line, with what leaked replaced by [its label]
+
+
+class Scanner:
+    """Literal secrets (label → value) and patterns, matched against log lines."""
+
+    def __init__(self, literals: Mapping[str, str], patterns: Mapping[str, re.Pattern[str]]) -> None:
+        self.labels: dict[str, str] = {}
+        for label, value in literals.items():
+            self.labels.setdefault(value, label)  # a value from several places: its first label
+        ordered = sorted(self.labels, key=len, reverse=True)  # the longest literal wins
+        self.literal = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self.patterns = dict(patterns)
+
+    def find(self, line: str) -> list[tuple[str, re.Match[str]]]:
+        """Literal hits, then pattern hits that do not overlap one (reported once, by name)."""
+        hits: list[tuple[str, re.Match[str]]] = []
+        if self.literal is not None:
+            hits += [(self.labels[m.group(0)], m) for m in self.literal.finditer(line)]
+        spans = [m.span() for _, m in hits]
+        for label, pattern in self.patterns.items():
+            for m in pattern.finditer(line):
+                if not any(m.start() < end and start < m.end() for start, end in spans):
+                    hits.append((label, m))
+        return hits
+
+    def scan(self, records: Iterable[tuple[str, str]]) -> list[Leak]:
+        leaks: list[Leak] = []
+        for test, line in records:
+            hits = self.find(line)
+            if not hits:
+                continue
+            shown = line
+            for label, match in hits:
+                shown = shown.replace(match.group(0), f"[{label}]")
+            leaks.extend(
+                Leak(test, label, shown[:400]) for label in dict.fromkeys(label for label, _ in hits)
+            )
+        return leaks
+
+
+class _RootHandler(logging.Handler):
+    def __init__(self, capture: LogCapture) -> None:
+        super().__init__(logging.NOTSET)
+        self.capture = capture
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.capture.write(self.format(record).replace("\n", "\\n"))
+        except Exception:  # a log handler never breaks the code that logs
+            self.handleError(record)
+
+
+class _RecordingSecrets:
+    """The ``secrets`` module as the simulators see it: every token they make is remembered."""
+
+    def __init__(self, capture: LogCapture) -> None:
+        self._capture = capture
+
+    def token_urlsafe(self, nbytes: int | None = None) -> str:
+        token = secrets.token_urlsafe(nbytes)
+        self._capture.issued.add(token)
+        return token
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(secrets, name)
+
+
+class LogCapture:
+    """Writes every captured line to a file as ``<test index>\\t<line>``; reads them back."""
+
+    def __init__(self) -> None:
+        fd, name = tempfile.mkstemp(prefix="m3bng-logscan-", suffix=".log")
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
+        self.tests: list[str] = [OUTSIDE]
+        self._current = 0
+        self.lines = 0
+        self.issued: set[str] = set()
+        self._render = structlog.processors.JSONRenderer(ensure_ascii=False)
+        self._diverted: list[tuple[str, str]] | None = None
+
+    def tap(self, event_dict: Mapping[str, Any]) -> None:
+        self.write(str(self._render(None, "", dict(event_dict))))
+
+    def write(self, line: str) -> None:
+        if self._diverted is not None:
+            self._diverted.append((self.tests[self._current], line))
+            return
+        self.lines += 1
+        self._file.write(f"{self._current}\t{line}\n")
+
+    def begin(self, nodeid: str | None) -> None:
+        if nodeid is None:
+            self._current = 0
+            return
+        self.tests.append(nodeid)
+        self._current = len(self.tests) - 1
+
+    @contextmanager
+    def diverted(self) -> Generator[list[tuple[str, str]], None, None]:
+        """Lines logged inside the block go to the returned list instead of the session's file
+        (for the scanner's own test, which plants secrets on purpose)."""
+        lines: list[tuple[str, str]] = []
+        previous, self._diverted = self._diverted, lines
+        try:
+            yield lines
+        finally:
+            self._diverted = previous
+
+    def records(self) -> Iterator[tuple[str, str]]:
+        self._file.flush()
+        with self.path.open(encoding="utf-8") as lines:
+            for record in lines:
+                index, _, line = record.rstrip("\n").partition("\t")
+                yield self.tests[int(index)], line
+
+    def scanner(self) -> Scanner:
+        literals = {**known_secrets(), **personal_data()}
+        literals.update({f"a token issued by a simulator ({t[:4]}…)": t for t in self.issued})
+        return Scanner(literals, PATTERNS)
+
+    def close(self, *, keep: bool) -> None:
+        self._file.close()
+        if not keep:
+            self.path.unlink(missing_ok=True)
+
+
+CAPTURE: LogCapture | None = None
+
+
+def install() -> LogCapture:
+    """Start capturing (once per process); call before ``configure_logging``."""
+    global CAPTURE
+    if CAPTURE is None:
+        CAPTURE = LogCapture()
+        add_log_tap(CAPTURE.tap)
+        logging.getLogger().addHandler(_RootHandler(CAPTURE))
+        import m3bng.sim.bng.app
+        import m3bng.sim.m3.app
+
+        for module in (m3bng.sim.m3.app, m3bng.sim.bng.app):
+            setattr(module, "secrets", _RecordingSecrets(CAPTURE))  # noqa: B010
+    return CAPTURE
+
+
+# -- pytest hooks -------------------------------------------------------------------------------
+
+_leaks: list[Leak] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    if CAPTURE is None:
+        return (yield)
+    CAPTURE.begin(item.nodeid)
+    try:
+        return (yield)
+    finally:
+        CAPTURE.begin(None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if CAPTURE is None:
+        return
+    _leaks[:] = CAPTURE.scanner().scan(CAPTURE.records())
+    CAPTURE.close(keep=bool(_leaks))
+    if _leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if CAPTURE is None:
+        return
+    if not _leaks:
+        terminalreporter.write_line(f"log scan: {CAPTURE.lines} log lines, no secret or personal data")
+        return
+    terminalreporter.section("log scan: secrets or personal data in the logs", sep="=", red=True)
+    for leak in _leaks:
+        terminalreporter.write_line(f"{leak.test}: {leak.what}\n    {leak.line}")
+    terminalreporter.write_line(f"every captured line: {CAPTURE.path}")
