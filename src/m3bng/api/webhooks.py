@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -15,6 +14,7 @@ from m3bng.connectors.bng.events import BngEnvelope, business_key
 from m3bng.connectors.bng.models import InvalidEventData
 from m3bng.connectors.bng.models import check_event_data as check_data
 from m3bng.connectors.bng.signatures import SignatureError, verify_shopify, verify_standard, verify_stripe
+from m3bng.connectors.untrusted_json import UntrustedJsonError, parse_json
 from m3bng.inbox.ingest import ingest_event
 from m3bng.runtime import Runtime
 
@@ -59,6 +59,31 @@ def check_event_data(runtime: Runtime, envelope: BngEnvelope) -> None:
         raise ApiError(422, exc.code, str(exc), fields=exc.fields) from None
 
 
+def check_content_type(content_type: str | None) -> None:
+    """JSON only: ``application/json`` or ``application/<something>+json``, with any parameters.
+
+    A missing Content-Type used to be taken for JSON, and anything ending in "json" (``text/notjson``)
+    passed; every sender m3bng supports labels its body, so now only JSON labelled so is read."""
+    mime = (content_type or "").split(";")[0].strip().lower()
+    if mime != "application/json" and not (mime.startswith("application/") and mime.endswith("+json")):
+        shown = repr(content_type) if content_type else "missing"
+        raise ApiError(415, "unsupported_media_type", f"content-type must be application/json, not {shown}")
+
+
+def event_id_from_body(raw: dict[str, Any]) -> str:
+    """Stripe-style senders put the event id, the deduplication key, in the body: a string.
+
+    Any JSON value used to be turned into text (``{"a": 1}`` became the id ``"{'a': 1}"``)."""
+    value = raw.get("id")
+    if value is None or value == "":
+        raise ApiError(422, "invalid_event", "id: Field required (the event id is the deduplication key)")
+    if not isinstance(value, str):
+        raise ApiError(422, "invalid_event", f"id: must be a string, not a JSON {type(value).__name__}")
+    if len(value) > 255:
+        raise ApiError(422, "invalid_event", "id: longer than 255 characters")
+    return value
+
+
 @router.post(
     "/webhooks/bng",
     status_code=202,
@@ -85,17 +110,13 @@ async def receive_bng_webhook(
     Standard Webhooks headers by default (``M3BNG_WEBHOOK_SCHEME``); the signature is checked
     over the raw body before anything is parsed, and nothing is stored for a rejected request.
     """
-    content_type = request.headers.get("content-type", "application/json")
-    if not content_type.split(";")[0].strip().lower().endswith("json"):
-        raise ApiError(
-            415, "unsupported_media_type", f"content-type must be application/json, not {content_type!r}"
-        )
+    check_content_type(request.headers.get("content-type"))
     body = await read_body(request, runtime.settings.max_body_bytes)
     message_id = verify_signature(runtime, request, body)
     try:
-        raw = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+        raw = parse_json(body)
+    except UntrustedJsonError as exc:
+        raise ApiError(400, "invalid_json", str(exc)) from None
     try:
         envelope = BngEnvelope.model_validate(raw)
     except ValidationError as exc:
@@ -104,9 +125,7 @@ async def receive_bng_webhook(
         raise ApiError(422, "invalid_event", message, fields=fields) from None
     check_event_data(runtime, envelope)
     if not message_id:
-        message_id = str(raw.get("id") or "")
-        if not message_id:
-            raise ApiError(422, "invalid_event", "id: Field required (the event id is the deduplication key)")
+        message_id = event_id_from_body(raw)
     if len(message_id) > 255:
         raise ApiError(400, "invalid_header", "the message id is longer than 255 characters")
     result = await ingest_event(

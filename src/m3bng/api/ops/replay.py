@@ -17,6 +17,7 @@ from m3bng.api.deps import RuntimeDep
 from m3bng.api.errors import ApiError
 from m3bng.api.ops.auth import ReadCaller, ReplayCaller
 from m3bng.api.ops.transactions import TxSummary
+from m3bng.connectors.untrusted_json import problem_in
 from m3bng.ops import bulk, replay
 from m3bng.ops.auth import Principal
 from m3bng.ops.filters import EventFilter, FilterError, decode_cursor, encode_cursor
@@ -46,22 +47,12 @@ def _api_error(exc: replay.ReplayError) -> ApiError:
 
 
 def _no_nul(value: Any) -> Any:
-    """Text the databases can store: PostgreSQL refuses NUL and lone surrogates (which JSON can
-    carry as escapes). Refused here with a 422 naming the field, not deep down with a 500."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("must be valid Unicode (no lone surrogates)") from None
-    elif isinstance(value, list):
-        for item in value:
-            _no_nul(item)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _no_nul(key)
-            _no_nul(item)
+    """Text and JSON the databases can store: PostgreSQL refuses NUL and lone surrogates (which
+    JSON can carry as escapes), and ``jsonb`` refuses NaN/Infinity (``1e400``). Refused here with
+    a 422 naming the field, not deep down with a 500 (the rules of ``untrusted_json``)."""
+    problem = problem_in(value, name="value")
+    if problem is not None:
+        raise ValueError(str(problem))
     return value
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ from typing import Any
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
+
+from m3bng.connectors.untrusted_json import UntrustedJsonError, parse_json
 
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 _BASE64 = re.compile(rb"[A-Za-z0-9+/=_-]+")
@@ -92,6 +93,7 @@ def parse_multipart(body: bytes, content_type: str, *, max_part_bytes: int) -> l
     header_name = bytearray()
     header_value = bytearray()
     headers: dict[bytes, bytes] = {}
+    ended: list[bool] = []
 
     def on_part_begin() -> None:
         nonlocal current
@@ -131,6 +133,9 @@ def parse_multipart(body: bytes, content_type: str, *, max_part_bytes: int) -> l
     def on_part_end() -> None:
         parts.append(current)
 
+    def on_end() -> None:
+        ended.append(True)
+
     callbacks: Any = {
         "on_part_begin": on_part_begin,
         "on_part_data": on_part_data,
@@ -139,6 +144,7 @@ def parse_multipart(body: bytes, content_type: str, *, max_part_bytes: int) -> l
         "on_header_value": on_header_value,
         "on_header_end": on_header_end,
         "on_headers_finished": on_headers_finished,
+        "on_end": on_end,
     }
     parser = MultipartParser(boundary, callbacks)
     try:
@@ -148,14 +154,23 @@ def parse_multipart(body: bytes, content_type: str, *, max_part_bytes: int) -> l
         raise ImsError(f"invalid multipart body: {exc}") from None
     if not parts:
         raise ImsError("multipart body holds no parts (expected ParameterRequest and MessagePayload)")
+    if not ended:  # the last part was cut off: say so, rather than "no payload" or a half BOD
+        raise ImsError(f"multipart body is truncated: no closing boundary after part {current.name!r}")
     return parts
 
 
 def _json_object(part: Part) -> tuple[dict[str, Any] | None, str | None]:
+    """The part as a JSON object, or why it is not one. JSON that *is* a document but holds what
+    no store can keep (NUL, lone surrogates, 1e400, duplicate keys, deep nesting: see
+    ``untrusted_json``) is refused outright: before, it reached the database and failed there."""
     try:
-        value = json.loads(bytes(part.data).decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        return None, str(exc)
+        value = parse_json(bytes(part.data), name="ParameterRequest")
+    except UntrustedJsonError as exc:
+        if exc.syntax:
+            return None, str(exc).removeprefix("ParameterRequest is ")
+        field = f"ParameterRequest.{exc.field}" if exc.field else "ParameterRequest"
+        problem = str(exc).split(": ", 1)[-1]
+        raise ImsError(f"{field}: {problem}", code="invalid_parameter_request") from None
     if not isinstance(value, dict):
         return None, f"a JSON {type(value).__name__}, not an object"
     return value, None
