@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from m3bng.connectors.ion.bod import BodError, _new_parser, parse_bod, parse_xml
+from tests.support.listener import connections, listening
 from tests.unit.ion.bods import BODS, LIMIT, bod
 
 DTD_ATTACKS = [
@@ -21,24 +22,18 @@ DTD_ATTACKS = [
     "billion_laughs.xml",
     "quadratic_blowup.xml",
     "external_dtd.xml",
+    "parameter_entity.xml",
 ]
 
 
 @pytest.fixture
 def listener() -> Iterator[tuple[int, socket.socket]]:
-    """A loopback port that records whether anybody connected to it."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    sock.setblocking(False)
-    yield sock.getsockname()[1], sock
-    sock.close()
+    with listening() as port_and_socket:
+        yield port_and_socket
 
 
 def assert_nobody_connected(sock: socket.socket) -> None:
-    with pytest.raises(BlockingIOError):
-        connection, _ = sock.accept()
-        connection.close()
+    assert connections(sock) == 0
 
 
 @pytest.mark.parametrize("name", DTD_ATTACKS)
@@ -96,7 +91,7 @@ def test_parser_layer_alone_refuses_external_dtd_file(tmp_path: Path) -> None:
     assert "SECRET-CONTENT" not in str(caught.value)
 
 
-@pytest.mark.parametrize("name", ["xxe_network.xml", "external_dtd.xml"])
+@pytest.mark.parametrize("name", ["xxe_network.xml", "external_dtd.xml", "parameter_entity.xml"])
 def test_parser_layer_alone_opens_no_socket(name: str, listener: tuple[int, socket.socket]) -> None:
     port, sock = listener
     raw = bod(f"hostile/{name}").replace(b"127.0.0.1:9", f"127.0.0.1:{port}".encode())
@@ -161,10 +156,33 @@ def test_huge_attribute_over_the_size_limit() -> None:
 
 
 def test_huge_attribute_refused_by_the_parser_without_huge_tree() -> None:
-    """Even with a generous byte limit, libxml2's own caps (no huge_tree) hold."""
+    """Even with a generous byte limit, libxml2's own caps (no huge_tree) hold; before them,
+    the byte scan refuses the start tag."""
     raw = _with_noun_body(f'<A v="{"x" * 11_000_000}"/>')
     with pytest.raises(BodError, match="not well-formed XML"):
+        parse_xml(raw, max_bytes=20_000_000, check_dtd=False)
+    with pytest.raises(BodError, match="start tag <A> is longer than 65536 bytes"):
         parse_bod(raw, max_bytes=20_000_000)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-32"])
+def test_many_attributes_refused(encoding: str) -> None:
+    """By the byte scan when the start tag is long, by the parser's events when it is not."""
+    many = " ".join(f'a{n}="x"' for n in range(10_000))
+    raw = _with_noun_body(f"<A {many}/>").decode().encode(encoding)
+    with pytest.raises(BodError, match="start tag <A> is longer than 65536 bytes"):
+        parse_bod(raw, max_bytes=LIMIT)
+    some = " ".join(f'a{n}="x"' for n in range(65))
+    with pytest.raises(BodError, match="element A has 65 attributes; at most 64 are allowed"):
+        parse_bod(_with_noun_body(f"<A {some}/>"), max_bytes=LIMIT)
+
+
+def test_element_count_bounded_by_the_byte_limit() -> None:
+    raw = _with_noun_body("<A/>" * 20_000)
+    with pytest.raises(BodError, match="more than 10000 elements") as caught:
+        parse_bod(raw, max_bytes=200_000)
+    assert caught.value.too_large
+    assert len(parse_bod(raw, max_bytes=LIMIT).data["A"]) == 20_000
 
 
 def test_fixture_directory_has_every_attack() -> None:

@@ -6,10 +6,16 @@ an XXE document (it just leaves the entity unexpanded), so every layer below is 
 1. the raw bytes are limited in size (``M3BNG_ION_MAX_BOD_BYTES``);
 2. a document that contains ``<!DOCTYPE`` or ``<!ENTITY`` anywhere (any case, also in UTF-16/32,
    whose NUL bytes are ignored for this scan) is refused *before* lxml sees it: a BOD never needs
-   a DTD, and without one there is no entity expansion, no XXE and no billion laughs;
+   a DTD, and without one there is no entity expansion, no XXE and no billion laughs. So is a
+   start tag longer than ``MAX_TAG_BYTES``: libxml2 builds a whole start tag before anyone can
+   look at it, and 300,000 attributes on one element cost it 90 MB;
 3. the parser itself runs with no DTD loading, no entity resolution, no network, no huge-tree
    mode, processing instructions dropped, and a resolver that refuses every external file or URL;
-4. nesting deeper than ``MAX_DEPTH`` is refused while parsing (events are checked per chunk);
+4. while parsing (events are checked per chunk) a document is refused when it nests deeper than
+   ``MAX_DEPTH``, when one element carries more than ``MAX_ATTRIBUTES`` attributes, or when it
+   holds more elements than its byte limit allows (one per ``BYTES_PER_ELEMENT`` bytes on
+   average, see :func:`max_elements`): the last two bound CPU and memory for documents that are
+   small in bytes but huge as trees (the hostile-input suite, tests/security/);
 5. after parsing, a document that still carries a DOCTYPE or an entity node is refused.
 
 Every refusal raises ``BodError`` naming the problem; nothing else escapes ``parse_bod``.
@@ -38,6 +44,7 @@ becomes ``{"DocumentID": {"ID": "1000123", "ID@": {"variationID": "3", "accounti
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -48,6 +55,16 @@ from lxml import etree  # type: ignore[import-untyped]
 
 OAGIS_NS = "http://schema.infor.com/InforOAGIS/2"
 MAX_DEPTH = 100
+MAX_TAG_BYTES = 64 * 1024  # a start tag with its attributes; real ones are well under 1 KiB
+_LONG_START_TAG = re.compile(rb"<[A-Za-z_:][^<>]{%d}" % MAX_TAG_BYTES)
+# Real BODs have at most a handful of attributes per element. lxml reads attributes in time
+# quadratic in their number: 300,000 on one element (3 MB) took ten minutes of CPU to convert.
+MAX_ATTRIBUTES = 64
+# Real BODs take 50-65 bytes per element (the fixtures); a parsed element costs some hundreds of
+# bytes of memory, so 1.2 million empty elements in 4 MB took 450 MB. Half the real density is
+# allowed: a document at the byte limit may hold max_bytes / 32 elements.
+BYTES_PER_ELEMENT = 32
+MIN_ELEMENTS = 10_000
 _FEED_CHUNK = 16 * 1024
 _ALWAYS_LIST = frozenset({"Communication", "AddressLine", "Note"})
 _ALWAYS_LIST_INSIDE = {"Codes": "Code", "PartyIDs": "ID"}
@@ -247,11 +264,29 @@ def refuse_dtd(raw: bytes) -> None:
         raise BodError("ENTITY declarations are not allowed", code="forbidden_xml")
 
 
+def refuse_long_tags(raw: bytes) -> None:
+    """Refuse a start tag longer than MAX_TAG_BYTES before any parser sees the bytes (layer 2)."""
+    data = raw.replace(b"\x00", b"") if b"\x00" in raw[:4] else raw  # UTF-16/32
+    match = _LONG_START_TAG.search(data)
+    if match is not None:
+        name = re.match(rb"<([^\s/>]{1,64})", match.group(0))
+        shown = name.group(1).decode("utf-8", "replace") if name else "?"
+        raise BodError(
+            f"start tag <{shown}> is longer than {MAX_TAG_BYTES} bytes (huge or too many attributes)",
+            code="forbidden_xml",
+        )
+
+
+def max_elements(max_bytes: int) -> int:
+    """How many elements a document may hold, given the byte limit it is held to."""
+    return max(MIN_ELEMENTS, max_bytes // BYTES_PER_ELEMENT)
+
+
 def parse_xml(raw: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH, check_dtd: bool = True) -> Any:
     """Parse untrusted XML into an lxml root element, or raise ``BodError``.
 
-    ``check_dtd=False`` skips the byte scan so that tests can prove the parser layer holds on its
-    own; production code always scans.
+    ``check_dtd=False`` skips the byte scans (DTD, long start tags) so that tests can prove the
+    parser layer holds on its own; production code always scans.
     """
     if len(raw) > max_bytes:
         raise BodError(f"document too large: {len(raw)} bytes > limit {max_bytes}", too_large=True)
@@ -259,16 +294,30 @@ def parse_xml(raw: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH, check_d
         raise BodError("empty document")
     if check_dtd:
         refuse_dtd(raw)
+        refuse_long_tags(raw)
     parser = _new_parser()
-    depth = 0
+    depth = elements = 0
+    element_limit = max_elements(max_bytes)
 
     def check_events() -> None:
-        nonlocal depth
-        for event, _element in parser.read_events():
+        nonlocal depth, elements
+        for event, element in parser.read_events():
             if event == "start":
                 depth += 1
+                elements += 1
                 if depth > max_depth:
                     raise BodError(f"document nested deeper than {max_depth} levels")
+                if elements > element_limit:
+                    raise BodError(
+                        f"document holds more than {element_limit} elements, the most a document of "
+                        f"the byte limit ({max_bytes}, M3BNG_ION_MAX_BOD_BYTES) may hold",
+                        too_large=True,
+                    )
+                if len(element.attrib) > MAX_ATTRIBUTES:
+                    raise BodError(
+                        f"element {_local(element)} has {len(element.attrib)} attributes; "
+                        f"at most {MAX_ATTRIBUTES} are allowed"
+                    )
             else:
                 depth -= 1
 
