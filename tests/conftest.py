@@ -38,6 +38,15 @@ def pytest_configure(config: pytest.Config) -> None:
 BACKENDS = ["sqlite", "postgresql"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        default=False,
+        help="chaos tests: the long variant (ten times the load, the full 60 s M3 outage)",
+    )
+
+
 @pytest.fixture(scope="session")
 async def pg_template() -> AsyncIterator[str]:
     await postgres.ensure_running()

@@ -120,5 +120,9 @@ def _bound(flow: MappedFlow, mappings: FlowMappings, mapping: Mapping) -> Flow:
 
 
 async def _remember_bng_state(ctx: FlowContext, entity: str, bng_id: str, data: dict[str, Any]) -> None:
-    async with ctx.sessions.begin() as session:
-        await queries.put_bng_state(session, entity, bng_id, data, origin="bng", event_id=ctx.event.id)
+    """Stored with the flow's first write: before its first call that changes M3 (ctx.step)."""
+    ctx.defer(
+        lambda session: queries.put_bng_state(
+            session, entity, bng_id, data, origin="bng", event_id=ctx.event.id
+        )
+    )

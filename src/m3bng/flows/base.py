@@ -26,7 +26,7 @@ from m3bng.connectors.m3.client import M3Client, MIResult
 from m3bng.connectors.m3.errors import M3Duplicate, M3NotFound
 from m3bng.connectors.m3.metadata import check_record
 from m3bng.errors import PermanentError, TargetUnavailable
-from m3bng.inbox.flows import FlowContext, LeaseLost
+from m3bng.inbox.flows import FlowContext
 from m3bng.mapping import Mapping, MappingError
 from m3bng.observability import tracing
 from m3bng.store import queries
@@ -110,17 +110,12 @@ class M3Work:
 
     async def remember(self, **values: Any) -> None:
         """Persist several checkpoint values in one fenced write (``None`` removes a key)."""
-        for key, value in values.items():
-            if value is None:
-                self.ctx.checkpoints.pop(key, None)
-            else:
-                self.ctx.checkpoints[key] = value
-        async with self.ctx.sessions.begin() as session:
-            saved = await queries.save_checkpoint(
-                session, self.ctx.event.id, self.ctx.owner, dict(self.ctx.checkpoints)
-            )
-        if not saved:
-            raise LeaseLost(f"event {self.ctx.event.id}: lease lost before checkpoint {sorted(values)}")
+        self.ctx.note(**values)
+        await self.ctx.save_checkpoint(sorted(values))
+
+    def note(self, **values: Any) -> None:
+        """Checkpoint values that can be worked out again: stored with the next write."""
+        self.ctx.note(**values)
 
     async def records(
         self,
@@ -155,7 +150,13 @@ class M3Work:
         return records
 
     async def send(
-        self, call: str, record: dict[str, str], *, step: str | None = None, mapping: Mapping | None = None
+        self,
+        call: str,
+        record: dict[str, str],
+        *,
+        step: str | None = None,
+        mapping: Mapping | None = None,
+        flush: bool = True,
     ) -> MIResult:
         spec = (mapping or self.mapping).call(call)
         m3 = self.m3
@@ -166,13 +167,22 @@ class M3Work:
             request=record,
             call=lambda: m3.execute(spec.program, spec.transaction, record),
             describe=lambda result: result.records,
+            flush=flush,
         )
 
     async def get(
-        self, call: str, record: dict[str, str], *, step: str | None = None, mapping: Mapping | None = None
+        self,
+        call: str,
+        record: dict[str, str],
+        *,
+        step: str | None = None,
+        mapping: Mapping | None = None,
+        flush: bool = False,
     ) -> MIResult | None:
+        """A call whose "not found" answer is an answer (None), not an error: a lookup, unless
+        ``flush`` says it changes M3 (a delete of something maybe gone already)."""
         try:
-            return await self.send(call, record, step=step, mapping=mapping)
+            return await self.send(call, record, step=step, mapping=mapping, flush=flush)
         except M3NotFound:
             return None
 
@@ -199,15 +209,16 @@ class M3Work:
         )
 
     async def link(self, entity: str, bng_id: str, m3_key: str) -> None:
-        async with self.ctx.sessions.begin() as session:
-            await queries.put_xref(session, entity, bng_id, m3_key)
+        """BNG id ⇄ M3 key, stored with the flow's next write (at the latest with its outcome,
+        before any later event of the same business key runs)."""
+        self.ctx.defer(lambda session: queries.put_xref(session, entity, bng_id, m3_key))
 
 
 async def note_mapping_version(ctx: FlowContext, mapping: Mapping) -> None:
-    """Record which version of the mapping this event is applied with (replays can tell)."""
-    async with ctx.sessions.begin() as session:
-        if not await queries.set_mapping_hash(session, ctx.event.id, ctx.owner, mapping.content_hash):
-            raise LeaseLost(f"event {ctx.event.id}: lease lost before it started")
+    """Record which version of the mapping this event is applied with (replays can tell); with
+    the flow's first write, fenced like it."""
+    content_hash = mapping.content_hash
+    ctx.defer(lambda session: queries.set_mapping_hash(session, ctx.event.id, ctx.owner, content_hash))
 
 
 def step_name(call: str, index: int, count: int) -> str:

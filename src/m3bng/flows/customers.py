@@ -66,5 +66,5 @@ async def ensure_customer(work: M3Work, mappings: FlowMappings, customer_id: str
                 f"in M3 and {hint}; customer data: {shown or 'none'}"
             )
         await work.link(ENTITY, customer_id, cuno)
-    await work.remember(CUNO=cuno)
+    work.note(CUNO=cuno)  # found again by the cross-reference if lost
     return cuno

@@ -70,7 +70,7 @@ async def check_items(work: M3Work) -> None:
                 f"item missing: SKU {skus[index]!r} (line {index + 1}, M3 ITNO {record['ITNO']!r}) "
                 "does not exist in M3 (MMS200MI/GetItmBasic)"
             )
-    await work.remember(items_checked=True)
+    work.note(items_checked=True)
 
 
 async def enter_batch(work: M3Work) -> None:
@@ -78,7 +78,7 @@ async def enter_batch(work: M3Work) -> None:
     pending = work.checkpoints.get("line_pending")
     if pending is not None and work.checkpoints.get("ORNO_TEMP"):
         [drop] = await work.records("discard_batch")
-        await work.get("discard_batch", drop, step="discard_uncertain_batch")  # gone already: fine
+        await work.get("discard_batch", drop, step="discard_uncertain_batch", flush=True)  # gone: fine
         await work.remember(ORNO_TEMP=None, lines_done=None, line_pending=None)
     if not work.checkpoints.get("ORNO_TEMP"):
         [head] = await work.records("head")
@@ -89,16 +89,21 @@ async def enter_batch(work: M3Work) -> None:
         await work.remember(ORNO_TEMP=temp, lines_done=0)
     lines = await work.records("line")
     done = int(work.checkpoints.get("lines_done") or 0)
+    if done < len(lines):
+        # One durable mark for the run of lines, not one per line (an order may have hundreds):
+        # if this attempt ends without an outcome (the worker died), any line from ``done`` on
+        # may or may not be in the batch, and the next attempt rebuilds the batch.
+        await work.remember(line_pending=done)
     for index in range(done, len(lines)):
-        await work.remember(line_pending=index)
         try:
-            await work.send("line", lines[index], step=step_name("line", index, len(lines)))
+            await work.send("line", lines[index], step=step_name("line", index, len(lines)), flush=False)
         except M3UnknownOutcome:
             raise  # maybe in the batch, maybe not: the next attempt rebuilds the batch
         except ProcessingError:
-            await work.remember(line_pending=None)  # M3 refused it: the batch is as it was
+            # M3 refused it: the batch holds exactly the lines before it (stored with the outcome).
+            work.note(lines_done=index, line_pending=None)
             raise
-        work.checkpoints["lines_done"] = index + 1
+        work.note(lines_done=index + 1)
     await work.remember(lines_done=len(lines), line_pending=None)
 
 

@@ -157,6 +157,7 @@ class BngWork:
             operation=f"{request.method} {request.path}",
             request={"body": body, "idempotency_key": key},
             call=lambda: bng.request(request.method, request.path, json=body, idempotency_key=key),
+            flush=request.method != "GET",
             describe=lambda response: {
                 "status": response.status,
                 "body": response.body,

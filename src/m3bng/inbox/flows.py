@@ -1,9 +1,27 @@
 """What a flow is: an async function of a FlowContext, registered for an event type.
 
 The context gives a flow the two things that make it safe to run more than once:
-``ctx.step(...)`` records each outbound call (request, response, duration, outcome) before the
-flow moves on, and ``ctx.checkpoint(...)`` persists keys obtained from completed steps (a
-temporary ORNO, a new CUNO) so that a retry or replay resumes instead of starting over.
+``ctx.step(...)`` records each outbound call (request, response, duration, outcome), and
+``ctx.checkpoint(...)`` persists keys obtained from completed steps (a temporary ORNO, a new
+CUNO) so that a retry or replay resumes instead of starting over.
+
+**Writes ride together.** A worker's CPU goes mostly to the store (docs/benchmarks.md), and a
+flow used to commit a transaction for every step row, every checkpoint, the mapping version and
+each cross-reference. Now the writes that need not stand alone are *deferred* (``defer``,
+``note``, a successful step's row) and stored in one transaction with the flow's next durable
+write, whichever comes first:
+
+* a durable checkpoint (``checkpoint`` / ``save_checkpoint``): the keys a call returned;
+* a call that may change the target (``step(..., flush=True)``, the default): everything
+  recorded so far is stored before it leaves, so what the flow knew and did before a write is
+  on record even if the worker dies during it (a flow that has made its own durable mark for a
+  run of writes, such as the order lines, passes ``flush=False`` for them);
+* the event's outcome (done, retry, dead letter), written by the worker with ``write_pending``.
+
+A read-only call (a lookup) therefore costs no transaction of its own: its step row goes with
+the next write. A failed or interrupted step is written at once (a dead letter points at it).
+A worker killed between a read and the next write loses that read's step row, never a
+checkpoint or an effect: the next attempt repeats the read.
 """
 
 from __future__ import annotations
@@ -27,6 +45,7 @@ from m3bng.store.queries import ClaimedEvent, utcnow
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 Flow = Callable[["FlowContext"], Awaitable[None]]
+PendingWrite = Callable[[AsyncSession], Awaitable[Any]]
 
 
 class LeaseLost(M3bngError):
@@ -40,6 +59,8 @@ class FlowContext:
     sessions: async_sessionmaker[AsyncSession]
     connectors: Connectors = field(default_factory=Connectors)
     last_failed_step_id: int | None = field(default=None, init=False)
+    _pending: list[PendingWrite] = field(default_factory=list, init=False)
+    _dirty: bool = field(default=False, init=False)  # checkpoints changed since last stored
 
     @property
     def payload(self) -> Any:
@@ -49,12 +70,80 @@ class FlowContext:
     def checkpoints(self) -> dict[str, Any]:
         return self.event.checkpoint
 
+    # -- checkpoints and deferred writes ------------------------------------------------------
+
     async def checkpoint(self, key: str, value: Any) -> None:
         """Persist a key obtained by a completed step, fenced by this worker's lease."""
         self.event.checkpoint[key] = value
+        await self.save_checkpoint(key)
+
+    def note(self, **values: Any) -> None:
+        """Checkpoint values that need not be durable on their own (they can be worked out
+        again: a customer number found by lookup, "items checked"); stored with the next write.
+        ``None`` removes a key."""
+        for key, value in values.items():
+            if value is None:
+                self.event.checkpoint.pop(key, None)
+            else:
+                self.event.checkpoint[key] = value
+        self._dirty = True
+
+    def defer(self, write: PendingWrite) -> None:
+        """A write stored in the transaction of the flow's next durable write (module docstring)."""
+        self._pending.append(write)
+
+    async def save_checkpoint(self, what: object) -> None:
+        """Store ``checkpoints`` as they are now, fenced by the lease, with everything deferred.
+        Raises LeaseLost (the deferred rows are stored anyway) when another worker owns the
+        event now."""
+        self._dirty = True
+        if not await self._flush_once():
+            raise LeaseLost(f"event {self.event.id}: lease lost before checkpoint {what!r}")
+
+    async def flush(self) -> None:
+        """Store what is deferred now (before a call that may change the target)."""
+        if (self._pending or self._dirty) and not await self._flush_once():
+            raise LeaseLost(f"event {self.event.id}: lease lost")
+
+    async def _flush_once(self) -> bool:
         async with self.sessions.begin() as session:
-            if not await queries.save_checkpoint(session, self.event.id, self.owner, self.event.checkpoint):
-                raise LeaseLost(f"event {self.event.id}: lease lost before checkpoint {key!r}")
+            return await self.write_pending(session)
+
+    async def write_pending(self, session: AsyncSession) -> bool:
+        """Add everything deferred, and the checkpoints if changed, to the caller's transaction.
+
+        Returns False when the checkpoint write found the lease taken (the worker's outcome
+        write, fenced the same way, then says so too). If the transaction fails, the writes are
+        kept for the next one.
+        """
+        pending, dirty = self._pending, self._dirty
+        self._pending, self._dirty = [], False
+        try:
+            for write in pending:
+                await write(session)
+            if dirty:
+                return await queries.save_checkpoint(
+                    session, self.event.id, self.owner, self.event.checkpoint
+                )
+            return True
+        except BaseException:
+            self._pending, self._dirty = pending + self._pending, dirty or self._dirty
+            raise
+
+    async def flush_quietly(self) -> None:
+        """Store what is deferred, riding out a database blip; for a flow that ends without an
+        outcome of its own (its lease was lost): the step rows are facts either way."""
+        for attempt in range(3):
+            try:
+                await self._flush_once()
+                return
+            except Exception as exc:
+                log.warning("step.record_failed", attempt=attempt + 1, error=repr(exc)[:300])
+                await asyncio.sleep(0.2 * 2**attempt)
+        log.error("step.record_lost", rows=len(self._pending))
+        self._pending.clear()
+
+    # -- steps ----------------------------------------------------------------------------------
 
     async def step(
         self,
@@ -65,8 +154,15 @@ class FlowContext:
         request: Any,
         call: Callable[[], Awaitable[T]],
         describe: Callable[[T], Any] | None = None,
+        flush: bool = True,
     ) -> T:
-        """Run one outbound call and record it as a step, whatever its outcome."""
+        """Run one outbound call and record it as a step, whatever its outcome.
+
+        ``flush=False`` for a call that only reads (or is covered by the flow's own durable
+        mark): nothing deferred is stored before it.
+        """
+        if flush:
+            await self.flush()
         started = utcnow()
         t0 = time.perf_counter()
         status, response, error_class, error = StepStatus.OK.value, None, None, None
@@ -97,23 +193,28 @@ class FlowContext:
         finally:
             elapsed = time.perf_counter() - t0
             metrics.observe_outbound(target, operation, name, status, elapsed)
-            step_id = await self._record(
-                name=name,
-                target=target,
-                operation=operation,
-                request=request,
-                response=response if _jsonable(response) else repr(response),
-                status=status,
-                error_class=error_class,
-                error=error,
-                duration_ms=elapsed * 1000,
-                started_at=started,
-            )
-            if status != StepStatus.OK.value:
-                self.last_failed_step_id = step_id
+            row = {
+                "event_id": self.event.id,
+                "attempt": self.event.attempts,
+                "name": name,
+                "target": target,
+                "operation": operation,
+                "request": request,
+                "response": response if _jsonable(response) else repr(response),
+                "status": status,
+                "error_class": error_class,
+                "error": error,
+                "duration_ms": elapsed * 1000,
+                "started_at": started,
+            }
+            if status == StepStatus.OK.value:
+                self.defer(lambda session: queries.record_step(session, **row))
+            else:
+                self.last_failed_step_id = await self._record(row)
 
-    async def _record(self, **values: Any) -> int | None:
-        """Record a step, riding out a database blip.
+    async def _record(self, row: dict[str, Any]) -> int | None:
+        """Store a failed or interrupted step now (with whatever is deferred), riding out a
+        database blip.
 
         If the store stays unreachable the step row is given up (and logged), never the call's
         result: failing here would make the flow retry a call that already took effect.
@@ -121,15 +222,14 @@ class FlowContext:
         for attempt in range(3):
             try:
                 async with self.sessions.begin() as session:
-                    return await queries.record_step(
-                        session, event_id=self.event.id, attempt=self.event.attempts, **values
-                    )
+                    await self.write_pending(session)
+                    return await queries.record_step(session, **row)
             except Exception as exc:
                 log.warning(
-                    "step.record_failed", step=values.get("name"), attempt=attempt + 1, error=repr(exc)[:300]
+                    "step.record_failed", step=row.get("name"), attempt=attempt + 1, error=repr(exc)[:300]
                 )
                 await asyncio.sleep(0.2 * 2**attempt)
-        log.error("step.record_lost", step=values.get("name"), status=values.get("status"))
+        log.error("step.record_lost", step=row.get("name"), status=row.get("status"))
         return None
 
 

@@ -230,17 +230,19 @@ class Worker:
             if event.id in self._lost:
                 self._lost.discard(event.id)
                 log.warning("event.abandoned", reason="lease lost to another worker")
+                await ctx.flush_quietly()
                 raise
             await self._finish(
-                queries.reschedule, event, delay_seconds=0, error_class=None, error=None, refund_attempt=True
+                queries.reschedule, ctx, delay_seconds=0, error_class=None, error=None, refund_attempt=True
             )
             log.info("event.released", reason="shutdown")
             raise
         except LeaseLost:
             log.warning("event.lease_lost")
+            await ctx.flush_quietly()
         except Skipped as exc:
             if await self._finish(
-                queries.mark_skipped, event, reason=str(exc)[:MAX_ERROR_CHARS], error_class=exc.error_class
+                queries.mark_skipped, ctx, reason=str(exc)[:MAX_ERROR_CHARS], error_class=exc.error_class
             ):
                 metrics.observe_outcome(event.source, event.event_type, "skipped")
                 log.info("event.skipped", reason=str(exc), error_class=exc.error_class)
@@ -249,7 +251,7 @@ class Worker:
         except TargetUnavailable as exc:
             await self._finish(
                 queries.reschedule,
-                event,
+                ctx,
                 # Jittered, so that events held back by one outage do not all return at once.
                 delay_seconds=(exc.retry_after or 30.0) * (1 + random.uniform(0, self.settings.retry_jitter)),
                 error_class=exc.error_class,
@@ -261,7 +263,7 @@ class Worker:
         except Exception as exc:
             await self._retry_or_dead(ctx, exc)
         else:
-            if await self._finish(queries.mark_done, event):
+            if await self._finish(queries.mark_done, ctx):
                 metrics.observe_outcome(event.source, event.event_type, "done")
                 log.info("event.done", attempts=event.attempts)
         finally:
@@ -276,7 +278,7 @@ class Worker:
             return
         message = _describe(exc)
         await self._finish(
-            queries.reschedule, ctx.event, delay_seconds=delay, error_class=error_class, error=message
+            queries.reschedule, ctx, delay_seconds=delay, error_class=error_class, error=message
         )
         metrics.observe_outcome(ctx.event.source, ctx.event.event_type, "retry", error_class)
         log.warning(
@@ -292,7 +294,7 @@ class Worker:
         message = _describe(exc)
         if await self._finish(
             queries.dead_letter,
-            ctx.event,
+            ctx,
             reason=reason,
             error_class=error_class,
             error=message,
@@ -306,9 +308,11 @@ class Worker:
                 except Exception as exc:  # the dead letter stands; the hook's failure is logged
                     log.error("event.dead_letter_hook_failed", error=repr(exc)[:500])
 
-    async def _finish(self, write: Any, event: ClaimedEvent, **kwargs: Any) -> bool:
-        """Record an outcome, fenced by the lease. A few quick retries ride out a database blip;
-        if the store stays unreachable the lease expires and the event runs again later."""
+    async def _finish(self, write: Any, ctx: FlowContext, **kwargs: Any) -> bool:
+        """Record an outcome, fenced by the lease, with the flow's last step row. A few quick
+        retries ride out a database blip; if the store stays unreachable the lease expires and
+        the event runs again later."""
+        event = ctx.event
         keys = event_keys(
             source=event.source,
             external_id=event.external_id,
@@ -319,6 +323,7 @@ class Worker:
         for attempt in range(5):
             try:
                 async with self.sessions.begin() as session:
+                    await ctx.write_pending(session)  # fenced like the outcome below
                     written: bool = await write(session, event.id, self.worker_id, **kwargs)
                     if written:
                         # With the outcome: the keys ops search by (BNG id, ORNO, BODID, ...).

@@ -266,6 +266,10 @@ async def test_done_transaction_is_not_replayed(ops: Ops) -> None:
 
 async def test_two_concurrent_replays_of_one_event_replay_it_once(ops: Ops) -> None:
     dead_id = await ops.dead_order("SO-RACE")
+    # Paused, so that the first replay's event stays pending: otherwise a fast worker can run
+    # it and dead-letter it again before the second request reads it, and both replays count.
+    pause = {"kind": "flow", "name": "order.created", "reason": "race test"}
+    assert (await ops.admin.post("/api/v1/control/pause", json=pause)).status_code == 200
     other = ops.server.client()
     other.headers.update(bearer(ADMIN))
     try:
