@@ -45,6 +45,15 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
         return engine
     kwargs.update(
+        # No pre-ping on PostgreSQL: asyncpg's ping is its own BEGIN, query and ROLLBACK on every
+        # checkout, a quarter of a transaction's CPU, paid by every step of every flow. A
+        # connection that died (a server restart, a failover) fails its next statement instead;
+        # SQLAlchemy then recognises the disconnect and replaces every pooled connection, so one
+        # operation per process fails and is retried (a webhook's sender retries, an event's
+        # attempt is rescheduled: tests/chaos/test_database.py). Connections are recycled after
+        # five minutes, before a firewall or load balancer drops them for idling.
+        pool_pre_ping=False,
+        pool_recycle=300,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_connect_timeout,

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,7 +62,7 @@ class ClaimedEvent:
 
 # Built once, with the values bound per call: an ORM ``insert(Event).values(...)`` built per
 # request cost more CPU than everything else the ingest route does (docs/benchmarks.md).
-_EVENTS = Event.__table__
+_EVENTS = cast(Table, Event.__table__)
 _INSERT_ONCE = {
     name: dialect.insert(_EVENTS)
     .on_conflict_do_nothing(index_elements=["source", "external_id"])
@@ -219,23 +219,26 @@ async def renew_leases(
     if not event_ids:
         return set()
     result = await session.execute(
-        update(Event)
+        update(_EVENTS)
         .where(
-            Event.id.in_(list(event_ids)),
-            Event.lease_owner == owner,
-            Event.status == EventStatus.PROCESSING.value,
+            _EVENTS.c.id.in_(list(event_ids)),
+            _EVENTS.c.lease_owner == owner,
+            _EVENTS.c.status == EventStatus.PROCESSING.value,
         )
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-        .returning(Event.id)
+        .returning(_EVENTS.c.id)
     )
     return set(result.scalars())
 
 
 def _fenced(event_id: int, owner: str) -> Any:
-    return update(Event).where(
-        Event.id == event_id,
-        Event.lease_owner == owner,
-        Event.status == EventStatus.PROCESSING.value,
+    # A Core UPDATE of the table, not of the ORM entity: the ORM's bulk-update path (it evaluates
+    # the WHERE clause against objects in the session) cost more CPU than the round trip, and a
+    # worker writes one of these per checkpoint.
+    return update(_EVENTS).where(
+        _EVENTS.c.id == event_id,
+        _EVENTS.c.lease_owner == owner,
+        _EVENTS.c.status == EventStatus.PROCESSING.value,
     )
 
 
@@ -270,7 +273,7 @@ async def _close(
             last_error=error,
             error_class=error_class,
         )
-        .returning(Event.id)
+        .returning(_EVENTS.c.id)
     )
     return result.scalar_one_or_none() is not None
 
@@ -305,7 +308,7 @@ async def reschedule(
         values["attempts"] = (
             func.max(Event.attempts - 1, 0) if _is_sqlite(session) else func.greatest(Event.attempts - 1, 0)
         )
-    result = await session.execute(_fenced(event_id, owner).values(**values).returning(Event.id))
+    result = await session.execute(_fenced(event_id, owner).values(**values).returning(_EVENTS.c.id))
     return result.scalar_one_or_none() is not None
 
 
@@ -359,20 +362,24 @@ async def save_checkpoint(
     session: AsyncSession, event_id: int, owner: str, checkpoint: dict[str, Any]
 ) -> bool:
     result = await session.execute(
-        _fenced(event_id, owner).values(checkpoint=checkpoint, updated_at=utcnow()).returning(Event.id)
+        _fenced(event_id, owner).values(checkpoint=checkpoint, updated_at=utcnow()).returning(_EVENTS.c.id)
     )
     return result.scalar_one_or_none() is not None
 
 
+_STEPS = cast(Table, Step.__table__)
+_INSERT_STEP = _STEPS.insert().returning(_STEPS.c.id)  # Core, built once
+
+
 async def record_step(session: AsyncSession, **values: Any) -> int:
-    result = await session.execute(insert(Step).values(**values).returning(Step.id))
+    result = await session.execute(_INSERT_STEP, values)
     return int(result.scalar_one())
 
 
 async def set_mapping_hash(session: AsyncSession, event_id: int, owner: str, content_hash: str) -> bool:
     """Record which version of the mapping this event is applied with (fenced like a checkpoint)."""
     result = await session.execute(
-        _fenced(event_id, owner).values(mapping_hash=content_hash).returning(Event.id)
+        _fenced(event_id, owner).values(mapping_hash=content_hash).returning(_EVENTS.c.id)
     )
     return result.scalar_one_or_none() is not None
 
@@ -534,3 +541,70 @@ async def index_event_keys(session: AsyncSession, event_id: int, keys: dict[str,
         return
     rows = [{"event_id": event_id, "value": value, "kind": kind} for value, kind in keys.items()]
     await session.execute(_dialect_insert(session, EventKey.__table__).values(rows).on_conflict_do_nothing())
+
+
+# -- installation-wide limits (connectors/shares.py), PostgreSQL only --------------------------------
+#
+# Each worker process holds ``slots`` of a limit (the M3 concurrency cap, BNG's rate) and renews
+# its row every period. Rebalancing is one transaction under the limit's anchor row lock
+# (``holder = ''``), so processes take turns: expired rows (a process that died) are deleted,
+# the fair share of each live process is worked out, and a process grows only into what nobody
+# holds. A process never records less than it uses locally (``holding``): it shrinks its own
+# gate first and records the smaller share on its next turn. So the rows never add up to more
+# than the limit, and no process uses more than its row. Time is the database's, the same for
+# every host.
+_SHARE_ANCHOR = text(
+    "INSERT INTO limit_shares (name, holder, slots, expires_at, updated_at) "
+    "VALUES (:name, '', 0, timezone('utc', now()) + interval '100 years', timezone('utc', now())) "
+    "ON CONFLICT DO NOTHING"
+)
+_SHARE_LOCK = text("SELECT 1 FROM limit_shares WHERE name = :name AND holder = '' FOR UPDATE")
+_SHARE_PRUNE = text(
+    "DELETE FROM limit_shares WHERE name = :name AND holder <> '' AND expires_at < timezone('utc', now())"
+)
+_SHARE_ROWS = text("SELECT holder, slots FROM limit_shares WHERE name = :name AND holder <> ''")
+_SHARE_PUT = text(
+    "INSERT INTO limit_shares (name, holder, slots, expires_at, updated_at) "
+    "VALUES (:name, :holder, :slots, timezone('utc', now()) + make_interval(secs => :ttl), "
+    "timezone('utc', now())) "
+    "ON CONFLICT (name, holder) DO UPDATE SET slots = excluded.slots, expires_at = excluded.expires_at, "
+    "updated_at = excluded.updated_at"
+)
+_SHARE_DROP = text("DELETE FROM limit_shares WHERE name = :name AND holder = :holder")
+
+
+@dataclass(frozen=True)
+class ShareGrant:
+    slots: int  # what this process may use now (recorded, renewed)
+    fair: int  # what it should hold once the others have moved: shrink to it when below slots
+    holders: int  # live processes sharing the limit
+
+
+def fair_share(total: int, holders: Sequence[str], holder: str) -> int:
+    """``total`` split evenly; the remainder goes to the first holders in name order."""
+    ordered = sorted(holders)
+    base, extra = divmod(total, len(ordered))
+    return base + (1 if ordered.index(holder) < extra else 0)
+
+
+async def take_share(
+    session: AsyncSession, name: str, holder: str, total: int, ttl_seconds: float, *, holding: int
+) -> ShareGrant:
+    """Renew this process's share of ``name`` and grow it toward its fair share (see above)."""
+    params = {"name": name}
+    await session.execute(_SHARE_ANCHOR, params)
+    await session.execute(_SHARE_LOCK, params)
+    await session.execute(_SHARE_PRUNE, params)
+    rows = {row.holder: int(row.slots) for row in await session.execute(_SHARE_ROWS, params)}
+    fair = fair_share(total, [*rows.keys() - {holder}, holder], holder)
+    others = sum(slots for other, slots in rows.items() if other != holder)
+    mine = max(holding, min(fair, total - others))
+    await session.execute(
+        _SHARE_PUT, {"name": name, "holder": holder, "slots": mine, "ttl": float(ttl_seconds)}
+    )
+    return ShareGrant(slots=mine, fair=fair, holders=len(rows.keys() | {holder}))
+
+
+async def drop_share(session: AsyncSession, name: str, holder: str) -> None:
+    """Give a share back at once (a process stopping), instead of letting it expire."""
+    await session.execute(_SHARE_DROP, {"name": name, "holder": holder})
