@@ -172,10 +172,10 @@ async def one_run(
     args: argparse.Namespace, cap: int, workers: int, round_no: int, folder: Path, database_url: str
 ) -> Run:
     run = Run(cap, workers, round_no, args.latency_ms)
-    share = max(1, cap // workers)  # per-process M3 cap: the processes together hold C
+    share = max(1, cap // workers)  # what each process gets of the cap (connectors/shares.py)
     settings = {
         "M3BNG_WEBHOOK_SECRETS": SECRET,
-        "M3BNG_M3_MAX_CONCURRENCY": str(share),
+        "M3BNG_M3_MAX_CONCURRENCY": str(cap),  # the installation's cap, shared by the workers
         "M3BNG_WORKER_CONCURRENCY": str(max(8, math.ceil(share * 1.5))),
         "M3BNG_WORKER_POLL_INTERVAL": "0.05",
         "M3BNG_M3_TIMEOUT": "10",

@@ -136,6 +136,7 @@ async def _run_worker(settings: Settings, *, once: bool) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await runtime.start(workers=False)
+        await runtime.share_limits()
         worker = runtime.new_worker()
         if once:
             await worker.run_until_idle(timeout=3600)

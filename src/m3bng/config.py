@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     m3_timeout: float = Field(default=30.0, gt=0, le=600)
     m3_connect_timeout: float = Field(default=10.0, gt=0, le=120)
     m3_max_concurrency: int = Field(default=8, ge=1, le=256)
+    # On PostgreSQL the M3 and BNG limits hold for all worker processes together (each takes a
+    # share: connectors/shares.py); False makes them per process, as on SQLite.
+    shared_limits: bool = True
     m3_call_attempts: int = Field(default=3, ge=1, le=10)
     m3_max_inline_wait: float = Field(default=10.0, ge=0, le=300)
     m3_circuit_failures: int = Field(default=5, ge=1, le=1000)
@@ -285,6 +288,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def limits_shared(self) -> bool:
+        return self.shared_limits and not self.is_sqlite
 
     @property
     def max_attempts(self) -> int:

@@ -14,10 +14,11 @@ from m3bng.config import Settings
 from m3bng.connectors import Connectors
 from m3bng.connectors.m3.client import M3Client
 from m3bng.connectors.m3.metadata import M3Metadata
+from m3bng.connectors.shares import PERIOD, SharedLimit, ShareKeeper
 from m3bng.flows import default_registry
 from m3bng.inbox.flows import FlowRegistry
 from m3bng.inbox.ingest import Notifier
-from m3bng.inbox.worker import Worker
+from m3bng.inbox.worker import Worker, new_worker_id
 from m3bng.mapping import Mapping, MappingFileError, load_mappings
 from m3bng.observability.tracing import configure_tracing
 from m3bng.ops.auth import Authenticator
@@ -44,6 +45,7 @@ class Runtime:
     sandbox_ops_token: str | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _shares: ShareKeeper | None = None
 
     @classmethod
     def build(cls, settings: Settings, registry: FlowRegistry | None = None) -> Runtime:
@@ -78,6 +80,7 @@ class Runtime:
         elif not await migrate.is_up_to_date(self.engine):
             log.warning("store.migrations_pending", hint="run `m3bng db upgrade`")
         if workers:
+            await self.share_limits()
             worker = self.new_worker()
             self.notifier.subscribe(worker.wakeup)
             self._tasks.append(asyncio.create_task(worker.run(self._stop), name="worker"))
@@ -99,6 +102,16 @@ class Runtime:
                     name="bulk-replays",
                 )
             )
+
+    async def share_limits(self) -> None:
+        """Before this process's workers make their first call: take this process's share of
+        the installation-wide M3 and BNG limits (PostgreSQL; connectors/shares.py)."""
+        if self._shares is not None or not self.settings.limits_shared:
+            return
+        limits = shared_limits(self.settings, self.connectors)
+        if limits:
+            self._shares = ShareKeeper(self.sessions, new_worker_id(), limits)
+            await self._shares.start(self._stop)
 
     def new_worker(self) -> Worker:
         from m3bng.flows.confirm import ConfirmOnDeadLetter
@@ -133,6 +146,8 @@ class Runtime:
         self._stop.set()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._shares is not None:
+            await self._shares.stop()
         await self.connectors.aclose()
         await self.engine.dispose()
 
@@ -198,3 +213,29 @@ def load_registry_and_mappings(settings: Settings) -> tuple[FlowRegistry, dict[s
         register: Callable[[FlowRegistry], None] = getattr(importlib.import_module(module_name), attr)
         register(registry)
     return registry, mappings
+
+
+def shared_limits(settings: Settings, connectors: Connectors) -> list[SharedLimit]:
+    """The limits this process takes a share of: each client's gate, and BNG's rate."""
+    limits: list[SharedLimit] = []
+    m3, bng = connectors.m3, connectors.bng
+    if m3 is not None:
+        # A process that dies leaves its calls running at M3 for up to a timeout: its share is
+        # not handed on before that.
+        ttl = settings.m3_timeout + 3 * PERIOD
+        limits.append(
+            SharedLimit("m3.concurrency", settings.m3_max_concurrency, ttl, m3.gate.grow, m3.gate.shrink)
+        )
+    if bng is not None:
+        ttl = settings.bng_timeout + 3 * PERIOD
+        limits.append(
+            SharedLimit("bng.concurrency", settings.bng_max_concurrency, ttl, bng.gate.grow, bng.gate.shrink)
+        )
+        limiter = bng.limiter
+        if not limiter.unlimited:
+
+            async def grow(slots: int) -> None:
+                limiter.grow(slots)
+
+            limits.append(SharedLimit("bng.rate", limiter.slots, ttl, grow, limiter.shrink))
+    return limits

@@ -17,6 +17,12 @@ little less than N per second.
 The limiter sits in the HTTP transport (``RateLimitedTransport``), so every request on the wire
 counts — including one repeated by the auth flow after a 401. ``pause()`` honours a server's
 ``Retry-After`` for every caller at once: after a 429 nobody sends until the pause is over.
+
+With several worker processes on PostgreSQL the rate is the installation's: each process holds
+some of the N slots (``connectors/shares.py``), and ``resize`` moves them. A slot given up is
+handed over only once its last request's window has passed (``shrink`` waits for that), and a
+slot received starts with a full window, so a slot moving between processes never lets two
+requests closer than ``window`` apart.
 """
 
 from __future__ import annotations
@@ -50,9 +56,11 @@ class RateLimiter:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.rate = rate
+        self.unlimited = rate <= 0
         # A fractional rate is rounded down (2.5/s → 2 per second); below 1/s it is one request
         # per 1/rate seconds. Either way the configured rate is never exceeded.
-        self.limit = max(math.floor(rate), 1) if rate > 0 else 0
+        self.slots = max(math.floor(rate), 1) if rate > 0 else 0  # the whole rate's slots
+        self.limit = self.slots  # the slots this process may use now (resize)
         self.window = (1.0 if rate >= 1 else 1.0 / rate) + margin if rate > 0 else 0.0
         self.max_wait = max_wait
         self._clock = clock
@@ -76,7 +84,7 @@ class RateLimiter:
 
         Raises RateLimitPaused when a pause is longer than ``max_wait``.
         """
-        if not self.limit and not self.paused_for():
+        if self.unlimited and not self.paused_for():
             return -1
         async with self._lock:
             while True:
@@ -87,8 +95,12 @@ class RateLimiter:
                         raise RateLimitPaused(paused)
                     await self._wait(paused)
                     continue
-                if not self.limit:
+                if self.unlimited:
                     return -1
+                if not self.limit:  # this process holds no share of the rate right now
+                    self._released.clear()
+                    await self._released.wait()
+                    continue
                 slot = min(range(self.limit), key=self._free_at.__getitem__)
                 ready = self._free_at[slot]
                 if ready <= now + 1e-9:  # (slack: a clock read right after a wait may round below)
@@ -105,6 +117,35 @@ class RateLimiter:
         if slot >= 0:
             self._free_at[slot] = self._clock() + self.window
             self._released.set()
+
+    def grow(self, limit: int) -> None:
+        """Use ``limit`` slots from now on; new ones wait a full window first (their previous
+        holder, another process, may just have used them)."""
+        if limit <= self.limit:
+            return
+        fresh = self._clock() + self.window
+        while len(self._free_at) < limit:
+            self._free_at.append(fresh)
+        for slot in range(self.limit, limit):
+            self._free_at[slot] = max(self._free_at[slot], fresh)
+        self.limit = limit
+        self._released.set()
+
+    async def shrink(self, limit: int) -> None:
+        """Use no more than ``limit`` slots from now on, and return once the slots given up are
+        quiet: no request in flight on them, and their window passed."""
+        self.limit = min(self.limit, limit)
+        while True:
+            now = self._clock()
+            busy = [at for at in self._free_at[limit:] if at > now]
+            if not busy:
+                del self._free_at[limit:]
+                return
+            if any(at == math.inf for at in busy):
+                self._released.clear()
+                await self._released.wait()
+            else:
+                await self._sleep(max(busy) - now)
 
     async def _wait(self, seconds: float) -> None:
         self.waits += 1

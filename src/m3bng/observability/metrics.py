@@ -51,6 +51,11 @@ OUTBOUND_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 REPLAYS = Counter("m3bng_replays_total", "Events replayed through the ops API", ["mode", "kind"])
+LIMIT_SHARE = Gauge(
+    "m3bng_limit_share",
+    "This process's share of an installation-wide limit (m3.concurrency, bng.concurrency, bng.rate)",
+    ["limit"],
+)
 
 # --- read from the store at scrape time (api/metrics.py) -----------------------------------------
 # Every series is rewritten on each scrape: a flow whose backlog drained reads 0 (registered

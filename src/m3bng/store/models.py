@@ -391,3 +391,18 @@ class Alert(Base):
     last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     notified_state: Mapped[str | None] = mapped_column(String(16))  # what the webhook last heard
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class LimitShare(Base):
+    """One process's share of a limit that holds for the whole installation (the M3 concurrency
+    cap, BNG's rate): ``slots`` of it, for as long as the holder renews ``expires_at``. The row
+    with ``holder`` '' anchors the limit: locking it serialises the processes rebalancing.
+    (connectors/shares.py)"""
+
+    __tablename__ = "limit_shares"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)  # e.g. m3.concurrency
+    holder: Mapped[str] = mapped_column(String(128), primary_key=True)  # a process, '' = anchor
+    slots: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -15,7 +15,6 @@ toward M3, writes are retried inline after an unknown outcome too.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from m3bng.connectors.bng.errors import (
     BngUnavailable,
     BngUnknownOutcome,
 )
+from m3bng.connectors.limits import Gate
 from m3bng.connectors.protection import CircuitBreaker, CircuitState, inline_retrying
 from m3bng.connectors.ratelimit import RateLimitedTransport, RateLimiter, RateLimitPaused
 from m3bng.observability import metrics
@@ -156,7 +156,8 @@ class BngClient:
             transport=RateLimitedTransport(inner, self.limiter),
             headers={"Accept": "application/json"},
         )
-        self._slots = asyncio.Semaphore(config.max_concurrency)
+        # Calls in flight; resized when the cap is shared between worker processes (shares.py).
+        self.gate = Gate(config.max_concurrency)
         self.breaker = CircuitBreaker(
             "bng",
             failure_threshold=config.circuit_failures,
@@ -237,7 +238,7 @@ class BngClient:
         attempt: int,
     ) -> BngResponse:
         where: dict[str, Any] = {"method": method, "path": url}
-        async with self._slots:
+        async with self.gate:
             blocked = self.breaker.before_call()
             if blocked is not None:
                 raise BngUnavailable("circuit open after repeated BNG failures", retry_after=blocked, **where)

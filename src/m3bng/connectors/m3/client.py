@@ -12,7 +12,6 @@ looks the record up by business key before it creates it again.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import httpx
 import structlog
 
 from m3bng.config import Settings
+from m3bng.connectors.limits import Gate
 from m3bng.connectors.m3.auth import IonApiAuth, TokenManager
 from m3bng.connectors.m3.errors import (
     M3DataError,
@@ -140,7 +140,8 @@ class M3Client:
             transport=transport,
             headers={"Accept": "application/json"},
         )
-        self._slots = asyncio.Semaphore(config.max_concurrency)
+        # Calls in flight; resized when the cap is shared between worker processes (shares.py).
+        self.gate = Gate(config.max_concurrency)
         self.breaker = CircuitBreaker(
             "m3",
             failure_threshold=config.circuit_failures,
@@ -272,7 +273,7 @@ class M3Client:
             raise M3Unavailable(
                 "M3 maintenance window", retry_after=waiting, program=program, transaction=transaction
             )
-        async with self._slots:
+        async with self.gate:
             blocked = self.breaker.before_call()
             if blocked is not None:
                 raise M3Unavailable(
