@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from m3bng import __version__
 from m3bng.api import health, ion, metrics, ops, webhooks
@@ -14,6 +16,19 @@ from m3bng.config import Settings
 from m3bng.inbox.flows import FlowRegistry
 from m3bng.runtime import Runtime
 from m3bng.ui import routes as ui
+
+
+class M3bngApp(FastAPI):
+    """FastAPI, with the webhook path served first as a plain ASGI call (api/webhooks.fast_path):
+    BNG's events are the hot path, and FastAPI's routing, dependency injection and middleware
+    stack cost more per request than storing the event."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == webhooks.FAST_PATH:
+            scope["app"] = self
+            await webhooks.fast_path(self.state.runtime, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -26,12 +41,16 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.start(workers=with_workers)
+        # Everything built so far (modules, mappings, the app) lives as long as the process:
+        # out of the garbage collector's sight, its full collections stop walking it, and the
+        # pauses that made the ingest's slowest requests slow shrink (docs/benchmarks.md).
+        gc.freeze()
         try:
             yield
         finally:
             await runtime.stop()
 
-    app = FastAPI(
+    app = M3bngApp(
         title="m3bng",
         version=__version__,
         description="Integration service between Infor M3 and BNG.",

@@ -17,7 +17,7 @@ from m3bng.connectors.m3.metadata import M3Metadata
 from m3bng.connectors.shares import PERIOD, SharedLimit, ShareKeeper
 from m3bng.flows import default_registry
 from m3bng.inbox.flows import FlowRegistry
-from m3bng.inbox.ingest import Notifier
+from m3bng.inbox.ingest import GroupCommit, Notifier
 from m3bng.inbox.worker import Worker, new_worker_id
 from m3bng.mapping import Mapping, MappingFileError, load_mappings
 from m3bng.observability.tracing import configure_tracing
@@ -40,6 +40,7 @@ class Runtime:
     mappings: dict[str, Mapping] = field(default_factory=dict)
     webhook_secrets: list[str] = field(default_factory=list)
     notifier: Notifier = field(default_factory=Notifier)
+    ingest_group: GroupCommit | None = None  # the webhook route's group commit (built in build)
     workers: list[Worker] = field(default_factory=list)
     authenticator: Authenticator | None = None
     sandbox_ops_token: str | None = None
@@ -72,6 +73,7 @@ class Runtime:
             webhook_secrets=webhook_secrets(settings),
             authenticator=Authenticator(settings, sandbox_token=sandbox_token),
             sandbox_ops_token=sandbox_token,
+            ingest_group=GroupCommit(sessions),
         )
 
     async def start(self, *, workers: bool) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
 from m3bng.connectors.bng.samples import sample
-from m3bng.inbox.ingest import ingest_event
+from m3bng.inbox.ingest import GroupCommit, ingest_event
 from m3bng.store.models import Event
 from tests.conftest import LiveServer
 from tests.support.webhooks import signed_headers
@@ -74,6 +74,65 @@ async def test_concurrent_duplicates_store_one_event(sessions: async_sessionmake
     assert len({r.event_id for r in results}) == 1
     assert sum(not r.duplicate for r in results) == 1
     assert await count_events(sessions) == 1
+
+
+async def test_group_commit_batches_and_keeps_once_per_id(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Many events at once through the group commit: fewer commits than events, one event per
+    id (repeats inside a batch and ids stored before alike), every copy told the same id."""
+    group = GroupCommit(sessions)
+    before = await ingest_event(
+        sessions, source="bng", external_id="msg_old", event_type="order.created", payload=ORDER,
+        business_key=None,
+    )  # fmt: skip
+    ids = [f"msg_{n % 60}" for n in range(120)] + ["msg_old"] * 5
+    results = await asyncio.gather(
+        *(
+            ingest_event(
+                sessions,
+                source="bng",
+                external_id=external_id,
+                event_type="order.created",
+                payload=ORDER,
+                business_key=None,
+                group=group,
+            )
+            for external_id in ids
+        )
+    )
+    by_id: dict[str, set[int]] = {}
+    created: dict[str, int] = {}
+    for external_id, result in zip(ids, results, strict=True):
+        by_id.setdefault(external_id, set()).add(result.event_id)
+        created[external_id] = created.get(external_id, 0) + (not result.duplicate)
+    assert all(len(found) == 1 for found in by_id.values())
+    assert by_id["msg_old"] == {before.event_id} and created["msg_old"] == 0
+    assert all(created[f"msg_{n}"] == 1 for n in range(60))
+    assert await count_events(sessions) == 61
+    assert group.events == len(ids) and group.batches < len(ids) / 10
+
+
+async def test_a_failed_group_commit_fails_every_request_in_it(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: Any
+) -> None:
+    from m3bng.store import queries
+
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise ConnectionError("database gone")
+
+    monkeypatch.setattr(queries, "insert_events_once", broken)
+    group = GroupCommit(sessions)
+    results = await asyncio.gather(
+        *(
+            ingest_event(
+                sessions, source="bng", external_id=f"msg_f{n}", event_type="order.created",
+                payload=ORDER, business_key=None, group=group,
+            )
+            for n in range(10)
+        ),
+        return_exceptions=True,
+    )  # fmt: skip
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert await count_events(sessions) == 0
 
 
 async def test_http_new_then_duplicate(
@@ -153,6 +212,8 @@ async def test_ingest_fails_loudly_when_store_is_down(
         broken = Settings(database_url="sqlite+aiosqlite:////nonexistent-dir/x.db")
         from m3bng.store.db import create_engine, session_factory
 
-        server.app.state.runtime.sessions = session_factory(create_engine(broken))
+        runtime = server.app.state.runtime
+        runtime.sessions = session_factory(create_engine(broken))
+        runtime.ingest_group = GroupCommit(runtime.sessions)
         response = await post(client, ORDER, webhook_id="msg_down")
         assert response.status_code >= 500

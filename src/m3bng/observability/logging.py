@@ -8,6 +8,7 @@ rules as the ops API (``m3bng.ops.masking``): by key name, and e-mail addresses 
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -21,6 +22,7 @@ from m3bng.ops.masking import mask_field
 _SECRET_KEYS = re.compile(r"secret|password|passwd|token|authorization|api[_-]?key|^(cs|sask)$", re.I)
 
 
+@functools.lru_cache(maxsize=4096)  # keys repeat: every log line of a kind has the same ones
 def _is_secret(key: str) -> bool:
     return _SECRET_KEYS.search(key) is not None
 

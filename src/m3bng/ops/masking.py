@@ -22,6 +22,7 @@ company an ops person is fixing, and the brief (design.md §5) names e-mails, ph
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -79,10 +80,12 @@ _KEEP_IN_ADDRESS = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def _normal(key: str) -> str:
     return re.sub(r"[^a-z0-9]", "", key.casefold())
 
 
+@functools.lru_cache(maxsize=4096)
 def personal_kind(key: str) -> Kind | None:
     """What kind of personal data a value under ``key`` is, if any."""
     if key.endswith("@"):  # OAGIS attributes of an element (type="PostalAddress"), not its value

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -69,6 +69,61 @@ _INSERT_ONCE = {
     .returning(_EVENTS.c.id)
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
+
+
+_INSERT_MANY = {
+    name: dialect.insert(_EVENTS)
+    .on_conflict_do_nothing(index_elements=["source", "external_id"])
+    .returning(_EVENTS.c.id, _EVENTS.c.source, _EVENTS.c.external_id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
+def _event_row(new: NewEvent, now: datetime) -> dict[str, Any]:
+    return {
+        "source": new.source,
+        "external_id": new.external_id,
+        "event_type": new.event_type,
+        "business_key": new.business_key,
+        "payload": new.payload,
+        "correlation_id": new.correlation_id,
+        "status": EventStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "received_at": now,
+        "updated_at": now,
+        "checkpoint": {},
+    }
+
+
+async def insert_events_once(session: AsyncSession, news: Sequence[NewEvent]) -> list[tuple[int, bool]]:
+    """``insert_event_once`` for several events in one statement (group commit, inbox/ingest.py):
+    ``(event_id, created)`` per event, in order.
+
+    The same arbiter: ``ON CONFLICT (source, external_id) DO NOTHING`` with the key columns
+    returned, so each inserted row is matched to its event by key, not by position. An event
+    already stored, or repeated within the batch (only its first copy is created), reads its
+    id afterwards in the same transaction.
+    """
+    now = utcnow()
+    stmt = _INSERT_MANY[session.get_bind().dialect.name]
+    result = await session.execute(stmt, [_event_row(new, now) for new in news])
+    ids = {(row.source, row.external_id): row.id for row in result}
+    created = set(ids)
+    missing = {(n.source, n.external_id) for n in news} - created
+    if missing:
+        rows = await session.execute(
+            select(_EVENTS.c.id, _EVENTS.c.source, _EVENTS.c.external_id).where(
+                tuple_(_EVENTS.c.source, _EVENTS.c.external_id).in_(sorted(missing))
+            )
+        )
+        ids.update({(row.source, row.external_id): row.id for row in rows})
+    out: list[tuple[int, bool]] = []
+    for new in news:
+        key = (new.source, new.external_id)
+        out.append((ids[key], key in created))
+        created.discard(key)  # a second copy in the same batch is a duplicate
+    return out
 
 
 async def insert_event_once(session: AsyncSession, new: NewEvent) -> tuple[int, bool]:
