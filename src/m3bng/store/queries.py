@@ -134,23 +134,8 @@ async def insert_event_once(session: AsyncSession, new: NewEvent) -> tuple[int, 
     others see no returned row and read the winner's id (which is committed by then, because the
     conflicting insert waited on the winner's transaction before reporting the conflict).
     """
-    now = utcnow()
-    values = {
-        "source": new.source,
-        "external_id": new.external_id,
-        "event_type": new.event_type,
-        "business_key": new.business_key,
-        "payload": new.payload,
-        "correlation_id": new.correlation_id,
-        "status": EventStatus.PENDING.value,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "received_at": now,
-        "updated_at": now,
-        "checkpoint": {},
-    }
     stmt = _INSERT_ONCE[session.get_bind().dialect.name]
-    event_id = (await session.execute(stmt, values)).scalar_one_or_none()
+    event_id = (await session.execute(stmt, _event_row(new, utcnow()))).scalar_one_or_none()
     if event_id is not None:
         return event_id, True
     existing = await session.execute(
