@@ -76,6 +76,11 @@ def unsigned(scheme: str) -> tuple[bytes, Headers]:
     return body, headers
 
 
+def unsigned_garbage(scheme: str) -> tuple[bytes, Headers]:
+    """Not even JSON, and no signature: refused at the signature step, before any parsing."""
+    return b"\xff\x00{{ not json", {"content-type": "application/json"}
+
+
 def garbage_signature(scheme: str) -> tuple[bytes, Headers]:
     body = event_body()
     return body, replace_signature(scheme, signed(scheme, body), "%%% not a signature %%%")
@@ -141,6 +146,7 @@ GARBAGE = {"standard": "no v1 signature", "shopify": "not base64", "stripe": "ne
 SIGNED_ID_AND_TIME = ("standard", "stripe")
 FORGERIES: list[tuple[str, Forgery, str | dict[str, str], tuple[str, ...]]] = [
     ("unsigned", unsigned, "missing header", SCHEMES),
+    ("unsigned_garbage_body", unsigned_garbage, "missing header", SCHEMES),
     ("garbage_signature", garbage_signature, GARBAGE, SCHEMES),
     ("random_signature", random_sig, "no signature matches", SCHEMES),
     ("signature_of_another_body", signature_of_another_body, "no signature matches", SCHEMES),
