@@ -2,8 +2,9 @@
 
 How it works (a pytest plugin, registered from tests/conftest.py):
 
-* ``install()`` adds a tap to the app's logging (``m3bng.observability.logging.add_log_tap``)
-  before the suite configures it: every structlog event, at every level from DEBUG, is rendered
+* ``install()``, called by ``pytest_configure`` in tests/conftest.py (so only in a pytest run),
+  adds a tap to the app's logging (``m3bng.observability.logging.add_log_tap``) before the
+  suite configures it again: every structlog event, at every level from DEBUG, is rendered
   as the JSON line the production log would print (after the app's own masking) and written to
   a capture file, tagged with the node id of the test that was running. The console keeps
   showing WARNING and above only. Records of the standard ``logging`` module that reach the
