@@ -92,7 +92,7 @@ def m3bng_app(database_url: str) -> FastAPI:
         # Configured as production is (not sandbox mode, so no simulator is mounted); with no
         # workers nothing ever calls this address.
         bng_base_url="http://127.0.0.1:9",
-        bng_api_key="bench-unused",  # noqa: S106 (never sent: nothing calls BNG here)
+        bng_api_key="bench-unused",
         log_level="INFO",
         log_format="json",
     )

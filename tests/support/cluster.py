@@ -298,6 +298,16 @@ class Cluster:
         await self._http.aclose()
         if self._engine is not None:
             await self._engine.dispose()
+        self._feed_log_scan()
+
+    def _feed_log_scan(self) -> None:
+        """Every process's log goes to the test run's log scan (tests/support/logscan.py), as
+        lines of the test that ran the cluster: secrets must not leak from these processes either."""
+        from tests.support import logscan
+
+        if logscan.CAPTURE is not None:
+            for name, line in self.log_lines():
+                logscan.CAPTURE.write(f"[{name}] {line}")
 
     def _stop_all(self) -> None:
         for proc in [self.api, *self.workers, self.m3, self.bng]:

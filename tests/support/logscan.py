@@ -18,8 +18,9 @@ How it works (a pytest plugin, registered from tests/conftest.py):
   unmasked e-mail address at all. A finding fails the session and names the test whose log line
   leaked; the line is shown with the secret replaced by its label.
 
-Not covered: processes started by tests (``m3bng worker`` in test_worker_processes.py, the CLI)
-log to their own stderr, not to files, so only in-process logs are scanned.
+The chaos suite's processes (tests/support/cluster.py) log to files, which the cluster feeds in
+here when it stops. Not covered: other processes started by tests (``m3bng worker`` in
+test_worker_processes.py, the CLI) log to their own stderr.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def known_secrets() -> dict[str, str]:
     from m3bng.sim.m3.config import M3SimConfig
     from tests.integration.ion.conftest import TOKEN as ION_TOKEN
     from tests.integration.to_bng.conftest import ION_TOKEN as TO_BNG_ION_TOKEN
+    from tests.support.cluster import ION_TOKEN as CLUSTER_ION_TOKEN
+    from tests.support.cluster import OPS_TOKEN as CLUSTER_OPS_TOKEN
+    from tests.support.cluster import WEBHOOK_SECRET as CLUSTER_SECRET
     from tests.support.ops import TOKENS
     from tests.support.webhooks import OTHER_SECRET, TEST_SECRET
     from tests.unit.bng.test_client_respx import API_KEY, CLIENT_SECRET
@@ -87,6 +91,9 @@ def known_secrets() -> dict[str, str]:
         "BNG client secret (unit tests)": CLIENT_SECRET,
         "M3 .ionapi client secret (unit tests)": IONAPI["cs"],
         "M3 .ionapi sask (unit tests)": IONAPI["sask"],
+        "webhook secret of the chaos cluster": CLUSTER_SECRET,
+        "ION inbound token of the chaos cluster": CLUSTER_ION_TOKEN,
+        "ops token of the chaos cluster": CLUSTER_OPS_TOKEN,
     }
     return {label: value for label, value in found.items() if len(value) >= MIN_SECRET_LENGTH}
 
