@@ -24,11 +24,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# Three test processes on two cores: most tests wait on servers, databases and timers, not the CPU.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/e2e.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -27,6 +27,11 @@ done, and the simulator never saw more than C calls at once.
 
     .venv/bin/python bench/e2e.py [--caps 8,32] [--workers 1] [--scale-out 1,2,4] [--latency-ms 20]
                                   [--seconds 6] [--rounds 3] [--pg-dsn DSN] [--py-spy FILE]
+                                  [--compare DIR]
+
+``--compare DIR`` runs every configuration a second time with the API and workers of another
+checkout (``git worktree add /tmp/before <commit>``), in the same rounds: before and after
+side by side.
 
 ``--scale-out`` repeats the largest cap with each number of worker processes. Rounds interleave
 the configurations, so load from other work on a shared machine falls on all of them alike.
@@ -119,6 +124,7 @@ async def send(port: int, requests: list[bytes], *, connections: int, rate: floa
 
 @dataclass
 class Run:
+    code: str  # "this" or "compare" (--compare)
     cap: int
     workers: int
     round: int
@@ -169,9 +175,15 @@ async def last_event_id(cluster: Cluster) -> int:
 
 
 async def one_run(
-    args: argparse.Namespace, cap: int, workers: int, round_no: int, folder: Path, database_url: str
+    args: argparse.Namespace,
+    code: str,
+    cap: int,
+    workers: int,
+    round_no: int,
+    folder: Path,
+    database_url: str,
 ) -> Run:
-    run = Run(cap, workers, round_no, args.latency_ms)
+    run = Run(code, cap, workers, round_no, args.latency_ms)
     share = max(1, cap // workers)  # what each process gets of the cap (connectors/shares.py)
     settings = {
         "M3BNG_WEBHOOK_SECRETS": SECRET,
@@ -181,7 +193,13 @@ async def one_run(
         "M3BNG_M3_TIMEOUT": "10",
     }
     cluster = Cluster(
-        ClusterConfig(database_url, workers=workers, m3_latency_ms=args.latency_ms, settings=settings),
+        ClusterConfig(
+            database_url,
+            workers=workers,
+            m3_latency_ms=args.latency_ms,
+            settings=settings,
+            code=args.compare if code == "compare" else None,
+        ),
         folder,
     )
     async with cluster:
@@ -211,7 +229,8 @@ async def one_run(
         mark = await last_event_id(cluster)
         stats_before = await cluster.m3_stats()
         cpu_before, sim_before = cpu_of(ours), cpu_seconds(cluster.m3.pid)
-        with py_spy(args.py_spy, cluster.workers[0], round_no == 1 and cap == args.caps[-1] and workers == 1):
+        first = round_no == 1 and cap == args.caps[-1] and workers == 1 and code == "this"
+        with py_spy(args.py_spy, cluster.workers[0], first):
             statuses += await send(cluster.api_port, requests, connections=32, rate=None)
             await cluster.wait_settled(cap + paced + count, SETTLE_TIMEOUT)
         cpu_after, sim_after = cpu_of(ours), cpu_seconds(cluster.m3.pid)
@@ -276,15 +295,16 @@ def spread(values: Sequence[float], fmt: str) -> str:
 
 def report(runs: list[Run]) -> str:
     lines = [
-        "| M3 cap C | workers | calls/order | limit orders/s | orders/s | ratio to limit | max calls at M3 "
-        "| p50 / p99 ms at ½ limit | p50 / p99 ms saturated | CPU ms/order (m3bng) | CPU ms/order (M3 sim) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| code | M3 cap C | workers | calls/order | limit orders/s | orders/s | ratio to limit "
+        "| max calls at M3 | p50 / p99 ms at ½ limit | p50 / p99 ms saturated "
+        "| CPU ms/order (m3bng) | CPU ms/order (M3 sim) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    configs = sorted({(r.cap, r.workers) for r in runs})
-    for cap, workers in configs:
-        rs = [r for r in runs if (r.cap, r.workers) == (cap, workers)]
+    configs = sorted({(r.cap, r.workers, r.code) for r in runs})
+    for cap, workers, code in configs:
+        rs = [r for r in runs if (r.cap, r.workers, r.code) == (cap, workers, code)]
         lines.append(
-            f"| {cap} | {workers} | {spread([r.calls_per_order for r in rs], '.1f')} "
+            f"| {code} | {cap} | {workers} | {spread([r.calls_per_order for r in rs], '.1f')} "
             f"| {spread([r.limit for r in rs], '.0f')} | {spread([r.rate for r in rs], '.1f')} "
             f"| {spread([r.ratio for r in rs], '.2f')} | {max(r.max_in_flight for r in rs)} "
             f"| {spread([percentile(r.paced_latencies, 0.5) for r in rs], '.0f')} / "
@@ -296,14 +316,14 @@ def report(runs: list[Run]) -> str:
         )
     lines += [
         "",
-        "| M3 cap C | workers | idle RSS MB api / worker | peak RSS MB api / worker |",
-        "|---:|---:|---:|---:|",
+        "| code | M3 cap C | workers | idle RSS MB api / worker | peak RSS MB api / worker |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for cap, workers in configs:
-        rs = [r for r in runs if (r.cap, r.workers) == (cap, workers)]
+    for cap, workers, code in configs:
+        rs = [r for r in runs if (r.cap, r.workers, r.code) == (cap, workers, code)]
         idle = [spread([r.idle_rss[part] for r in rs], ".0f") for part in ("api", "worker")]
         peak = [spread([r.peak_rss[part] for r in rs], ".0f") for part in ("api", "worker")]
-        lines.append(f"| {cap} | {workers} | {' / '.join(idle)} | {' / '.join(peak)} |")
+        lines.append(f"| {code} | {cap} | {workers} | {' / '.join(idle)} | {' / '.join(peak)} |")
     return "\n".join(lines)
 
 
@@ -324,18 +344,19 @@ async def bench(args: argparse.Namespace) -> int:
     runs: list[Run] = []
     base = args.pg_dsn.rsplit("/", 1)[0]
     with tempfile.TemporaryDirectory(prefix="m3bng-e2e-") as tmp:
+        codes = ["this", "compare"] if args.compare else ["this"]
         for round_no in range(1, args.rounds + 1):
-            for cap, workers in configs:
-                name = f"m3bng_e2e_{os.getpid()}_{round_no}_{cap}_{workers}"
+            for cap, workers, code in [(c, w, k) for c, w in configs for k in codes]:
+                name = f"m3bng_e2e_{os.getpid()}_{round_no}_{cap}_{workers}_{code}"
                 await pg_admin(args.pg_dsn, f'CREATE DATABASE "{name}"')
                 url = f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
                 try:
-                    run = await one_run(args, cap, workers, round_no, Path(tmp) / name, url)
+                    run = await one_run(args, code, cap, workers, round_no, Path(tmp) / name, url)
                 finally:
                     await pg_admin(args.pg_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                 runs.append(run)
                 print(
-                    f"round {round_no} C={cap:<3} workers={workers} {run.rate:6.1f} orders/s "
+                    f"round {round_no} {code:<7} C={cap:<3} workers={workers} {run.rate:6.1f} orders/s "
                     f"(limit {run.limit:.0f}, ratio {run.ratio:.2f}) p99 paced "
                     f"{percentile(run.paced_latencies, 0.99):.0f} ms, {run.cpu_ms_per_order:.1f} CPU ms/order"
                     + (f"  PROBLEMS: {run.problems}" if run.problems else ""),
@@ -368,6 +389,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds over every configuration (default 3)")
     parser.add_argument("--pg-dsn", default=DEFAULT_PG_DSN, help="admin DSN; a fresh database per run")
     parser.add_argument("--py-spy", metavar="FILE", help="profile a worker of the first largest-cap run")
+    parser.add_argument(
+        "--compare", type=Path, metavar="DIR", help="also run the API and workers of this checkout"
+    )
     args = parser.parse_args(argv)
     if min(args.caps + args.scale_out + [args.workers, args.rounds]) < 1 or args.latency_ms <= 0:
         parser.error("caps, workers, rounds and latency must be positive")

@@ -32,7 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Every line the app logs, at every level, is kept and scanned for secrets after the last
     test (tests/support/logscan.py); the console still shows WARNING and above. Only in a pytest
     run: scripts that import these fixtures (benchmarks, probes) keep plain logging."""
-    logscan.install()
+    logscan.configure(config)
     configure_logging("WARNING", "console")  # again, now with the tap: before any logger is used
     config.pluginmanager.register(logscan, "m3bng-logscan")
 

@@ -192,6 +192,9 @@ class ClusterConfig:
     bng_rate_limit: float = 0.0  # BNG's own limit (the simulator answers 429 above it)
     settings: Mapping[str, str] = field(default_factory=dict)  # extra M3BNG_* for API and workers
     log_level: str = "INFO"
+    # Another checkout of m3bng to run the API and workers from (its src/ and mappings/): the
+    # benchmark compares code before and after a change in one run. The simulators stay ours.
+    code: Path | None = None
 
 
 class Cluster:
@@ -222,6 +225,8 @@ class Cluster:
             base,
         )
         app_env = {**base, **self.app_settings()}
+        if config.code is not None:
+            app_env["PYTHONPATH"] = str(config.code / "src")
         self.api = self._process("api", ["serve", "--no-workers", "--port", str(self.api_port)], app_env)
         self.workers = [self._process(f"worker-{n}", ["worker"], app_env) for n in range(config.workers)]
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
@@ -244,7 +249,7 @@ class Cluster:
             "M3BNG_LOG_LEVEL": self.config.log_level,
             "M3BNG_LOG_FORMAT": "json",
             "M3BNG_RETENTION_RUN_SECONDS": "0",
-            "M3BNG_MAPPINGS_DIR": str(REPO_ROOT / "mappings"),
+            "M3BNG_MAPPINGS_DIR": str((self.config.code or REPO_ROOT) / "mappings"),
         }
         values.update(self.config.settings)
         return values

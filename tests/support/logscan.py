@@ -25,10 +25,12 @@ test_worker_processes.py, the CLI) log to their own stderr.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import secrets
+import shutil
 import tempfile
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -203,10 +205,14 @@ class _RecordingSecrets:
 class LogCapture:
     """Writes every captured line to a file as ``<test index>\\t<line>``; reads them back."""
 
-    def __init__(self) -> None:
-        fd, name = tempfile.mkstemp(prefix="m3bng-logscan-", suffix=".log")
-        self.path = Path(name)
-        self._file = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
+    def __init__(self, path: Path | None = None) -> None:
+        if path is None:
+            fd, name = tempfile.mkstemp(prefix="m3bng-logscan-", suffix=".log")
+            self.path = Path(name)
+            self._file = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
+        else:  # an xdist worker's capture, in the directory the controller scans
+            self.path = path
+            self._file = path.open("w", encoding="utf-8", errors="backslashreplace")
         self.tests: list[str] = [OUTSIDE]
         self._current = 0
         self.lines = 0
@@ -244,10 +250,15 @@ class LogCapture:
 
     def records(self) -> Iterator[tuple[str, str]]:
         self._file.flush()
-        with self.path.open(encoding="utf-8") as lines:
-            for record in lines:
-                index, _, line = record.rstrip("\n").partition("\t")
-                yield self.tests[int(index)], line
+        yield from _records(self.path, self.tests)
+
+    def hand_over(self) -> None:
+        """An xdist worker's end: keep the lines, with the test names and the tokens the
+        simulators issued beside them, for the controller's scan."""
+        self._file.close()
+        self.path.with_suffix(".json").write_text(
+            json.dumps({"tests": self.tests, "issued": sorted(self.issued), "lines": self.lines})
+        )
 
     def scanner(self) -> Scanner:
         literals = {**known_secrets(), **personal_data()}
@@ -260,14 +271,23 @@ class LogCapture:
             self.path.unlink(missing_ok=True)
 
 
+def _records(path: Path, tests: list[str]) -> Iterator[tuple[str, str]]:
+    with path.open(encoding="utf-8") as lines:
+        for record in lines:
+            index, _, line = record.rstrip("\n").partition("\t")
+            yield tests[int(index)], line
+
+
 CAPTURE: LogCapture | None = None
+WORKERS_DIR_KEY = "m3bng_logscan_dir"
+_workers_dir: Path | None = None  # the controller of an xdist run: where the workers' lines go
 
 
-def install() -> LogCapture:
+def install(path: Path | None = None) -> LogCapture:
     """Start capturing (once per process); call before ``configure_logging``."""
     global CAPTURE
     if CAPTURE is None:
-        CAPTURE = LogCapture()
+        CAPTURE = LogCapture(path)
         add_log_tap(CAPTURE.tap)
         logging.getLogger().addHandler(_RootHandler(CAPTURE))
         import m3bng.sim.bng.app
@@ -294,18 +314,60 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
         CAPTURE.begin(None)
 
 
+def configure(config: pytest.Config) -> None:
+    """Install the capture for this pytest process. Under pytest-xdist each worker captures into
+    a directory the controller made, and the controller scans all of them at the end (a worker's
+    own verdict would not fail the run)."""
+    global _workers_dir
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and WORKERS_DIR_KEY in workerinput:
+        install(Path(workerinput[WORKERS_DIR_KEY]) / f"{workerinput['workerid']}.log")
+        return
+    install()
+    if config.pluginmanager.hasplugin("xdist") and getattr(config.option, "numprocesses", None):
+        _workers_dir = Path(tempfile.mkdtemp(prefix="m3bng-logscan-workers-"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: tell each worker where to leave its lines."""
+    if _workers_dir is not None:
+        node.workerinput[WORKERS_DIR_KEY] = str(_workers_dir)
+
+
+def _all_records(capture: LogCapture) -> Iterator[tuple[str, str]]:
+    yield from capture.records()
+    if _workers_dir is None:
+        return
+    for log_file in sorted(_workers_dir.glob("*.log")):
+        meta = log_file.with_suffix(".json")
+        if not meta.exists():  # a worker that crashed: its lines are scanned, unnamed
+            yield from ((f"(worker {log_file.stem})", line) for line in log_file.read_text().splitlines())
+            continue
+        found = json.loads(meta.read_text())
+        capture.issued.update(found["issued"])
+        capture.lines += found["lines"]
+        yield from _records(log_file, found["tests"])
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if CAPTURE is None:
         return
-    _leaks[:] = CAPTURE.scanner().scan(CAPTURE.records())
+    if hasattr(session.config, "workerinput"):
+        CAPTURE.hand_over()
+        return
+    records = list(_all_records(CAPTURE))  # read first: it also collects the workers' tokens
+    _leaks[:] = CAPTURE.scanner().scan(records)
     CAPTURE.close(keep=bool(_leaks))
+    if _workers_dir is not None and not _leaks:
+        shutil.rmtree(_workers_dir, ignore_errors=True)
     if _leaks:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if CAPTURE is None:
+    if CAPTURE is None or hasattr(terminalreporter.config, "workerinput"):
         return
     if not _leaks:
         terminalreporter.write_line(f"log scan: {CAPTURE.lines} log lines, no secret or personal data")
@@ -314,3 +376,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for leak in _leaks:
         terminalreporter.write_line(f"{leak.test}: {leak.what}\n    {leak.line}")
     terminalreporter.write_line(f"every captured line: {CAPTURE.path}")
+    if _workers_dir is not None:
+        terminalreporter.write_line(f"and the xdist workers' lines: {_workers_dir}")

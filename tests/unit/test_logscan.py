@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -91,7 +92,9 @@ def test_app_lines_below_the_console_level_are_captured_with_the_test(
     assert '"client_secret": "***"' in lines[0][1] and "a***@v***.example" in lines[0][1]
 
 
-def test_a_leak_fails_the_session_and_names_the_test(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [None, "2"], ids=["one process", "xdist"])
+def test_a_leak_fails_the_session_and_names_the_test(tmp_path: Path, workers: str | None) -> None:
+    """Also under pytest-xdist, where the leak is logged in a worker and the controller scans."""
     (tmp_path / "conftest.py").write_text(
         textwrap.dedent(
             """
@@ -101,7 +104,7 @@ def test_a_leak_fails_the_session_and_names_the_test(tmp_path: Path) -> None:
 
 
             def pytest_configure(config: pytest.Config) -> None:
-                logscan.install()
+                logscan.configure(config)
                 configure_logging("WARNING", "console")
                 config.pluginmanager.register(logscan, "m3bng-logscan")
             """
@@ -131,6 +134,7 @@ def test_a_leak_fails_the_session_and_names_the_test(tmp_path: Path) -> None:
             "no:cacheprovider",
             "--rootdir",
             str(tmp_path),
+            *(["-n", workers] if workers else []),
             str(tmp_path),
         ],
         cwd=tmp_path,
@@ -143,6 +147,9 @@ def test_a_leak_fails_the_session_and_names_the_test(tmp_path: Path) -> None:
     kept = re.search(r"every captured line: (\S+)", out)
     if kept is not None:  # kept for inspection after a leak: this leak was planted
         Path(kept.group(1)).unlink(missing_ok=True)
+    kept_workers = re.search(r"and the xdist workers' lines: (\S+)", out)
+    if kept_workers is not None:
+        shutil.rmtree(kept_workers.group(1), ignore_errors=True)
     assert result.returncode == 1, out + result.stderr
     assert "2 passed" in out
     assert "log scan: secrets or personal data in the logs" in out
