@@ -25,6 +25,25 @@ def customers(count: int) -> list[Item]:
     ]
 
 
+def customer_updates(count: int) -> list[tuple[str, dict[str, Any], str, str]]:
+    """Three changes of each customer, a minute apart (the webhook's timestamp), each with its
+    own phone number: whatever order they arrive in, M3 must end with the newest one's."""
+    return [
+        (
+            "customer.updated",
+            {
+                **sample("customer.updated"),
+                "CustomerID": f"C-RD-{n:04d}",
+                "Phone": f"+46 8 {change}00 {n:03d}",
+            },
+            f"msg_cust_{n}_change_{change}",
+            f"2026-12-01T10:0{change}:00Z",
+        )
+        for n in range(count)
+        for change in range(1, VARIATIONS)
+    ]
+
+
 def customer_bods(count: int) -> dict[str, list[bytes]]:
     """For each M3 customer, variations 1..VARIATIONS of its SyncCustomerPartyMaster, each in
     another city: the newest variation's city is the one BNG must end up with."""
@@ -53,7 +72,9 @@ async def test_triple_delivery_out_of_order_has_one_effect_each(
     cluster = make_cluster(shared_pg_url, workers=2, m3_latency_ms=5)
     async with cluster:
         sender = Sender(cluster.api_url)
+        updates = customer_updates(10 * scale)
         deliveries: list[Any] = [("webhook", item) for item in webhooks for _ in range(COPIES)]
+        deliveries += [("webhook", item) for item in updates for _ in range(COPIES)]
         deliveries += [("bod", xml) for versions in bods.values() for xml in versions for _ in range(COPIES)]
         rng.shuffle(deliveries)
         gate = asyncio.Semaphore(24)
@@ -68,7 +89,7 @@ async def test_triple_delivery_out_of_order_has_one_effect_each(
             answers = await asyncio.gather(*(deliver(kind, what) for kind, what in deliveries))
         finally:
             await sender.aclose()
-        expected_events = len(webhooks) + len(bods) * VARIATIONS
+        expected_events = len(webhooks) + len(updates) + len(bods) * VARIATIONS
         counts = await cluster.wait_settled(expected_events, timeout=90 * scale)
         events = await cluster.events()
         m3 = await cluster.m3_state()
@@ -89,6 +110,11 @@ async def test_triple_delivery_out_of_order_has_one_effect_each(
     assert len(m3["orders"]) == 40 * scale
     for _, data, _ in customers(10 * scale):
         assert data["CustomerID"] in m3["customers"], data["CustomerID"]
+    # Customer changes: the newest one's phone number, whatever order they arrived in (older
+    # ones arriving after it were skipped as stale).
+    newest = {data["CustomerID"]: data["Phone"] for _, data, _, _ in updates}  # last change wins
+    for customer_id, phone in newest.items():
+        assert m3["customers"][customer_id]["PHNO"] == phone, customer_id
     # BODs: each customer holds its newest variation's data; older ones were skipped as stale
     # (or applied before the newer one arrived), never applied over it.
     for number in bods:
@@ -97,6 +123,10 @@ async def test_triple_delivery_out_of_order_has_one_effect_each(
     assert statuses <= {
         ("order.created", "done", None),
         ("customer.created", "done", None),
+        ("customer.created", "skipped", "stale"),
+        ("customer.updated", "done", None),
+        ("customer.updated", "skipped", "stale"),
+        ("customer.updated", "skipped", "echo"),
         ("SyncCustomerPartyMaster", "done", None),
         ("SyncCustomerPartyMaster", "skipped", "stale"),
     }, statuses

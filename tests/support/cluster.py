@@ -441,8 +441,10 @@ class Sender:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def deliver(self, event_type: str, data: dict[str, Any], message_id: str) -> Delivery:
-        body = json.dumps({"type": event_type, "timestamp": "2026-12-01T10:00:00Z", "data": data}).encode()
+    async def deliver(
+        self, event_type: str, data: dict[str, Any], message_id: str, timestamp: str = "2026-12-01T10:00:00Z"
+    ) -> Delivery:
+        body = json.dumps({"type": event_type, "timestamp": timestamp, "data": data}).encode()
 
         def headers() -> dict[str, str]:  # re-signed for each attempt, as BNG does
             stamp = int(time.time())

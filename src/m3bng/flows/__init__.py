@@ -10,6 +10,7 @@ closed as ``skipped`` (unsupported).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from m3bng.errors import Skipped
@@ -89,13 +90,22 @@ def _bound(flow: MappedFlow, mappings: FlowMappings, mapping: Mapping) -> Flow:
 
     A webhook whose data BNG already held as far as m3bng knows (m3bng wrote it there from a
     BOD) is skipped; otherwise its data is recorded as what BNG holds, before the flow runs.
+    With ``skip_stale``, a change older than the last one applied to the object is skipped.
     """
     state, id_field = mapping.option("echo_state"), mapping.option("echo_id")
+    skip_stale = bool(mapping.option("skip_stale", False))
     # A new order is never an echo (m3bng creates no orders in BNG), and a re-sent one is caught
     # by the cross-reference; its data is still recorded, for the order.updated that follows.
     check = not mapping.option("echo_record_only", False)
 
     async def run(ctx: FlowContext) -> None:
+        if skip_stale:
+            await _skip_if_stale(ctx)
+        await _echo_checked(ctx)
+        if skip_stale:
+            _record_version(ctx)  # applied: only now does it make older changes stale
+
+    async def _echo_checked(ctx: FlowContext) -> None:
         data = ctx.payload.get("data") if isinstance(ctx.payload, dict) else None
         bng_id = data.get(str(id_field)) if state and id_field and isinstance(data, dict) else None
         if bng_id is None or not isinstance(data, dict):
@@ -126,3 +136,61 @@ async def _remember_bng_state(ctx: FlowContext, entity: str, bng_id: str, data: 
             session, entity, bng_id, data, origin="bng", event_id=ctx.event.id
         )
     )
+
+
+STALE_NOUN = "bng"  # document_versions rows of BNG objects, keyed by the event's business key
+
+
+def _version_of(ctx: FlowContext) -> tuple[str, datetime] | None:
+    key = ctx.event.business_key
+    when = _timestamp(ctx.payload.get("timestamp") if isinstance(ctx.payload, dict) else None)
+    return None if key is None or when is None else (key, when)
+
+
+async def _skip_if_stale(ctx: FlowContext) -> None:
+    """A webhook about an object older than the last one applied to it is skipped, not applied
+    over newer data (mapping option ``skip_stale``: for events that carry the object's whole
+    state, such as customer.updated; never for deltas such as inventory.adjusted).
+
+    BNG retries a failed delivery later, after newer changes of the object may have gone
+    through; events of one business key run in arrival order, so arrival alone cannot tell. The
+    webhook body's ``timestamp`` (when the change happened) can: the newest applied per key is
+    kept in ``document_versions`` and stored with the event's outcome. Equal times apply in
+    arrival order; an event without a timestamp is always applied.
+    """
+    version = _version_of(ctx)
+    if version is None:
+        return
+    key, when = version
+    async with ctx.sessions() as session:
+        applied = await queries.get_document_version(session, STALE_NOUN, key)
+    if applied is not None and applied.created_at is not None and when < applied.created_at:
+        raise Skipped(
+            f"stale: {key} changed at {when.isoformat()}, but a change of "
+            f"{applied.created_at.isoformat()} was applied already (event {applied.event_id}); "
+            "not applied over newer data",
+            error_class="stale",
+        )
+
+
+def _record_version(ctx: FlowContext) -> None:
+    """Stored with the event's outcome (done), after everything the flow wrote."""
+    version = _version_of(ctx)
+    if version is not None:
+        key, when = version
+        ctx.defer(
+            lambda session: queries.put_document_version(
+                session, STALE_NOUN, key, variation_id=None, created_at=when, event_id=ctx.event.id
+            )
+        )
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    text = value[:-1] + "+00:00" if value[-1:] in "zZ" else value
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -31,10 +31,17 @@ class Service:
     sessions: Sessions
 
     async def send(
-        self, event_type: str, data: dict[str, Any] | None = None, msg_id: str | None = None
+        self,
+        event_type: str,
+        data: dict[str, Any] | None = None,
+        msg_id: str | None = None,
+        *,
+        timestamp: str | None = "2026-11-24T10:00:00Z",
     ) -> int:
         """Post a signed webhook; returns the stored event id."""
-        body = {"type": event_type, "timestamp": "2026-11-24T10:00:00Z", "data": data or sample(event_type)}
+        body: dict[str, Any] = {"type": event_type, "data": data or sample(event_type)}
+        if timestamp is not None:
+            body["timestamp"] = timestamp
         response = await post_event(self.client, body, msg_id or f"msg_{time.monotonic_ns()}")
         assert response.status_code in (200, 202), response.text
         return int(response.json()["event_id"])

@@ -61,3 +61,41 @@ async def test_long_name_is_truncated_and_missing_address_dead_letters(service: 
     dead = await service.dead_letter(event.id)
     assert dead.error_class == "mapping" and "field CUA1" in (dead.error or "")
     assert "C-NOADDR" not in (await service.state())["customers"]
+
+
+async def test_an_older_change_delivered_late_is_skipped_as_stale(service: Service) -> None:
+    """BNG retries an old delivery after a newer change went through: not applied over it."""
+    newer = {**sample("customer.updated"), "Phone": "+46 8 222 222"}
+    older = {**sample("customer.updated"), "Phone": "+46 8 111 111"}
+    applied = await service.settle(
+        await service.send("customer.updated", newer, timestamp="2026-11-24T10:05:00Z")
+    )
+    assert applied.status == "done", applied.last_error
+    late = await service.settle(
+        await service.send("customer.updated", older, timestamp="2026-11-24T10:01:00+00:00")
+    )
+    assert (late.status, late.error_class) == ("skipped", "stale"), late.last_error
+    assert "10:05" in (late.last_error or "")
+    assert await service.steps(late.id) == []
+    assert (await service.state())["customers"]["C-2001"]["PHNO"] == "+46 8 222 222"
+    # The same moment, or no timestamp at all: applied, in arrival order.
+    same = {**sample("customer.updated"), "Phone": "+46 8 333 333"}
+    event = await service.settle(
+        await service.send("customer.updated", same, timestamp="2026-11-24T10:05:00Z")
+    )
+    assert event.status == "done", event.last_error
+    untimed = {**sample("customer.updated"), "Phone": "+46 8 444 444"}
+    event = await service.settle(await service.send("customer.updated", untimed, timestamp=None))
+    assert event.status == "done", event.last_error
+    assert (await service.state())["customers"]["C-2001"]["PHNO"] == "+46 8 444 444"
+
+
+async def test_a_failed_change_does_not_make_older_ones_stale(service: Service) -> None:
+    """Only an applied change counts: a newer one that was dead-lettered leaves older ones free."""
+    broken = {**sample("customer.updated"), "BillingAddress": None}
+    dead = await service.settle(
+        await service.send("customer.updated", broken, timestamp="2026-11-24T11:00:00Z")
+    )
+    assert dead.status == "dead"
+    older = await service.settle(await service.send("customer.updated", timestamp="2026-11-24T10:30:00Z"))
+    assert older.status == "done", older.last_error
