@@ -296,6 +296,48 @@ async def test_a_notification_during_the_claim_is_not_lost(
         await asyncio.wait_for(task, 10)
 
 
+async def test_a_worker_never_claims_an_event_it_is_still_working_on(
+    make_settings: Callable[..., Settings], sessions: Sessions
+) -> None:
+    """Its own attempt is stuck (the database was away) and the lease ran out: the worker must not
+    start a second attempt of the same event beside it. Both would carry its id, and the fence
+    (by worker) could not tell them apart: the stuck one once wrote its outcome over the new
+    one's work (a dead letter in the PostgreSQL-restart chaos run)."""
+    entered = 0
+    release = asyncio.Event()
+
+    async def flow(ctx: FlowContext) -> None:
+        nonlocal entered
+        entered += 1
+        await release.wait()
+
+    event_id = await add(sessions, 1, "test.stuck")
+    worker = Worker(
+        make_settings(lease_seconds=5, worker_poll_interval=0.05), sessions, registry_with("test.stuck", flow)
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        for _ in range(100):
+            if entered:
+                break
+            await asyncio.sleep(0.02)
+        assert entered == 1
+        async with sessions.begin() as session:  # as if the heartbeat could not renew it
+            await session.execute(
+                update(Event).where(Event.id == event_id).values(lease_expires_at=queries.utcnow())
+            )
+        worker.wakeup.set()
+        await asyncio.sleep(0.5)  # ten poll intervals: time enough to claim it again
+        assert entered == 1
+    finally:
+        release.set()
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    ev = await event(sessions, event_id)
+    assert (ev.status, ev.attempts) == ("done", 1)
+
+
 @pytest.mark.parametrize("n", [3])
 async def test_in_process_worker_wakes_on_ingest(
     make_settings: Callable[..., Settings], sessions: Sessions, live_server: Callable[..., Any], n: int

@@ -112,7 +112,12 @@ class Worker:
             paused = await self.paused.event_types()
             async with self.sessions.begin() as session:
                 events = await queries.claim_due_events(
-                    session, self.worker_id, free, self.settings.lease_seconds, paused_types=sorted(paused)
+                    session,
+                    self.worker_id,
+                    free,
+                    self.settings.lease_seconds,
+                    paused_types=sorted(paused),
+                    busy=sorted(self._inflight),
                 )
         except Exception as exc:  # database restarting, network blip: keep the worker alive
             log.warning("worker.claim_failed", error=repr(exc)[:MAX_ERROR_CHARS])

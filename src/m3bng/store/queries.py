@@ -158,6 +158,10 @@ async def insert_event_once(session: AsyncSession, new: NewEvent) -> tuple[int, 
 # * SQLite: the engine opens every transaction with BEGIN IMMEDIATE (store/db.py), so a claim
 #   holds the database's write lock from its first read; claims are serialised, across
 #   processes too.
+# * A worker never claims an event it is still working on itself (``busy``): its lease can
+#   expire while that attempt is stuck (the database was away), and the fence below is by
+#   worker, so a second attempt in the same process could not be told from the first. Another
+#   worker may take it over; the stuck attempt's writes then match no row.
 _CLAIM_SQL = """
 UPDATE events
 SET status = 'processing',
@@ -175,6 +179,7 @@ WHERE id IN (
           AND prior.id < e.id
           AND prior.status IN ('pending', 'processing'))
       {paused}
+      {busy}
     ORDER BY e.next_attempt_at, e.id
     LIMIT :limit
     {lock}
@@ -197,20 +202,25 @@ _CLAIM_COLUMNS = (
 )
 
 
-def _claim_statement(dialect: str, *, with_paused: bool) -> Any:
+def _claim_statement(dialect: str, *, with_paused: bool, with_busy: bool) -> Any:
     lock = "FOR UPDATE OF e SKIP LOCKED" if dialect == "postgresql" else ""
     # Paused flows (ops control): their events stay pending, untouched, until resumed.
     paused = "AND e.event_type NOT IN :paused" if with_paused else ""
+    busy = "AND e.id NOT IN :busy" if with_busy else ""
     params = [bindparam("now", type_=UTCDateTime()), bindparam("lease_expires_at", type_=UTCDateTime())]
     if with_paused:
         params.append(bindparam("paused", expanding=True))
-    return text(_CLAIM_SQL.format(lock=lock, paused=paused)).bindparams(*params).columns(*_CLAIM_COLUMNS)
+    if with_busy:
+        params.append(bindparam("busy", expanding=True))
+    sql = _CLAIM_SQL.format(lock=lock, paused=paused, busy=busy)
+    return text(sql).bindparams(*params).columns(*_CLAIM_COLUMNS)
 
 
 _CLAIM_STATEMENTS = {
-    (dialect, with_paused): _claim_statement(dialect, with_paused=with_paused)
+    (dialect, with_paused, with_busy): _claim_statement(dialect, with_paused=with_paused, with_busy=with_busy)
     for dialect in ("postgresql", "sqlite")
     for with_paused in (False, True)
+    for with_busy in (False, True)
 }
 
 
@@ -221,9 +231,10 @@ async def claim_due_events(
     lease_seconds: float,
     *,
     paused_types: Sequence[str] = (),
+    busy: Sequence[int] = (),
 ) -> list[ClaimedEvent]:
     now = utcnow()
-    stmt = _CLAIM_STATEMENTS[(session.get_bind().dialect.name, bool(paused_types))]
+    stmt = _CLAIM_STATEMENTS[(session.get_bind().dialect.name, bool(paused_types), bool(busy))]
     params: dict[str, Any] = {
         "owner": owner,
         "now": now,
@@ -232,6 +243,8 @@ async def claim_due_events(
     }
     if paused_types:
         params["paused"] = list(paused_types)
+    if busy:
+        params["busy"] = list(busy)
     result = await session.execute(stmt, params)
     claimed = [
         ClaimedEvent(
