@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from m3bng import jsonfast
 from m3bng.ops.masking import mask_field
 
 _SECRET_KEYS = re.compile(r"secret|password|passwd|token|authorization|api[_-]?key|^(cs|sask)$", re.I)
@@ -87,7 +88,11 @@ def _drop_below(level: int) -> Callable[[Any, str, MutableMapping[str, Any]], Mu
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=jsonfast.dumps)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer()
+    )
     threshold = _LEVELS[level.upper()]
     tapped = [_tap, _drop_below(threshold)] if _taps else []
     structlog.configure(

@@ -8,6 +8,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from m3bng import jsonfast
 from m3bng.config import Settings
 
 # SQLite: WAL lets readers run beside the single writer; busy_timeout makes a second process
@@ -21,7 +22,12 @@ _SQLITE_PRAGMAS = (
 
 def create_engine(settings: Settings) -> AsyncEngine:
     url = make_url(settings.database_url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # JSON columns (payloads, step requests and answers) through orjson: m3bng/jsonfast.py.
+    kwargs: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "json_serializer": jsonfast.dumps,
+        "json_deserializer": jsonfast.loads,
+    }
     if url.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": settings.db_connect_timeout}
         busy_ms = int(settings.db_connect_timeout * 1000)
