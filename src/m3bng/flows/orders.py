@@ -3,7 +3,8 @@
 Never two M3 orders for one BNG order, whatever fails where:
 
 * every key a step obtains is checkpointed (CUNO, the temporary batch ORNO, lines done, the
-  final ORNO), so a retry or replay continues from the failed step;
+  final ORNO), so a retry or replay continues from the failed step; each is stored with the
+  next write that needs it on record, never later than the next call that changes M3;
 * a batch order is not an order until Confirm: if a line's answer is lost, the half-built batch
   is deleted (DelBatchHead) and entered again, rather than guessing whether the line is in it;
   a head whose answer is lost leaves at most an unconfirmed batch head behind, never an order;
@@ -39,12 +40,14 @@ async def order_to_cash(ctx: FlowContext, mappings: FlowMappings) -> None:
     await check_items(work)
     await enter_batch(work)
     [confirm] = await work.records("confirm")
-    await work.remember(confirm_sent=True)
+    await work.remember(confirm_sent=True)  # with the lines' end mark: one write
     result = await work.send("confirm", confirm)
     orno = result.record.get("ORNO") or ""
     if not orno:
         raise PermanentError(f"OIS100MI/Confirm answered without an order number (batch {confirm['ORNO']})")
-    await work.remember(ORNO=orno, ORNO_TEMP=None, confirm_sent=None, lines_done=None)
+    # Stored with the outcome, not on its own: until then ``confirm_sent`` is on record, and an
+    # attempt after a crash here finds the order by CUOR (as after a lost Confirm answer).
+    work.note(ORNO=orno, ORNO_TEMP=None, confirm_sent=None, lines_done=None)
     await work.link(ENTITY, order_id, orno)
 
 
@@ -86,7 +89,9 @@ async def enter_batch(work: M3Work) -> None:
         temp = result.record.get("ORNO") or ""
         if not temp:
             raise PermanentError("OIS100MI/AddBatchHead answered without a batch order number")
-        await work.remember(ORNO_TEMP=temp, lines_done=0)
+        # Durable with the lines' mark below, before any line is sent (for an order without
+        # lines, with ``confirm_sent`` before Confirm): one write instead of two.
+        work.note(ORNO_TEMP=temp, lines_done=0)
     lines = await work.records("line")
     done = int(work.checkpoints.get("lines_done") or 0)
     if done < len(lines):
@@ -104,7 +109,9 @@ async def enter_batch(work: M3Work) -> None:
             work.note(lines_done=index, line_pending=None)
             raise
         work.note(lines_done=index + 1)
-    await work.remember(lines_done=len(lines), line_pending=None)
+    # Stored with the caller's next write (``confirm_sent``, before Confirm is sent). A crash
+    # before it leaves ``line_pending`` on record: the next attempt rebuilds the batch.
+    work.note(lines_done=len(lines), line_pending=None)
 
 
 async def order_update(ctx: FlowContext, mappings: FlowMappings) -> None:
