@@ -10,7 +10,7 @@ closed as ``skipped`` (unsupported).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from m3bng.errors import Skipped
@@ -29,6 +29,7 @@ from m3bng.flows.vendors import vendor_sync
 from m3bng.inbox.flows import Flow, FlowContext, FlowRegistry
 from m3bng.mapping import Mapping, MappingFileError
 from m3bng.store import queries
+from m3bng.timestamps import iso_utc
 
 FLOWS: dict[str, MappedFlow] = {
     "order_to_cash": order_to_cash,
@@ -186,11 +187,4 @@ def _record_version(ctx: FlowContext) -> None:
 
 
 def _timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    text = value[:-1] + "+00:00" if value[-1:] in "zZ" else value
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return iso_utc(value) if isinstance(value, str) and value else None

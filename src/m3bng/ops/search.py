@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
 from sqlalchemy import ColumnElement, Select, func, select
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from m3bng.mapping import Mapping as MappingFile
 from m3bng.ops.filters import EventFilter, FilterError, decode_cursor, encode_cursor
 from m3bng.store.models import AuditEntry, DeadLetter, Event, EventKey, Replay, Step
+from m3bng.timestamps import iso_utc
 
 T = TypeVar("T")
 Resolved = Literal["false", "true", "all"]
@@ -39,14 +40,12 @@ def parse_timestamp(name: str, value: str | None) -> datetime | None:
     """ISO 8601 (``2026-11-24``, ``2026-11-24T10:00:00Z``, ``…+01:00``); no zone means UTC."""
     if value is None or not value.strip():
         return None
-    text = value.strip()
-    try:
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "zZ" else text)
-    except ValueError:
+    moment = iso_utc(value.strip())
+    if moment is None:
         raise FilterError(
             f"{name}: {value!r} is not an ISO 8601 timestamp (e.g. 2026-11-24T10:00:00Z or 2026-11-24)"
-        ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        )
+    return moment
 
 
 async def _page(
