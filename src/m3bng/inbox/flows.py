@@ -133,15 +133,23 @@ class FlowContext:
     async def flush_quietly(self) -> None:
         """Store what is deferred, riding out a database blip; for a flow that ends without an
         outcome of its own (its lease was lost): the step rows are facts either way."""
+        if await self._ride_out_blips(self.write_pending, rows=len(self._pending)) is None:
+            self._pending.clear()
+
+    async def _ride_out_blips(self, write: Callable[[AsyncSession], Awaitable[T]], **about: Any) -> T | None:
+        """``write`` (with whatever is deferred) in a transaction of its own, tried three times;
+        None when the store stayed unreachable (logged with ``about``). Step rows are given up
+        then, never a call's result: failing here would make the flow retry a call that already
+        took effect."""
         for attempt in range(3):
             try:
-                await self._flush_once()
-                return
+                async with self.sessions.begin() as session:
+                    return await write(session)
             except Exception as exc:
-                log.warning("step.record_failed", attempt=attempt + 1, error=repr(exc)[:300])
+                log.warning("step.record_failed", **about, attempt=attempt + 1, error=repr(exc)[:300])
                 await asyncio.sleep(0.2 * 2**attempt)
-        log.error("step.record_lost", rows=len(self._pending))
-        self._pending.clear()
+        log.error("step.record_lost", **about)
+        return None
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -213,24 +221,14 @@ class FlowContext:
                 self.last_failed_step_id = await self._record(row)
 
     async def _record(self, row: dict[str, Any]) -> int | None:
-        """Store a failed or interrupted step now (with whatever is deferred), riding out a
-        database blip.
+        """Store a failed or interrupted step now (a dead letter points at it), with whatever
+        is deferred; its id, or None when the store stayed unreachable."""
 
-        If the store stays unreachable the step row is given up (and logged), never the call's
-        result: failing here would make the flow retry a call that already took effect.
-        """
-        for attempt in range(3):
-            try:
-                async with self.sessions.begin() as session:
-                    await self.write_pending(session)
-                    return await queries.record_step(session, **row)
-            except Exception as exc:
-                log.warning(
-                    "step.record_failed", step=row.get("name"), attempt=attempt + 1, error=repr(exc)[:300]
-                )
-                await asyncio.sleep(0.2 * 2**attempt)
-        log.error("step.record_lost", step=row.get("name"), status=row.get("status"))
-        return None
+        async def write(session: AsyncSession) -> int:
+            await self.write_pending(session)
+            return await queries.record_step(session, **row)
+
+        return await self._ride_out_blips(write, step=row["name"], status=row["status"])
 
 
 def _jsonable(value: Any) -> bool:
