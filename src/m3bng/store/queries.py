@@ -63,14 +63,6 @@ class ClaimedEvent:
 # Built once, with the values bound per call: an ORM ``insert(Event).values(...)`` built per
 # request cost more CPU than everything else the ingest route does (docs/benchmarks.md).
 _EVENTS = cast(Table, Event.__table__)
-_INSERT_ONCE = {
-    name: dialect.insert(_EVENTS)
-    .on_conflict_do_nothing(index_elements=["source", "external_id"])
-    .returning(_EVENTS.c.id)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
-
-
 _INSERT_MANY = {
     name: dialect.insert(_EVENTS)
     .on_conflict_do_nothing(index_elements=["source", "external_id"])
@@ -134,14 +126,8 @@ async def insert_event_once(session: AsyncSession, new: NewEvent) -> tuple[int, 
     others see no returned row and read the winner's id (which is committed by then, because the
     conflicting insert waited on the winner's transaction before reporting the conflict).
     """
-    stmt = _INSERT_ONCE[session.get_bind().dialect.name]
-    event_id = (await session.execute(stmt, _event_row(new, utcnow()))).scalar_one_or_none()
-    if event_id is not None:
-        return event_id, True
-    existing = await session.execute(
-        select(Event.id).where(Event.source == new.source, Event.external_id == new.external_id)
-    )
-    return existing.scalar_one(), False
+    [result] = await insert_events_once(session, [new])
+    return result
 
 
 # Claim: pick due events and lease them in one statement.
