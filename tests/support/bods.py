@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 import zlib
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -109,6 +110,15 @@ def sales_order(
     return bod("SalesOrder", body, document_id=orno, variation=variation, **kw)
 
 
+def sales_order_deleted(orno: str, *, variation: int, cuor: str | None = None, **kw: Any) -> bytes:
+    """A Delete as a sender may publish it: the header's DocumentID only (no CUOR unless given)."""
+    header: Tree = {"DocumentID": {"ID": _id(orno, variation)}}
+    if cuor is not None:
+        header["CustomerPurchaseOrderReference"] = {"DocumentID": {"ID": cuor}}
+    body: Tree = {"SalesOrderHeader": header}
+    return bod("SalesOrder", body, document_id=orno, variation=variation, action="Delete", **kw)
+
+
 def party(
     noun: str,
     number: str,
@@ -122,14 +132,17 @@ def party(
     status: str = "20",
     currency: str = "SEK",
     variation: int = 1,
+    communication: list[Tree] | None = None,
     **kw: Any,
 ) -> bytes:
-    """CustomerPartyMaster / SupplierPartyMaster."""
-    communication = []
-    if phone:
-        communication.append({"ChannelCode": "Telephone", "DialNumber": phone})
-    if email:
-        communication.append({"ChannelCode": "EMail", "URI": email})
+    """CustomerPartyMaster / SupplierPartyMaster; ``communication`` (the Communication elements
+    as they are) replaces the Telephone/EMail pair ``phone`` and ``email`` make."""
+    if communication is None:
+        communication = []
+        if phone:
+            communication.append({"ChannelCode": "Telephone", "DialNumber": phone})
+        if email:
+            communication.append({"ChannelCode": "EMail", "URI": email})
     body: Tree = {
         "PartyIDs": {"ID": _id(number, variation)},
         "Name": name,
@@ -187,27 +200,46 @@ def inventory_count(
     return bod("InventoryCount", body, document_id=count_id, **kw)
 
 
-def invoice(ivno: str, *, orno: str, cuor: str, amount: str, **kw: Any) -> bytes:
-    body: Tree = {
-        "InvoiceHeader": {
-            "DocumentID": {"ID": ivno},
-            "DocumentDateTime": "2026-11-25T08:00:00Z",
-            "SalesOrderReference": {"DocumentID": {"ID": orno}},
-            "CustomerPurchaseOrderReference": {"DocumentID": {"ID": cuor}},
-            "CustomerParty": {"PartyIDs": {"ID": "10001"}},
-            "TotalAmount": {"@currencyID": "SEK", "#text": amount},
-            "PaymentTerm": {"DueDateTime": "2026-12-25T00:00:00Z"},
-        },
-        "InvoiceLine": [
-            {
-                "LineNumber": "1",
-                "Item": {"ItemID": {"ID": "BIKE-001"}},
-                "Quantity": "2",
-                "UnitPrice": {"Amount": "100"},
-                "ExtendedAmount": amount,
-            }
-        ],
+def _taxes(amounts: Sequence[str]) -> list[Tree]:
+    return [{"TaxAmount": {"@currencyID": "SEK", "#text": amount}} for amount in amounts]
+
+
+def invoice(
+    ivno: str,
+    *,
+    orno: str,
+    cuor: str,
+    amount: str,
+    total_tax: str | None = None,
+    taxes: Sequence[str] = (),
+    line_taxes: Sequence[str] = (),
+    **kw: Any,
+) -> bytes:
+    """``total_tax`` is the header's TotalTaxAmount, ``taxes`` its Tax elements (one per
+    amount), ``line_taxes`` the Tax elements of the (one) line."""
+    header: Tree = {
+        "DocumentID": {"ID": ivno},
+        "DocumentDateTime": "2026-11-25T08:00:00Z",
+        "SalesOrderReference": {"DocumentID": {"ID": orno}},
+        "CustomerPurchaseOrderReference": {"DocumentID": {"ID": cuor}},
+        "CustomerParty": {"PartyIDs": {"ID": "10001"}},
+        "TotalAmount": {"@currencyID": "SEK", "#text": amount},
     }
+    if total_tax is not None:
+        header["TotalTaxAmount"] = {"@currencyID": "SEK", "#text": total_tax}
+    if taxes:
+        header["Tax"] = _taxes(taxes)
+    header["PaymentTerm"] = {"DueDateTime": "2026-12-25T00:00:00Z"}
+    line: Tree = {
+        "LineNumber": "1",
+        "Item": {"ItemID": {"ID": "BIKE-001"}},
+        "Quantity": "2",
+        "UnitPrice": {"Amount": "100"},
+        "ExtendedAmount": amount,
+    }
+    if line_taxes:
+        line["Tax"] = _taxes(line_taxes)
+    body: Tree = {"InvoiceHeader": header, "InvoiceLine": [line]}
     return bod("Invoice", body, document_id=ivno, **kw)
 
 

@@ -15,6 +15,16 @@ BODs or BNG look different edits YAML:
 4. **Send.** Each request carries an ``Idempotency-Key`` derived from the event, call and body,
    so a retry after a lost answer is applied once. Each is recorded as a step.
 5. **Remember** what BNG now holds, the link, and the applied variation.
+
+With ``link``, the BNG id ⇄ M3 key link is written once BNG has shown it knows the id: after
+BNG accepted the requests, or when the BOD was an echo of what BNG holds. Not before: an
+order's CUOR may be a customer's own PO number that BNG never saw, and a link to it would make
+order_to_cash take a later BNG order of that number for one already in M3. Once written, later
+BODs of the object that do not carry BNG's id (a Delete with only the ORNO) still find it.
+
+Options ``sum.<Name>: <JMESPath>`` put the exact decimal sum of the values the path gives into
+``_ctx.sum.<Name>`` (a string; null when it gives none). JMESPath's own ``sum()`` adds binary
+floats, and an amount must not arrive in BNG as ``74.95000000000002``.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from m3bng.errors import Skipped, TargetUnavailable
@@ -31,7 +42,7 @@ from m3bng.flows.base import InvalidPayload, note_mapping_version
 from m3bng.flows.echo import is_echo, merged, split_names
 from m3bng.inbox.flows import FlowContext
 from m3bng.mapping import Mapping, MappingError
-from m3bng.mapping.engine import BngRequest
+from m3bng.mapping.engine import BngRequest, JMESPathError, compile_path
 from m3bng.mapping.schema import BngCallSpec
 from m3bng.store import queries
 
@@ -55,7 +66,7 @@ class BngWork:
             raise InvalidPayload("the event has no `data` object (the BOD's noun, or the polled balance)")
         bod = payload.get("bod") if isinstance(payload.get("bod"), dict) else None
         await note_mapping_version(ctx, mapping)
-        return cls(ctx, mapping, data, bod, {"bod": bod or {}})
+        return cls(ctx, mapping, data, bod, {"bod": bod or {}, "sum": OptionSums(mapping, data)})
 
     @property
     def bng(self) -> BngClient:
@@ -178,6 +189,13 @@ class BngWork:
                     session, str(entity), bng_id, state, origin="m3bng", event_id=self.ctx.event.id
                 )
 
+    def link_with_outcome(self, m3_key: str, bng_id: str) -> None:
+        """The link, stored with the event's outcome: for a BOD skipped as an echo, which still
+        proves BNG holds ``bng_id``, so that a later BOD without BNG's id finds it."""
+        entity = self.mapping.option("entity")
+        if entity and self.mapping.option("link", False):
+            self.ctx.defer(lambda session: queries.put_xref(session, str(entity), bng_id, m3_key))
+
     async def finish(self, m3_key: str, bng_id: str) -> None:
         """One transaction: the link and the variation applied (BNG's state is recorded already)."""
         entity = self.mapping.option("entity")
@@ -214,6 +232,7 @@ async def mapped_to_bng(ctx: FlowContext, mapping: Mapping) -> None:
     known = await work.known_state(bng_id)
     ignore = split_names(mapping.option("echo_ignore"))
     if written and is_echo(written, known, ignore=ignore, truncated_ok=True):
+        work.link_with_outcome(m3_key, bng_id)
         raise Skipped(
             f"echo: BNG already holds these values for {mapping.option('echo_state')} {bng_id} "
             "(the BOD announces a change m3bng made, or one that touches no mapped field)",
@@ -232,6 +251,52 @@ async def mapped_to_bng(ctx: FlowContext, mapping: Mapping) -> None:
         await asyncio.shield(work.expect_state(bng_id, known, restore=True))
         raise
     await work.finish(m3_key, bng_id)
+
+
+SUM_PREFIX = "sum."
+
+
+class OptionSums(dict[str, str | None]):
+    """``_ctx.sum``: each ``sum.<Name>`` option's values added as decimals (module docstring).
+
+    A sum is worked out when a rule first reads it (JMESPath reads fields with ``get``), so a
+    bad value only stops a BOD whose rules need that sum: an invoice with a TotalTaxAmount is
+    not held up by its lines' tax.
+    """
+
+    def __init__(self, mapping: Mapping, data: dict[str, Any]) -> None:
+        super().__init__()
+        self.mapping, self.data = mapping, data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key not in self and f"{SUM_PREFIX}{key}" in self.mapping.spec.options:
+            self[key] = option_sum(self.mapping, f"{SUM_PREFIX}{key}", self.data)
+        return super().get(key, default)
+
+
+def option_sum(mapping: Mapping, option: str, data: dict[str, Any]) -> str | None:
+    """The exact sum of what the option's path gives; None when it gives no value.
+
+    A value that is not a number dead-letters the BOD naming it: a total missing a part would
+    reach BNG looking complete.
+    """
+    expression = str(mapping.spec.options[option])
+    try:
+        found = compile_path(expression).search(data)
+    except JMESPathError as exc:
+        raise MappingError(mapping.flow, "options", option, f"bad path {expression!r}: {exc}") from None
+    total: Decimal | None = None
+    for value in found if isinstance(found, list) else [found]:
+        if value is None or value == "":
+            continue
+        try:
+            number = Decimal(str(value).strip()) if isinstance(value, (str, int, float)) else None
+        except InvalidOperation:
+            number = None
+        if number is None or not number.is_finite():
+            raise MappingError(mapping.flow, "options", option, f"{value!r} is not a number")
+        total = number if total is None else total + number
+    return None if total is None else format(total, "f")
 
 
 def _when(value: Any) -> datetime | None:
