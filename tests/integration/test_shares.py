@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from sqlalchemy import select
@@ -44,6 +45,18 @@ async def recorded(sessions: Sessions) -> dict[str, int]:
         return {row.holder: row.slots for row in rows}
 
 
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    """Wait for ``check`` with a deadline: shares move every PERIOD, later on a busy machine."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached before the deadline"
+        await asyncio.sleep(0.02)
+
+
+def holdings(keepers: list[tuple[ShareKeeper, SharedLimit, Gate]]) -> list[int]:
+    return sorted(lim.holding for _, lim, _ in keepers)
+
+
 async def test_shares_even_out_and_never_add_up_to_more_than_the_limit(
     pg: Sessions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -69,14 +82,19 @@ async def test_shares_even_out_and_never_add_up_to_more_than_the_limit(
             keeper = ShareKeeper(pg, f"process-{n}", [lim])
             await keeper.start(stop)
             keepers.append((keeper, lim, gate))
-            await asyncio.sleep(0.3)
-        assert sorted(lim.holding for _, lim, _ in keepers) == [2, 3, 3]
-        assert sorted((await recorded(pg)).values()) == [2, 3, 3]
+
+        async def three_shares() -> bool:
+            return holdings(keepers) == [2, 3, 3] and sorted((await recorded(pg)).values()) == [2, 3, 3]
+
+        await eventually(three_shares)
         # A process that stops gives its share back; the others grow into it.
         first, _, _ = keepers.pop(0)
         await first.stop()
-        await asyncio.sleep(0.3)
-        assert sorted(lim.holding for _, lim, _ in keepers) == [4, 4]
+
+        async def two_shares() -> bool:
+            return holdings(keepers) == [4, 4]
+
+        await eventually(two_shares)
     finally:
         stop.set()
         await watcher
@@ -97,13 +115,20 @@ async def test_a_process_that_dies_keeps_its_share_until_it_expires(
     dying = ShareKeeper(pg, "dying", [dying_limit])
     await dying.start(dead)
     await alive.start(stop)
-    await asyncio.sleep(0.3)
-    assert (alive_limit.holding, dying_limit.holding) == (4, 4)
+
+    async def halves() -> bool:
+        return (alive_limit.holding, dying_limit.holding) == (4, 4)
+
+    await eventually(halves)
     dead.set()  # stops renewing, gives nothing back: as after SIGKILL
-    await asyncio.sleep(0.2)
-    assert alive_limit.holding == 4  # the dead one's share is not free before it expires
-    await asyncio.sleep(0.8)
-    assert alive_limit.holding == TOTAL
+    died = time.monotonic()
+
+    async def all_of_it() -> bool:
+        return alive_limit.holding == TOTAL
+
+    await eventually(all_of_it)
+    # The dead one's share was not free before it expired (its row lives 0.5 s after renewal).
+    assert time.monotonic() - died >= 0.3
     stop.set()
     await alive.stop()
 
