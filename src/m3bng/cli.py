@@ -208,6 +208,17 @@ def m3_check() -> None:
     raise typer.Exit(asyncio.run(run()))
 
 
+def _load_mappings(settings: Settings) -> dict[str, Mapping]:
+    """The mappings folder, or one line naming the file and problem (exit 1)."""
+    from m3bng.mapping import MappingFileError, load_mappings
+
+    try:
+        return load_mappings(settings.mappings_dir)
+    except MappingFileError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
 @mappings_app.command("check")
 def mappings_check(
     metadata: Annotated[
@@ -215,14 +226,8 @@ def mappings_check(
     ] = True,
 ) -> None:
     """Validate every mapping file; with M3 reachable, also against M3's field metadata."""
-    from m3bng.mapping import MappingFileError, load_mappings
-
     settings = _settings()
-    try:
-        mappings = load_mappings(settings.mappings_dir)
-    except MappingFileError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+    mappings = _load_mappings(settings)
     for mapping in mappings.values():
         calls = ", ".join(_operation(c) for c in mapping.spec.calls.values())
         typer.echo(f"ok  {mapping.path}  flow {mapping.flow}  [{mapping.content_hash[:12]}]  {calls}")
@@ -231,6 +236,7 @@ def mappings_check(
 
 
 async def _check_against_m3(settings: Settings, mappings: dict[str, Mapping]) -> int:
+    from m3bng.connectors.m3.client import COMPANY_FIELDS
     from m3bng.mapping.schema import CallSpec
     from m3bng.runtime import build_connectors
     from m3bng.store import migrate
@@ -267,13 +273,18 @@ async def _check_against_m3(settings: Settings, mappings: dict[str, Mapping]) ->
                             f"ERR {mapping.flow}.{name}: {field_name} is not an input field of "
                             f"{call.program}/{call.transaction}"
                         )
-                    elif rule.max_length and rule.max_length > spec.length:
+                    elif rule.max_length and spec.length and rule.max_length > spec.length:
                         failures += 1
                         typer.echo(
                             f"ERR {mapping.flow}.{name}: {field_name} max_length {rule.max_length} "
                             f"exceeds M3's {spec.length}"
                         )
-                missing = [f for f, s in specs.items() if s.mandatory and f not in call.fields]
+                # CONO and DIVI are filled in at run time from the installation's company.
+                missing = [
+                    f
+                    for f, s in specs.items()
+                    if s.mandatory and f not in call.fields and f not in COMPANY_FIELDS
+                ]
                 if missing:
                     failures += 1
                     typer.echo(
@@ -283,6 +294,16 @@ async def _check_against_m3(settings: Settings, mappings: dict[str, Mapping]) ->
         await connectors.aclose()
         await engine.dispose()
     return 1 if failures else 0
+
+
+@mappings_app.command("describe")
+def mappings_describe() -> None:
+    """Markdown tables of the loaded mappings: MI programs to authorize, tenant values (vars),
+    and every field each flow sends with where its value comes from."""
+    from m3bng.mapping.describe import markdown
+
+    mappings = _load_mappings(_settings())
+    typer.echo(markdown({m.flow: m for m in mappings.values()}), nl=False)
 
 
 @mappings_app.command("preview")
@@ -298,14 +319,10 @@ def mappings_preview(
     import json
     from pathlib import Path
 
-    from m3bng.mapping import MappingError, MappingFileError, load_mappings
+    from m3bng.mapping import MappingError
 
     settings = _settings()
-    try:
-        mappings = load_mappings(settings.mappings_dir)
-    except MappingFileError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+    mappings = _load_mappings(settings)
     if flow not in mappings:
         typer.echo(f"no flow {flow!r}; flows: {', '.join(sorted(mappings))}", err=True)
         raise typer.Exit(2)

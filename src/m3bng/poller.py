@@ -1,7 +1,7 @@
 """The inventory poller: stock balances for tenants whose M3 publishes no inventory BOD.
 
 Every ``M3BNG_INVENTORY_POLL_SECONDS`` it lists the balances of each configured warehouse with the
-``list`` call of ``mappings/inventory_poll.yaml`` (MMS080MI LstItemWarehous, paged by item), and
+``list`` call of ``mappings/inventory_poll.yaml`` (MMS080MI LstItemWarehous, the whole list in one call), and
 compares each row with the snapshot kept in the store. Only rows that changed become events
 (source ``poller``, type ``inventory.balance``), which the same mapping's ``upsert`` request
 sends to BNG through the inbox like any BOD: retried, ordered per item and warehouse, visible
@@ -39,7 +39,6 @@ log = structlog.get_logger(__name__)
 
 JOB = "inventory_poll"
 EVENT_TYPE = "inventory.balance"
-PAGE = 1000  # records per LstItemWarehous call; the next page starts at the last item
 
 
 @dataclass(frozen=True)
@@ -89,19 +88,12 @@ class InventoryPoller:
         return PollResult(len(self.settings.inventory_poll_warehouses), rows, changed)
 
     async def _list(self, warehouse: str) -> list[dict[str, str]]:
+        """The warehouse's whole list in one call: LstItemWarehous takes no start item to page
+        by, so a page of ``maxrecs`` rows could never be followed by the next."""
         spec = self.mapping.call("list")
-        balances: dict[str, dict[str, str]] = {}
-        from_item = ""
-        while True:
-            [record] = self.mapping.render("list", {}, {"warehouse": warehouse, "from_item": from_item})
-            result = await self.m3.execute(spec.program, spec.transaction, record, maxrecs=PAGE)
-            page = [r for r in result.records if r.get("WHLO", warehouse) == warehouse and r.get("ITNO")]
-            fresh = [r for r in page if r["ITNO"] not in balances]
-            for row in fresh:
-                balances[row["ITNO"]] = row
-            if len(result.records) < PAGE or not fresh:
-                return list(balances.values())
-            from_item = page[-1]["ITNO"]
+        [record] = self.mapping.render("list", {}, {"warehouse": warehouse})
+        result = await self.m3.execute(spec.program, spec.transaction, record, maxrecs=0)
+        return [r for r in result.records if r.get("WHLO", warehouse) == warehouse and r.get("ITNO")]
 
     async def _enqueue_changes(self, warehouse: str, balances: list[dict[str, str]]) -> int:
         async with self.sessions() as session:

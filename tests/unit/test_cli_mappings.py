@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,27 @@ def test_check_against_the_simulators_metadata() -> None:
     result = CliRunner().invoke(app, ["mappings", "check"])
     assert result.exit_code == 0, result.output
     assert "ERR" not in result.output
+
+
+def test_check_fails_for_a_field_m3_does_not_list_or_a_missing_mandatory_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The simulator's metadata is Infor's published lists: a mapping that sends CUCD to
+    CRS610MI/Add or leaves out its mandatory CUA1 fails the check (and so CI)."""
+    folder = tmp_path / "mappings"
+    shutil.copytree(REPO_ROOT / "mappings", folder)
+    customer = folder / "customer_sync.yaml"
+    text = customer.read_text()
+    text = text.replace("      CUA1: {from: BillingAddress.Line1, truncate: true, required: true}\n", "", 1)
+    text = text.replace(
+        "      CUTM: {var: customer_template}\n", "      CUTM: {var: customer_template}\n      CUCD: SEK\n"
+    )
+    customer.write_text(text)
+    monkeypatch.setenv("M3BNG_MAPPINGS_DIR", str(folder))
+    result = CliRunner().invoke(app, ["mappings", "check"])
+    assert result.exit_code == 1, result.output
+    assert "ERR customer_sync.add: CUCD is not an input field of CRS610MI/Add" in result.output
+    assert "ERR customer_sync.add: mandatory in M3 but not mapped: CUA1" in result.output
 
 
 def test_preview_prints_the_exact_calls(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from m3bng.connectors.bng.models import UnknownEventType, validate_event_data
-from m3bng.connectors.m3.client import M3Client, MIResult
+from m3bng.connectors.m3.client import COMPANY_FIELDS, M3Client, MIResult, is_list
 from m3bng.connectors.m3.errors import M3Duplicate, M3NotFound
 from m3bng.connectors.m3.metadata import check_record
 from m3bng.errors import PermanentError, TargetUnavailable
@@ -133,7 +133,11 @@ class M3Work:
         ):
             metadata = self.ctx.connectors.m3_metadata
             fields = await metadata.fields(spec.program, spec.transaction) if metadata is not None else None
-            lengths = {name: f.length for name, f in fields.items() if f.type != "N"} if fields else None
+            lengths = (
+                {name: f.length for name, f in fields.items() if f.type != "N" and f.length}
+                if fields
+                else None
+            )
             records = mapping.render(
                 call,
                 self.data if data is None else data,
@@ -141,6 +145,7 @@ class M3Work:
                 field_lengths=lengths,
             )
             if fields:
+                await self._company_fields(fields, records)
                 for record in records:
                     problems = check_record(spec.program, spec.transaction, fields, record)
                     if problems:
@@ -148,6 +153,18 @@ class M3Work:
                             mapping.flow, call, problems[0].field, "; ".join(str(p) for p in problems)
                         )
         return records
+
+    async def _company_fields(self, fields: MappingABC[str, Any], records: list[dict[str, str]]) -> None:
+        """CONO and DIVI as fields wherever the transaction lists them and the mapping does not
+        set them: a matrix parameter does not fill a mandatory input (GLS840MI needs CONO)."""
+        wanted = [name for name in COMPANY_FIELDS if name in fields]
+        if not wanted:
+            return
+        company = await self.m3.company()
+        for record in records:
+            for name in wanted:
+                if not record.get(name) and company.get(name):
+                    record[name] = company[name]
 
     async def send(
         self,
@@ -165,7 +182,11 @@ class M3Work:
             target="m3",
             operation=f"{spec.program}/{spec.transaction}",
             request=record,
-            call=lambda: m3.execute(spec.program, spec.transaction, record),
+            # A lookup reads the whole list: M3 answers one page (100 records) when asked for
+            # none, and the record sought may be beyond it.
+            call=lambda: m3.execute(
+                spec.program, spec.transaction, record, maxrecs=0 if is_list(spec.transaction) else None
+            ),
             describe=lambda result: result.records,
             flush=flush,
         )

@@ -1,23 +1,33 @@
 """BNG order → M3 customer order, entered in batch: AddBatchHead → AddBatchLine… → Confirm.
 
-Never two M3 orders for one BNG order, whatever fails where:
+Never two M3 orders, never a line twice, whatever fails where. Each write has a durable mark
+on record before it is sent and a read-back that settles it when its answer is lost (a gateway
+5xx, a timeout, a reset, a worker killed mid-call): the flow asks M3 what is there and never
+resends on a guess.
 
-* every key a step obtains is checkpointed (CUNO, the temporary batch ORNO, lines done, the
-  final ORNO), so a retry or replay continues from the failed step; each is stored with the
-  next write that needs it on record, never later than the next call that changes M3;
-* a batch order is not an order until Confirm: if a line's answer is lost, the half-built batch
-  is deleted (DelBatchHead) and entered again, rather than guessing whether the line is in it;
-  a head whose answer is lost leaves at most an unconfirmed batch head behind, never an order;
-* before Confirm is sent a checkpoint says so; a later attempt that finds it looks the order up
-  by customer and ``CUOR`` (the BNG order id) before confirming anything;
+* ``head_sent`` → the batch head: the customer's batch heads (LstBatchHead) with our CUOR (the
+  BNG order id); found, it is used; not found, the head is sent again;
+* ``line_pending`` → the lines: the batch's lines (LstBatchLine), each known by its CUPO (the
+  BNG line number); only the missing ones are sent;
+* ``confirm_sent`` → Confirm: ``GetOrderNo`` on the batch number answers the real order number
+  once the batch is confirmed, blank while it is not (then Confirm is sent again);
 * the BNG order id ⇄ ORNO cross-reference answers a second ``order.created`` for the same order.
+
+Keys obtained by a step (CUNO, the batch ORNO) are checkpointed with the next write that needs
+them on record, never later than the next call that changes M3.
 """
 
 from __future__ import annotations
 
-from m3bng.connectors.m3.errors import M3UnknownOutcome
-from m3bng.errors import PermanentError, ProcessingError
-from m3bng.flows.base import FlowMappings, M3Work, MissingReference, already_in_m3, step_name
+from m3bng.errors import PermanentError
+from m3bng.flows.base import (
+    FlowMappings,
+    M3Work,
+    MissingReference,
+    UnresolvedOutcome,
+    already_in_m3,
+    step_name,
+)
 from m3bng.flows.customers import ensure_customer
 from m3bng.inbox.flows import FlowContext
 from m3bng.mapping import Mapping
@@ -31,11 +41,10 @@ async def order_to_cash(ctx: FlowContext, mappings: FlowMappings) -> None:
     if await already_in_m3(work, ENTITY, order_id, "ORNO"):
         return
     await ensure_customer(work, mappings, str(work.data["CustomerID"]))
-    if work.checkpoints.get("confirm_sent") or ctx.event.attempts > 1:
-        orno = await find_order(work, work.mapping)
-        if orno is not None:
-            await work.remember(ORNO=orno, found_by="CUOR")
-            await work.link(ENTITY, order_id, orno)
+    if work.checkpoints.get("confirm_sent"):
+        orno = await confirmed_order(work)
+        if orno:
+            await done(work, order_id, orno, found_by="GetOrderNo")
             return
     await check_items(work)
     await enter_batch(work)
@@ -45,20 +54,45 @@ async def order_to_cash(ctx: FlowContext, mappings: FlowMappings) -> None:
     orno = result.record.get("ORNO") or ""
     if not orno:
         raise PermanentError(f"OIS100MI/Confirm answered without an order number (batch {confirm['ORNO']})")
+    await done(work, order_id, orno)
+
+
+async def done(work: M3Work, order_id: str, orno: str, **note: str) -> None:
     # Stored with the outcome, not on its own: until then ``confirm_sent`` is on record, and an
-    # attempt after a crash here finds the order by CUOR (as after a lost Confirm answer).
-    work.note(ORNO=orno, ORNO_TEMP=None, confirm_sent=None, lines_done=None)
+    # attempt after a crash here asks GetOrderNo (as after a lost Confirm answer).
+    work.note(ORNO=orno, ORNO_TEMP=None, confirm_sent=None, head_sent=None, **note)
     await work.link(ENTITY, order_id, orno)
 
 
+async def confirmed_order(work: M3Work) -> str | None:
+    """The order the batch became, if Confirm went through; None if the batch is unconfirmed."""
+    [record] = await work.records("order_number")
+    result = await work.get("order_number", record, step="get_order_number")
+    if result is None:
+        raise UnresolvedOutcome(
+            f"batch order {record['ORNO']} was sent for confirmation, its answer was lost, and M3 "
+            "now knows neither the batch nor an order made from it (OIS100MI/GetOrderNo): check "
+            "the batch's errors in OIS275 before replaying"
+        )
+    return result.record.get("ORNR") or None
+
+
 async def find_order(work: M3Work, mapping: Mapping) -> str | None:
-    """The confirmed order that carries this BNG order id in CUOR, if a lost answer made one."""
+    """The confirmed order that carries this BNG order id in CUOR (the customer's whole list:
+    LstHead takes no CUOR, so it is read to the end and matched here)."""
+    cuor = await expected_cuor(work, mapping)
     [record] = await work.records("find_by_reference", mapping=mapping)
     result = await work.get("find_by_reference", record, step="find_order_by_cuor", mapping=mapping)
     for row in result.records if result else []:
-        if row.get("CUOR") == record["CUOR"] and row.get("ORNO"):
+        if row.get("CUOR") == cuor and row.get("ORNO"):
             return row["ORNO"]
     return None
+
+
+async def expected_cuor(work: M3Work, mapping: Mapping) -> str:
+    """The CUOR the head call sends for this order: what a read-back matches M3's rows by."""
+    [head] = await work.records("head", mapping=mapping, ORNO_TEMP="-")
+    return head["CUOR"]
 
 
 async def check_items(work: M3Work) -> None:
@@ -77,41 +111,62 @@ async def check_items(work: M3Work) -> None:
 
 
 async def enter_batch(work: M3Work) -> None:
-    """Batch head and lines, resumable line by line; a line with a lost answer restarts the batch."""
-    pending = work.checkpoints.get("line_pending")
-    if pending is not None and work.checkpoints.get("ORNO_TEMP"):
-        [drop] = await work.records("discard_batch")
-        await work.get("discard_batch", drop, step="discard_uncertain_batch", flush=True)  # gone: fine
-        await work.remember(ORNO_TEMP=None, lines_done=None, line_pending=None)
+    """Batch head and lines; what an earlier attempt may have sent is read back first."""
+    if not work.checkpoints.get("ORNO_TEMP") and work.checkpoints.get("head_sent"):
+        temp = await find_batch(work)
+        if temp is not None:
+            work.note(ORNO_TEMP=temp, found_by="LstBatchHead")
     if not work.checkpoints.get("ORNO_TEMP"):
         [head] = await work.records("head")
+        await work.remember(head_sent=True)
         result = await work.send("head", head)
         temp = result.record.get("ORNO") or ""
         if not temp:
             raise PermanentError("OIS100MI/AddBatchHead answered without a batch order number")
-        # Durable with the lines' mark below, before any line is sent (for an order without
-        # lines, with ``confirm_sent`` before Confirm): one write instead of two.
+        # Durable with the lines' mark below, before any line is sent.
         work.note(ORNO_TEMP=temp, lines_done=0)
     lines = await work.records("line")
-    done = int(work.checkpoints.get("lines_done") or 0)
-    if done < len(lines):
+    done_count = int(work.checkpoints.get("lines_done") or 0)
+    present: set[str] = set()
+    if work.checkpoints.get("line_pending") is not None:
+        present = await lines_in_batch(work)
+        done_count = 0
+    if done_count < len(lines):
         # One durable mark for the run of lines, not one per line (an order may have hundreds):
-        # if this attempt ends without an outcome (the worker died), any line from ``done`` on
-        # may or may not be in the batch, and the next attempt rebuilds the batch.
-        await work.remember(line_pending=done)
-    for index in range(done, len(lines)):
-        try:
-            await work.send("line", lines[index], step=step_name("line", index, len(lines)), flush=False)
-        except M3UnknownOutcome:
-            raise  # maybe in the batch, maybe not: the next attempt rebuilds the batch
-        except ProcessingError:
-            # M3 refused it: the batch holds exactly the lines before it (stored with the outcome).
-            work.note(lines_done=index, line_pending=None)
-            raise
-        work.note(lines_done=index + 1)
-    # Stored with the caller's next write (``confirm_sent``, before Confirm is sent). A crash
-    # before it leaves ``line_pending`` on record: the next attempt rebuilds the batch.
+        # whatever ends this attempt early, the next one reads the batch's lines first.
+        await work.remember(line_pending=True)
+    for index in range(done_count, len(lines)):
+        if line_id(lines[index]["CUPO"]) in present:
+            continue
+        await work.send("line", lines[index], step=step_name("line", index, len(lines)), flush=False)
+    # Stored with the caller's next write (``confirm_sent``, before Confirm is sent).
     work.note(lines_done=len(lines), line_pending=None)
+
+
+async def find_batch(work: M3Work) -> str | None:
+    """The batch head a lost AddBatchHead answer made, by customer and CUOR."""
+    cuor = await expected_cuor(work, work.mapping)
+    [record] = await work.records("find_batch")
+    result = await work.get("find_batch", record, step="find_batch_head")
+    found = [row["ORNO"] for row in (result.records if result else []) if row.get("CUOR") == cuor]
+    if len(found) > 1:
+        raise UnresolvedOutcome(
+            f"customer {record['CUNO']} has {len(found)} unconfirmed batch orders with CUOR {cuor!r} "
+            f"({', '.join(found)}): delete the extra ones in OIS275 before replaying"
+        )
+    return found[0] if found else None
+
+
+async def lines_in_batch(work: M3Work) -> set[str]:
+    """The CUPO of every line the batch holds."""
+    [record] = await work.records("batch_lines")
+    result = await work.get("batch_lines", record, step="list_batch_lines")
+    return {line_id(row.get("CUPO", "")) for row in (result.records if result else [])}
+
+
+def line_id(cupo: str) -> str:
+    """CUPO as a line identity: M3 may answer it zero-padded or space-padded."""
+    return cupo.strip().lstrip("0") or "0"
 
 
 async def order_update(ctx: FlowContext, mappings: FlowMappings) -> None:
@@ -132,8 +187,20 @@ async def order_update(ctx: FlowContext, mappings: FlowMappings) -> None:
     for name in work.mapping.applicable_calls(work.data, work.checkpoints):
         if name in applied:
             continue
-        records = await work.records(name)
-        for index, record in enumerate(records):
-            await work.send(name, record, step=step_name(name, index, len(records)))
-        applied.append(name)
-        await work.remember(applied=applied)
+        if work.checkpoints.get("call_sent") == name and await order_gone(work, name):
+            applied.append(name)  # a delete whose answer was lost: the order is gone, it went in
+        else:
+            records = await work.records(name)
+            await work.remember(call_sent=name)
+            for index, record in enumerate(records):
+                await work.send(name, record, step=step_name(name, index, len(records)))
+            applied.append(name)
+        await work.remember(applied=applied, call_sent=None)
+
+
+async def order_gone(work: M3Work, call: str) -> bool:
+    """After a lost answer of a delete (DelHead): is the order gone from M3 (GetHead)?"""
+    if not work.mapping.call(call).transaction.startswith("Del"):
+        return False
+    [record] = await work.records("get_order")
+    return await work.get("get_order", record, step="get_order") is None

@@ -4,9 +4,9 @@
 invoice batch API.)
 
 * The head carries the BNG InvoiceID as SINO. Before a head is sent a checkpoint says so; an
-  attempt that finds it first looks for *our* invoice (LstInvBySupInv: same supplier, SINO, date,
-  amount and currency) and continues with its batch number (INBN, checkpointed) instead of
-  entering it again;
+  attempt that finds it first looks for *our* invoice (LstInvBySupInv by payee, supplier and SINO,
+  then GetHead of each batch: same date, amount and currency) and continues with its batch
+  number (INBN, checkpointed) instead of entering it again;
 * "already exists" on AddHead that is not ours (entered by hand, or different data) is
   dead-lettered: M3 holds another invoice with this number and a person must decide;
 * lines are checkpointed one by one; after a lost line answer the batch's lines are counted
@@ -73,13 +73,20 @@ async def enter_head(work: M3Work, head: dict[str, str]) -> str:
 
 
 async def find_our_invoice(work: M3Work, head: dict[str, str]) -> str | None:
-    """The batch of the head we sent, if M3 has it: same supplier, SINO, date, amount, currency."""
+    """The batch of the head we sent, if M3 has it: the batches with our SINO (LstInvBySupInv
+    answers only their numbers), each read (GetHead) and compared: date, amount, currency."""
     [find] = await work.records("find", SUNO=head["SUNO"])
     result = await work.get("find", find, step="find_invoice")
     for row in result.records if result else []:
-        same = all(row.get(k, "") == head.get(k, "") for k in ("SUNO", "SINO", "IVDT", "CUCD"))
-        if same and _amount(row.get("CUAM")) == _amount(head.get("CUAM")) and row.get("INBN"):
-            return row["INBN"]
+        inbn = row.get("INBN", "")
+        if not inbn:
+            continue
+        [get] = await work.records("get_head", INBN=inbn)
+        found = await work.get("get_head", get, step="get_invoice_head")
+        got = found.record if found else {}
+        same = all(got.get(k, "") == head.get(k, "") for k in ("SUNO", "SINO", "IVDT", "CUCD"))
+        if same and _amount(got.get("CUAM")) == _amount(head.get("CUAM")):
+            return inbn
     return None
 
 

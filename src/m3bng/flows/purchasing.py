@@ -3,9 +3,10 @@
 (The product brief says PPS100MI; that program holds purchase agreements. PPS370MI is the real
 PO entry API: StartEntry → AddHead → AddLine… → FinishEntry.)
 
-* An entry is not a purchase order until FinishEntry, so a lost answer *before* it (StartEntry,
-  AddHead, a line) is settled by abandoning that entry and starting a new one, rather than by
-  guessing what the half-built entry holds;
+* An entry is not a purchase order until FinishEntry, so a lost answer *before* it (AddHead, a
+  line) is settled by deleting that entry (DeleteEntry) and starting a new one, rather than by
+  guessing what the half-built entry holds; a lost StartEntry answer leaves an empty entry that
+  is never finished (PPS370MI lists no entries to find it by);
 * AddHead answers the PO number (PUNO), which is checkpointed; a checkpoint says FinishEntry was
   sent, and a later attempt that finds it asks M3 (PPS200MI GetHead) whether the PO exists
   before finishing anything again;
@@ -53,7 +54,10 @@ async def po_exists(work: M3Work) -> bool:
 async def enter(work: M3Work) -> None:
     """Start, head and lines, resumable line by line; an uncertain step starts a new entry."""
     if work.checkpoints.get("entry_pending") is not None:
-        # An abandoned entry is never finished, so it never becomes a purchase order.
+        # An entry with a step of unknown outcome is deleted (DeleteEntry; gone already: fine)
+        # and never finished, so it never becomes a purchase order.
+        [drop] = await work.records("discard")
+        await work.get("discard", drop, step="discard_uncertain_entry", flush=True)
         await work.remember(MSGN=None, PUNO=None, head_done=None, lines_done=None, entry_pending=None)
     if not work.checkpoints.get("MSGN"):
         [start] = await work.records("start")

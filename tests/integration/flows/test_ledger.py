@@ -18,13 +18,12 @@ def calls(steps: list[Step], operation: str) -> int:
 async def test_gl_entry_becomes_one_updated_batch(service: Service) -> None:
     event = await service.settle(await service.send("gl_entry.created"))
     assert event.status == "done", event.last_error
-    batch = (await service.state())["gl_batches"]["GL:GL-2026-0042"]
+    batch = (await service.state())["gl_posted"]["GL:GL-2026-0042"]
     assert batch["head"]["INTN"] == "BNG" and batch["head"]["DESC"] == "Marketing accrual November"
     assert [(line["LINE"], line["PARM"]) for line in batch["lines"]] == [
         ("1", "6110;12500.00;0;MKT;20261124;SEK;Campaign"),
         ("2", "2990;0;12500.00;-;20261124;SEK;Accrued expenses"),
     ]
-    assert batch["updated"] is True
     async with service.sessions() as session:
         assert await queries.get_xref(session, "gl_entry", "GL-2026-0042") == "GL:GL-2026-0042"
 
@@ -32,18 +31,17 @@ async def test_gl_entry_becomes_one_updated_batch(service: Service) -> None:
 async def test_payment_becomes_bank_debit_and_receivables_credit(service: Service) -> None:
     event = await service.settle(await service.send("payment.captured"))
     assert event.status == "done", event.last_error
-    batch = (await service.state())["gl_batches"]["PAY:PAY-5501"]
+    batch = (await service.state())["gl_posted"]["PAY:PAY-5501"]
     assert batch["head"]["DESC"] == "Payment PAY-5501 SO-1001"
     assert [line["PARM"] for line in batch["lines"]] == [
         "1930;1116.30;0;-;20261124;SEK;card SO-1001",
         "1510;0;1116.30;-;20261124;SEK;card SO-1001",
     ]
-    assert batch["updated"] is True
     undated = {**sample("payment.captured"), "PaymentID": "PAY-5502", "CapturedAt": None}
     event = await service.settle(await service.send("payment.captured", undated))
     assert event.status == "done", event.last_error
     day = event.received_at.strftime("%Y%m%d")
-    parms = [line["PARM"] for line in (await service.state())["gl_batches"]["PAY:PAY-5502"]["lines"]]
+    parms = [line["PARM"] for line in (await service.state())["gl_posted"]["PAY:PAY-5502"]["lines"]]
     assert parms[0] == f"1930;1116.30;0;-;{day};SEK;card SO-1001"  # the date keeps its place
 
 
@@ -60,7 +58,7 @@ async def test_duplicate_deliveries_post_one_batch(service: Service) -> None:
     first = await service.settle(await service.send("gl_entry.created", msg_id="msg_gl"))
     again = await service.settle(await service.send("gl_entry.created", msg_id="msg_gl_again"))
     assert first.status == again.status == "done" and again.checkpoint.get("already_in_m3") is True
-    assert list((await service.state())["gl_batches"]) == ["GL:GL-2026-0042"]
+    assert list((await service.state())["gl_posted"]) == ["GL:GL-2026-0042"]
     assert await service.steps(again.id) == []
 
 
@@ -71,8 +69,8 @@ async def test_lost_head_answer_continues_with_the_batch(service: Service) -> No
     event = await service.settle(await service.send("gl_entry.created"))
     assert event.status == "done", event.last_error
     state = await service.state()
-    assert list(state["gl_batches"]) == ["GL:GL-2026-0042"]
-    assert len(state["gl_batches"]["GL:GL-2026-0042"]["lines"]) == 2
+    assert list(state["gl_posted"]) == ["GL:GL-2026-0042"] and not state["gl_batches"]
+    assert len(state["gl_posted"]["GL:GL-2026-0042"]["lines"]) == 2
     steps = await service.steps(event.id)
     assert [s.error_class for s in steps if s.operation == "GLS840MI/AddBatchHead"] == [
         "unknown_outcome",
@@ -86,8 +84,8 @@ async def test_lost_line_answer_does_not_double_the_line(service: Service) -> No
     )
     event = await service.settle(await service.send("payment.captured"))
     assert event.status == "done", event.last_error
-    batch = (await service.state())["gl_batches"]["PAY:PAY-5501"]
-    assert [line["LINE"] for line in batch["lines"]] == ["1", "2"] and batch["updated"] is True
+    batch = (await service.state())["gl_posted"]["PAY:PAY-5501"]
+    assert [line["LINE"] for line in batch["lines"]] == ["1", "2"]
 
 
 async def test_transient_error_resumes_from_the_failed_line(service: Service) -> None:

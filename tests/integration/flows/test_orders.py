@@ -62,7 +62,8 @@ async def test_lost_confirm_answer_still_makes_one_order(service: Service) -> No
     steps = await service.steps(event.id)
     confirm = [s for s in steps if s.operation == "OIS100MI/Confirm"]
     assert [s.error_class for s in confirm] == ["unknown_outcome"]  # never sent twice
-    assert event.checkpoint["found_by"] == "CUOR"
+    assert event.checkpoint["found_by"] == "GetOrderNo"
+    assert calls(steps, "OIS100MI/GetOrderNo") == 1
 
 
 async def test_lost_batch_head_answer_still_makes_one_order(service: Service) -> None:
@@ -74,10 +75,13 @@ async def test_lost_batch_head_answer_still_makes_one_order(service: Service) ->
     state = await service.state()
     [order] = orders_for(state, "SO-1001")
     assert len(order["lines"]) == 3
-    assert len(state["batches"]) == 1  # the head whose answer was lost: a batch, never an order
+    assert state["batches"] == {}  # the head whose answer was lost was found and used
+    steps = await service.steps(event.id)
+    assert calls(steps, "OIS100MI/AddBatchHead") == 1 and calls(steps, "OIS100MI/LstBatchHead") == 1
+    assert event.checkpoint["found_by"] == "LstBatchHead"
 
 
-async def test_lost_line_answer_rebuilds_the_batch(service: Service) -> None:
+async def test_lost_line_answer_sends_only_the_missing_lines(service: Service) -> None:
     await service.sim.faults(
         programs=["OIS100MI/AddBatchLine"], drop_response_rate=1.0, drop_seconds=3, limit=1
     )
@@ -86,9 +90,10 @@ async def test_lost_line_answer_rebuilds_the_batch(service: Service) -> None:
     state = await service.state()
     [order] = orders_for(state, "SO-1001")
     assert [line["ITNO"] for line in order["lines"]] == ["BIKE-100", "HELMET-1", "TUBE-26"]
-    assert state["batches"] == {}  # the uncertain batch was deleted
+    assert [line["CUPO"] for line in order["lines"]] == ["1", "2", "3"]
     steps = await service.steps(event.id)
-    assert calls(steps, "OIS100MI/DelBatchHead") == 1 and calls(steps, "OIS100MI/AddBatchHead") == 2
+    assert calls(steps, "OIS100MI/AddBatchHead") == 1 and calls(steps, "OIS100MI/LstBatchLine") == 1
+    assert calls(steps, "OIS100MI/AddBatchLine") == 3  # the lost one was in: not sent again
 
 
 async def test_transient_error_resumes_from_the_failed_step(service: Service) -> None:
@@ -154,3 +159,19 @@ async def test_cancelled_order_is_deleted_in_m3(service: Service) -> None:
     assert event.status == "done", event.last_error
     state = await service.state()
     assert orno not in state["orders"] and orno in state["deleted_orders"]
+
+
+async def test_item_blocked_for_sales_dead_letters_at_once_naming_it(service: Service) -> None:
+    """M3's "blocked" is not a record lock: no retries, a dead letter that names the item; after
+    the item is released a replay sends only the lines still missing from the batch."""
+    blocked = {"ITNO": "HELMET-1", "ITDS": "Helmet, size M", "ITTY": "FG", "UNMS": "PCS", "STAT": "50"}
+    (await service.sim.control.post("/_sim/seed", json={"items": [blocked]})).raise_for_status()
+    event = await service.settle(await service.send("order.created"))
+    assert event.status == "dead" and event.attempts == 1
+    dead = await service.dead_letter(event.id)
+    assert dead.error_class == "blocked"
+    assert "Item HELMET-1 is blocked for sales" in (dead.error or "") and "field ITNO" in (dead.error or "")
+    steps = await service.steps(event.id)
+    assert calls(steps, "OIS100MI/AddBatchLine") == 2  # BIKE-100 in, HELMET-1 refused once
+    [batch] = (await service.state())["batches"].values()
+    assert [line["CUPO"] for line in batch["lines"]] == ["1"]

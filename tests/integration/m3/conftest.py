@@ -31,6 +31,13 @@ class SimHandle:
         result: dict[str, Any] = response.json()
         return result
 
+    async def calls(self) -> list[dict[str, Any]]:
+        """Every MI transaction the simulator ran (or refused), oldest first."""
+        response = await self.control.get("/_sim/calls")
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()
+        return result
+
     async def state(self) -> dict[str, Any]:
         response = await self.control.get("/_sim/state")
         response.raise_for_status()

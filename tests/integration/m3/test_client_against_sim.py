@@ -67,8 +67,9 @@ async def test_order_batch_entry_gives_real_order_number(m3_client: MakeClient, 
     state = await m3_sim.state()
     assert temporary not in state["batches"]
     assert state["orders"][real]["head"]["CUOR"] == "BNG-1001"
-    found = await m3.execute("OIS100MI", "LstHead", {"CUNO": "10001", "CUOR": "BNG-1001"})
-    assert [r["ORNO"] for r in found.records] == [real]
+    found = await m3.execute("OIS100MI", "LstHead", {"CUNO": "10001"})
+    assert [r["ORNO"] for r in found.records if r["CUOR"] == "BNG-1001"] == [real]
+    assert (await m3.execute("OIS100MI", "GetOrderNo", {"ORNO": temporary})).record["ORNR"] == real
     with pytest.raises(M3NotFound) as gone:
         await m3.execute("OIS100MI", "Confirm", {"ORNO": temporary})
     assert gone.value.field == "ORNO"

@@ -5,9 +5,12 @@
 breaker, short in-call retries (tenacity) for transient failures, a Prometheus sample and one
 structured log line. Durable retries are the worker's business, not this module's.
 
-A write whose request was sent but whose answer never came (read timeout, dropped connection)
-raises ``M3UnknownOutcome`` and is *never* resent here: M3 has no idempotency keys, so the flow
-looks the record up by business key before it creates it again.
+A write whose request left m3bng but whose answer did not prove what happened raises
+``M3UnknownOutcome`` and is *never* resent here: M3 has no idempotency keys, so the flow reads
+M3 (the write's read-back) before it sends anything again. Only failures that prove the request
+never reached M3 are retried blindly: no connection, a 401/429 from the gateway, 403/404. A 5xx
+(the gateway's 502/503/504 as much as M3's 500), a read timeout, a reset or a half answer may
+come after M3 committed the write (docs/m3.md, "Unknown outcomes").
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from m3bng.connectors.m3.errors import (
     M3DataError,
     M3Error,
     M3ProgramError,
+    M3RecordLocked,
     M3Throttled,
     M3TransientError,
     M3Unavailable,
@@ -53,8 +57,16 @@ READ_PREFIXES = ("Get", "Lst", "Sel", "Search", "List")
 MiValue = str | int | float | Decimal | date | bool | None
 
 
+LIST_PREFIXES = ("Lst", "Sel", "Search", "List")
+COMPANY_FIELDS = ("CONO", "DIVI")
+
+
 def is_read(transaction: str) -> bool:
     return transaction.startswith(READ_PREFIXES)
+
+
+def is_list(transaction: str) -> bool:
+    return transaction.startswith(LIST_PREFIXES)
 
 
 def format_value(value: MiValue) -> str | None:
@@ -140,6 +152,7 @@ class M3Client:
             transport=transport,
             headers={"Accept": "application/json"},
         )
+        self._company: dict[str, str] | None = None
         # Calls in flight; resized when the cap is shared between worker processes (shares.py).
         self.gate = Gate(config.max_concurrency)
         self.breaker = CircuitBreaker(
@@ -175,6 +188,18 @@ class M3Client:
         await self._http.aclose()
 
     # -- public calls -----------------------------------------------------------------------------
+
+    async def company(self) -> dict[str, str]:
+        """CONO and DIVI the calls run in: the configured ones, else the service account's
+        defaults (MNS150MI GetUserData), asked once."""
+        if self._company is None:
+            cono = "" if self.config.cono is None else str(self.config.cono)
+            divi = self.config.divi or ""
+            if not cono or not divi:
+                user = (await self.execute("MNS150MI", "GetUserData")).record
+                cono, divi = cono or user.get("CONO", ""), divi or user.get("DIVI", "")
+            self._company = {"CONO": cono, "DIVI": divi}
+        return self._company
 
     async def execute(
         self,
@@ -291,7 +316,9 @@ class M3Client:
                 if isinstance(exc, M3TransientError | M3Unavailable) and not isinstance(exc, M3Throttled):
                     if outcome != "locked":
                         self.breaker.record_failure()
-                        if self.breaker.state is CircuitState.OPEN and not isinstance(exc, M3Unavailable):
+                        if self.breaker.state is CircuitState.OPEN and not isinstance(
+                            exc, M3Unavailable | M3UnknownOutcome
+                        ):
                             # This failure opened the circuit (or a probe failed): M3 is down,
                             # not this event's data. The event waits without using an attempt,
                             # so an outage never drains the retry schedule into dead letters.
@@ -325,6 +352,17 @@ class M3Client:
     async def _send(self, program: str, transaction: str, send: Callable[[], Awaitable[T]], write: bool) -> T:
         try:
             return await send()
+        except M3TransientError as exc:
+            # An answer that proves nothing ran (429, an MI "record locked") is retried as is;
+            # any other (a 5xx, a body that is no answer) may have come after M3 committed.
+            if write and not isinstance(exc, M3Throttled | M3RecordLocked | M3UnknownOutcome):
+                raise M3UnknownOutcome(
+                    f"sent, and {exc.mi_message}; the write may or may not be applied",
+                    program=program,
+                    transaction=transaction,
+                    retry_after=exc.retry_after,
+                ) from None
+            raise
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise M3TransientError(
                 f"could not reach M3 ({type(exc).__name__})", program=program, transaction=transaction
@@ -377,7 +415,7 @@ class M3Client:
         if status == 429:
             raise M3Throttled("M3 throttled the call (429)", retry_after=_retry_after(response), **where)
         if status >= 500:
-            raise M3TransientError(f"M3 answered HTTP {status}", retry_after=_retry_after(response), **where)
+            raise M3ServerError(status, retry_after=_retry_after(response), **where)
         if status in (403, 404):
             raise M3ProgramError(
                 f"HTTP {status}: {'not authorised for' if status == 403 else 'no such'} MI program or path",
@@ -415,6 +453,16 @@ class M3Client:
                 "M3 answered with an unexpected JSON shape", program=program, transaction="[bulk]"
             )
         return parse_v2(program, transactions, body)
+
+
+class M3ServerError(M3TransientError):
+    """HTTP 5xx from M3 or its gateway: a read may be retried, a write's outcome is unknown."""
+
+    def __init__(self, status: int, *, program: str, transaction: str, retry_after: float | None) -> None:
+        super().__init__(
+            f"M3 answered HTTP {status}", program=program, transaction=transaction, retry_after=retry_after
+        )
+        self.status = status
 
 
 def _retry_after(response: httpx.Response) -> float | None:

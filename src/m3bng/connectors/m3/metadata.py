@@ -31,7 +31,7 @@ _MANDATORY_FLAGS = {"1", "X", "Y", "YES", "TRUE", "R"}
 @dataclass(frozen=True)
 class FieldSpec:
     name: str
-    length: int
+    length: int  # 0: M3 gave no length (nothing is checked or truncated)
     type: str  # A alphanumeric, N numeric, D date (yyyyMMdd)
     mandatory: bool = False
     description: str = ""
@@ -68,12 +68,12 @@ def check_record(
                     FieldProblem(name, f"must be a number with '.' as decimal point, got {value!r}")
                 )
             digits = len(value.strip().lstrip("-").replace(".", ""))
-            if digits > spec.length:
+            if spec.length and digits > spec.length:
                 problems.append(FieldProblem(name, f"has {digits} digits; M3 allows {spec.length}"))
         elif spec.type == "D":
             if value.strip() and not _is_date(value.strip()):
                 problems.append(FieldProblem(name, f"must be a date as yyyyMMdd, got {value!r}"))
-        elif len(value) > spec.length:
+        elif spec.length and len(value) > spec.length:
             problems.append(FieldProblem(name, f"is {len(value)} characters; M3 allows {spec.length}"))
     return problems
 

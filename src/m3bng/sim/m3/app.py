@@ -36,7 +36,7 @@ from starlette.routing import Route
 
 from m3bng.sim.m3.config import Faults, M3SimConfig
 from m3bng.sim.m3.programs import MIError, State, execute, load_seed
-from m3bng.sim.m3.specs import OUTPUT_LENGTHS
+from m3bng.sim.m3.specs import PROGRAMS
 
 
 @dataclass
@@ -154,8 +154,8 @@ _OPTION_NAMES = {
 }
 
 
-async def _guard(rt: Runtime, program: str, transaction: str) -> Response | str | None:
-    """Apply the configured faults. Returns a response to send instead, "drop" or None."""
+async def _guard(rt: Runtime, program: str, transaction: str) -> Response | str | int | None:
+    """Apply the configured faults (see ``_inject``)."""
     faults = rt.faults
     if not faults.applies_to(program, transaction):
         return None
@@ -167,7 +167,9 @@ async def _guard(rt: Runtime, program: str, transaction: str) -> Response | str 
     return outcome
 
 
-async def _inject(rt: Runtime, faults: Faults) -> Response | str | None:
+async def _inject(rt: Runtime, faults: Faults) -> Response | str | int | None:
+    """A response to send instead of running the transaction, or what to do after running it:
+    "drop" (hold the answer back), "reset" (cut the connection), a gateway status, or None."""
     if faults.latency_ms:
         await asyncio.sleep(faults.latency_ms / 1000)
     if rt.outage_until and time.monotonic() < rt.outage_until:
@@ -183,9 +185,51 @@ async def _inject(rt: Runtime, faults: Faults) -> Response | str | None:
     if faults.timeout_rate and rt.rng.random() < faults.timeout_rate:
         await asyncio.sleep(faults.timeout_seconds)
         return JSONResponse({"message": "Gateway Timeout"}, status_code=504)
+    if faults.gateway_rate and rt.rng.random() < faults.gateway_rate:
+        if faults.gateway_after:
+            return faults.gateway_status
+        return _gateway_error(faults.gateway_status)
+    if faults.reset_rate and rt.rng.random() < faults.reset_rate:
+        return "reset"
     if faults.drop_response_rate and rt.rng.random() < faults.drop_response_rate:
         return "drop"
     return None
+
+
+_GATEWAY_TEXT = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+def _gateway_error(status: int) -> Response:
+    return JSONResponse({"message": _GATEWAY_TEXT.get(status, "Gateway Error")}, status_code=status)
+
+
+class _CutConnection(Response):
+    """Starts an answer, then ends without finishing it: the server closes the connection and
+    the client sees the peer hang up mid-answer, as after a reset."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"results": [', "more_body": True})
+
+
+async def _after(rt: Runtime, fault: Response | str | int | None, response: Response) -> Response:
+    """What the caller gets once the transaction has run: its answer, or a fault instead."""
+    if fault == "drop":
+        rt.stats["dropped_responses"] += 1
+        await asyncio.sleep(rt.faults.drop_seconds)
+    elif fault == "reset":
+        rt.stats["reset_connections"] += 1
+        return _CutConnection()
+    elif isinstance(fault, int):
+        rt.stats["gateway_errors_after"] += 1
+        return _gateway_error(fault)
+    return response
 
 
 async def _run(rt: Runtime, program: str, transaction: str, record: dict[str, str]) -> list[dict[str, str]]:
@@ -208,8 +252,11 @@ async def _run(rt: Runtime, program: str, transaction: str, record: dict[str, st
         return rows
 
 
+DEFAULT_MAXRECS = 100  # what a list answers when the caller sends no maxrecs (0 = all)
+
+
 def _select(rows: list[dict[str, str]], options: dict[str, str]) -> list[dict[str, str]]:
-    maxrecs = int(options.get("maxrecs") or 100)
+    maxrecs = int(options.get("maxrecs") or DEFAULT_MAXRECS)
     if maxrecs:
         rows = rows[:maxrecs]
     if options.get("returncols"):
@@ -237,6 +284,45 @@ async def mi_v1(request: Request) -> Response:
     return await _mi(request, version=1)
 
 
+async def _answer(
+    rt: Runtime, version: int, program: str, transaction: str, record: dict[str, str], options: dict[str, str]
+) -> Response:
+    """Run the transaction and answer as M3 does in the requested API version."""
+    try:
+        rows = _select(await _run(rt, program, transaction, record), options)
+    except MIError as exc:
+        if version == 1:
+            body = {
+                "@type": exc.error_type,
+                "@code": exc.code or None,
+                "@field": exc.field or None,
+                "@cfg": None,
+                "Message": exc.message.ljust(60),
+            }
+            return JSONResponse(body)
+        if rt.faults.v2_error_style == "http200":
+            result = _v2_error(exc, transaction)
+            return JSONResponse(
+                {
+                    "results": [result],
+                    "wasTerminated": False,
+                    "nrOfSuccessfullTransactions": 0,
+                    "nrOfFailedTransactions": 1,
+                }
+            )
+        return JSONResponse(_v2_error(exc, transaction), status_code=400)
+    if version == 1:
+        return JSONResponse(_v1_body(program, transaction, rows))
+    return JSONResponse(
+        {
+            "results": [{"transaction": transaction, "records": rows}],
+            "wasTerminated": False,
+            "nrOfSuccessfullTransactions": 1,
+            "nrOfFailedTransactions": 0,
+        }
+    )
+
+
 async def _mi(request: Request, *, version: int) -> Response:
     rt: Runtime = request.app.state.sim
     if request.path_params["ti"] != rt.config.ti:
@@ -244,8 +330,9 @@ async def _mi(request: Request, *, version: int) -> Response:
     if not _authorised(rt, request):
         return _gateway_401()
     program, transaction, options = _split(request.path_params["rest"])
-    record = {k: v for k, v in request.query_params.items() if k.lower() not in _OPTION_NAMES}
-    options.update({k.lower(): v for k, v in request.query_params.items() if k.lower() in _OPTION_NAMES})
+    # Options are lower case (``cono``, ``maxrecs``); fields are M3 names (``CONO`` is a field).
+    record = {k: v for k, v in request.query_params.items() if k not in _OPTION_NAMES}
+    options.update({k: v for k, v in request.query_params.items() if k in _OPTION_NAMES})
     rt.stats["mi_calls"] += 1
     rt.stats[f"{program}/{transaction}"] += 1
     rt.in_flight += 1
@@ -254,60 +341,33 @@ async def _mi(request: Request, *, version: int) -> Response:
         fault = await _guard(rt, program, transaction)
         if isinstance(fault, Response):
             return fault
-        try:
-            rows = _select(await _run(rt, program, transaction, record), options)
-        except MIError as exc:
-            if version == 1:
-                body = {
-                    "@type": exc.error_type,
-                    "@code": exc.code or None,
-                    "@field": exc.field or None,
-                    "@cfg": None,
-                    "Message": exc.message.ljust(60),
-                }
-                return JSONResponse(body)
-            if rt.faults.v2_error_style == "http200":
-                result = _v2_error(exc, transaction)
-                return JSONResponse(
-                    {
-                        "results": [result],
-                        "wasTerminated": False,
-                        "nrOfSuccessfullTransactions": 0,
-                        "nrOfFailedTransactions": 1,
-                    }
-                )
-            return JSONResponse(_v2_error(exc, transaction), status_code=400)
-        if fault == "drop":
-            rt.stats["dropped_responses"] += 1
-            await asyncio.sleep(rt.faults.drop_seconds)
-        if version == 1:
-            return JSONResponse(_v1_body(program, transaction, rows))
-        return JSONResponse(
-            {
-                "results": [{"transaction": transaction, "records": rows}],
-                "wasTerminated": False,
-                "nrOfSuccessfullTransactions": 1,
-                "nrOfFailedTransactions": 0,
-            }
-        )
+        return await _after(rt, fault, await _answer(rt, version, program, transaction, record, options))
     finally:
         rt.in_flight -= 1
 
 
 def _v1_body(program: str, transaction: str, rows: list[dict[str, str]]) -> dict[str, Any]:
-    names = sorted({k for row in rows for k in row})
+    """v1 answer: values right-padded to their field length, Metadata from the field list."""
+    outputs = PROGRAMS[program][transaction].outputs
+    names = list(rows[0]) if rows else []
     return {
         "Program": program,
         "Transaction": transaction,
         "Metadata": {
-            "Field": [{"@name": n, "@type": "A", "@length": OUTPUT_LENGTHS.get(n, 20)} for n in names]
+            "Field": [
+                {
+                    "@name": n,
+                    "@type": outputs[n].type,
+                    "@length": outputs[n].length,
+                    "@description": outputs[n].description,
+                }
+                for n in names
+            ]
         },
         "MIRecord": [
             {
                 "RowIndex": index,
-                "NameValue": [
-                    {"Name": k, "Value": v.ljust(OUTPUT_LENGTHS.get(k, len(v)))} for k, v in row.items()
-                ],
+                "NameValue": [{"Name": k, "Value": v.ljust(outputs[k].length or 0)} for k, v in row.items()],
             }
             for index, row in enumerate(rows)
         ],
@@ -331,13 +391,14 @@ async def mi_bulk(request: Request) -> Response:
         fault = await _guard(rt, program, "*")
         if isinstance(fault, Response):
             return fault
+        options = {k.lower(): v for k, v in request.query_params.items()}
         results, failed = [], 0
         for entry in transactions:
             transaction = str(entry.get("transaction", ""))
             record = {str(k): str(v) for k, v in (entry.get("record") or {}).items()}
             rt.stats[f"{program}/{transaction}"] += 1
             try:
-                rows = await _run(rt, program, transaction, record)
+                rows = _select(await _run(rt, program, transaction, record), options)
                 cols = entry.get("selectedColumns")
                 if cols:
                     rows = [{c: r.get(c, "") for c in cols} for r in rows]
@@ -345,10 +406,7 @@ async def mi_bulk(request: Request) -> Response:
             except MIError as exc:
                 failed += 1
                 results.append({**_v2_error(exc, transaction), "parameters": record})
-        if fault == "drop":
-            rt.stats["dropped_responses"] += 1
-            await asyncio.sleep(rt.faults.drop_seconds)
-        return JSONResponse(
+        answer = JSONResponse(
             {
                 "results": results,
                 "wasTerminated": False,
@@ -356,6 +414,7 @@ async def mi_bulk(request: Request) -> Response:
                 "nrOfFailedTransactions": failed,
             }
         )
+        return await _after(rt, fault, answer)
     finally:
         rt.in_flight -= 1
 

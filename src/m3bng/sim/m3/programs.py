@@ -1,20 +1,27 @@
 """The simulated M3 business logic: state plus one handler per MI transaction.
 
-Behaviour copied from real M3 where it matters to an integration: fields are checked against the
-transaction's specification before anything happens (mandatory, length, number, date), batch
-orders get a temporary number that ``Confirm`` replaces by the real one, "already exists" and
-"does not exist" come back as MI errors with a code and a field, and a record can be locked.
+Which transactions exist, their input fields (mandatory flags, types, lengths) and their output
+fields come from Infor's published metadata (``mi_metadata.json``, see specs.py), never from what
+m3bng sends: a field a transaction does not list is refused, a mandatory one must be there, and an
+answer carries only the transaction's output fields. Behaviour copied from real M3 where it
+matters to an integration: batch orders get a temporary number that ``Confirm`` replaces by the
+real one (``GetOrderNo`` maps one to the other), "already exists" and "does not exist" come back
+as MI errors with a field, and a record can be locked. A transaction the metadata lists but the
+simulator does not implement answers ``NotImplementedInSimulator``, never a made-up success.
 
-Error codes are M3-style (7 characters) but invented for the simulator; m3bng classifies errors
-by message and type, never by these codes:
+Message texts follow real M3 texts where public sources show them (docs/m3.md, "Error
+classes"); the 7-character codes below are the simulator's own, and m3bng does not depend on
+them (unverified against a tenant):
 
     XMA0001  <FIELD> must be entered                 (mandatory field empty)
     XLE0001  Input field <FIELD> is too long (max n) (errorType InputFieldTooLong)
     XNU0001  <FIELD> must be numeric
     XDT0001  <FIELD> is not a valid date (yyyyMMdd)
+    XIF0001  Input field <FIELD> is not defined for transaction <TX>
     XRE0103  <what> <key> does not exist
-    XRE0101  <what> <key> already exists
+    XRE0104  <what> <key> already exists
     XLK0001  Record is reserved by another user
+    XBL0001  Item <ITNO> is blocked for sales    (item status 50 or above)
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from m3bng.sim.m3.specs import INPUTS, TRANSACTIONS
+from m3bng.sim.m3.specs import PROGRAMS, Transaction
 
 SEED_FILE = Path(__file__).with_name("seed.yaml")
 Record = dict[str, str]
@@ -61,6 +68,7 @@ class State:
     purchase_orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     invoice_batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # INBN -> head + lines
     gl_batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # KEY1 -> head + lines
+    gl_posted: dict[str, dict[str, Any]] = field(default_factory=dict)  # UpdBatch'ed batches
     invoices: dict[str, Record] = field(default_factory=dict)
     adjustments: list[Record] = field(default_factory=list)
     locks: set[str] = field(default_factory=set)
@@ -103,6 +111,7 @@ class State:
                 "purchase_orders": self.purchase_orders,
                 "invoice_batches": self.invoice_batches,
                 "gl_batches": self.gl_batches,
+                "gl_posted": self.gl_posted,
                 "invoices": self.invoices,
                 "adjustments": self.adjustments,
                 "locks": sorted(self.locks),
@@ -124,39 +133,63 @@ def load_seed(path: Path | None = None) -> dict[str, Any]:
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 
-def validate(program: str, transaction: str, record: Record) -> Record:
-    spec = INPUTS.get((program, transaction))
+def lookup(program: str, transaction: str) -> Transaction:
+    if program not in PROGRAMS:
+        raise MIError(f"Program {program} does not exist", error_type="ProgramNotFound")
+    spec = PROGRAMS[program].get(transaction)
     if spec is None:
-        if program not in TRANSACTIONS:
-            raise MIError(f"Program {program} does not exist", error_type="ProgramNotFound")
         raise MIError(
             f"Transaction {transaction} does not exist in {program}", error_type="TransactionNotFound"
         )
+    return spec
+
+
+def validate(program: str, transaction: str, record: Record) -> Record:
+    """The record as M3 checks it before running anything: names, lengths, types, mandatory."""
+    spec = lookup(program, transaction)
     clean: Record = {}
     for name, value in record.items():
-        if name not in spec:
-            continue  # M3 ignores fields a transaction does not take
-        f = spec[name]
+        f = spec.inputs.get(name)
+        if f is None:
+            raise MIError(
+                f"Input field {name} is not defined for transaction {transaction}", code="XIF0001", field=name
+            )
         value = value.rstrip()
-        if len(value) > f.length and f.type != "N":
+        if f.type == "N":
+            if value and not _NUMBER.match(value):
+                raise MIError(f"{name} must be numeric", code="XNU0001", field=name)
+            digits = len(value.lstrip("-").replace(".", ""))
+            if f.length is not None and digits > f.length:
+                raise MIError(
+                    f"Input field {name} is too long (max {f.length})",
+                    code="XLE0001",
+                    field=name,
+                    error_type="InputFieldTooLong",
+                )
+        elif f.length is not None and len(value) > f.length:
             raise MIError(
                 f"Input field {name} is too long (max {f.length})",
                 code="XLE0001",
                 field=name,
                 error_type="InputFieldTooLong",
             )
-        if value and f.type == "N" and not _NUMBER.match(value):
-            raise MIError(f"{name} must be numeric", code="XNU0001", field=name)
         if value and f.type == "D":
             try:
                 datetime.strptime(value, "%Y%m%d")
             except ValueError:
                 raise MIError(f"{name} is not a valid date (yyyyMMdd)", code="XDT0001", field=name) from None
         clean[name] = value
-    for name, f in spec.items():
+    for name, f in spec.inputs.items():
         if f.mandatory and not clean.get(name):
             raise MIError(f"{name} must be entered", code="XMA0001", field=name)
     return clean
+
+
+def shape(spec: Transaction, rows: list[Record]) -> list[Record]:
+    """Only the transaction's output fields, in its order: M3 answers nothing else."""
+    if not spec.outputs:
+        return []
+    return [{name: row.get(name, "") for name in spec.outputs} for row in rows]
 
 
 def _missing(what: str, key: str, field_name: str) -> MIError:
@@ -172,7 +205,7 @@ def _find(table: dict[str, Any], r: Record, field_name: str, what: str) -> Any:
 
 
 def _exists(what: str, key: str, field_name: str) -> MIError:
-    return MIError(f"{what} {key} already exists", code="XRE0101", field=field_name)
+    return MIError(f"{what} {key} already exists", code="XRE0104", field=field_name)
 
 
 def _check_lock(state: State, key: str) -> None:
@@ -194,6 +227,10 @@ def handler(program: str, transaction: str) -> Callable[[Handler], Handler]:
     return register
 
 
+def _key_order(rows: dict[str, Any], start: str = "") -> list[tuple[str, Any]]:
+    return [(k, v) for k, v in sorted(rows.items()) if k >= start]
+
+
 @handler("CRS610MI", "Add")
 def crs610_add(state: State, r: Record) -> list[Record]:
     template = _find(state.customers, r, "CUTM", "Customer template")
@@ -201,7 +238,7 @@ def crs610_add(state: State, r: Record) -> list[Record]:
     if cuno in state.customers:
         raise _exists("Customer number", cuno, "CUNO")
     customer = {k: v for k, v in template.items()}
-    customer.update({k: v for k, v in r.items() if k != "CUTM"})
+    customer.update({k: v for k, v in r.items() if k != "CUTM" and v != ""})
     customer["CUNO"] = cuno
     customer.setdefault("STAT", "20")
     state.customers[cuno] = customer
@@ -224,8 +261,15 @@ def crs610_get(state: State, r: Record) -> list[Record]:
 
 @handler("CRS610MI", "LstByNumber")
 def crs610_list(state: State, r: Record) -> list[Record]:
-    start = r.get("CUNO", "")
-    return [dict(c) for k, c in sorted(state.customers.items()) if k >= start]
+    return [{"CONO": state.cono, **c} for _, c in _key_order(state.customers, r.get("CUNO", ""))]
+
+
+@handler("CRS610MI", "LstBySearchKey")
+def crs610_by_search_key(state: State, r: Record) -> list[Record]:
+    """Customers whose search key (ALCU) starts at the given one, in ALCU order."""
+    start = r.get("ALCU", "")
+    rows = sorted((c.get("ALCU", ""), k, c) for k, c in state.customers.items() if c.get("ALCU", "") >= start)
+    return [{"CONO": state.cono, **c} for _, _, c in rows]
 
 
 @handler("MMS200MI", "AddItmBasic")
@@ -255,10 +299,12 @@ def _balance(state: State, whlo: str, itno: str) -> Record:
     if row is None:
         raise _missing("Item/warehouse", f"{itno}/{whlo}", "ITNO")
     stqt, alqt = float(row.get("STQT") or 0), float(row.get("ALQT") or 0)
+    item = state.items.get(itno, {})
     return {
         "CONO": state.cono,
         "WHLO": whlo,
         "ITNO": itno,
+        "ITDS": item.get("ITDS", ""),
         "STQT": _num(stqt),
         "ALQT": _num(alqt),
         "AV01": _num(stqt - alqt),
@@ -279,16 +325,20 @@ def mms200_balance(state: State, r: Record) -> list[Record]:
 
 @handler("MMS080MI", "LstItemWarehous")
 def mms080_list(state: State, r: Record) -> list[Record]:
+    """Every item of the warehouses FWHL..TWHL, by warehouse and item: the transaction has no
+    start-item input, so a caller that wants them all asks with maxrecs=0."""
     rows = []
     for key in sorted(state.stock):
         whlo, itno = key.split("/", 1)
-        if r["FWHL"] <= whlo <= r["TWHL"] and (not r.get("FITN") or itno >= r["FITN"]):
+        if r["FWHL"] <= whlo <= r["TWHL"]:
             rows.append(_balance(state, whlo, itno))
     return rows
 
 
 @handler("MMS850MI", "AddAdjust")
 def mms850_adjust(state: State, r: Record) -> list[Record]:
+    if not r.get("ITNO"):
+        raise MIError("Item number must be entered", code="XMA0001", field="ITNO")
     if r["ITNO"] not in state.items:
         raise _missing("Item number", r["ITNO"], "ITNO")
     if r["WHLO"] not in state.warehouses:
@@ -296,14 +346,26 @@ def mms850_adjust(state: State, r: Record) -> list[Record]:
     key = f"{r['WHLO']}/{r['ITNO']}"
     _check_lock(state, key)
     row = state.stock.setdefault(key, {"WHLO": r["WHLO"], "ITNO": r["ITNO"], "STQT": "0", "ALQT": "0"})
-    new = float(row.get("STQT") or 0) + float(r["QLQT"])
+    new = float(row.get("STQT") or 0) + float(r.get("QLQT") or 0)
     if new < 0:
         raise MIError(
             f"Adjustment makes on-hand balance of {r['ITNO']} negative", code="XQT0002", field="QLQT"
         )
     row["STQT"] = _num(new)
     state.adjustments.append(dict(r))
-    return []
+    msnr = f"{state.next_number('msnr', 900000):015d}"
+    return [{"CONO": state.cono, "MSNR": msnr, "MSLN": "1", "MSGS": "1"}]
+
+
+# -- customer orders by batch entry ----------------------------------------------------------------
+
+
+def _item_for_sale(state: State, itno: str) -> None:
+    item = state.items.get(itno)
+    if item is None:
+        raise _missing("Item number", itno, "ITNO")
+    if (item.get("STAT") or "20") >= "50":
+        raise MIError(f"Item {itno} is blocked for sales", code="XBL0001", field="ITNO")
 
 
 @handler("OIS100MI", "AddBatchHead")
@@ -313,20 +375,47 @@ def ois100_add_head(state: State, r: Record) -> list[Record]:
     if r.get("WHLO") and r["WHLO"] not in state.warehouses:
         raise _missing("Warehouse", r["WHLO"], "WHLO")
     orno = f"T{state.next_number('batch', 100):09d}"
-    state.batches[orno] = {"head": {**r, "ORNO": orno}, "lines": []}
+    state.batches[orno] = {"head": {**r, "ORNO": orno, "STAT": "10"}, "lines": []}
     return [{"ORNO": orno}]
 
 
 @handler("OIS100MI", "AddBatchLine")
 def ois100_add_line(state: State, r: Record) -> list[Record]:
     batch = _find(state.batches, r, "ORNO", "Batch order")
-    if r["ITNO"] not in state.items:
-        raise _missing("Item number", r["ITNO"], "ITNO")
+    _item_for_sale(state, r["ITNO"])
     if r.get("ORQT") and float(r["ORQT"]) <= 0:
         raise MIError("Ordered quantity must be greater than zero", code="XQT0001", field="ORQT")
     ponr = str(len(batch["lines"]) + 1)
-    batch["lines"].append({**r, "PONR": ponr})
+    batch["lines"].append({**r, "PONR": ponr, "POSX": "0"})
     return [{"PONR": ponr, "POSX": "0"}]
+
+
+@handler("OIS100MI", "LstBatchLine")
+def ois100_batch_lines(state: State, r: Record) -> list[Record]:
+    batch = _find(state.batches, r, "ORNO", "Batch order")
+    return [dict(line) for line in batch["lines"]]
+
+
+@handler("OIS100MI", "GetBatchLine")
+def ois100_batch_line(state: State, r: Record) -> list[Record]:
+    batch = _find(state.batches, r, "ORNO", "Batch order")
+    for line in batch["lines"]:
+        if line["PONR"] == r["PONR"].lstrip("0") and line["POSX"] == (r.get("POSX") or "0"):
+            return [dict(line)]
+    raise _missing("Order line", f"{r['ORNO']}/{r['PONR']}", "PONR")
+
+
+@handler("OIS100MI", "GetBatchHead")
+def ois100_batch_head(state: State, r: Record) -> list[Record]:
+    return [dict(_find(state.batches, r, "ORNO", "Batch order")["head"])]
+
+
+@handler("OIS100MI", "LstBatchHead")
+def ois100_batch_heads(state: State, r: Record) -> list[Record]:
+    """The customer's batch heads not yet confirmed, in batch number order."""
+    if r["CUNO"] not in state.customers:
+        raise _missing("Customer number", r["CUNO"], "CUNO")
+    return [dict(b["head"]) for _, b in sorted(state.batches.items()) if b["head"]["CUNO"] == r["CUNO"]]
 
 
 @handler("OIS100MI", "Confirm")
@@ -335,28 +424,31 @@ def ois100_confirm(state: State, r: Record) -> list[Record]:
     if not batch["lines"]:
         raise MIError(f"Batch order {r['ORNO']} has no lines", code="XLN0001", field="ORNO")
     orno = f"{state.next_number('orno', 1000000):010d}"
-    head = {**batch["head"], "ORNO": orno, "STAT": "22", "ORSL": "22", "ORST": "22", "TEMP": r["ORNO"]}
+    head = {**batch["head"], "ORNO": orno, "STAT": "22", "ORSL": "22", "ORST": "22"}
     state.orders[orno] = {"head": head, "lines": batch["lines"], "batch": r["ORNO"]}
     for line in batch["lines"]:  # allocate stock where there is some
         row = state.stock.get(f"{line.get('WHLO') or head.get('WHLO')}/{line['ITNO']}")
         if row is not None:
             row["ALQT"] = _num(float(row.get("ALQT") or 0) + float(line.get("ORQT") or 0))
-    del state.batches[r["ORNO"]]
+    del state.batches[r["ORNO"]]  # a confirmed batch is gone: a second Confirm finds nothing
     return [{"ORNO": orno, "STAT": "22"}]
 
 
 @handler("OIS100MI", "GetOrderNo")
 def ois100_order_no(state: State, r: Record) -> list[Record]:
+    """The order a batch became; blank while the batch is not confirmed (unverified detail)."""
     for orno, order in state.orders.items():
         if order["batch"] == r["ORNO"]:
             return [{"ORNR": orno}]
+    if r["ORNO"] in state.batches:
+        return [{"ORNR": ""}]
     raise _missing("Batch order", r["ORNO"], "ORNO")
 
 
 @handler("OIS100MI", "GetHead")
 def ois100_get_head(state: State, r: Record) -> list[Record]:
     order = _find(state.orders, r, "ORNO", "Order number")
-    return [{k: v for k, v in order["head"].items() if k != "TEMP"}]
+    return [{"DIVI": state.divi, **order["head"]}]
 
 
 @handler("OIS100MI", "LstHead")
@@ -364,14 +456,20 @@ def ois100_list_head(state: State, r: Record) -> list[Record]:
     if r["CUNO"] not in state.customers:
         raise _missing("Customer number", r["CUNO"], "CUNO")
     rows = []
-    for order in state.orders.values():
+    for _, order in sorted(state.orders.items()):
         head = order["head"]
-        if head["CUNO"] != r["CUNO"] or (r.get("CUOR") and head.get("CUOR") != r["CUOR"]):
+        if head["CUNO"] != r["CUNO"]:
             continue
         if (r.get("ORSL") and head["ORSL"] < r["ORSL"]) or (r.get("ORST") and head["ORST"] > r["ORST"]):
             continue
-        rows.append({k: v for k, v in head.items() if k != "TEMP"})
+        rows.append(dict(head))
     return rows
+
+
+@handler("OIS100MI", "LstLine")
+def ois100_list_line(state: State, r: Record) -> list[Record]:
+    order = _find(state.orders, r, "ORNO", "Order number")
+    return [{"CUOR": order["head"].get("CUOR", ""), **line} for line in order["lines"]]
 
 
 @handler("OIS100MI", "DelBatchHead")
@@ -402,11 +500,14 @@ def ois100_errors(state: State, r: Record) -> list[Record]:
     return []
 
 
+# -- suppliers, purchasing, payables, GL -----------------------------------------------------------
+
+
 @handler("CRS620MI", "AddSupplier")
 def crs620_add(state: State, r: Record) -> list[Record]:
     if r["SUNO"] in state.suppliers:
         raise _exists("Supplier", r["SUNO"], "SUNO")
-    state.suppliers[r["SUNO"]] = {**r, "STAT": r.get("STAT") or "20"}
+    state.suppliers[r["SUNO"]] = {**r, "CONO": state.cono, "STAT": r.get("STAT") or "20"}
     return []
 
 
@@ -421,12 +522,12 @@ def crs620_update(state: State, r: Record) -> list[Record]:
 @handler("CRS620MI", "GetBasicData")
 def crs620_get(state: State, r: Record) -> list[Record]:
     supplier = _find(state.suppliers, r, "SUNO", "Supplier")
-    return [dict(supplier)]
+    return [{"CONO": state.cono, **supplier}]
 
 
 @handler("PPS370MI", "StartEntry")
 def pps370_start(state: State, r: Record) -> list[Record]:
-    msgn = f"{state.next_number('msgn', 5000000):010d}"
+    msgn = f"{state.next_number('msgn', 5000000):015d}"
     state.po_entries[msgn] = {"BAOR": r["BAOR"], "head": None, "lines": [], "finished": False}
     return [{"MSGN": msgn}]
 
@@ -447,7 +548,7 @@ def pps370_head(state: State, r: Record) -> list[Record]:
         raise _missing("Supplier", r["SUNO"], "SUNO")
     if r["WHLO"] not in state.warehouses:
         raise _missing("Warehouse", r["WHLO"], "WHLO")
-    puno = r.get("PUNO") or f"{state.next_number('puno', 3000000):010d}"
+    puno = f"{state.next_number('puno', 3000000):010d}"
     entry["head"] = {**r, "PUNO": puno}
     return [{"PUNO": puno}]
 
@@ -475,6 +576,13 @@ def pps370_finish(state: State, r: Record) -> list[Record]:
     return []
 
 
+@handler("PPS370MI", "DeleteEntry")
+def pps370_delete(state: State, r: Record) -> list[Record]:
+    _entry(state, r["MSGN"])
+    del state.po_entries[r["MSGN"]]
+    return []
+
+
 @handler("PPS200MI", "GetHead")
 def pps200_get_head(state: State, r: Record) -> list[Record]:
     order = _find(state.purchase_orders, r, "PUNO", "Purchase order")
@@ -489,38 +597,47 @@ def aps450_head(state: State, r: Record) -> list[Record]:
         if r.get("SINO") and batch["head"].get("SINO") == r["SINO"] and batch["head"]["SUNO"] == r["SUNO"]:
             raise _exists("Supplier invoice", r["SINO"], "SINO")
     inbn = str(state.next_number("inbn", 700000))
-    state.invoice_batches[inbn] = {"head": {**r, "INBN": inbn}, "lines": []}
+    head = {**r, "INBN": inbn, "SPYN": r.get("SPYN") or r["SUNO"], "IBTP": "10", "SUPA": "10"}
+    state.invoice_batches[inbn] = {"head": head, "lines": []}
     return [{"INBN": inbn}]
 
 
 @handler("APS450MI", "AddLine")
 def aps450_line(state: State, r: Record) -> list[Record]:
     batch = _find(state.invoice_batches, r, "INBN", "Invoice batch")
-    batch["lines"].append(dict(r))
-    return []
+    trno = str(len(batch["lines"]) + 1)
+    batch["lines"].append({**r, "TRNO": trno})
+    return [{"TRNO": trno}]
 
 
 @handler("APS450MI", "LstInvBySupInv")
 def aps450_by_supplier_invoice(state: State, r: Record) -> list[Record]:
     return [
         dict(batch["head"])
-        for batch in state.invoice_batches.values()
-        if batch["head"]["SUNO"] == r["SUNO"] and batch["head"].get("SINO") == r["SINO"]
+        for _, batch in sorted(state.invoice_batches.items())
+        if batch["head"]["SUNO"] == r["SUNO"]
+        and batch["head"].get("SINO") == r["SINO"]
+        and batch["head"]["SPYN"] == r["SPYN"]
     ]
+
+
+@handler("APS450MI", "GetHead")
+def aps450_get_head(state: State, r: Record) -> list[Record]:
+    return [dict(_find(state.invoice_batches, r, "INBN", "Invoice batch")["head"])]
 
 
 @handler("APS450MI", "LstLines")
 def aps450_lines(state: State, r: Record) -> list[Record]:
     batch = _find(state.invoice_batches, r, "INBN", "Invoice batch")
-    return [{"INBN": r["INBN"], "TRNO": str(n), **line} for n, line in enumerate(batch["lines"], 1)]
+    return [dict(line) for line in batch["lines"]]
 
 
 @handler("GLS840MI", "AddBatchHead")
 def gls840_head(state: State, r: Record) -> list[Record]:
-    if r["KEY1"] in state.gl_batches:
+    if r["KEY1"] in state.gl_batches or r["KEY1"] in state.gl_posted:
         raise _exists("Batch", r["KEY1"], "KEY1")
-    state.gl_batches[r["KEY1"]] = {"head": dict(r), "lines": [], "updated": False}
-    return []
+    state.gl_batches[r["KEY1"]] = {"head": dict(r), "lines": []}
+    return [{"CONO": state.cono}]
 
 
 @handler("GLS840MI", "AddBatchLine")
@@ -529,24 +646,26 @@ def gls840_line(state: State, r: Record) -> list[Record]:
     if any(line["LINE"] == r["LINE"] for line in batch["lines"]):
         raise _exists("Batch line", r["LINE"], "LINE")
     batch["lines"].append(dict(r))
-    return []
+    return [{"CONO": state.cono}]
 
 
 @handler("GLS840MI", "UpdBatch")
 def gls840_update(state: State, r: Record) -> list[Record]:
+    """Posts the batch: it leaves the interface, so a second UpdBatch finds nothing (unverified)."""
     batch = _find(state.gl_batches, r, "KEY1", "Batch")
     if not batch["lines"]:
         raise MIError(f"Batch {r['KEY1']} has no lines", code="XLN0001", field="KEY1")
-    batch["updated"] = True
-    return []
+    state.gl_posted[r["KEY1"]] = state.gl_batches.pop(r["KEY1"])
+    return [{"CONO": state.cono}]
 
 
 @handler("OIS350MI", "LstInvHead")
 def ois350_list(state: State, r: Record) -> list[Record]:
+    start = int(r.get("IVNO") or 0)
     return [
         dict(inv)
-        for inv in state.invoices.values()
-        if inv.get("YEA4") == r["YEA4"] and (not r.get("CUNO") or inv.get("CUNO") == r["CUNO"])
+        for _, inv in sorted(state.invoices.items())
+        if inv.get("YEA4") == r["YEA4"] and int(inv.get("IVNO") or 0) >= start
     ]
 
 
@@ -558,32 +677,40 @@ def ois350_get(state: State, r: Record) -> list[Record]:
     return [dict(invoice)]
 
 
+# -- metadata and the connection check -------------------------------------------------------------
+
+
 @handler("MRS001MI", "LstTransactions")
 def mrs001_transactions(state: State, r: Record) -> list[Record]:
-    if r["MINM"] not in TRANSACTIONS:
+    if r["MINM"] not in PROGRAMS:
         raise _missing("Program", r["MINM"], "MINM")
     return [
-        {"MINM": r["MINM"], "TRNM": t, "TRDS": t, "SIMU": "S" if "Lst" not in t else "M"}
-        for t in TRANSACTIONS[r["MINM"]]
+        {"MINM": r["MINM"], "TRNM": t.name, "TRDS": t.description, "STAT": "20"}
+        for t in PROGRAMS[r["MINM"]].values()
     ]
 
 
 @handler("MRS001MI", "LstFields")
 def mrs001_fields(state: State, r: Record) -> list[Record]:
-    spec = INPUTS.get((r["MINM"], r["TRNM"]))
+    """Fields as MRS001MI lists them; LENG 0 where no public source gives the length."""
+    spec = PROGRAMS.get(r["MINM"], {}).get(r["TRNM"])
     if spec is None:
         raise _missing("Transaction", f"{r['MINM']}/{r['TRNM']}", "TRNM")
-    if r["TRTP"] != "I":
-        return []
+    fields = spec.inputs if r["TRTP"] == "I" else spec.outputs if r["TRTP"] == "O" else None
+    if fields is None:
+        raise MIError(f"Transaction type {r['TRTP']} is invalid", code="XTT0001", field="TRTP")
     return [
         {
+            "MINM": r["MINM"],
+            "TRNM": r["TRNM"],
+            "TRTP": r["TRTP"],
             "FLNM": f.name,
-            "FLDS": f.description or f.name,
-            "LENG": str(f.length),
+            "FLDS": f.description,
+            "LENG": str(f.length or 0),
             "TYPE": f.type,
             "MAND": "1" if f.mandatory else "0",
         }
-        for f in spec.values()
+        for f in fields.values()
     ]
 
 
@@ -603,10 +730,13 @@ def mns150_user(state: State, r: Record) -> list[Record]:
 
 
 def execute(state: State, program: str, transaction: str, record: Record) -> list[Record]:
+    """Validate, run and shape one transaction, as M3 would."""
     clean = validate(program, transaction, record)
+    spec = lookup(program, transaction)
     fn = HANDLERS.get((program, transaction))
     if fn is None:
         raise MIError(
-            f"Transaction {transaction} does not exist in {program}", error_type="TransactionNotFound"
+            f"{program}/{transaction} exists in M3 but is not implemented by the simulator",
+            error_type="NotImplementedInSimulator",
         )
-    return fn(state, clean)
+    return shape(spec, fn(state, clean))
