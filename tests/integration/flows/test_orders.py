@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import delete
+
 from m3bng.connectors.bng.samples import sample
 from m3bng.store import queries
+from m3bng.store.models import CrossReference
 from tests.integration.flows.conftest import Service
 
 
@@ -175,3 +178,29 @@ async def test_item_blocked_for_sales_dead_letters_at_once_naming_it(service: Se
     assert calls(steps, "OIS100MI/AddBatchLine") == 2  # BIKE-100 in, HELMET-1 refused once
     [batch] = (await service.state())["batches"].values()
     assert [line["CUPO"] for line in batch["lines"]] == ["1"]
+
+
+async def test_read_backs_read_past_the_first_page(service: Service) -> None:
+    """A customer with 150 orders and 150 open batch heads: M3 answers 100 records when asked
+    for none, and ours is after them. The read-backs ask for all (maxrecs=0) and find it."""
+    history = [
+        {"head": {"ORNO": f"{9000000 + n:010d}", "CUNO": "10001", "CUOR": f"OLD-{n:04d}"}, "lines": []}
+        for n in range(150)
+    ]
+    heads = [{"head": {"ORNO": f"S{n:09d}", "CUNO": "10001", "CUOR": f"OPEN-{n:04d}"}} for n in range(150)]
+    seed = {"orders": history, "batches": heads}
+    (await service.sim.control.post("/_sim/seed", json=seed)).raise_for_status()
+    await service.sim.faults(
+        programs=["OIS100MI/AddBatchHead"], gateway_rate=1.0, gateway_status=504, gateway_after=True, limit=1
+    )
+    event = await service.settle(await service.send("order.created"))
+    assert event.status == "done", event.last_error
+    assert event.checkpoint["found_by"] == "LstBatchHead"
+    state = await service.state()
+    [order] = orders_for(state, "SO-1001")
+    # An order.updated for it, with the cross-reference forgotten: found by CUOR among 151 orders.
+    async with service.sessions.begin() as session:
+        await session.execute(delete(CrossReference).where(CrossReference.entity == "order"))
+    cancel = await service.settle(await service.send("order.updated"))
+    assert cancel.status == "done", cancel.last_error
+    assert order["head"]["ORNO"] in (await service.state())["deleted_orders"]

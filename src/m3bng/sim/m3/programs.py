@@ -91,6 +91,18 @@ class State:
             self.suppliers[str(row["SUNO"])] = _strings(row)
         for row in data.get("invoices", []):
             self.invoices[f"{row['YEA4']}/{row['IVNO']}"] = _strings(row)
+        # Orders and batch orders entered before (a customer with a long order history):
+        # {"head": {ORNO, CUNO, CUOR, …}, "lines": [{ITNO, ORQT, CUPO, …}]}.
+        for order in data.get("orders", []):
+            head = {"STAT": "22", "ORSL": "22", "ORST": "22", **_strings(order["head"])}
+            lines = [_strings(line) for line in order.get("lines", [])]
+            self.orders[head["ORNO"]] = {"head": head, "lines": lines, "batch": head.get("TEMP", "")}
+        for batch in data.get("batches", []):
+            head = {"STAT": "10", **_strings(batch["head"])}
+            self.batches[head["ORNO"]] = {
+                "head": head,
+                "lines": [_strings(x) for x in batch.get("lines", [])],
+            }
         if "cono" in data:
             self.cono = str(data["cono"])
         if "divi" in data:
