@@ -32,6 +32,9 @@ from m3bng.observability import tracing
 from m3bng.store import queries
 
 MappedFlow = Callable[[FlowContext, "FlowMappings"], Awaitable[None]]
+# Transactions per bulk request (``send_many``): an order of up to this many lines costs one
+# round trip for its item checks and one for its lines.
+BULK_SIZE = 100
 
 
 class InvalidPayload(PermanentError):
@@ -206,6 +209,49 @@ class M3Work:
             return await self.send(call, record, step=step, mapping=mapping, flush=flush)
         except M3NotFound:
             return None
+
+    async def send_many(
+        self,
+        call: str,
+        records: list[dict[str, str]],
+        *,
+        step: str | None = None,
+        mapping: Mapping | None = None,
+        flush: bool = True,
+        missing_ok: bool = False,
+    ) -> list[MIResult | None]:
+        """Many records of one call in M3's bulk request (one round trip per ``BULK_SIZE``), one
+        step each. The first transaction M3 refused raises, as ``send`` would; with
+        ``missing_ok`` a "does not exist" is an answer (None) instead, as with ``get``. A lost
+        bulk answer is an unknown outcome for every write in it: the flow's read-back settles it.
+        """
+        spec = (mapping or self.mapping).call(call)
+        m3 = self.m3
+        out: list[MIResult | None] = []
+        for start in range(0, len(records), BULK_SIZE):
+            chunk = records[start : start + BULK_SIZE]
+
+            async def run(chunk: list[dict[str, str]] = chunk) -> list[MIResult | None]:
+                answers: list[MIResult | None] = []
+                for answer in await m3.execute_many(spec.program, [(spec.transaction, r) for r in chunk]):
+                    if isinstance(answer, M3NotFound) and missing_ok:
+                        answers.append(None)
+                    elif isinstance(answer, Exception):
+                        raise answer
+                    else:
+                        answers.append(answer)
+                return answers
+
+            out += await self.ctx.step(
+                step or call,
+                target="m3",
+                operation=f"{spec.program}/{spec.transaction}",
+                request=chunk,
+                call=run,
+                describe=lambda answers: [a.records if a else None for a in answers],
+                flush=flush,
+            )
+        return out
 
     async def xref(self, entity: str, bng_id: str) -> str | None:
         async with self.ctx.sessions() as session:

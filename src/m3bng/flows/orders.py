@@ -1,6 +1,8 @@
 """BNG order → M3 customer order, entered in batch: AddBatchHead → AddBatchLine… → Confirm.
 
-Never two M3 orders, never a line twice, whatever fails where. Each write has a durable mark
+Never two M3 orders, never a line twice, whatever fails where. The item checks go to M3 in
+one bulk request and the lines in another: an order costs four round trips (items, head,
+lines, Confirm) whatever its number of lines (up to ``BULK_SIZE``). Each write has a durable mark
 on record before it is sent and a read-back that settles it when its answer is lost (a gateway
 5xx, a timeout, a reset, a worker killed mid-call): the flow asks M3 what is there and never
 resends on a guess.
@@ -101,8 +103,9 @@ async def check_items(work: M3Work) -> None:
         return
     records = await work.records("check_item")
     skus = [str(line.get("SKU")) for line in work.data.get("Lines", [])]
-    for index, record in enumerate(records):
-        if await work.get("check_item", record, step=step_name("check_item", index, len(records))) is None:
+    answers = await work.send_many("check_item", records, step="check_items", flush=False, missing_ok=True)
+    for index, (record, answer) in enumerate(zip(records, answers, strict=True)):
+        if answer is None:
             raise MissingReference(
                 f"item missing: SKU {skus[index]!r} (line {index + 1}, M3 ITNO {record['ITNO']!r}) "
                 "does not exist in M3 (MMS200MI/GetItmBasic)"
@@ -135,10 +138,9 @@ async def enter_batch(work: M3Work) -> None:
         # One durable mark for the run of lines, not one per line (an order may have hundreds):
         # whatever ends this attempt early, the next one reads the batch's lines first.
         await work.remember(line_pending=True)
-    for index in range(done_count, len(lines)):
-        if line_id(lines[index]["CUPO"]) in present:
-            continue
-        await work.send("line", lines[index], step=step_name("line", index, len(lines)), flush=False)
+    missing = [line for line in lines[done_count:] if line_id(line["CUPO"]) not in present]
+    if missing:  # all in one bulk request: M3 answers each line on its own
+        await work.send_many("line", missing, step="lines", flush=False)
     # Stored with the caller's next write (``confirm_sent``, before Confirm is sent).
     work.note(lines_done=len(lines), line_pending=None)
 

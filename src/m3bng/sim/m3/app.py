@@ -154,10 +154,11 @@ _OPTION_NAMES = {
 }
 
 
-async def _guard(rt: Runtime, program: str, transaction: str) -> Response | str | int | None:
-    """Apply the configured faults (see ``_inject``)."""
+async def _guard(rt: Runtime, program: str, *transactions: str) -> Response | str | int | None:
+    """Apply the configured faults (see ``_inject``) to a call of these transactions (several for
+    a bulk call: a fault aimed at one of them hits the whole request, as a lost answer would)."""
     faults = rt.faults
-    if not faults.applies_to(program, transaction):
+    if not any(faults.applies_to(program, transaction) for transaction in transactions):
         return None
     if faults.limit and rt.stats["faults_injected"] >= faults.limit:
         return None
@@ -388,7 +389,7 @@ async def mi_bulk(request: Request) -> Response:
     rt.in_flight += 1
     rt.max_in_flight = max(rt.max_in_flight, rt.in_flight)
     try:
-        fault = await _guard(rt, program, "*")
+        fault = await _guard(rt, program, *{str(entry.get("transaction", "")) for entry in transactions})
         if isinstance(fault, Response):
             return fault
         options = {k.lower(): v for k, v in request.query_params.items()}
