@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from m3bng import __version__
-from m3bng.api import health, ion, metrics, ops, webhooks
+from m3bng.api import docs, health, ion, metrics, ops, webhooks
 from m3bng.api.errors import install_error_handlers
 from m3bng.config import Settings
 from m3bng.inbox.flows import FlowRegistry
@@ -55,6 +55,8 @@ def create_app(
         version=__version__,
         description="Integration service between Infor M3 and BNG.",
         lifespan=lifespan,
+        docs_url=None,  # served by api/docs.py from local files, not from a CDN
+        redoc_url=None,
     )
     app.state.runtime = runtime
     install_error_handlers(app)
@@ -64,6 +66,7 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(ops.include_routers())
     app.include_router(ui.router)
+    docs.install(app)
     from m3bng.sandbox import BNG_SIM_MOUNT, M3_SIM_MOUNT
 
     for mount, name in ((M3_SIM_MOUNT, "m3_sim_app"), (BNG_SIM_MOUNT, "bng_sim_app")):

@@ -60,3 +60,20 @@ def test_static_files_reference_no_other_host() -> None:
         assert "@import" not in text, name
         # Text from the API is placed with textContent only: nothing that parses markup or code.
         assert not re.search(r"\.(inner|outer)HTML|insertAdjacentHTML|document\.write|eval\(", text), name
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_api_docs_load_nothing_from_other_hosts(
+    make_settings: Callable[..., Settings], live_server: Callable[..., LiveServer]
+) -> None:
+    """Swagger UI and ReDoc come from this process: on an isolated network they still work."""
+    async with live_server(make_settings()) as server, server.client() as client:
+        front = await client.get("/")
+        assert front.status_code == 200 and 'href="ui"' in front.text and 'href="docs"' in front.text
+        for page in ("/docs", "/redoc"):
+            html = (await client.get(page)).text
+            assert not re.findall(r"https?://", html), (page, re.findall(r"https?://\S+", html))
+            for asset in re.findall(r'(?:src|href)="(/_docs-assets/[^"]+)"', html):
+                response = await client.get(asset)
+                assert response.status_code == 200 and len(response.content) > 1000, asset
+        assert (await client.get("/openapi.json")).json()["info"]["title"] == "m3bng"
