@@ -103,6 +103,7 @@ def make_settings(db_url: str) -> Callable[..., Settings]:
             "migrate_on_start": False,
             "log_level": "WARNING",
             "webhook_secrets": [TEST_SECRET],
+            "mappings_dir": REPO_ROOT / "mappings",
         }
         values.update(overrides)
         return Settings(**values)

@@ -8,11 +8,15 @@ directly and never leak state between each other.
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from m3bng.errors import M3bngError
+from m3bng.ops.tokens import parse_token_entry
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./m3bng.db"
 
@@ -21,7 +25,7 @@ DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./m3bng.db"
 DEFAULT_RETRY_SCHEDULE = (60.0, 300.0, 1800.0, 3600.0, 14400.0, 28800.0, 43200.0)
 
 
-class SettingsError(Exception):
+class SettingsError(M3bngError):
     """Raised with a message naming the offending ``M3BNG_*`` variable(s)."""
 
 
@@ -67,7 +71,9 @@ class Settings(BaseSettings):
     flow_plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- mappings ------------------------------------------------------------------------------
-    mappings_dir: Path = Path("mappings")
+    # Unset: in sandbox mode ./mappings when it exists, else the default mappings shipped in the
+    # package; outside sandbox mode a folder must be named (``mappings_folder``).
+    mappings_dir: Path | None = None
 
     # --- inbound webhooks from BNG ----------------------------------------------------------------
     webhook_scheme: Literal["standard", "shopify", "stripe"] = "standard"
@@ -212,8 +218,6 @@ class Settings(BaseSettings):
     @field_validator("ops_tokens")
     @classmethod
     def _check_ops_tokens(cls, value: list[str]) -> list[str]:
-        from m3bng.ops.auth import parse_token_entry
-
         for entry in value:
             parse_token_entry(entry)
         return value
@@ -266,16 +270,36 @@ class Settings(BaseSettings):
                 "M3BNG_RETENTION_KEY_DAYS must be at least M3BNG_RETENTION_PAYLOAD_DAYS and "
                 "M3BNG_RETENTION_DEAD_LETTER_DAYS (keys outlive payloads, for deduplication)"
             )
+        return self
+
+    def require_webhook_secrets(self) -> None:
+        """BNG's signing secret, required outside sandbox mode by the processes that verify or
+        sign webhooks (serve, worker, webhook send), and only by them: an Infor admin running
+        ``m3 check`` or ``db upgrade`` first is not asked for BNG's secret."""
         if not self.sandbox and not self.webhook_secrets:
-            raise ValueError(
+            raise SettingsError(
                 "M3BNG_WEBHOOK_SECRETS is required outside sandbox mode (BNG's signing secret, whsec_...)"
             )
-        return self
 
     @property
     def sandbox(self) -> bool:
         """Sandbox mode: no real M3 and no real BNG configured, so the simulators stand in."""
         return self.ionapi_file is None and self.bng_base_url is None
+
+    @property
+    def mappings_folder(self) -> Path:
+        """The mappings to load. Outside sandbox mode nothing is guessed: a relative default
+        worked only when a process started in the repository's root, and an installed service
+        would have run on whatever ``mappings`` folder its working directory held."""
+        if self.mappings_dir is not None:
+            return self.mappings_dir
+        if not self.sandbox:
+            raise SettingsError(
+                "M3BNG_MAPPINGS_DIR: not set; outside sandbox mode name the folder that holds your "
+                "mappings (`m3bng init DIR` writes a copy of the default ones to edit)"
+            )
+        local = Path("mappings")
+        return local if local.is_dir() else Path(str(files("m3bng") / "mappings"))
 
     @property
     def should_migrate_on_start(self) -> bool:

@@ -56,8 +56,9 @@ class Runtime:
         mappings: dict[str, Mapping] = {}
         if registry is None:
             registry, mappings = load_registry_and_mappings(settings)
-        elif settings.mappings_dir.is_dir():
-            mappings = load_mappings(settings.mappings_dir)
+        elif settings.mappings_dir is not None or settings.sandbox:
+            folder = settings.mappings_folder
+            mappings = load_mappings(folder) if folder.is_dir() else {}
         sandbox_token = None
         if settings.sandbox and not settings.ops_tokens and not settings.ops_jwt_enabled:
             from m3bng.sandbox import sandbox_ops_token
@@ -155,6 +156,7 @@ class Runtime:
 
 
 def webhook_secrets(settings: Settings) -> list[str]:
+    settings.require_webhook_secrets()  # the sandbox's own secret never stands in outside it
     if settings.webhook_secrets:
         return [s.get_secret_value() for s in settings.webhook_secrets]
     from m3bng.sandbox import sandbox_webhook_secret
@@ -198,12 +200,12 @@ def load_registry_and_mappings(settings: Settings) -> tuple[FlowRegistry, dict[s
     Mapping files are read here, at start-up: a broken one stops the process with its file, line
     and problem (``MappingFileError``) instead of dead-lettering every event later.
     """
-    folder = settings.mappings_dir
+    folder = settings.mappings_folder
     if not folder.is_dir():
         raise MappingFileError(
             [
                 f"M3BNG_MAPPINGS_DIR: {folder.resolve()} is not a folder (it holds the mapping YAML "
-                "files; the project's own are in mappings/ at the repository root)"
+                "files; `m3bng init DIR` writes a copy of the default ones)"
             ]
         )
     mappings = load_mappings(folder)

@@ -105,6 +105,6 @@ def sandbox_webhook_secret(settings: Settings) -> str:
 def sandbox_ops_token(settings: Settings) -> str:
     """An ops:admin token for the sandbox's ops API and dashboard, kept like the webhook secret
     (``m3bng-sandbox.ops-token``). Outside sandbox mode no token exists until one is configured."""
-    from m3bng.ops.auth import TOKEN_PREFIX, new_token
+    from m3bng.ops.tokens import TOKEN_PREFIX, new_token
 
     return _kept_secret(settings, "m3bng-sandbox.ops-token", TOKEN_PREFIX, new_token)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from m3bng.ops.auth import Scope, hash_token
+from m3bng.ops.tokens import Scope, hash_token
 
 TOKENS = {
     Scope.READ: "m3bng_ops_test-read-token-0123456789abcdef",

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from python_multipart.multipart import parse_options_header
 
 from m3bng.api.deps import RuntimeDep, read_body
-from m3bng.api.errors import ApiError, error_body
+from m3bng.api.errors import ApiError, error_body, refusal
 from m3bng.connectors.ion.bod import BodError, ParsedBod, parse_bod
 from m3bng.connectors.ion.ims import ImsError, read_message, transcode
 from m3bng.connectors.ion.ingest import ingest_bod
@@ -160,9 +160,9 @@ _MULTIPART_BODY = {
 
 
 def _bod_error(exc: BodError) -> ApiError:
-    if exc.too_large:
-        return ApiError(413, "payload_too_large", str(exc))
-    return ApiError(400, exc.code, str(exc))
+    """An oversized BOD is told ``payload_too_large`` here, like an oversized IMS part; a replay
+    edit keeps the parser's own code for it (ops/replay.py)."""
+    return refusal(exc, code="payload_too_large" if exc.too_large else None)
 
 
 async def _store(
@@ -199,7 +199,7 @@ async def _receive_ims(request: Request, runtime: Runtime, *, accepted_status: i
         message = read_message(body, request.headers.get("content-type", ""), max_bod_bytes=limit)
         parsed = parse_bod(message.payload, max_bytes=limit)
     except ImsError as exc:
-        raise ApiError(exc.status, exc.code, str(exc)) from None
+        raise refusal(exc) from None
     except BodError as exc:
         raise _bod_error(exc) from None
     if message.document_name and message.document_name != parsed.bod_type:
@@ -295,7 +295,7 @@ async def receive_bod(
         raw = transcode(body, charset.decode("latin-1") if charset else None)
         parsed = parse_bod(raw, max_bytes=limit)
     except ImsError as exc:
-        raise ApiError(exc.status, exc.code, str(exc)) from None
+        raise refusal(exc) from None
     except BodError as exc:
         raise _bod_error(exc) from None
     return await _store(runtime, parsed, ims=None, message_id=x_message_id or None, accepted_status=202)

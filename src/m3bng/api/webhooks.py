@@ -11,12 +11,13 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from m3bng.api.deps import RuntimeDep, read_body
-from m3bng.api.errors import ApiError, error_body, validation_details
+from m3bng.api.errors import ApiError, error_body, error_response, refusal, validation_details
 from m3bng.connectors.bng.events import BngEnvelope, business_key
 from m3bng.connectors.bng.models import InvalidEventData
 from m3bng.connectors.bng.models import check_event_data as check_data
 from m3bng.connectors.bng.signatures import SignatureError, verify_shopify, verify_standard, verify_stripe
 from m3bng.connectors.untrusted_json import UntrustedJsonError, parse_json
+from m3bng.errors import Refused
 from m3bng.inbox.ingest import ingest_event
 from m3bng.runtime import Runtime
 
@@ -47,7 +48,7 @@ def verify_signature(runtime: Runtime, request: Request, body: bytes) -> str:
         )
         return verified.message_id
     except SignatureError as exc:
-        raise ApiError(401, "invalid_signature", f"webhook signature rejected: {exc}") from None
+        raise refusal(exc, message=f"webhook signature rejected: {exc}") from None
 
 
 def check_event_data(runtime: Runtime, envelope: BngEnvelope) -> None:
@@ -59,7 +60,7 @@ def check_event_data(runtime: Runtime, envelope: BngEnvelope) -> None:
             has_flow=lambda: runtime.registry.get("bng", envelope.type) is not None,
         )
     except InvalidEventData as exc:
-        raise ApiError(422, exc.code, str(exc), fields=exc.fields) from None
+        raise refusal(exc) from None
 
 
 def check_content_type(content_type: str | None) -> None:
@@ -145,7 +146,7 @@ async def handle_webhook(runtime: Runtime, request: Request) -> JSONResponse:
     try:
         raw = parse_json(body)
     except UntrustedJsonError as exc:
-        raise ApiError(400, "invalid_json", str(exc)) from None
+        raise refusal(exc) from None
     try:
         envelope = BngEnvelope.model_validate(raw)
     except ValidationError as exc:
@@ -185,10 +186,8 @@ async def fast_path(runtime: Runtime, scope: Scope, receive: Receive, send: Send
     request = Request(scope, receive)
     try:
         response = await handle_webhook(runtime, request)
-    except ApiError as exc:
-        response = JSONResponse(
-            error_body(exc.code, exc.message, **exc.extra), status_code=exc.status, headers=exc.headers
-        )
+    except (ApiError, Refused) as exc:
+        response = error_response(exc)
     except Exception as exc:  # the store is down, a bug: 5xx, so that BNG retries later
         log.error("webhook.failed", error=repr(exc)[:500])
         response = JSONResponse(

@@ -34,8 +34,10 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
+from m3bng.errors import M3bngError
 
-class RateLimitPaused(Exception):
+
+class RateLimitPaused(M3bngError):
     """The target asked us to hold off for longer than the caller is willing to wait."""
 
     def __init__(self, seconds: float) -> None:

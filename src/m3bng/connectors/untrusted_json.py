@@ -27,16 +27,20 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from m3bng.errors import Malformed
+
 MAX_DEPTH = 64  # containers inside containers; the same bound as ops.masking.MAX_DEPTH
 MAX_INT_DIGITS = 100  # no amount, quantity or id has more; Python itself stops at 4300
 
 
-class UntrustedJsonError(ValueError):
+class UntrustedJsonError(Malformed, ValueError):
     """Refused JSON; the message names the place: ``data.Lines.0.Quantity: number out of range``.
 
     ``field`` is the dotted path of the offending value, None for a problem of the document as a
     whole; ``syntax`` is true when the text is not JSON at all (not UTF-8, empty, malformed).
     """
+
+    code = "invalid_json"
 
     def __init__(self, message: str, *, field: str | None = None, syntax: bool = False) -> None:
         super().__init__(message)

@@ -26,7 +26,6 @@ checkpoint or an effect: the next attempt repeats the read.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from m3bng.connectors import Connectors
 from m3bng.errors import M3bngError, ProcessingError
 from m3bng.observability import metrics, tracing
 from m3bng.store import queries
+from m3bng.store.blips import ride_out_blips
 from m3bng.store.models import StepStatus
 from m3bng.store.queries import ClaimedEvent, utcnow
 
@@ -46,6 +46,8 @@ T = TypeVar("T")
 log = structlog.get_logger(__name__)
 Flow = Callable[["FlowContext"], Awaitable[None]]
 PendingWrite = Callable[[AsyncSession], Awaitable[Any]]
+# Tries of a step row's write: fewer than an outcome's, as the flow is waiting on it.
+STEP_WRITE_ATTEMPTS = 3
 
 
 class LeaseLost(M3bngError):
@@ -137,19 +139,17 @@ class FlowContext:
             self._pending.clear()
 
     async def _ride_out_blips(self, write: Callable[[AsyncSession], Awaitable[T]], **about: Any) -> T | None:
-        """``write`` (with whatever is deferred) in a transaction of its own, tried three times;
-        None when the store stayed unreachable (logged with ``about``). Step rows are given up
-        then, never a call's result: failing here would make the flow retry a call that already
-        took effect."""
-        for attempt in range(3):
-            try:
-                async with self.sessions.begin() as session:
-                    return await write(session)
-            except Exception as exc:
-                log.warning("step.record_failed", **about, attempt=attempt + 1, error=repr(exc)[:300])
-                await asyncio.sleep(0.2 * 2**attempt)
-        log.error("step.record_lost", **about)
-        return None
+        """``write`` (with whatever is deferred) in a transaction of its own, tried
+        ``STEP_WRITE_ATTEMPTS`` times (``store/blips.py``); None when the store stayed unreachable
+        (logged with ``about``). Step rows are given up then, never a call's result: failing here
+        would make the flow retry a call that already took effect."""
+        try:
+            return await ride_out_blips(
+                self.sessions, write, attempts=STEP_WRITE_ATTEMPTS, log_as="step.record_failed", **about
+            )
+        except Exception:
+            log.error("step.record_lost", **about)
+            return None
 
     # -- steps ----------------------------------------------------------------------------------
 

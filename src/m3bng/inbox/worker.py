@@ -29,11 +29,15 @@ from m3bng.observability import metrics, tracing
 from m3bng.ops.controls import PausedFlows
 from m3bng.ops.keys import event_keys
 from m3bng.store import queries
+from m3bng.store.blips import ride_out_blips
 from m3bng.store.queries import ClaimedEvent
 
 log = structlog.get_logger(__name__)
 
 MAX_ERROR_CHARS = 4000
+# Tries of an outcome write (0.2 s, 0.4 s, 0.8 s, 1.6 s between them) before the lease is left
+# to expire: a database restart rarely takes longer, and the event is not lost either way.
+OUTCOME_WRITE_ATTEMPTS = 5
 
 
 # Called after an event is dead-lettered (the ConfirmBOD to ION): event, reason, error text.
@@ -325,22 +329,24 @@ class Worker:
             payload=event.payload,
             checkpoint=event.checkpoint,
         )
-        for attempt in range(5):
-            try:
-                async with self.sessions.begin() as session:
-                    await ctx.write_pending(session)  # fenced like the outcome below
-                    written: bool = await write(session, event.id, self.worker_id, **kwargs)
-                    if written:
-                        # With the outcome: the keys ops search by (BNG id, ORNO, BODID, ...).
-                        await queries.index_event_keys(session, event.id, keys)
-            except Exception as exc:
-                log.warning("event.outcome_write_failed", attempt=attempt + 1, error=repr(exc)[:500])
-                await asyncio.sleep(0.2 * 2**attempt)
-                continue
-            if not written:
-                log.warning("event.lease_lost", outcome=write.__name__)
+
+        async def record(session: AsyncSession) -> bool:
+            await ctx.write_pending(session)  # fenced like the outcome below
+            written: bool = await write(session, event.id, self.worker_id, **kwargs)
+            if written:
+                # With the outcome: the keys ops search by (BNG id, ORNO, BODID, ...).
+                await queries.index_event_keys(session, event.id, keys)
             return written
-        return False
+
+        try:
+            written = await ride_out_blips(
+                self.sessions, record, attempts=OUTCOME_WRITE_ATTEMPTS, log_as="event.outcome_write_failed"
+            )
+        except Exception:  # each try is logged; the lease expiring is the way out
+            return False
+        if not written:
+            log.warning("event.lease_lost", outcome=write.__name__)
+        return written
 
 
 def _describe(exc: Exception) -> str:

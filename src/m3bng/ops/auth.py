@@ -2,10 +2,8 @@
 
 Two ways in, both bearer tokens:
 
-* **Ops tokens** configured as ``NAME SCOPE sha256:HEX`` entries (``M3BNG_OPS_TOKENS``). Only the
-  hash is configured, so a leaked settings file or environment dump does not leak a token. The
-  tokens are random 32-byte values (``m3bng ops token new``), so a plain SHA-256 is the right
-  hash: there is nothing to brute-force, and a slow KDF would only slow every request.
+* **Ops tokens** configured as ``NAME SCOPE sha256:HEX`` entries (``M3BNG_OPS_TOKENS``, parsed
+  in ``ops/tokens.py``): only their SHA-256 is configured.
 * **JWTs** from the company's identity provider (SSO), checked against its JSON Web Key Set with
   authlib: signature, ``exp``/``nbf``, and ``iss``/``aud`` when configured. Scopes come from the
   ``scope`` claim (space-separated, or a list), or whichever claim is configured.
@@ -16,11 +14,9 @@ Scopes nest: ``ops:admin`` ⊇ ``ops:replay`` ⊇ ``ops:read``.
 from __future__ import annotations
 
 import asyncio
-import enum
 import hashlib
 import hmac
 import json
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,32 +26,57 @@ import httpx
 import structlog
 
 from m3bng.config import Settings
+from m3bng.errors import Forbidden, Refused, Unauthenticated, Unavailable
+from m3bng.ops.tokens import (
+    TOKEN_PREFIX,
+    Scope,
+    TokenEntry,
+    hash_token,
+    new_token,
+    parse_scope,
+    parse_token_entry,
+)
+
+__all__ = [
+    "TOKEN_PREFIX",
+    "AuthError",
+    "AuthForbidden",
+    "AuthRefused",
+    "AuthUnavailable",
+    "Authenticator",
+    "Principal",
+    "Scope",
+    "TokenEntry",
+    "hash_token",
+    "new_token",
+    "parse_scope",
+    "parse_token_entry",
+]
 
 log = structlog.get_logger(__name__)
 
-TOKEN_PREFIX = "m3bng_ops_"  # noqa: S105 (a prefix, not a secret)
 JWKS_CACHE_SECONDS = 600.0
 
 
-class Scope(enum.StrEnum):
-    READ = "ops:read"
-    REPLAY = "ops:replay"
-    ADMIN = "ops:admin"
-
-    @property
-    def rank(self) -> int:
-        return _RANK[self]
+class AuthError(Refused):
+    """The caller cannot be let in; the kind says why (the HTTP layer picks the status)."""
 
 
-_RANK = {Scope.READ: 1, Scope.REPLAY: 2, Scope.ADMIN: 3}
+class AuthRefused(Unauthenticated, AuthError):
+    """No credential, or one that is not valid."""
+
+    code = "unauthorized"
 
 
-class AuthError(Exception):
-    """The request is not authenticated (401) or the setup is wrong (503); ``code`` says which."""
+class AuthForbidden(Forbidden, AuthError):
+    """A valid identity that carries no ops scope at all."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+    code = "forbidden"
+
+
+class AuthUnavailable(Unavailable, AuthError):
+    """Nobody can be let in as things are set up: no credentials configured, or the identity
+    provider's keys cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -73,52 +94,6 @@ class Principal:
     def sees_personal_data(self) -> bool:
         """Emails, phones and addresses are shown in full only to admins."""
         return self.scope is Scope.ADMIN
-
-
-@dataclass(frozen=True)
-class TokenEntry:
-    name: str
-    scope: Scope
-    digest: bytes
-
-
-def hash_token(token: str) -> str:
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def parse_scope(value: str) -> Scope:
-    text = value.strip().lower()
-    if not text.startswith("ops:"):
-        text = "ops:" + text
-    try:
-        return Scope(text)
-    except ValueError:
-        raise ValueError(f"unknown scope {value!r}: use ops:read, ops:replay or ops:admin") from None
-
-
-def parse_token_entry(entry: str) -> TokenEntry:
-    """``NAME SCOPE sha256:HEX`` → TokenEntry; the error names the part that is wrong (never the
-    hash itself, which is still secret-adjacent)."""
-    parts = entry.split()
-    if len(parts) != 3:
-        raise ValueError(
-            "each entry must be 'NAME SCOPE sha256:HEX' (three parts separated by spaces; "
-            "`m3bng ops token new` prints one)"
-        )
-    name, scope_text, hashed = parts
-    scope = parse_scope(scope_text)
-    algorithm, _, hexdigest = hashed.partition(":")
-    if algorithm != "sha256" or len(hexdigest) != 64:
-        raise ValueError(f"token {name!r}: the hash must be sha256: followed by 64 hex digits")
-    try:
-        digest = bytes.fromhex(hexdigest)
-    except ValueError:
-        raise ValueError(f"token {name!r}: the hash is not hexadecimal") from None
-    return TokenEntry(name=name, scope=scope, digest=digest)
 
 
 class Authenticator:
@@ -141,24 +116,23 @@ class Authenticator:
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not self.configured:
-            raise AuthError(
-                503,
-                "ops_auth_not_configured",
+            raise AuthUnavailable(
                 "the ops API has no credentials configured: set M3BNG_OPS_TOKENS "
                 "(or M3BNG_OPS_JWT_JWKS_FILE / M3BNG_OPS_JWT_JWKS_URL for SSO)",
+                code="ops_auth_not_configured",
             )
         if not authorization:
-            raise AuthError(401, "unauthorized", "an ops token is required: Authorization: Bearer <token>")
+            raise AuthRefused("an ops token is required: Authorization: Bearer <token>")
         kind, _, credential = authorization.partition(" ")
         credential = credential.strip()
         if kind.lower() != "bearer" or not credential:
-            raise AuthError(401, "unauthorized", "the Authorization header must be 'Bearer <token>'")
+            raise AuthRefused("the Authorization header must be 'Bearer <token>'")
         principal = self._check_token(credential)
         if principal is not None:
             return principal
         if self.settings.ops_jwt_enabled and credential.count(".") == 2:
             return await self._check_jwt(credential)
-        raise AuthError(401, "unauthorized", "the token is not valid")
+        raise AuthRefused("the token is not valid")
 
     def _check_token(self, credential: str) -> Principal | None:
         digest = hashlib.sha256(credential.encode()).digest()
@@ -186,12 +160,12 @@ class Authenticator:
             claims = jwt.decode(credential, keys, claims_options=options)
             claims.validate(leeway=30)
         except (JoseError, ValueError) as exc:
-            raise AuthError(401, "unauthorized", f"the JWT was rejected: {exc}") from None
+            raise AuthRefused(f"the JWT was rejected: {exc}") from None
         scope = _highest_scope(claims.get(self.settings.ops_jwt_scope_claim))
         name = str(claims.get(self.settings.ops_jwt_name_claim) or "jwt")
         if scope is None:
             # Authenticated but entitled to nothing here: a 403 at every endpoint, said plainly.
-            raise AuthError(403, "forbidden", f"the JWT of {name!r} carries no ops:* scope")
+            raise AuthForbidden(f"the JWT of {name!r} carries no ops:* scope")
         return Principal(name=name[:128], scope=scope, via="jwt")
 
     async def _keyset(self) -> Any:
@@ -224,8 +198,8 @@ class Authenticator:
             log.error("ops.jwks_fetch_failed", url=url, error=repr(exc)[:300])
             if self._jwks is not None:
                 return None
-            raise AuthError(
-                503, "jwks_unavailable", f"the identity provider's keys could not be read: {exc}"
+            raise AuthUnavailable(
+                f"the identity provider's keys could not be read: {exc}", code="jwks_unavailable"
             ) from None
 
 

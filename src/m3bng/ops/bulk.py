@@ -44,7 +44,14 @@ from m3bng.inbox.ingest import Notifier
 from m3bng.observability import metrics
 from m3bng.ops import audit
 from m3bng.ops.filters import EventFilter
-from m3bng.ops.replay import MODES, ReplayError, reopen, resolve_dead_letters
+from m3bng.ops.replay import (
+    MODES,
+    InvalidReplay,
+    ReplayConflict,
+    ReplayNotFound,
+    reopen,
+    resolve_dead_letters,
+)
 from m3bng.store.models import BulkReplay, DeadLetter, Event, EventStatus, Replay
 from m3bng.store.queries import utcnow
 
@@ -134,18 +141,16 @@ async def count_matching(session: AsyncSession, flt: EventFilter, cutoff: dateti
 
 def check_mode_and_rate(mode: str, rate: float | None, settings: Settings) -> float:
     if mode not in MODES:
-        raise ReplayError(
-            422,
-            "invalid_mode",
+        raise InvalidReplay(
             f"mode: must be one of {', '.join(MODES)}",
+            code="invalid_mode",
             fields=[{"field": "mode", "problem": "unknown mode"}],
         )
     chosen = settings.ops_replay_rate if rate is None else rate
     if not (MIN_RATE <= chosen <= MAX_RATE):
-        raise ReplayError(
-            422,
-            "invalid_rate",
+        raise InvalidReplay(
             f"rate: events per second, from {MIN_RATE:g} (one every {1 / MIN_RATE:g} s) to {MAX_RATE:g}",
+            code="invalid_rate",
             fields=[{"field": "rate", "problem": "out of range"}],
         )
     return float(chosen)
@@ -209,7 +214,7 @@ async def get_bulk(sessions: async_sessionmaker[AsyncSession], bulk_id: int) -> 
     async with sessions() as session:
         row = await session.get(BulkReplay, bulk_id)
         if row is None:
-            raise ReplayError(404, "not_found", f"bulk replay {bulk_id} does not exist")
+            raise ReplayNotFound(f"bulk replay {bulk_id} does not exist")
         return BulkView.of(row)
 
 
@@ -242,8 +247,8 @@ async def cancel_bulk(
         if counts is None:
             row = await session.get(BulkReplay, bulk_id)
             if row is None:
-                raise ReplayError(404, "not_found", f"bulk replay {bulk_id} does not exist")
-            raise ReplayError(409, "already_finished", f"bulk replay {bulk_id} is already {row.status}")
+                raise ReplayNotFound(f"bulk replay {bulk_id} does not exist")
+            raise ReplayConflict(f"bulk replay {bulk_id} is already {row.status}", code="already_finished")
         await audit.record(
             session,
             actor=actor,

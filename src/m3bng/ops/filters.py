@@ -16,12 +16,14 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, exists, func, or_, select
 
+from m3bng.errors import Invalid
 from m3bng.ops.keys import normalise
 from m3bng.store.models import DeadLetter, Event, EventKey, Step
 
 
-class FilterError(ValueError):
-    """A filter or cursor value that cannot be used; the message names the parameter."""
+class FilterError(Invalid, ValueError):
+    """A filter or cursor value that cannot be used; the message names the parameter
+    (``name: problem``). Still a ValueError, as it was, for callers that catch one."""
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ row and the audit entry. Of two concurrent replays of one event exactly one matc
 other answers 409 and changes nothing. The bulk runner (``ops/bulk.py``) reopens its events with
 the same statement.
 
-Nothing here imports FastAPI: errors are ``ReplayError`` carrying an HTTP status, and the route
-turns them into the API's error shape.
+Nothing here imports FastAPI: a replay or discard that cannot be done raises a ``ReplayError``
+of the kind that says why (``ReplayNotFound``, ``ReplayConflict``, ``InvalidReplay``); the HTTP
+layer decides the status of each kind (``api/errors.py``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from m3bng.connectors.bng.events import business_key as bng_business_key
 from m3bng.connectors.bng.models import InvalidEventData, ValidationError, check_event_data, field_problems
 from m3bng.connectors.ion.bod import BodError, parse_bod
 from m3bng.connectors.ion.ingest import business_key as bod_business_key
+from m3bng.errors import Conflict, Invalid, NotFound, Refused
 from m3bng.inbox.ingest import Notifier
 from m3bng.observability import metrics
 from m3bng.ops import audit
@@ -55,15 +57,20 @@ MIN_REASON = 3
 MAX_REASON = 1000
 
 
-class ReplayError(Exception):
-    """A replay or discard that cannot be done; ``status`` is the HTTP status to answer with."""
+class ReplayError(Refused):
+    """A replay or discard (single or bulk) that cannot be done; ``code`` says why."""
 
-    def __init__(
-        self, status: int, code: str, message: str, *, fields: list[dict[str, str]] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.fields = fields or []
+
+class ReplayNotFound(NotFound, ReplayError):
+    code = "not_found"
+
+
+class ReplayConflict(Conflict, ReplayError):
+    """Not in this state: already applied, queued, changed meanwhile, payload purged."""
+
+
+class InvalidReplay(Invalid, ReplayError):
+    """The request itself is refused: an edited payload, mode, rate or reason (``fields``)."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ def validate_edit(
     has_flow: Callable[[], bool],
     max_bod_bytes: int,
 ) -> EditedPayload:
-    """Hold an edited payload to what an inbound event of its source must be; raises ReplayError 422.
+    """Hold an edited payload to what an inbound event of its source must be; raises InvalidReplay.
 
     BNG: the webhook body ``{"type", "timestamp", "data"}``, checked by the envelope model and the
     per-type data models the webhook route uses. ION: ``{"xml": "<BOD …>"}`` through the one
@@ -118,18 +125,17 @@ def validate_edit(
         return _edit_bng(event, payload, has_flow)
     if event.source == "ion":
         return _edit_ion(event, payload, max_bod_bytes)
-    raise ReplayError(
-        422,
-        "edit_not_supported",
+    raise InvalidReplay(
         f"payload: payload edits are supported for bng and ion events; this event's source is "
         f"{event.source!r}",
+        code="edit_not_supported",
         fields=[{"field": "payload", "problem": "edits are supported for bng and ion events"}],
     )
 
 
-def _invalid(fields: list[dict[str, str]], code: str = "invalid_payload") -> ReplayError:
+def _invalid(fields: list[dict[str, str]], code: str = "invalid_payload") -> InvalidReplay:
     message = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
-    return ReplayError(422, code, message, fields=fields)
+    return InvalidReplay(message, code=code, fields=fields)
 
 
 def _edit_bng(event: Event, payload: Any, has_flow: Callable[[], bool]) -> EditedPayload:
@@ -243,26 +249,24 @@ async def resolve_dead_letters(session: AsyncSession, event_ids: Sequence[int], 
 async def _load(session: AsyncSession, event_id: int) -> Event:
     event = (await session.execute(select(Event).where(Event.id == event_id))).scalar_one_or_none()
     if event is None:
-        raise ReplayError(404, "not_found", f"transaction {event_id} does not exist")
+        raise ReplayNotFound(f"transaction {event_id} does not exist")
     return event
 
 
-def _not_replayable(event_id: int, status: str) -> ReplayError:
+def _not_replayable(event_id: int, status: str) -> ReplayConflict:
     if status == EventStatus.DONE.value:
-        return ReplayError(
-            409,
-            "already_applied",
+        return ReplayConflict(
             f"transaction {event_id} is done: it was already applied, and replaying it could apply "
             "it twice. Send the change from BNG/M3 again instead.",
+            code="already_applied",
         )
     if status in (EventStatus.PENDING.value, EventStatus.PROCESSING.value):
         what = "queued" if status == EventStatus.PENDING.value else "running"
-        return ReplayError(
-            409,
-            "already_queued",
+        return ReplayConflict(
             f"transaction {event_id} is {status}: already {what}; it runs (or retries) without a replay",
+            code="already_queued",
         )
-    return ReplayError(409, "not_replayable", f"transaction {event_id} is {status}; it cannot be replayed")
+    return ReplayConflict(f"transaction {event_id} is {status}; it cannot be replayed", code="not_replayable")
 
 
 async def replay_in_session(
@@ -290,19 +294,17 @@ async def replay_in_session(
             max_bod_bytes=max_bod_bytes,
         )
     elif event.payload is None:
-        raise ReplayError(
-            409,
-            "payload_purged",
+        raise ReplayConflict(
             f"transaction {event_id}'s payload was purged by retention; replay it with an edited "
             "payload (the original as BNG/ION would send it)",
+            code="payload_purged",
         )
     # Keys checkpointed from the old payload (a CUNO, a batch ORNO) may not fit an edited one.
     mode = mode or (FROM_START if edited is not None else FROM_FAILED_STEP)
     if mode not in MODES:
-        raise ReplayError(
-            422,
-            "invalid_mode",
+        raise InvalidReplay(
             f"mode: must be one of {', '.join(MODES)}",
+            code="invalid_mode",
             fields=[{"field": "mode", "problem": "unknown mode"}],
         )
     before = {
@@ -382,10 +384,9 @@ async def replay(
 def check_reason(reason: Any) -> str:
     text = reason.strip() if isinstance(reason, str) else ""
     if len(text) < MIN_REASON:
-        raise ReplayError(
-            422,
-            "reason_required",
+        raise InvalidReplay(
             f"reason: say why (at least {MIN_REASON} characters); it is kept in the audit log",
+            code="reason_required",
             fields=[{"field": "reason", "problem": f"at least {MIN_REASON} characters"}],
         )
     return text[:MAX_REASON]
@@ -404,11 +405,10 @@ async def discard(
         event = await _load(session, event_id)
         from_status = event.status
         if from_status not in DISCARDABLE:
-            raise ReplayError(
-                409,
-                "not_discardable",
+            raise ReplayConflict(
                 f"transaction {event_id} is {from_status}; only dead or pending transactions can be "
                 "discarded",
+                code="not_discardable",
             )
         now = utcnow()
         result = await session.execute(
@@ -424,10 +424,9 @@ async def discard(
             .returning(Event.id)
         )
         if result.scalar_one_or_none() is None:
-            raise ReplayError(
-                409,
-                "not_discardable",
+            raise ReplayConflict(
                 f"transaction {event_id} changed while discarding it (a worker claimed it); try again",
+                code="not_discardable",
             )
         await resolve_dead_letters(session, [event_id], "discarded")
         await audit.record(

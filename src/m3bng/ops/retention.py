@@ -55,6 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
 from m3bng.ops import audit
+from m3bng.ops.filters import FilterError
 from m3bng.ops.keys import normalise
 from m3bng.ops.scheduler import ScheduledJob
 from m3bng.store.models import (
@@ -195,7 +196,7 @@ async def erase(
     now = now or utcnow()
     value = normalise(key)
     if value is None:
-        raise ValueError("q: give the business key to erase (a BNG id, M3 number, BODID ...)")
+        raise FilterError("q: give the business key to erase (a BNG id, M3 number, BODID ...)")
     async with sessions() as session:
         matched = list(
             (

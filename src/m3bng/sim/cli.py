@@ -24,9 +24,11 @@ def m3(
     """Run the M3 simulator: ION API gateway layout, OAuth token endpoint, MI REST v1/v2."""
     import uvicorn
 
+    from m3bng.cli.failures import bind, serve_on
     from m3bng.sim import m3 as sim
 
     config = sim.M3SimConfig(seed_file=seed, faults=sim.Faults(latency_ms=latency_ms, error_rate=error_rate))
+    sock = bind(host, port)  # before the address is printed or an .ionapi file names it
     base_url = f"http://{host}:{port}"
     if write_ionapi is not None:
         sim.write_ionapi(write_ionapi, base_url, config)
@@ -34,7 +36,8 @@ def m3(
     typer.echo(
         f"M3 simulator: {base_url}/{config.ti}/M3/m3api-rest  control: {base_url}/_sim/state", err=True
     )
-    uvicorn.run(sim.create_app(config), host=host, port=port, log_level="warning", access_log=False)
+    app = sim.create_app(config)
+    serve_on(uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)), sock)
 
 
 @sim_app.command("bng")
@@ -59,6 +62,7 @@ def bng(
     """Run the BNG simulator: REST API under /api/v1, API key or OAuth2, fault injection, webhooks."""
     import uvicorn
 
+    from m3bng.cli.failures import bind, serve_on
     from m3bng.sim import bng as sim
 
     if bool(webhook_url) != bool(webhook_secret):
@@ -68,6 +72,7 @@ def bng(
         faults=sim.Faults(latency_ms=latency_ms, rate_limit_per_second=rate_limit),
         webhooks=sim.WebhookTarget(url=webhook_url, secret=webhook_secret, enabled=bool(webhook_url)),
     )
+    sock = bind(host, port)  # before the address is printed
     base_url = f"http://{host}:{port}"
     typer.echo(
         f"BNG simulator: {base_url}{sim.API_PREFIX}  control: {base_url}/_sim/state\n"
@@ -75,4 +80,5 @@ def bng(
         f"{base_url}/oauth/token (client id {config.client_id})",
         err=True,
     )
-    uvicorn.run(sim.create_app(config), host=host, port=port, log_level="warning", access_log=False)
+    app = sim.create_app(config)
+    serve_on(uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)), sock)

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from m3bng.cli.ops_client import resolve_token
 from m3bng.config import Settings
-from m3bng.ops.client import resolve_token
 from tests.conftest import LiveServer
 from tests.integration.ops.conftest import Ops
 from tests.support.ops import ADMIN, READ, REPLAY

@@ -129,7 +129,7 @@ async def test_poller_sends_only_changes_and_a_restart_sends_nothing_new(
     outbound: Outbound, outbound_settings: Callable[..., Settings]
 ) -> None:
     settings = outbound_settings(inventory_poll_seconds=5, inventory_poll_warehouses=["100"])
-    mapping = load_mappings(settings.mappings_dir)["inventory_poll"]
+    mapping = load_mappings(settings.mappings_folder)["inventory_poll"]
     m3 = M3Client.from_settings(settings)
     try:
         poller = InventoryPoller(settings, outbound.sessions, m3, mapping)

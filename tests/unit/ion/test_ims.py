@@ -1,4 +1,7 @@
-"""The IMS message: multipart parts (by name and by content), payload encodings, bounded inflation."""
+"""The IMS message: multipart parts (by name and by content), payload encodings, bounded inflation.
+
+What the sender is answered is asserted through ``status_for``: the status of a refusal is decided
+in api/errors.py, never carried by the error."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from m3bng.api.errors import status_for
 from m3bng.connectors.ion.ims import (
     ImsError,
     decode_payload,
@@ -130,7 +134,7 @@ def test_deflate_bomb_is_bounded(pack: Any) -> None:
     assert len(bomb) < 100_000
     with pytest.raises(ImsError) as caught:
         inflate(bomb, max_bytes=100_000)
-    assert caught.value.status == 413
+    assert status_for(caught.value) == 413
     assert "inflated payload exceeds the limit of 100000 bytes" in str(caught.value)
 
 
@@ -141,7 +145,7 @@ def test_limit_exactly_reached_is_fine() -> None:
 def test_multipart_errors() -> None:
     with pytest.raises(ImsError) as caught:
         parse_multipart(b"x", "application/json", max_part_bytes=LIMIT)
-    assert caught.value.status == 415
+    assert status_for(caught.value) == 415
     with pytest.raises(ImsError, match="no boundary"):
         parse_multipart(b"x", "multipart/form-data", max_part_bytes=LIMIT)
     with pytest.raises(ImsError, match="invalid multipart body"):
@@ -151,7 +155,7 @@ def test_multipart_errors() -> None:
     body, ctype = multipart({"MessagePayload": ("m", b"x" * 2000)})
     with pytest.raises(ImsError, match="part 'MessagePayload' exceeds the limit of 1000 bytes") as too_big:
         parse_multipart(body, ctype, max_part_bytes=1000)
-    assert too_big.value.status == 413
+    assert status_for(too_big.value) == 413
     body, ctype = multipart({f"p{i}": (None, "x") for i in range(20)})
     with pytest.raises(ImsError, match="more than 8 parts"):
         parse_multipart(body, ctype, max_part_bytes=LIMIT)
@@ -195,7 +199,7 @@ def test_payload_over_limit() -> None:
     body, ctype = multipart({"ParameterRequest": (None, json.dumps(PARAMS)), "MessagePayload": ("m", XML)})
     with pytest.raises(ImsError, match=f"payload is {len(XML)} bytes; the limit is 2000") as caught:
         read_message(body, ctype, max_bod_bytes=2000)
-    assert caught.value.status == 413
+    assert status_for(caught.value) == 413
 
 
 def test_split_prefers_the_named_json_part() -> None:

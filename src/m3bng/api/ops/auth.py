@@ -17,7 +17,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from m3bng.api.errors import ApiError
+from m3bng.api.errors import ApiError, refusal
+from m3bng.errors import Unauthenticated
 from m3bng.ops.auth import AuthError, Principal, Scope
 
 bearer = HTTPBearer(
@@ -38,8 +39,9 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
         try:
             principal: Principal = await authenticator.authenticate(header)
         except AuthError as exc:
-            headers = {"WWW-Authenticate": 'Bearer realm="m3bng-ops"'} if exc.status == 401 else None
-            raise ApiError(exc.status, exc.code, exc.message, headers=headers) from None
+            challenge = isinstance(exc, Unauthenticated)
+            headers = {"WWW-Authenticate": 'Bearer realm="m3bng-ops"'} if challenge else None
+            raise refusal(exc, headers=headers) from None
         if not principal.allows(scope):
             raise ApiError(
                 403,

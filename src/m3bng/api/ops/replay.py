@@ -1,6 +1,7 @@
 """Replay, discard and bulk replay routes (writes need ``ops:replay``); the logic is in ``m3bng.ops``.
 
-Semantics (from where, which mapping, concurrency, edits, bulk) are in docs/replay.md.
+Semantics (from where, which mapping, concurrency, edits, bulk) are in docs/replay.md. A replay
+that cannot be done raises a ``ReplayError``; the app-wide handler answers it (``api/errors.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from m3bng.api.deps import RuntimeDep
-from m3bng.api.errors import ApiError
+from m3bng.api.errors import refusal
 from m3bng.api.ops.auth import ReadCaller, ReplayCaller
 from m3bng.api.ops.transactions import TxSummary
 from m3bng.connectors.untrusted_json import problem_in
@@ -39,11 +40,6 @@ _COMMON: dict[int | str, dict[str, Any]] = {
     403: {"description": "The token lacks scope ops:replay"},
     404: {"description": "No such transaction or bulk replay"},
 }
-
-
-def _api_error(exc: replay.ReplayError) -> ApiError:
-    extra: dict[str, Any] = {"fields": exc.fields} if exc.fields else {}
-    return ApiError(exc.status, exc.code, exc.message, **extra)
 
 
 def _no_nul(value: Any) -> Any:
@@ -100,20 +96,17 @@ async def replay_transaction(
 ) -> ReplayAccepted:
     """Put a dead, skipped or discarded transaction back in line, with the current mapping."""
     request = body or ReplayRequest()
-    try:
-        result = await replay.replay(
-            runtime.sessions,
-            runtime.notifier,
-            event_id,
-            actor=caller.name,
-            mode=request.mode,
-            payload=request.payload,
-            reason=request.reason,
-            has_flow=lambda source, event_type: runtime.registry.get(source, event_type) is not None,
-            max_bod_bytes=runtime.settings.ion_max_bod_bytes,
-        )
-    except replay.ReplayError as exc:
-        raise _api_error(exc) from None
+    result = await replay.replay(
+        runtime.sessions,
+        runtime.notifier,
+        event_id,
+        actor=caller.name,
+        mode=request.mode,
+        payload=request.payload,
+        reason=request.reason,
+        has_flow=lambda source, event_type: runtime.registry.get(source, event_type) is not None,
+        max_bod_bytes=runtime.settings.ion_max_bod_bytes,
+    )
     return ReplayAccepted(**vars(result))
 
 
@@ -145,10 +138,7 @@ async def discard_transaction(
     event_id: EventId, body: DiscardRequest, caller: ReplayCaller, runtime: RuntimeDep
 ) -> TxSummary:
     """Give a dead or pending transaction up for good (until someone replays it), with a reason."""
-    try:
-        await replay.discard(runtime.sessions, event_id, actor=caller.name, reason=body.reason)
-    except replay.ReplayError as exc:
-        raise _api_error(exc) from None
+    await replay.discard(runtime.sessions, event_id, actor=caller.name, reason=body.reason)
     return await _summary(runtime, event_id, caller)
 
 
@@ -272,16 +262,13 @@ class BulkList(BaseModel):
 async def start_bulk_replay(body: BulkRequest, caller: ReplayCaller, runtime: RuntimeDep) -> Any:
     """Replay every dead letter a filter matches, in the background at a limited rate."""
     flt = body.filter.to_filter()
-    try:
-        rate = bulk.check_mode_and_rate(body.mode, body.rate, runtime.settings)
-        if body.dry_run:
-            async with runtime.sessions() as session:
-                return JSONResponse(DryRun(matched=await bulk.count_matching(session, flt)).model_dump())
-        view = await bulk.start_bulk(
-            runtime.sessions, flt, mode=body.mode, rate=rate, actor=caller.name, reason=body.reason
-        )
-    except replay.ReplayError as exc:
-        raise _api_error(exc) from None
+    rate = bulk.check_mode_and_rate(body.mode, body.rate, runtime.settings)
+    if body.dry_run:
+        async with runtime.sessions() as session:
+            return JSONResponse(DryRun(matched=await bulk.count_matching(session, flt)).model_dump())
+    view = await bulk.start_bulk(
+        runtime.sessions, flt, mode=body.mode, rate=rate, actor=caller.name, reason=body.reason
+    )
     return JSONResponse(BulkStatus.of(view).model_dump(mode="json"), status_code=202)
 
 
@@ -298,9 +285,7 @@ async def list_bulk_replays(
         if before is not None and before > MAX_ID:
             raise FilterError("cursor: not a cursor this API returned (pass next_cursor unchanged)")
     except FilterError as exc:
-        raise ApiError(
-            422, "invalid_request", str(exc), fields=[{"field": "cursor", "problem": "not a cursor"}]
-        ) from None
+        raise refusal(exc, fields=[{"field": "cursor", "problem": "not a cursor"}]) from None
     views = await bulk.list_bulks(runtime.sessions, limit=limit + 1, before_id=before)
     more = len(views) > limit
     views = views[:limit]
@@ -313,10 +298,7 @@ async def list_bulk_replays(
 @router.get("/replays/bulk/{bulk_id}", response_model=BulkStatus, responses=_COMMON)
 async def get_bulk_replay(bulk_id: BulkId, caller: ReadCaller, runtime: RuntimeDep) -> BulkStatus:
     """One bulk replay's progress."""
-    try:
-        return BulkStatus.of(await bulk.get_bulk(runtime.sessions, bulk_id))
-    except replay.ReplayError as exc:
-        raise _api_error(exc) from None
+    return BulkStatus.of(await bulk.get_bulk(runtime.sessions, bulk_id))
 
 
 class CancelRequest(BaseModel):
@@ -336,10 +318,7 @@ async def cancel_bulk_replay(
     bulk_id: BulkId, caller: ReplayCaller, runtime: RuntimeDep, body: CancelRequest | None = None
 ) -> BulkStatus:
     """Stop a running bulk replay: what it replayed stays replayed, the rest stays dead."""
-    try:
-        view = await bulk.cancel_bulk(
-            runtime.sessions, bulk_id, actor=caller.name, reason=body.reason if body else None
-        )
-    except replay.ReplayError as exc:
-        raise _api_error(exc) from None
+    view = await bulk.cancel_bulk(
+        runtime.sessions, bulk_id, actor=caller.name, reason=body.reason if body else None
+    )
     return BulkStatus.of(view)

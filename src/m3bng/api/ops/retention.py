@@ -8,9 +8,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from m3bng.api.deps import RuntimeDep
-from m3bng.api.errors import ApiError
+from m3bng.api.errors import refusal
 from m3bng.api.ops.auth import AdminCaller
 from m3bng.ops import retention
+from m3bng.ops.filters import FilterError
 
 router = APIRouter(tags=["ops"])
 
@@ -67,10 +68,8 @@ async def erase(body: EraseRequest, caller: AdminCaller, runtime: RuntimeDep) ->
     """Purge now the personal data of every finished event about one business key."""
     try:
         result = await retention.erase(runtime.sessions, body.q, dry_run=body.dry_run)
-    except ValueError as exc:
-        raise ApiError(
-            422, "invalid_request", str(exc), fields=[{"field": "q", "problem": str(exc)}]
-        ) from None
+    except FilterError as exc:
+        raise refusal(exc, fields=[{"field": "q", "problem": str(exc)}]) from None
     counts = result.counts.as_dict()
     del counts["dead_letter_payloads"], counts["events"]
     if not body.dry_run:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from m3bng.api.deps import RuntimeDep
-from m3bng.api.errors import ApiError
+from m3bng.api.errors import ApiError, refusal
 from m3bng.api.ops.auth import ReadCaller
 from m3bng.ops import search
 from m3bng.ops.auth import Principal
@@ -64,10 +64,9 @@ CursorParam = Annotated[str | None, Query(description="next_cursor of the previo
 
 
 def invalid(exc: FilterError) -> ApiError:
-    """A FilterError says ``name: problem``; the 422 names the parameter like FastAPI's own do."""
-    message = str(exc)
-    field, _, problem = message.partition(": ")
-    return ApiError(422, "invalid_request", message, fields=[{"field": field, "problem": problem}])
+    """A FilterError says ``name: problem``; the answer names the parameter like FastAPI's own do."""
+    field, _, problem = exc.message.partition(": ")
+    return refusal(exc, fields=[{"field": field, "problem": problem}])
 
 
 def page_size(runtime: Runtime, limit: int) -> int:

@@ -1,16 +1,16 @@
 """How m3bng proves itself to BNG: an API key header, or an OAuth2 client-credentials token.
 
 The token is fetched with authlib's httpx client (client authentication by HTTP Basic, as RFC
-6749 prefers), shared by every concurrent call (one token request at a time, however many calls
-wait for it), renewed shortly before ``expires_in`` runs out, and renewed once more when BNG
-answers 401 anyway (``BearerAuth``). Neither the key, the client secret nor a token is logged.
+6749 prefers) and cached by ``TokenCache`` (``connectors/tokens.py``, shared with the M3 client):
+one token request at a time for every concurrent call, renewed at 80 % of ``expires_in``, and
+renewed once more when BNG answers 401 anyway (``BearerAuth``). Neither the key, the client
+secret nor a token is logged.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 
 import httpx
 import structlog
@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from m3bng.connectors.bearer import AsyncOAuth2Client
 from m3bng.connectors.bng.errors import BngAuthError, BngTransientError
+from m3bng.connectors.tokens import Grant, TokenCache
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +46,9 @@ class _Borrowed(httpx.AsyncBaseTransport):
         return None
 
 
-class ClientCredentialsTokens:
+class ClientCredentialsTokens(TokenCache):
+    """BNG's OAuth2 client-credentials token for every call of this process."""
+
     def __init__(
         self,
         token_url: str,
@@ -54,41 +57,18 @@ class ClientCredentialsTokens:
         *,
         scope: str | None = None,
         timeout: float = 30.0,
-        refresh_margin: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(clock=clock)
         self.token_url = token_url
         self._client_id = client_id
         self._client_secret = client_secret
         self._scope = scope
         self._timeout = timeout
-        self._margin = refresh_margin
         self._transport = transport
-        self._lock = asyncio.Lock()
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self.token_requests = 0
 
-    def _valid(self) -> bool:
-        return self._token is not None and time.monotonic() < self._expires_at
-
-    async def get_token(self) -> str:
-        if not self._valid():
-            async with self._lock:
-                if not self._valid():  # another caller may have renewed it while we waited
-                    await self._fetch()
-        assert self._token is not None
-        return self._token
-
-    async def invalidate(self, token: str) -> None:
-        """Forget a token BNG refused, unless another caller already replaced it."""
-        async with self._lock:
-            if self._token == token:
-                self._token = None
-
-    async def _fetch(self) -> None:
-        self.token_requests += 1
-        started = time.monotonic()
+    async def _request(self) -> Grant:
         try:
             async with AsyncOAuth2Client(
                 client_id=self._client_id,
@@ -110,8 +90,6 @@ class ClientCredentialsTokens:
                 f"BNG refused the token request ({detail}); check M3BNG_BNG_CLIENT_ID and "
                 "M3BNG_BNG_CLIENT_SECRET"
             ) from None
-        expires_in = float(token.get("expires_in") or 3600)
-        self._token = str(token["access_token"])
-        # Renew early, but never so early that a short-lived token is renewed on every call.
-        self._expires_at = started + expires_in - min(self._margin, expires_in / 4)
-        log.info("bng.token_obtained", expires_in=expires_in)
+        grant = Grant.of(token)
+        log.info("bng.token_obtained", expires_in=grant.expires_in)
+        return grant

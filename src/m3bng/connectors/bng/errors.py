@@ -19,15 +19,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from m3bng.errors import PermanentError, TargetUnavailable, TransientError
+from m3bng.errors import M3bngError, PermanentError, TargetUnavailable, TransientError
 
 # Wrong or revoked credentials are a configuration problem nothing in an event can fix: work waits
 # (TargetUnavailable) and is retried every few minutes until someone fixes the key.
 AUTH_RETRY_SECONDS = 300.0
 
 
-class BngError(Exception):
-    """Fields every BNG error carries (mixed into the processing-error classes)."""
+class BngError(M3bngError):
+    """Fields every BNG error carries (mixed into the processing-error classes). ``status`` is
+    the HTTP status BNG answered with: a fact about its answer, not one m3bng answers with."""
 
     method: str = ""
     path: str = ""

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from m3bng.errors import Invalid
+
 Text = Annotated[str, Field(min_length=1, max_length=255)]
 
 
@@ -225,8 +227,10 @@ EventType = Literal[
 ]
 
 
-class UnknownEventType(ValueError):
-    pass
+class UnknownEventType(Invalid, ValueError):
+    """An event type without a model; a plugin flow may still know it (``check_event_data``)."""
+
+    code = "unknown_event_type"
 
 
 def validate_event_data(event_type: str, data: dict[str, Any]) -> BngModel:
@@ -238,16 +242,15 @@ def validate_event_data(event_type: str, data: dict[str, Any]) -> BngModel:
     return model.model_validate(data)
 
 
-class InvalidEventData(ValueError):
+class InvalidEventData(Invalid, ValueError):
     """Event data refused before it is stored (a webhook, or an edited payload for a replay).
 
-    ``fields`` names each problem (``[{"field": "data.OrderDate", "problem": ...}]``) so the HTTP
-    layer can answer a 422 that points at the field; ``code`` is the machine-readable reason.
+    ``fields`` names each problem (``[{"field": "data.OrderDate", "problem": ...}]``) so the
+    answer can point at the field; ``code`` is the machine-readable reason.
     """
 
     def __init__(self, code: str, message: str, fields: list[dict[str, str]]) -> None:
-        super().__init__(message)
-        self.code, self.fields = code, fields
+        super().__init__(message, code=code, fields=fields)
 
 
 def field_problems(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:

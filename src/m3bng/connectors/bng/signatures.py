@@ -17,13 +17,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from m3bng.errors import M3bngError
+from m3bng.errors import Unauthenticated
 
 DEFAULT_TOLERANCE_SECONDS = 300
 
 
-class SignatureError(M3bngError):
+class SignatureError(Unauthenticated):
     """The request is not provably from BNG; the message says which check failed."""
+
+    code = "invalid_signature"
 
 
 @dataclass(frozen=True)

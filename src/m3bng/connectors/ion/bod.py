@@ -53,6 +53,8 @@ from urllib.parse import unquote
 
 from lxml import etree  # type: ignore[import-untyped]
 
+from m3bng.errors import Malformed, TooLarge
+
 OAGIS_NS = "http://schema.infor.com/InforOAGIS/2"
 MAX_DEPTH = 100
 MAX_TAG_BYTES = 64 * 1024  # a start tag with its attributes; real ones are well under 1 KiB
@@ -71,17 +73,21 @@ _ALWAYS_LIST_INSIDE = {"Codes": "Code", "PartyIDs": "ID"}
 _NOT_METADATA = frozenset({"data", "namespace", "xml"})
 
 
-class BodError(ValueError):
-    """The document is not a BOD m3bng accepts; the message names the problem.
+class BodError(Malformed, ValueError):
+    """The document is not a BOD m3bng accepts; the message names the problem and ``code`` is
+    the machine-readable reason (``invalid_bod``, ``forbidden_xml``)."""
 
-    ``code`` is the machine-readable reason the HTTP layer answers with; ``too_large`` tells it
-    to answer 413 instead of 400.
-    """
+    code = "invalid_bod"
+    too_large = False
 
-    def __init__(self, message: str, *, code: str = "invalid_bod", too_large: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.too_large = too_large
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+
+
+class BodTooLarge(TooLarge, BodError):
+    """Over the byte limit, or more elements than a document of that size may hold."""
+
+    too_large = True
 
 
 # -- BODID --------------------------------------------------------------------------------------
@@ -289,7 +295,7 @@ def parse_xml(raw: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH, check_d
     parser layer holds on its own; production code always scans.
     """
     if len(raw) > max_bytes:
-        raise BodError(f"document too large: {len(raw)} bytes > limit {max_bytes}", too_large=True)
+        raise BodTooLarge(f"document too large: {len(raw)} bytes > limit {max_bytes}")
     if not raw.strip():
         raise BodError("empty document")
     if check_dtd:
@@ -308,10 +314,9 @@ def parse_xml(raw: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH, check_d
                 if depth > max_depth:
                     raise BodError(f"document nested deeper than {max_depth} levels")
                 if elements > element_limit:
-                    raise BodError(
+                    raise BodTooLarge(
                         f"document holds more than {element_limit} elements, the most a document of "
-                        f"the byte limit ({max_bytes}, M3BNG_ION_MAX_BOD_BYTES) may hold",
-                        too_large=True,
+                        f"the byte limit ({max_bytes}, M3BNG_ION_MAX_BOD_BYTES) may hold"
                     )
                 if len(element.attrib) > MAX_ATTRIBUTES:
                     raise BodError(

@@ -31,6 +31,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from m3bng.connectors.untrusted_json import UntrustedJsonError, parse_json
+from m3bng.errors import Malformed, TooLarge, UnsupportedMediaType
 
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 _BASE64 = re.compile(rb"[A-Za-z0-9+/=_-]+")
@@ -38,13 +39,24 @@ _XML_DECLARED_ENCODING = re.compile(rb"^\s*<\?xml[^>]*\bencoding\s*=", re.I)
 MAX_PARTS = 8
 
 
-class ImsError(ValueError):
-    """An IMS message m3bng cannot take; ``status`` and ``code`` are what the sender is told."""
+class ImsError(Malformed, ValueError):
+    """An IMS message m3bng cannot take; ``code`` is what the sender is told, the kind (this
+    class, or a subclass below) decides the HTTP status in ``api/errors.py``."""
 
-    def __init__(self, message: str, *, code: str = "invalid_message", status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
+    code = "invalid_message"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+
+
+class ImsTooLarge(TooLarge, ImsError):
+    """A part, the payload or the inflated payload is over ``M3BNG_ION_MAX_BOD_BYTES``."""
+
+    code = "payload_too_large"
+
+
+class ImsUnsupportedMediaType(UnsupportedMediaType, ImsError):
+    code = "unsupported_media_type"
 
 
 @dataclass
@@ -80,11 +92,7 @@ def parse_multipart(body: bytes, content_type: str, *, max_part_bytes: int) -> l
     """Split a ``multipart/form-data`` body into raw parts, refusing any part over the limit."""
     mime, options = parse_options_header(content_type)
     if mime != b"multipart/form-data":
-        raise ImsError(
-            f"content-type must be multipart/form-data, not {content_type!r}",
-            code="unsupported_media_type",
-            status=415,
-        )
+        raise ImsUnsupportedMediaType(f"content-type must be multipart/form-data, not {content_type!r}")
     boundary = options.get(b"boundary")
     if not boundary:
         raise ImsError("content-type multipart/form-data has no boundary")
@@ -123,10 +131,8 @@ def parse_multipart(body: bytes, content_type: str, *, max_part_bytes: int) -> l
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if len(current.data) + (end - start) > max_part_bytes:
-            raise ImsError(
-                f"multipart part {current.name or '(unnamed)'!r} exceeds the limit of {max_part_bytes} bytes",
-                code="payload_too_large",
-                status=413,
+            raise ImsTooLarge(
+                f"multipart part {current.name or '(unnamed)'!r} exceeds the limit of {max_part_bytes} bytes"
             )
         current.data.extend(data[start:end])
 
@@ -222,10 +228,8 @@ def _inflate_with(data: bytes, wbits: int, max_bytes: int) -> bytes | None:
     except zlib.error:
         return None
     if len(out) > max_bytes:
-        raise ImsError(
-            f"inflated payload exceeds the limit of {max_bytes} bytes (M3BNG_ION_MAX_BOD_BYTES)",
-            code="payload_too_large",
-            status=413,
+        raise ImsTooLarge(
+            f"inflated payload exceeds the limit of {max_bytes} bytes (M3BNG_ION_MAX_BOD_BYTES)"
         )
     return out if inflater.eof else None
 
@@ -337,10 +341,8 @@ def read_message(body: bytes, content_type: str, *, max_bod_bytes: int) -> ImsMe
                 code="missing_payload",
             )
     if len(payload) > max_bod_bytes:
-        raise ImsError(
-            f"payload is {len(payload)} bytes; the limit is {max_bod_bytes} (M3BNG_ION_MAX_BOD_BYTES)",
-            code="payload_too_large",
-            status=413,
+        raise ImsTooLarge(
+            f"payload is {len(payload)} bytes; the limit is {max_bod_bytes} (M3BNG_ION_MAX_BOD_BYTES)"
         )
     encoding = document.get("encoding")
     data = decode_payload(payload, encoding=str(encoding) if encoding else None, max_bytes=max_bod_bytes)

@@ -2,15 +2,16 @@
 
 Infor's backend-service flow is the resource-owner password grant with the service account's
 access/secret keys (``saak``/``sask``) as username/password and the client id/secret in the form
-(facts.md §2). Token lifetime is set per authorised app, so it is read from ``expires_in`` and
-renewed a little early. All concurrent calls share one token and at most one token request is in
-flight at a time: a burst of 100 calls after expiry costs one token request, not 100.
+(facts.md §2). Token lifetime is set per authorised app; when to renew, and that one request at
+a time serves every caller, is ``TokenCache``'s business (``connectors/tokens.py``), shared with
+the BNG client. What is the gateway's own is here: the grant, a refresh token tried first, and
+revocation on shutdown.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections.abc import Callable
 
 import httpx
 import structlog
@@ -18,6 +19,7 @@ import structlog
 from m3bng.connectors.bearer import AsyncOAuth2Client, BearerAuth
 from m3bng.connectors.m3.errors import M3TransientError, M3Unavailable
 from m3bng.connectors.m3.ionapi import IonApiCredentials
+from m3bng.connectors.tokens import Grant, TokenCache
 
 log = structlog.get_logger(__name__)
 
@@ -26,43 +28,22 @@ log = structlog.get_logger(__name__)
 AUTH_RETRY_SECONDS = 300.0
 
 
-class TokenManager:
+class TokenManager(TokenCache):
+    """The gateway's token for every M3 (and ION) call of this process."""
+
     def __init__(
         self,
         credentials: IonApiCredentials,
         *,
         timeout: float = 30.0,
-        refresh_margin: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(clock=clock)
         self._creds = credentials
         self._timeout = timeout
-        self._margin = refresh_margin
         self._transport = transport
-        self._lock = asyncio.Lock()
-        self._access_token: str | None = None
         self._refresh_token: str | None = None
-        self._expires_at = 0.0
-        self.token_requests = 0
-
-    def _valid(self) -> bool:
-        return self._access_token is not None and time.monotonic() < self._expires_at - self._margin
-
-    async def get_token(self) -> str:
-        if self._valid():
-            assert self._access_token is not None
-            return self._access_token
-        async with self._lock:
-            if not self._valid():  # another caller may have renewed it while we waited
-                await self._fetch()
-            assert self._access_token is not None
-            return self._access_token
-
-    async def invalidate(self, token: str) -> None:
-        """Forget a token the gateway refused (401), unless another caller already replaced it."""
-        async with self._lock:
-            if self._access_token == token:
-                self._access_token = None
 
     def _oauth_client(self) -> AsyncOAuth2Client:
         return AsyncOAuth2Client(
@@ -73,9 +54,7 @@ class TokenManager:
             transport=self._transport,
         )
 
-    async def _fetch(self) -> None:
-        self.token_requests += 1
-        started = time.monotonic()
+    async def _request(self) -> Grant:
         try:
             async with self._oauth_client() as oauth:
                 token = None
@@ -105,18 +84,18 @@ class TokenManager:
                 f"ION API refused the token request ({detail}); check the .ionapi file and service account",
                 retry_after=AUTH_RETRY_SECONDS,
             ) from None
-        self._access_token = str(token["access_token"])
-        self._refresh_token = token.get("refresh_token") or None
-        expires_in = float(token.get("expires_in") or 3600)
-        self._expires_at = started + expires_in
-        log.info("m3.token_obtained", expires_in=expires_in)
+        grant = Grant.of(token)
+        log.info("m3.token_obtained", expires_in=grant.expires_in)
+        return grant
+
+    def _granted(self, grant: Grant) -> None:
+        self._refresh_token = grant.refresh_token
 
     async def revoke(self) -> None:
         """Revoke on shutdown, so a token does not outlive the process that held it."""
-        token = self._access_token
+        token = self.take()
         if token is None:
             return
-        self._access_token = None
         auth = (self._creds.client_id, self._creds.client_secret.get_secret_value())
         try:
             async with httpx.AsyncClient(timeout=self._timeout, transport=self._transport) as client:

@@ -40,10 +40,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from m3bng.errors import PermanentError, TargetUnavailable, TransientError
+from m3bng.errors import M3bngError, PermanentError, TargetUnavailable, TransientError
 
 
-class M3Error(Exception):
+class M3Error(M3bngError):
     """Fields every M3 error carries (mixed into the processing-error classes)."""
 
     program: str = ""

@@ -17,6 +17,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from m3bng.errors import M3bngError
+
 # Collection → the body fields that make up a resource's id, in path order.
 COLLECTIONS: dict[str, tuple[str, ...]] = {
     "orders": ("OrderID",),
@@ -28,7 +30,7 @@ COLLECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-class SimError(Exception):
+class SimError(M3bngError):
     """An answer in BNG's error shape: ``{"error", "message", "field"}``."""
 
     def __init__(

@@ -36,13 +36,14 @@ from typing import Any
 
 import yaml
 
+from m3bng.errors import M3bngError
 from m3bng.sim.m3.specs import PROGRAMS, Transaction
 
 SEED_FILE = Path(__file__).with_name("seed.yaml")
 Record = dict[str, str]
 
 
-class MIError(Exception):
+class MIError(M3bngError):
     def __init__(
         self, message: str, *, code: str = "", field: str = "", error_type: str = "ServerReturnedNOK"
     ) -> None:

@@ -1,4 +1,12 @@
-"""The ``m3bng`` command: serve, worker, db. Settings come from M3BNG_* variables or .env."""
+"""The ``m3bng`` command: serve, worker, db, m3, mappings, webhook. Settings come from M3BNG_*
+variables or .env.
+
+The command's other groups live beside this module: ``m3bng ops`` (``cli/ops.py``, a client of
+the ops API over HTTP, with ``cli/ops_client.py``) and ``m3bng sim`` (``m3bng.sim.cli``). The
+server's operations themselves are in ``m3bng.ops``; the ops CLI takes only the token helpers
+from there (a token is made locally) and does everything else through the API, so it can do
+nothing the API does not allow.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,9 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import structlog
 import typer
@@ -18,8 +27,14 @@ from m3bng.errors import M3bngError
 if TYPE_CHECKING:
     from m3bng.mapping import Mapping
     from m3bng.mapping.schema import BngCallSpec, CallSpec
+    from m3bng.runtime import Runtime
+from m3bng.cli.doctor import doctor as doctor_command
+from m3bng.cli.failures import CliState, serve_on
+from m3bng.cli.failures import bind as _bind
+from m3bng.cli.failures import fail as _fail
+from m3bng.cli.init import init as init_command
+from m3bng.cli.ops import ops_app
 from m3bng.observability.logging import configure_logging
-from m3bng.ops.cli import ops_app
 from m3bng.sim.cli import sim_app
 
 app = typer.Typer(help="m3bng: integration service between Infor M3 and BNG.", no_args_is_help=True)
@@ -33,18 +48,116 @@ app.add_typer(sim_app, name="sim")
 webhook_app = typer.Typer(help="Send signed test webhooks, as BNG would.", no_args_is_help=True)
 app.add_typer(webhook_app, name="webhook")
 app.add_typer(ops_app, name="ops")
+app.command("init")(init_command)
+app.command("doctor")(doctor_command)
 
 log = structlog.get_logger("m3bng.cli")
 
 
-def _settings(**overrides: object) -> Settings:
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="On an expected failure, show the traceback too.")
+    ] = False,
+) -> None:
+    """m3bng: integration service between Infor M3 and BNG."""
+    CliState.debug = debug
+
+
+def _read_file(path: str | Path, what: str) -> bytes:
+    """A file the user named on the command line, or one line saying why it cannot be read."""
     try:
-        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Path(path).read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}", exc)
+
+
+def _settings(*, webhook_secrets: bool = False, **overrides: object) -> Settings:
+    """Settings for one command, validated for what that command needs: ``webhook_secrets``
+    for the commands that verify or sign webhooks (``serve``, ``worker``, ``webhook send``)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        settings = load_settings(**given)
+        if webhook_secrets:
+            settings.require_webhook_secrets()
     except SettingsError as exc:
-        typer.echo(f"m3bng: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _fail(str(exc))
     configure_logging(settings.log_level, settings.log_format)
     return settings
+
+
+def _store_url(settings: Settings) -> str:
+    """The store's URL as it may be printed: password masked."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+def _store_error_types() -> tuple[type[BaseException], ...]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (SQLAlchemyError, OSError, TimeoutError)
+
+
+def _store_failure(settings: Settings, exc: BaseException | None, detail: str = "") -> NoReturn:
+    """A store that cannot be opened (server down, no such database, SQLite folder missing):
+    one line naming the setting to fix, never the driver's traceback."""
+    if not detail:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        detail = reason[0] if reason else type(exc).__name__
+    _fail(f"cannot open the store M3BNG_DATABASE_URL={_store_url(settings)}: {detail}", exc)
+
+
+def _missing_sqlite_folder(settings: Settings) -> Path | None:
+    """The folder a SQLite store's file should be in, when it does not exist. Checked before
+    connecting: SQLite would only say "unable to open database file", and aiosqlite's thread
+    can print a traceback of its own after a failed connect."""
+    if not settings.is_sqlite:
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(settings.database_url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    folder = Path(database).parent
+    return None if folder.is_dir() else folder
+
+
+@contextlib.contextmanager
+def _store_errors(settings: Settings) -> Iterator[None]:
+    """Turn the store's connection failures inside the block into `_store_failure`."""
+    folder = _missing_sqlite_folder(settings)
+    if folder is not None:
+        _store_failure(settings, None, f"folder {str(folder)!r} does not exist")
+    try:
+        yield
+    except _store_error_types() as exc:
+        _store_failure(settings, exc)
+
+
+async def _ready_store(settings: Settings, *, migrate_first: bool) -> None:
+    """Before ``serve`` or ``worker`` start anything: the store must open and be at the newest
+    migration, else the process would answer webhooks 500 and log `no such table` for ever.
+    Sandbox mode (or ``M3BNG_MIGRATE_ON_START``, or ``--migrate``) upgrades it instead."""
+    from m3bng.store import migrate
+    from m3bng.store.db import create_engine
+
+    engine = create_engine(settings)
+    try:
+        if migrate_first or settings.should_migrate_on_start:
+            await migrate.upgrade(engine)
+        elif not await migrate.is_up_to_date(engine):
+            _fail(
+                "the store's schema is not at the latest migration: run `m3bng db upgrade` "
+                "first (or start with --migrate)"
+            )
+    finally:
+        await engine.dispose()
+
+
+def _check_store(settings: Settings, *, migrate_first: bool) -> None:
+    with _store_errors(settings):
+        asyncio.run(_ready_store(settings, migrate_first=migrate_first))
 
 
 def _sandbox_banner(settings: Settings) -> None:
@@ -53,7 +166,7 @@ def _sandbox_banner(settings: Settings) -> None:
         f"{line}\n"
         "  SANDBOX MODE: no M3 (.ionapi) and no BNG configured.\n"
         "  m3bng runs with built-in stand-ins and is NOT connected to any real system.\n"
-        f"  Store: {settings.database_url}\n"
+        f"  Store: {_store_url(settings)}\n"
         f"  Listening on http://{settings.host}:{settings.port}  (OpenAPI: /docs)\n"
         f"  Dashboard: http://{settings.host}:{settings.port}/ui  (ops:admin token in "
         "m3bng-sandbox.ops-token)\n"
@@ -65,6 +178,44 @@ def _sandbox_banner(settings: Settings) -> None:
     )
 
 
+_MIGRATE_HELP = "First upgrade the store to the newest migration, as `m3bng db upgrade` does."
+
+
+def _summary(runtime: Runtime, *, listening: str) -> None:
+    """Outside sandbox mode, one summary at start (stderr): what listens where, which store, M3
+    and BNG, and which flows run on events from which source. A flow whose target is not
+    configured gets a warning now, not when its first event has waited for it."""
+    settings, connectors = runtime.settings, runtime.connectors
+    lines = [f"m3bng: {listening}", f"  store: {_store_url(settings)}"]
+    if connectors.m3 is not None:
+        credentials = connectors.m3.credentials
+        tenant = f"tenant {credentials.tenant} at " if credentials is not None else ""
+        lines.append(
+            f"  M3: {tenant}{connectors.m3.config.base_url} (MI REST {connectors.m3.config.api_version})"
+        )
+    else:
+        lines.append("  M3: not configured (M3BNG_IONAPI_FILE)")
+    lines.append(f"  BNG: {settings.bng_base_url or 'not configured (M3BNG_BNG_BASE_URL)'}")
+    groups: dict[tuple[str, str], list[str]] = {}
+    for info in runtime.registry.describe():
+        groups.setdefault((info.source or "any source", info.target or "-"), []).append(info.event_type)
+    for (source, target), types in sorted(groups.items()):
+        lines.append(f"  flows {source} -> {target}: {', '.join(types)}")
+    configured = {
+        "m3": (connectors.m3 is not None, "M3BNG_IONAPI_FILE"),
+        "ion": (connectors.ion is not None, "M3BNG_IONAPI_FILE"),
+        "bng": (connectors.bng is not None, "M3BNG_BNG_BASE_URL"),
+    }
+    for (source, target), types in sorted(groups.items()):
+        ready, setting = configured.get(target, (True, ""))
+        if not ready:
+            lines.append(
+                f"  WARNING: {len(types)} flow(s) from {source} write to {target}, which is not "
+                f"configured ({setting}): their events will wait"
+            )
+    typer.echo("\n".join(lines), err=True)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (M3BNG_HOST).")] = None,
@@ -73,47 +224,61 @@ def serve(
         bool | None,
         typer.Option("--workers/--no-workers", help="Run workers in-process (M3BNG_RUN_WORKERS)."),
     ] = None,
+    migrate_first: Annotated[bool, typer.Option("--migrate", help=_MIGRATE_HELP)] = False,
 ) -> None:
     """Run the HTTP API with in-process workers."""
     import uvicorn
 
     from m3bng.app import create_app
 
-    settings = _settings(host=host, port=port, run_workers=workers)
-    if settings.sandbox:
-        _sandbox_banner(settings)
+    settings = _settings(webhook_secrets=True, host=host, port=port, run_workers=workers)
+    _check_store(settings, migrate_first=migrate_first)
     try:
         application = create_app(settings)
-    except M3bngError as exc:
-        typer.echo(f"m3bng: {exc}", err=True)
-        raise typer.Exit(2) from None
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        log_config=None,  # uvicorn's records go through our JSON logging (observability/logging.py)
-        # HTTP requests (ingest) are short; the workers' own grace period follows in the lifespan.
-        timeout_graceful_shutdown=5,
+    except (M3bngError, ValueError) as exc:  # connector settings that cannot work together
+        _fail(str(exc), exc)
+    sock = _bind(settings.host, settings.port)
+    if settings.sandbox:
+        _sandbox_banner(settings)
+    else:
+        mode = "with workers in-process" if settings.run_workers else "no workers (--no-workers)"
+        _summary(
+            application.state.runtime,
+            listening=f"listening on http://{settings.host}:{settings.port}, {mode}",
+        )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            application,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            log_config=None,  # uvicorn's records go through our JSON logging (observability/logging.py)
+            # HTTP requests (ingest) are short; the workers' own grace period follows in the lifespan.
+            timeout_graceful_shutdown=5,
+        )
     )
+    serve_on(server, sock)
 
 
 @app.command()
 def worker(
     once: Annotated[bool, typer.Option(help="Process what is due now, then exit.")] = False,
+    migrate_first: Annotated[bool, typer.Option("--migrate", help=_MIGRATE_HELP)] = False,
 ) -> None:
     """Run workers only (scale-out: any number of these on one PostgreSQL)."""
-    settings = _settings()
+    settings = _settings(webhook_secrets=True)
+    _check_store(settings, migrate_first=migrate_first)
     if settings.worker_metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(settings.worker_metrics_port, addr=settings.host)
+        try:
+            start_http_server(settings.worker_metrics_port, addr=settings.host)
+        except OSError as exc:
+            where = f"{settings.host}:{settings.worker_metrics_port} (M3BNG_WORKER_METRICS_PORT)"
+            _fail(f"cannot listen on {where}: {exc.strerror or exc}", exc)
     try:
         raise typer.Exit(_run_loop(_run_worker(settings, once=once)))
     except M3bngError as exc:
-        typer.echo(f"m3bng: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _fail(str(exc), exc)
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:
@@ -129,7 +294,14 @@ def _run_loop(main: Coroutine[Any, Any, int]) -> int:
 async def _run_worker(settings: Settings, *, once: bool) -> int:
     from m3bng.runtime import Runtime
 
-    runtime = Runtime.build(settings)
+    try:
+        runtime = Runtime.build(settings)
+    except (M3bngError, ValueError) as exc:  # ValueError: connector settings, as for serve
+        _fail(str(exc), exc)
+    if not settings.sandbox:
+        metrics = settings.worker_metrics_port
+        where = f", metrics on http://{settings.host}:{metrics}/metrics" if metrics else ""
+        _summary(runtime, listening=f"worker{' --once' if once else ''} started{where}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -153,6 +325,8 @@ def _migrate(direction: str, revision: str) -> None:
 
     settings = _settings()
 
+    from alembic.util import CommandError
+
     async def run() -> None:
         engine = create_engine(settings)
         try:
@@ -160,7 +334,11 @@ def _migrate(direction: str, revision: str) -> None:
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
+    try:
+        with _store_errors(settings):
+            asyncio.run(run())
+    except CommandError as exc:  # e.g. a revision that does not exist
+        _fail(f"db {direction} {revision}: {exc}", exc)
     typer.echo(f"database at {revision}")
 
 
@@ -186,7 +364,12 @@ def m3_check() -> None:
         from m3bng.store.db import create_engine, session_factory
 
         engine = create_engine(settings)
-        connectors = build_connectors(settings, session_factory(engine))
+        try:
+            connectors = build_connectors(settings, session_factory(engine))
+        except M3bngError as exc:  # an .ionapi file m3bng cannot use
+            await engine.dispose()
+            _fail(str(exc), exc)
+        where = "M3"
         try:
             if connectors.m3 is None:
                 typer.echo("M3 is not configured (set M3BNG_IONAPI_FILE)", err=True)
@@ -199,13 +382,15 @@ def m3_check() -> None:
             typer.echo("MNS150MI/GetUserData: " + ", ".join(f"{k}={v}" for k, v in shown.items() if v))
             return 0
         except M3bngError as exc:
-            typer.echo(f"M3 check failed: {exc}", err=True)
+            typer.echo(f"M3 check failed ({where}): {exc}", err=True)
             return 1
         finally:
             await connectors.aclose()
             await engine.dispose()
 
-    raise typer.Exit(asyncio.run(run()))
+    with _store_errors(settings):
+        code = asyncio.run(run())
+    raise typer.Exit(code)
 
 
 def _load_mappings(settings: Settings) -> dict[str, Mapping]:
@@ -213,8 +398,8 @@ def _load_mappings(settings: Settings) -> dict[str, Mapping]:
     from m3bng.mapping import MappingFileError, load_mappings
 
     try:
-        return load_mappings(settings.mappings_dir)
-    except MappingFileError as exc:
+        return load_mappings(settings.mappings_folder)
+    except (MappingFileError, SettingsError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
 
@@ -232,12 +417,13 @@ def mappings_check(
         calls = ", ".join(_operation(c) for c in mapping.spec.calls.values())
         typer.echo(f"ok  {mapping.path}  flow {mapping.flow}  [{mapping.content_hash[:12]}]  {calls}")
     if metadata:
-        raise typer.Exit(asyncio.run(_check_against_m3(settings, mappings)))
+        with _store_errors(settings):
+            code = asyncio.run(_check_against_m3(settings, mappings))
+        raise typer.Exit(code)
 
 
 async def _check_against_m3(settings: Settings, mappings: dict[str, Mapping]) -> int:
-    from m3bng.connectors.m3.client import COMPANY_FIELDS
-    from m3bng.mapping.schema import CallSpec
+    from m3bng.cli.doctor import check_mappings_against_m3
     from m3bng.runtime import build_connectors
     from m3bng.store import migrate
     from m3bng.store.db import create_engine, session_factory
@@ -251,49 +437,18 @@ async def _check_against_m3(settings: Settings, mappings: dict[str, Mapping]) ->
         await engine.dispose()
         return 1
     connectors = build_connectors(settings, session_factory(engine))
-    failures = 0
     try:
         if connectors.m3_metadata is None:
             typer.echo("M3 not configured: metadata checks skipped")
             return 0
-        for mapping in mappings.values():
-            for name, call in mapping.spec.calls.items():
-                if not isinstance(call, CallSpec):
-                    continue  # a BNG request: no M3 metadata to check it against
-                try:
-                    specs = await connectors.m3_metadata.fields(call.program, call.transaction)
-                except M3bngError as exc:
-                    typer.echo(f"??  {mapping.flow}.{name}: metadata not reachable: {exc}")
-                    continue
-                for field_name, rule in call.fields.items():
-                    spec = specs.get(field_name)
-                    if spec is None:
-                        failures += 1
-                        typer.echo(
-                            f"ERR {mapping.flow}.{name}: {field_name} is not an input field of "
-                            f"{call.program}/{call.transaction}"
-                        )
-                    elif rule.max_length and spec.length and rule.max_length > spec.length:
-                        failures += 1
-                        typer.echo(
-                            f"ERR {mapping.flow}.{name}: {field_name} max_length {rule.max_length} "
-                            f"exceeds M3's {spec.length}"
-                        )
-                # CONO and DIVI are filled in at run time from the installation's company.
-                missing = [
-                    f
-                    for f, s in specs.items()
-                    if s.mandatory and f not in call.fields and f not in COMPANY_FIELDS
-                ]
-                if missing:
-                    failures += 1
-                    typer.echo(
-                        f"ERR {mapping.flow}.{name}: mandatory in M3 but not mapped: {', '.join(missing)}"
-                    )
+        # One judgement for `mappings check` and `doctor` (cli/doctor.py).
+        findings = await check_mappings_against_m3(connectors.m3_metadata, mappings)
     finally:
         await connectors.aclose()
         await engine.dispose()
-    return 1 if failures else 0
+    for finding in findings:
+        typer.echo(finding.line())
+    return 1 if any(f.error for f in findings) else 0
 
 
 @mappings_app.command("describe")
@@ -317,7 +472,6 @@ def mappings_preview(
 ) -> None:
     """Print the exact MI calls (or BNG requests, for a BOD) a payload would produce. Sends nothing."""
     import json
-    from pathlib import Path
 
     from m3bng.mapping import MappingError
 
@@ -326,7 +480,7 @@ def mappings_preview(
     if flow not in mappings:
         typer.echo(f"no flow {flow!r}; flows: {', '.join(sorted(mappings))}", err=True)
         raise typer.Exit(2)
-    raw = Path(input_file).read_bytes()
+    raw = _read_file(input_file, "input file")
     context: dict[str, Any] = dict(item.split("=", 1) for item in ctx or [] if "=" in item)
     if raw.lstrip().startswith(b"<"):  # a BOD, for the M3 → BNG mappings
         from m3bng.connectors.ion.bod import BodError, parse_bod
@@ -346,7 +500,10 @@ def mappings_preview(
             context["BngID"] = context["M3Key"]
             context["BngID"] = mapping.key("BngID", data, context)
     else:
-        payload = json.loads(raw)
+        try:
+            payload = json.loads(raw)
+        except ValueError as exc:
+            _fail(f"input file {input_file!r} is neither JSON nor a BOD (XML): {exc}", exc)
         data = payload.get("data", payload) if isinstance(payload, dict) else payload
     try:
         previews = mapping.preview(data, context)
@@ -386,14 +543,13 @@ def webhook_send(
     import json
     import time
     import uuid
-    from pathlib import Path
 
     import httpx
 
     from m3bng.connectors.bng.signatures import sign_standard
     from m3bng.runtime import webhook_secrets
 
-    settings = _settings()
+    settings = _settings(webhook_secrets=True)
     from m3bng.connectors.bng.samples import sample
 
     if data is None:
@@ -402,7 +558,7 @@ def webhook_send(
         except KeyError:
             typer.echo(f"no example for {event_type!r}: give the data as JSON", err=True)
             raise typer.Exit(2) from None
-    text = Path(data[1:]).read_text() if data.startswith("@") else data
+    text = _read_file(data[1:], "data file").decode("utf-8", "replace") if data.startswith("@") else data
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -420,7 +576,11 @@ def webhook_send(
         "webhook-signature": sign_standard(webhook_secrets(settings)[0], msg_id, ts, body),
     }
     target = url or f"http://{settings.host}:{settings.port}/webhooks/bng"
-    response = httpx.post(target, content=body, headers=headers, timeout=10)
+    try:
+        response = httpx.post(target, content=body, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        reason = str(exc) or type(exc).__name__
+        _fail(f"cannot reach {target}: {reason} (is `m3bng serve` running there?)", exc)
     typer.echo(f"{response.status_code} {response.text}")
     raise typer.Exit(0 if response.is_success else 1)
 

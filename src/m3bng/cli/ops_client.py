@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from m3bng.errors import M3bngError
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 SANDBOX_TOKEN_FILE = "m3bng-sandbox.ops-token"  # noqa: S105 (a file name, not a secret)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -25,8 +27,9 @@ TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 QueryValue = str | int | float | bool | list[str] | None
 
 
-class OpsApiError(Exception):
-    """The API refused or failed a request, or could not be reached (``status`` is then 0)."""
+class OpsApiError(M3bngError):
+    """The API refused or failed a request, or could not be reached. ``status`` is what the
+    server answered (0 when none came): read from its answer, for the message and the hints."""
 
     def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
         super().__init__(message)

@@ -1,6 +1,6 @@
 """``m3bng ops …``: the ops API from a terminal or a script.
 
-Every command is one or a few calls of ``/api/v1`` (``ops/client.py``), the API the dashboard
+Every command is one or a few calls of ``/api/v1`` (``cli/ops_client.py``), the API the dashboard
 uses too, so scopes, validation and the audit log are the server's business, never the CLI's.
 Output is a plain table for people, or the API's JSON answer unchanged with ``--json``.
 Exit codes: 0 ok, 1 the API refused or failed (its message on stderr), 2 wrong usage.
@@ -22,7 +22,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from m3bng.ops.client import DEFAULT_URL, OpsApiError, OpsClient, QueryValue, resolve_token
+from m3bng.cli.ops_client import DEFAULT_URL, OpsApiError, OpsClient, QueryValue, resolve_token
 
 ops_app = typer.Typer(
     help="Operate m3bng over its ops API: transactions, dead letters, replay, pause, alerts, audit.",
@@ -248,7 +248,7 @@ def token_new(
     as_json: JsonFlag = False,
 ) -> None:
     """Make a new token: print it once, and the M3BNG_OPS_TOKENS entry that configures its hash."""
-    from m3bng.ops.auth import hash_token, new_token, parse_scope
+    from m3bng.ops.tokens import hash_token, new_token, parse_scope
 
     cli = _cli(ctx, as_json)
     if not TOKEN_NAME.fullmatch(name):
