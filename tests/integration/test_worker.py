@@ -193,11 +193,22 @@ async def test_same_key_in_order_different_keys_in_parallel(
         await add(sessions, n, "test.ordered", key=keys[n % len(keys)])
     settings = make_settings(worker_concurrency=8)
     registry = registry_with("test.ordered", flow)
-    # Two workers share the store, as two processes would.
-    await asyncio.gather(
-        Worker(settings, sessions, registry).run_until_idle(60),
-        Worker(settings, sessions, registry).run_until_idle(60),
-    )
+    # Two workers share the store, as two processes would. A worker is idle when nothing is
+    # claimable *now*: an event whose key the other worker holds (or held, on a busy machine, with
+    # a lease still running) is not, so both run again until every event is done, with a deadline.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 90
+    while True:
+        await asyncio.gather(
+            Worker(settings, sessions, registry).run_until_idle(60),
+            Worker(settings, sessions, registry).run_until_idle(60),
+        )
+        async with sessions() as session:
+            open_events = (await session.execute(select(Event.id).where(Event.status != "done"))).all()
+        if not open_events:
+            break
+        assert loop.time() < deadline, f"{len(open_events)} events never done"
+        await asyncio.sleep(0.2)
     for k, key in enumerate(keys):
         assert applied[key] == list(range(k, 120, len(keys))), key
     assert overlap["max_per_key"] == 1
