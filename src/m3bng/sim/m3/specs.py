@@ -64,7 +64,3 @@ def load(path: Path = DATA_FILE) -> dict[str, dict[str, Transaction]]:
 
 
 PROGRAMS = load()
-
-
-def transaction(program: str, name: str) -> Transaction | None:
-    return PROGRAMS.get(program, {}).get(name)
