@@ -42,7 +42,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from m3bng.config import Settings
 from m3bng.inbox.ingest import Notifier
 from m3bng.observability import metrics
-from m3bng.ops import audit
 from m3bng.ops.filters import EventFilter
 from m3bng.ops.replay import (
     MODES,
@@ -52,6 +51,7 @@ from m3bng.ops.replay import (
     reopen,
     resolve_dead_letters,
 )
+from m3bng.store import audit
 from m3bng.store.models import BulkReplay, DeadLetter, Event, EventStatus, Replay
 from m3bng.store.queries import utcnow
 

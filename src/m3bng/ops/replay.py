@@ -41,7 +41,8 @@ from m3bng.connectors.ion.ingest import business_key as bod_business_key
 from m3bng.errors import Conflict, Invalid, NotFound, Refused
 from m3bng.inbox.ingest import Notifier
 from m3bng.observability import metrics
-from m3bng.ops import audit
+from m3bng.ops.audit import json_diff
+from m3bng.store import audit
 from m3bng.store.models import DeadLetter, Event, EventStatus, Replay
 from m3bng.store.queries import utcnow
 
@@ -323,7 +324,7 @@ async def replay_in_session(
         now_status = (await session.execute(select(Event.status).where(Event.id == event_id))).scalar_one()
         raise _not_replayable(event_id, now_status)
     await resolve_dead_letters(session, [event_id], "replayed")
-    diff = audit.json_diff(old_payload, edited.payload) if edited is not None else []
+    diff = json_diff(old_payload, edited.payload) if edited is not None else []
     replay_id = (
         await session.execute(
             insert(Replay)

@@ -54,10 +54,10 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
-from m3bng.ops import audit
 from m3bng.ops.filters import FilterError
 from m3bng.ops.keys import normalise
 from m3bng.ops.scheduler import ScheduledJob
+from m3bng.store import audit
 from m3bng.store.models import (
     OPEN_STATUSES,
     AuditEntry,

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from m3bng.ops import audit
+from m3bng.store import audit
 from tests.integration.ops.conftest import Ops
 
 URL = "/api/v1/audit"

@@ -18,8 +18,9 @@ from pydantic import BaseModel, Field
 from m3bng.api.deps import RuntimeDep
 from m3bng.api.errors import ApiError
 from m3bng.api.ops.auth import AdminCaller, ReadCaller
-from m3bng.ops import audit, backlog, controls
+from m3bng.ops import backlog, controls
 from m3bng.runtime import Runtime
+from m3bng.store import audit
 
 router = APIRouter(tags=["ops"])
 
