@@ -99,7 +99,7 @@ def m3bng_app(database_url: str) -> FastAPI:
     """The real app as production builds it, minus the in-process workers (ingest alone)."""
     from m3bng.app import create_app
     from m3bng.config import Settings
-    from m3bng.inbox.flows import FlowRegistry
+    from m3bng.flows.runtime import FlowRegistry
     from m3bng.observability.logging import configure_logging
 
     settings = Settings(

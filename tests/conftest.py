@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.app import create_app
 from m3bng.config import Settings
-from m3bng.inbox.flows import FlowRegistry
+from m3bng.flows.runtime import FlowRegistry
 from m3bng.observability.logging import configure_logging
 from m3bng.store import migrate
 from m3bng.store.db import create_engine, session_factory

@@ -13,7 +13,7 @@ from m3bng import __version__
 from m3bng.api import docs, health, ion, metrics, ops, webhooks
 from m3bng.api.errors import install_error_handlers
 from m3bng.config import Settings
-from m3bng.inbox.flows import FlowRegistry
+from m3bng.flows.runtime import FlowRegistry
 from m3bng.runtime import Runtime
 from m3bng.ui import routes as ui
 

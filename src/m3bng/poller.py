@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
@@ -31,9 +30,9 @@ from m3bng.errors import M3bngError
 from m3bng.inbox.ingest import Notifier
 from m3bng.mapping import Mapping
 from m3bng.ops.scheduler import ScheduledJob, take_turn
-from m3bng.store import queries
-from m3bng.store.models import InventorySnapshot
-from m3bng.store.queries import NewEvent, utcnow
+from m3bng.store import queue, snapshots
+from m3bng.store.queue import NewEvent
+from m3bng.store.sql import utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -97,12 +96,7 @@ class InventoryPoller:
 
     async def _enqueue_changes(self, warehouse: str, balances: list[dict[str, str]]) -> int:
         async with self.sessions() as session:
-            rows = await session.execute(
-                select(InventorySnapshot.item, InventorySnapshot.digest).where(
-                    InventorySnapshot.warehouse == warehouse
-                )
-            )
-            known = {item: digest for item, digest in rows.all()}
+            known = await snapshots.known_digests(session, warehouse)
         now = utcnow()
         changed = [(row, digest) for row in balances if known.get(row["ITNO"]) != (digest := _digest(row))]
         for start in range(0, len(changed), 200):
@@ -118,7 +112,7 @@ async def _enqueue(
     session: AsyncSession, warehouse: str, row: dict[str, str], digest: str, now: datetime
 ) -> None:
     item = row["ITNO"]
-    await queries.insert_event_once(
+    await queue.insert_event_once(
         session,
         NewEvent(
             source="poller",
@@ -130,9 +124,8 @@ async def _enqueue(
             correlation_id=uuid.uuid4().hex,
         ),
     )
-    snapshot = {"warehouse": warehouse, "item": item, "balance": row, "digest": digest, "polled_at": now}
-    await session.execute(
-        queries.upsert(session, InventorySnapshot.__table__, ["warehouse", "item"], snapshot)
+    await snapshots.put_snapshot(
+        session, warehouse=warehouse, item=item, balance=row, digest=digest, polled_at=now
     )
 
 

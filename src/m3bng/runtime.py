@@ -16,7 +16,7 @@ from m3bng.connectors.m3.client import M3Client
 from m3bng.connectors.m3.metadata import M3Metadata
 from m3bng.connectors.shares import PERIOD, SharedLimit, ShareKeeper
 from m3bng.flows import default_registry
-from m3bng.inbox.flows import FlowRegistry
+from m3bng.flows.runtime import FlowRegistry
 from m3bng.inbox.ingest import GroupCommit, Notifier
 from m3bng.inbox.worker import Worker, new_worker_id
 from m3bng.mapping import Mapping, MappingFileError, load_mappings

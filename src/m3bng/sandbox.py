@@ -18,12 +18,12 @@ from typing import Any
 
 import httpx
 from pydantic import SecretStr
-from sqlalchemy.engine import make_url
 
 from m3bng.config import Settings
 from m3bng.connectors.bng.client import BngClient
 from m3bng.connectors.m3.client import M3Client
 from m3bng.connectors.m3.ionapi import IonApiCredentials
+from m3bng.store.db import sqlite_file
 
 SANDBOX_M3_HOST = "http://m3-sandbox"
 M3_SIM_MOUNT = "/_sim/m3"
@@ -70,10 +70,8 @@ def ionapi_for(config: Any, base_url: str) -> dict[str, str]:
 
 def _sandbox_folder(settings: Settings) -> Path:
     """Beside the SQLite file (the sandbox's own folder), else the working directory."""
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return Path(url.database).resolve().parent
-    return Path()
+    database = sqlite_file(settings.database_url)
+    return database.resolve().parent if database is not None else Path()
 
 
 def _kept_secret(settings: Settings, filename: str, prefix: str, make: Callable[[], str]) -> str:

@@ -1,5 +1,5 @@
 """A flow's step rows ride out a database blip, and a store that stays down costs a step row,
-never the call's result (inbox/flows.py)."""
+never the call's result (flows/runtime/context.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.errors import TransientError
-from m3bng.inbox.flows import FlowContext
+from m3bng.flows.runtime import FlowContext
 from m3bng.inbox.ingest import ingest_event
-from m3bng.store import queries
+from m3bng.store import events, queue, sql
 from m3bng.store.models import Event, Step
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -42,7 +42,7 @@ async def claimed_context(sessions: Sessions, store: FlakyStore) -> FlowContext:
         business_key=None,
     )
     async with sessions.begin() as session:
-        [event] = await queries.claim_due_events(session, "worker-a", 1, lease_seconds=30)
+        [event] = await queue.claim_due_events(session, "worker-a", 1, lease_seconds=30)
     assert event.id == result.event_id
     return FlowContext(event=event, owner="worker-a", sessions=store)  # type: ignore[arg-type]
 
@@ -56,9 +56,8 @@ async def test_a_failed_step_is_stored_after_a_blip_with_what_was_deferred(sessi
     ctx = await claimed_context(sessions, store)
     ctx.note(CUNO="10001")  # deferred: rides with the step row
     with pytest.raises(TransientError):
-        await ctx.step(
-            "head", target="m3", operation="OIS100MI/AddBatchHead", request={}, call=failing_call, flush=False
-        )
+        async with ctx.step("head", target="m3", operation="OIS100MI/AddBatchHead", request={}, flush=False):
+            await failing_call()
     assert store.begun == 3
     async with sessions() as session:
         [step] = (await session.execute(select(Step).where(Step.event_id == ctx.event.id))).scalars()
@@ -71,12 +70,11 @@ async def test_a_store_that_stays_down_costs_the_step_row_not_the_result(session
     store = FlakyStore(sessions, failures=99)
     ctx = await claimed_context(sessions, store)
     with pytest.raises(TransientError):  # the call's own error, not the store's
-        await ctx.step(
-            "head", target="m3", operation="OIS100MI/AddBatchHead", request={}, call=failing_call, flush=False
-        )
+        async with ctx.step("head", target="m3", operation="OIS100MI/AddBatchHead", request={}, flush=False):
+            await failing_call()
     assert ctx.last_failed_step_id is None and store.begun == 3
     ok_row = {**_row(ctx), "name": "lookup", "status": "ok"}
-    ctx.defer(lambda session: queries.record_step(session, **ok_row))  # a lookup's step row
+    ctx.defer(lambda session: events.record_step(session, **ok_row))  # a lookup's step row
     ctx.note(CUNO="10001")
     await ctx.flush_quietly()  # gives up after three tries, and forgets the rows it could not store
     assert store.begun == 6
@@ -102,5 +100,5 @@ def _row(ctx: FlowContext) -> dict[str, Any]:
         "error_class": None,
         "error": None,
         "duration_ms": 1.0,
-        "started_at": queries.utcnow(),
+        "started_at": sql.utcnow(),
     }

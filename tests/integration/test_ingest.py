@@ -114,12 +114,12 @@ async def test_group_commit_batches_and_keeps_once_per_id(sessions: async_sessio
 async def test_a_failed_group_commit_fails_every_request_in_it(
     sessions: async_sessionmaker[AsyncSession], monkeypatch: Any
 ) -> None:
-    from m3bng.store import queries
+    from m3bng.store import queue
 
     async def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise ConnectionError("database gone")
 
-    monkeypatch.setattr(queries, "insert_events_once", broken)
+    monkeypatch.setattr(queue, "insert_events_once", broken)
     group = GroupCommit(sessions)
     results = await asyncio.gather(
         *(

@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
 from m3bng.errors import PermanentError, TargetUnavailable, TransientError
-from m3bng.inbox.flows import FlowContext, FlowRegistry
+from m3bng.flows.runtime import FlowContext, FlowRegistry
 from m3bng.inbox.ingest import ingest_event
 from m3bng.inbox.worker import Worker
-from m3bng.store import queries
+from m3bng.store import queue, sql
 from m3bng.store.models import DeadLetter, Event, Step
 from tests.support.flows import register as register_test_flows
 from tests.support.webhooks import post_event
@@ -74,12 +74,8 @@ async def test_permanent_error_dead_letters_after_one_attempt(
     make_settings: Callable[..., Settings], sessions: Sessions
 ) -> None:
     async def flow(ctx: FlowContext) -> None:
-        async def call() -> None:
+        async with ctx.step("add_batch_head", target="m3", operation="OIS100MI/AddBatchHead", request={}):
             raise PermanentError("CUNO 'X' does not exist")
-
-        await ctx.step(
-            "add_batch_head", target="m3", operation="OIS100MI/AddBatchHead", request={}, call=call
-        )
 
     event_id = await add(sessions, 1, "test.bad")
     await Worker(make_settings(), sessions, registry_with("test.bad", flow)).run_until_idle()
@@ -220,17 +216,17 @@ async def test_expired_lease_is_reclaimed_and_old_owner_is_fenced(
 ) -> None:
     event_id = await add(sessions, 1)
     async with sessions.begin() as session:
-        [claimed] = await queries.claim_due_events(session, "worker-a", 10, lease_seconds=0.2)
+        [claimed] = await queue.claim_due_events(session, "worker-a", 10, lease_seconds=0.2)
     async with sessions.begin() as session:
-        assert await queries.claim_due_events(session, "worker-b", 10, lease_seconds=5) == []
+        assert await queue.claim_due_events(session, "worker-b", 10, lease_seconds=5) == []
     await asyncio.sleep(0.3)
     async with sessions.begin() as session:
-        [again] = await queries.claim_due_events(session, "worker-b", 10, lease_seconds=5)
+        [again] = await queue.claim_due_events(session, "worker-b", 10, lease_seconds=5)
     assert again.id == claimed.id == event_id and again.attempts == 2
     async with sessions.begin() as session:
-        assert not await queries.mark_done(session, event_id, "worker-a")  # stale owner
-        assert await queries.renew_leases(session, "worker-a", [event_id], 5) == set()
-        assert await queries.mark_done(session, event_id, "worker-b")
+        assert not await queue.mark_done(session, event_id, "worker-a")  # stale owner
+        assert await queue.renew_leases(session, "worker-a", [event_id], 5) == set()
+        assert await queue.mark_done(session, event_id, "worker-b")
     assert (await event(sessions, event_id)).status == "done"
 
 
@@ -281,7 +277,7 @@ async def test_a_notification_during_the_claim_is_not_lost(
     registry = FlowRegistry()
     register_test_flows(registry)
     worker = Worker(make_settings(worker_poll_interval=30, lease_seconds=60), sessions, registry)
-    real_claim = queries.claim_due_events
+    real_claim = queue.claim_due_events
     claims = 0
 
     async def claim_too_early(*args: Any, **kwargs: Any) -> Any:
@@ -293,7 +289,7 @@ async def test_a_notification_during_the_claim_is_not_lost(
         return await real_claim(*args, **kwargs)
 
     await add(sessions, 1)
-    monkeypatch.setattr(queries, "claim_due_events", claim_too_early)
+    monkeypatch.setattr(queue, "claim_due_events", claim_too_early)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
@@ -336,7 +332,7 @@ async def test_a_worker_never_claims_an_event_it_is_still_working_on(
         assert entered == 1
         async with sessions.begin() as session:  # as if the heartbeat could not renew it
             await session.execute(
-                update(Event).where(Event.id == event_id).values(lease_expires_at=queries.utcnow())
+                update(Event).where(Event.id == event_id).values(lease_expires_at=sql.utcnow())
             )
         worker.wakeup.set()
         await asyncio.sleep(0.5)  # ten poll intervals: time enough to claim it again
@@ -387,7 +383,7 @@ async def test_poison_event_that_keeps_killing_workers_is_dead_lettered(
     event_id = await add(sessions, 1, "test.poison")
     for _ in range(3):  # three workers claimed it and died without an outcome
         async with sessions.begin() as session:
-            await queries.claim_due_events(session, "doomed", 1, lease_seconds=0.01)
+            await queue.claim_due_events(session, "doomed", 1, lease_seconds=0.01)
         await asyncio.sleep(0.02)
     await Worker(settings, sessions, registry_with("test.poison", flow)).run_until_idle()
     ev = await event(sessions, event_id)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from m3bng.config import Settings
 from m3bng.store.db import create_engine, session_factory
 from m3bng.store.models import Event, Step
-from m3bng.store.queries import utcnow
+from m3bng.store.sql import utcnow
 from tests.conftest import REPO_ROOT
 from tests.support import postgres
 

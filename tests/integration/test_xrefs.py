@@ -8,13 +8,13 @@ import asyncio
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from m3bng.store import queries
+from m3bng.store import documents
 from m3bng.store.models import CrossReference
 
 
 async def link(sessions: async_sessionmaker[AsyncSession], bng_id: str, m3_key: str) -> None:
     async with sessions.begin() as session:
-        await queries.put_xref(session, "customer", bng_id, m3_key)
+        await documents.put_xref(session, "customer", bng_id, m3_key)
 
 
 async def rows(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[str, str]]:
@@ -38,5 +38,5 @@ async def test_a_new_link_still_moves_the_old_one(sessions: async_sessionmaker[A
     await link(sessions, "C-1", "200")  # M3 key 200 now belongs to C-1: both old links go
     assert await rows(sessions) == [("C-1", "200")]
     async with sessions() as session:
-        assert await queries.get_xref(session, "customer", "C-1") == "200"
-        assert await queries.get_xref_by_m3(session, "customer", "100") is None
+        assert await documents.get_xref(session, "customer", "C-1") == "200"
+        assert await documents.get_xref_by_m3(session, "customer", "100") is None

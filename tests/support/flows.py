@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from m3bng.inbox.flows import FlowContext, FlowRegistry
+from m3bng.flows.runtime import FlowContext, FlowRegistry
 
 
 async def record_flow(ctx: FlowContext) -> None:
@@ -18,10 +18,8 @@ async def record_flow(ctx: FlowContext) -> None:
     if delay:
         await asyncio.sleep(delay)
 
-    async def effect() -> dict[str, object]:
-        return {"applied": data.get("n")}
-
-    await ctx.step("effect", target="test", operation="record", request=data, call=effect)
+    async with ctx.step("effect", target="test", operation="record", request=data) as step:
+        step.response = {"applied": data.get("n")}
 
 
 def register(registry: FlowRegistry) -> None:

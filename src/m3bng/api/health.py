@@ -6,10 +6,10 @@ import asyncio
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from m3bng.api.deps import RuntimeDep
 from m3bng.store.migrate import is_up_to_date
+from m3bng.store.stats import ping
 
 router = APIRouter(tags=["health"])
 
@@ -26,8 +26,7 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
         async with asyncio.timeout(3):
-            async with runtime.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            await ping(runtime.engine)
             checks["database"] = "ok"
             checks["schema"] = "ok" if await is_up_to_date(runtime.engine) else "migrations pending"
     except Exception as exc:

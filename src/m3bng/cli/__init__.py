@@ -88,15 +88,15 @@ def _settings(*, webhook_secrets: bool = False, **overrides: object) -> Settings
 
 def _store_url(settings: Settings) -> str:
     """The store's URL as it may be printed: password masked."""
-    from sqlalchemy.engine import make_url
+    from m3bng.store.db import printable_url
 
-    return make_url(settings.database_url).render_as_string(hide_password=True)
+    return printable_url(settings.database_url)
 
 
 def _store_error_types() -> tuple[type[BaseException], ...]:
-    from sqlalchemy.exc import SQLAlchemyError
+    from m3bng.store.db import store_error_types
 
-    return (SQLAlchemyError, OSError, TimeoutError)
+    return store_error_types()
 
 
 def _store_failure(settings: Settings, exc: BaseException | None, detail: str = "") -> NoReturn:
@@ -114,12 +114,12 @@ def _missing_sqlite_folder(settings: Settings) -> Path | None:
     can print a traceback of its own after a failed connect."""
     if not settings.is_sqlite:
         return None
-    from sqlalchemy.engine import make_url
+    from m3bng.store.db import sqlite_file
 
-    database = make_url(settings.database_url).database
-    if not database or database == ":memory:" or database.startswith("file:"):
+    database = sqlite_file(settings.database_url)
+    if database is None:
         return None
-    folder = Path(database).parent
+    folder = database.parent
     return None if folder.is_dir() else folder
 
 

@@ -4,7 +4,7 @@ BNG's concurrency and rate, shared by every worker process on one PostgreSQL.
 M3 allows a tenant so many calls at once and BNG so many requests per second per client,
 whatever number of m3bng worker processes run. Each process therefore holds a *share* of each
 limit, recorded in ``limit_shares`` and renewed every ``PERIOD``; the shares move when
-processes start, stop or die (store/queries.take_share says why they never add up to more than
+processes start, stop or die (store/limits.take_share says why they never add up to more than
 the limit). A process:
 
 * starts with nothing, and grows into its fair share as the others give theirs up;
@@ -32,7 +32,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.observability import metrics
-from m3bng.store import queries
+from m3bng.store import limits
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +84,7 @@ class ShareKeeper:
             with contextlib.suppress(Exception):
                 await limit.shrink(0)
                 async with self.sessions.begin() as session:
-                    await queries.drop_share(session, limit.name, self.holder)
+                    await limits.drop_share(session, limit.name, self.holder)
 
     async def _keep(self, limit: SharedLimit, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -98,7 +98,7 @@ class ShareKeeper:
         asked = time.monotonic()
         try:
             async with self.sessions.begin() as session:
-                grant = await queries.take_share(
+                grant = await limits.take_share(
                     session, limit.name, self.holder, limit.total, limit.ttl, holding=limit.holding
                 )
         except Exception as exc:  # the database is away: keep the share while it is surely ours

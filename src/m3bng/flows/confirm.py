@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
 from m3bng.errors import PermanentError, TargetUnavailable
-from m3bng.inbox.flows import FlowContext
+from m3bng.flows.runtime import FlowContext
 from m3bng.inbox.ingest import Notifier, ingest_event
-from m3bng.store.queries import ClaimedEvent
+from m3bng.store.queue import ClaimedEvent
 
 log = structlog.get_logger(__name__)
 
@@ -76,17 +76,17 @@ async def confirm_bod(ctx: FlowContext) -> None:
         original, error=str(error), logical_id=logical_id, tenant_id=original.get("tenant_id")
     )
     message_id = f"m3bng-confirm-{ctx.event.id}"
-    await ctx.step(
+    async with ctx.step(
         "confirm_bod",
         target="ion",
         operation="POST service/v3/multipartMessage ConfirmBOD",
         request={"bodid": bodid, "original_bodid": original.get("bodid"), "error": error},
-        call=lambda: ion.send_bod(
+    ):
+        await ion.send_bod(
             document_name="ConfirmBOD",
             xml=xml,
             message_id=message_id,
             accounting_entity=original.get("accounting_entity"),
             location=original.get("location"),
-        ),
-    )
+        )
     log.info("ion.confirm_bod_sent", original_bodid=original.get("bodid"), bodid=bodid)

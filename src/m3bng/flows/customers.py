@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from m3bng.flows.base import FlowMappings, M3Work, MissingReference, add_or_change
-from m3bng.inbox.flows import FlowContext
+from m3bng.flows.runtime import FlowContext, FlowMappings, M3Work, MissingReference, add_or_change
 from m3bng.mapping import Mapping
 
 ENTITY = "customer"

@@ -17,8 +17,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 from m3bng.errors import PermanentError
-from m3bng.flows.base import FlowMappings, M3Work, MissingReference, UnresolvedOutcome
-from m3bng.inbox.flows import FlowContext
+from m3bng.flows.runtime import FlowContext, FlowMappings, M3Work, MissingReference, UnresolvedOutcome
 
 ENTITY = "inventory_adjustment"
 

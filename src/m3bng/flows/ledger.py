@@ -18,8 +18,7 @@ from typing import Any
 
 from m3bng.connectors.m3.errors import M3Duplicate, M3NotFound
 from m3bng.errors import PermanentError
-from m3bng.flows.base import ConflictInM3, FlowMappings, M3Work, already_in_m3, step_name
-from m3bng.inbox.flows import FlowContext
+from m3bng.flows.runtime import ConflictInM3, FlowContext, FlowMappings, M3Work, already_in_m3, step_name
 from m3bng.mapping import MappingError
 
 

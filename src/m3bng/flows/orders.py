@@ -22,7 +22,9 @@ them on record, never later than the next call that changes M3.
 from __future__ import annotations
 
 from m3bng.errors import PermanentError
-from m3bng.flows.base import (
+from m3bng.flows.customers import ensure_customer
+from m3bng.flows.runtime import (
+    FlowContext,
     FlowMappings,
     M3Work,
     MissingReference,
@@ -30,8 +32,6 @@ from m3bng.flows.base import (
     already_in_m3,
     step_name,
 )
-from m3bng.flows.customers import ensure_customer
-from m3bng.inbox.flows import FlowContext
 from m3bng.mapping import Mapping
 
 ENTITY = "order"

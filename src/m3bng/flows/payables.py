@@ -19,8 +19,9 @@ from decimal import Decimal, InvalidOperation
 
 from m3bng.connectors.m3.errors import M3Duplicate
 from m3bng.errors import PermanentError
-from m3bng.flows.base import (
+from m3bng.flows.runtime import (
     ConflictInM3,
+    FlowContext,
     FlowMappings,
     M3Work,
     UnresolvedOutcome,
@@ -28,7 +29,6 @@ from m3bng.flows.base import (
     step_name,
 )
 from m3bng.flows.vendors import ensure_supplier
-from m3bng.inbox.flows import FlowContext
 
 ENTITY = "supplier_invoice"
 

@@ -18,10 +18,9 @@ from __future__ import annotations
 from m3bng.connectors.m3.client import MIResult
 from m3bng.connectors.m3.errors import M3UnknownOutcome
 from m3bng.errors import PermanentError, ProcessingError
-from m3bng.flows.base import FlowMappings, M3Work, already_in_m3, step_name
 from m3bng.flows.orders import check_items
+from m3bng.flows.runtime import FlowContext, FlowMappings, M3Work, already_in_m3, step_name
 from m3bng.flows.vendors import ensure_supplier
-from m3bng.inbox.flows import FlowContext
 
 ENTITY = "purchase_order"
 

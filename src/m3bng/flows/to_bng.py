@@ -11,7 +11,7 @@ BODs or BNG look different edits YAML:
    id), else — for master data born in M3 — the M3 key itself. With ``require_link`` an object
    BNG never had (an order entered in M3) is skipped.
 3. **Echo?** When BNG already holds every value the requests would write, the BOD is M3
-   announcing a change m3bng made from BNG: nothing is sent (``flows/echo.py``).
+   announcing a change m3bng made from BNG: nothing is sent (``flows/runtime/guards.py``).
 4. **Send.** Each request carries an ``Idempotency-Key`` derived from the event, call and body,
    so a retry after a lost answer is applied once. Each is recorded as a step.
 5. **Remember** what BNG now holds, the link, and the applied variation.
@@ -38,13 +38,18 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from m3bng.errors import Skipped, TargetUnavailable
-from m3bng.flows.base import InvalidPayload, note_mapping_version
-from m3bng.flows.echo import is_echo, merged, split_names
-from m3bng.inbox.flows import FlowContext
+from m3bng.flows.runtime import (
+    FlowContext,
+    InvalidPayload,
+    is_echo,
+    merged,
+    note_mapping_version,
+    split_names,
+)
 from m3bng.mapping import Mapping, MappingError
 from m3bng.mapping.engine import BngRequest, JMESPathError, compile_path
 from m3bng.mapping.schema import BngCallSpec
-from m3bng.store import queries
+from m3bng.store import documents
 
 if TYPE_CHECKING:
     from m3bng.connectors.bng.client import BngClient
@@ -87,7 +92,7 @@ class BngWork:
         if document is None or self.bod is None:
             return
         async with self.ctx.sessions() as session:
-            applied = await queries.get_document_version(session, *document)
+            applied = await documents.get_document_version(session, *document)
         if applied is None:
             return
         mine_var, mine_at = self.bod.get("variation_id"), _when(self.bod.get("creation_datetime"))
@@ -116,7 +121,7 @@ class BngWork:
         bng_id: str | None = None
         if entity:
             async with self.ctx.sessions() as session:
-                bng_id = await queries.get_xref_by_m3(session, str(entity), m3_key)
+                bng_id = await documents.get_xref_by_m3(session, str(entity), m3_key)
         if bng_id is None and "BngID" in self.mapping.spec.keys:
             try:
                 bng_id = self.mapping.key("BngID", self.data, self.values)
@@ -149,7 +154,9 @@ class BngWork:
         if not entity:
             return None
         async with self.ctx.sessions() as session:
-            return await queries.get_bng_state(session, str(entity), bng_id, not_from_event=self.ctx.event.id)
+            return await documents.get_bng_state(
+                session, str(entity), bng_id, not_from_event=self.ctx.event.id
+            )
 
     async def send(self, name: str, index: int, request: BngRequest) -> Any:
         body = request.body
@@ -162,19 +169,16 @@ class BngWork:
             )
             key = "m3bng-" + hashlib.sha256(fingerprint.encode()).hexdigest()[:40]
         bng = self.bng
-        return await self.ctx.step(
+        async with self.ctx.step(
             name if index == 0 else f"{name}[{index}]",
             target="bng",
             operation=f"{request.method} {request.path}",
             request={"body": body, "idempotency_key": key},
-            call=lambda: bng.request(request.method, request.path, json=body, idempotency_key=key),
             flush=request.method != "GET",
-            describe=lambda response: {
-                "status": response.status,
-                "body": response.body,
-                "replayed": response.replayed,
-            },
-        )
+        ) as step:
+            response = await bng.request(request.method, request.path, json=body, idempotency_key=key)
+            step.response = {"status": response.status, "body": response.body, "replayed": response.replayed}
+        return response
 
     async def expect_state(self, bng_id: str, state: dict[str, Any] | None, *, restore: bool = False) -> None:
         """Record (or, after a failed attempt, put back) what BNG holds for the object."""
@@ -183,9 +187,9 @@ class BngWork:
             return
         async with self.ctx.sessions.begin() as session:
             if state is None:
-                await queries.delete_bng_state(session, str(entity), bng_id)
+                await documents.delete_bng_state(session, str(entity), bng_id)
             else:
-                await queries.put_bng_state(
+                await documents.put_bng_state(
                     session, str(entity), bng_id, state, origin="m3bng", event_id=self.ctx.event.id
                 )
 
@@ -194,7 +198,7 @@ class BngWork:
         proves BNG holds ``bng_id``, so that a later BOD without BNG's id finds it."""
         entity = self.mapping.option("entity")
         if entity and self.mapping.option("link", False):
-            self.ctx.defer(lambda session: queries.put_xref(session, str(entity), bng_id, m3_key))
+            self.ctx.defer(lambda session: documents.put_xref(session, str(entity), bng_id, m3_key))
 
     async def finish(self, m3_key: str, bng_id: str) -> None:
         """One transaction: the link and the variation applied (BNG's state is recorded already)."""
@@ -202,9 +206,9 @@ class BngWork:
         document = self._document()
         async with self.ctx.sessions.begin() as session:
             if entity and self.mapping.option("link", False):
-                await queries.put_xref(session, str(entity), bng_id, m3_key)
+                await documents.put_xref(session, str(entity), bng_id, m3_key)
             if document is not None and self.bod is not None:
-                await queries.put_document_version(
+                await documents.put_document_version(
                     session,
                     *document,
                     variation_id=self.bod.get("variation_id"),

@@ -7,8 +7,7 @@ making another.
 
 from __future__ import annotations
 
-from m3bng.flows.base import FlowMappings, M3Work, MissingReference, add_or_change
-from m3bng.inbox.flows import FlowContext
+from m3bng.flows.runtime import FlowContext, FlowMappings, M3Work, MissingReference, add_or_change
 
 ENTITY = "supplier"
 

@@ -11,8 +11,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.observability import metrics, tracing
-from m3bng.store import queries
-from m3bng.store.queries import NewEvent
+from m3bng.store import queue
+from m3bng.store.queue import NewEvent
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +57,7 @@ class GroupCommit:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             try:
                 async with self.sessions.begin() as session:
-                    results = await queries.insert_events_once(session, [new for new, _ in batch])
+                    results = await queue.insert_events_once(session, [new for new, _ in batch])
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
@@ -116,7 +116,7 @@ async def ingest_event(
             event_id, created = await group.insert(new)
         else:
             async with sessions.begin() as session:
-                event_id, created = await queries.insert_event_once(session, new)
+                event_id, created = await queue.insert_event_once(session, new)
     metrics.observe_received(source, event_type, duplicate=not created)
     if created:
         log.info(

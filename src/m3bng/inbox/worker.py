@@ -23,14 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from m3bng.config import Settings
 from m3bng.connectors import Connectors
 from m3bng.errors import PermanentError, ProcessingError, Skipped, TargetUnavailable
-from m3bng.inbox.flows import FlowContext, FlowRegistry, LeaseLost
+from m3bng.flows.runtime import FlowContext, FlowRegistry, LeaseLost
 from m3bng.inbox.retry import RetryPolicy
 from m3bng.observability import metrics, tracing
 from m3bng.ops.controls import PausedFlows
 from m3bng.ops.keys import event_keys
-from m3bng.store import queries
+from m3bng.store import events, queue
 from m3bng.store.blips import ride_out_blips
-from m3bng.store.queries import ClaimedEvent
+from m3bng.store.queue import ClaimedEvent
 
 log = structlog.get_logger(__name__)
 
@@ -115,7 +115,7 @@ class Worker:
         try:
             paused = await self.paused.event_types()
             async with self.sessions.begin() as session:
-                events = await queries.claim_due_events(
+                events = await queue.claim_due_events(
                     session,
                     self.worker_id,
                     free,
@@ -159,9 +159,7 @@ class Worker:
                 continue
             try:
                 async with self.sessions.begin() as session:
-                    held = await queries.renew_leases(
-                        session, self.worker_id, ids, self.settings.lease_seconds
-                    )
+                    held = await queue.renew_leases(session, self.worker_id, ids, self.settings.lease_seconds)
             except Exception as exc:
                 log.warning("worker.heartbeat_failed", error=repr(exc)[:MAX_ERROR_CHARS])
                 continue
@@ -242,7 +240,7 @@ class Worker:
                 await ctx.flush_quietly()
                 raise
             await self._finish(
-                queries.reschedule, ctx, delay_seconds=0, error_class=None, error=None, refund_attempt=True
+                queue.reschedule, ctx, delay_seconds=0, error_class=None, error=None, refund_attempt=True
             )
             log.info("event.released", reason="shutdown")
             raise
@@ -251,7 +249,7 @@ class Worker:
             await ctx.flush_quietly()
         except Skipped as exc:
             if await self._finish(
-                queries.mark_skipped, ctx, reason=str(exc)[:MAX_ERROR_CHARS], error_class=exc.error_class
+                queue.mark_skipped, ctx, reason=str(exc)[:MAX_ERROR_CHARS], error_class=exc.error_class
             ):
                 metrics.observe_outcome(event.source, event.event_type, "skipped")
                 log.info("event.skipped", reason=str(exc), error_class=exc.error_class)
@@ -259,7 +257,7 @@ class Worker:
             await self._dead(ctx, "permanent_error", exc)
         except TargetUnavailable as exc:
             await self._finish(
-                queries.reschedule,
+                queue.reschedule,
                 ctx,
                 # Jittered, so that events held back by one outage do not all return at once.
                 delay_seconds=(exc.retry_after or 30.0) * (1 + random.uniform(0, self.settings.retry_jitter)),
@@ -272,7 +270,7 @@ class Worker:
         except Exception as exc:
             await self._retry_or_dead(ctx, exc)
         else:
-            if await self._finish(queries.mark_done, ctx):
+            if await self._finish(queue.mark_done, ctx):
                 metrics.observe_outcome(event.source, event.event_type, "done")
                 log.info("event.done", attempts=event.attempts)
         finally:
@@ -286,9 +284,7 @@ class Worker:
             await self._dead(ctx, "retries_exhausted", exc)
             return
         message = _describe(exc)
-        await self._finish(
-            queries.reschedule, ctx, delay_seconds=delay, error_class=error_class, error=message
-        )
+        await self._finish(queue.reschedule, ctx, delay_seconds=delay, error_class=error_class, error=message)
         metrics.observe_outcome(ctx.event.source, ctx.event.event_type, "retry", error_class)
         log.warning(
             "event.retry_scheduled",
@@ -302,7 +298,7 @@ class Worker:
         error_class = exc.error_class if isinstance(exc, ProcessingError) else "internal"
         message = _describe(exc)
         if await self._finish(
-            queries.dead_letter,
+            queue.dead_letter,
             ctx,
             reason=reason,
             error_class=error_class,
@@ -335,7 +331,7 @@ class Worker:
             written: bool = await write(session, event.id, self.worker_id, **kwargs)
             if written:
                 # With the outcome: the keys ops search by (BNG id, ORNO, BODID, ...).
-                await queries.index_event_keys(session, event.id, keys)
+                await events.index_event_keys(session, event.id, keys)
             return written
 
         try:

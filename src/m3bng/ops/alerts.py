@@ -34,22 +34,24 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
 from m3bng.connectors.protection import CircuitBreaker, CircuitState
-from m3bng.inbox.flows import FlowRegistry
+from m3bng.flows.runtime import FlowRegistry
 from m3bng.ops.controls import paused_event_types
 from m3bng.ops.masking import mask_text
 from m3bng.ops.scheduler import ScheduledJob
-from m3bng.store.models import OPEN_STATUSES, Alert, Control, DeadLetter, Event, EventStatus
-from m3bng.store.queries import utcnow
+from m3bng.store import alerts as alert_store
+from m3bng.store import control as control_store
+from m3bng.store.alerts import FIRING as FIRING  # the alert states, re-exported for the API
+from m3bng.store.alerts import RESOLVED as RESOLVED
+from m3bng.store.models import OPEN_STATUSES, Alert, EventStatus
+from m3bng.store.sql import utcnow
 
 log = structlog.get_logger(__name__)
 
 JOB = "alerts"
-FIRING, RESOLVED = "firing", "resolved"
 ORDER_EVENT = "order.created"
 MAX_LISTED_ORDERS = 20
 # A firing message that never got through is made up for by its "resolved" message, unless the
@@ -146,11 +148,7 @@ class Alerter:
                     result.failed.append(notice)
                     continue
                 async with self.sessions.begin() as session:
-                    await session.execute(
-                        update(Alert)
-                        .where(Alert.key == notice.key, Alert.state == notice.state)
-                        .values(notified_state=notice.state, last_notified_at=now)
-                    )
+                    await alert_store.mark_notified(session, notice.key, notice.state, now)
                 log.info("alert.sent", alert=notice.key, state=notice.state, repeat=notice.repeat)
                 result.sent.append(notice)
 
@@ -179,25 +177,9 @@ async def dead_letter_conditions(session: AsyncSession) -> list[Condition]:
     Both checks, so a replay or discard that reopens or closes the event clears the alert even
     if the dead letter row were left unresolved.
     """
-    groups = (
-        await session.execute(
-            select(Event.event_type, func.count(DeadLetter.id), func.max(DeadLetter.id))
-            .join(Event, Event.id == DeadLetter.event_id)
-            .where(DeadLetter.resolved_at.is_(None), Event.status == EventStatus.DEAD.value)
-            .group_by(Event.event_type)
-            .order_by(Event.event_type)
-        )
-    ).all()
-    if not groups:
-        return []
-    latest_ids = [latest for _flow, _count, latest in groups]
-    latest = {
-        row.id: row
-        for row in (await session.execute(select(DeadLetter).where(DeadLetter.id.in_(latest_ids)))).scalars()
-    }
     conditions = []
-    for flow, count, latest_id in groups:
-        dead = latest[latest_id]
+    for group in await alert_store.dead_letters_by_flow(session):
+        flow, count, dead = group.flow, group.count, group.latest
         letters = "dead letter" if count == 1 else "dead letters"
         error = error_excerpt(dead.error)
         summary = (
@@ -248,15 +230,8 @@ async def backlog_conditions(
     session: AsyncSession, now: datetime, minutes: float, registry: FlowRegistry | None
 ) -> list[Condition]:
     limit = now - timedelta(minutes=minutes)
-    groups = (
-        await session.execute(
-            select(Event.event_type, func.count(Event.id), func.min(Event.received_at))
-            .where(Event.status.in_(OPEN_STATUSES))
-            .group_by(Event.event_type)
-            .order_by(Event.event_type)
-        )
-    ).all()
-    late = [(flow, count, oldest) for flow, count, oldest in groups if oldest < limit]
+    groups = await alert_store.open_events_by_flow(session)
+    late = [(g.flow, g.count, g.oldest_received_at) for g in groups if g.oldest_received_at < limit]
     if not late:
         return []
     paused = await _paused_flows(session, registry)
@@ -282,30 +257,24 @@ async def backlog_conditions(
 
 async def order_sla_conditions(session: AsyncSession, now: datetime, minutes: float) -> list[Condition]:
     """BNG orders not in M3 ``minutes`` after their webhook: pending, processing or dead."""
-    late = (
-        Event.event_type == ORDER_EVENT,
-        Event.status.in_((*OPEN_STATUSES, EventStatus.DEAD.value)),
-        Event.received_at < now - timedelta(minutes=minutes),
+    late = await alert_store.late_events(
+        session,
+        event_type=ORDER_EVENT,
+        statuses=(*OPEN_STATUSES, EventStatus.DEAD.value),
+        received_before=now - timedelta(minutes=minutes),
+        limit=MAX_LISTED_ORDERS,
     )
-    count = (await session.execute(select(func.count(Event.id)).where(*late))).scalar_one()
+    count = late.count
     if not count:
         return []
-    rows = (
-        await session.execute(
-            select(Event.id, Event.business_key, Event.status, Event.received_at)
-            .where(*late)
-            .order_by(Event.received_at, Event.id)
-            .limit(MAX_LISTED_ORDERS)
-        )
-    ).all()
-    orders = [
+    orders: list[dict[str, Any]] = [
         {
             "order_id": _order_id(row.business_key) or f"event {row.id}",
             "event_id": row.id,
             "status": row.status,
             "received_at": row.received_at.isoformat(),
         }
-        for row in rows
+        for row in late.first
     ]
     listed = ", ".join(o["order_id"] for o in orders)
     more = f" (+{count - len(orders)} more)" if count > len(orders) else ""
@@ -324,8 +293,7 @@ def _order_id(business_key: str | None) -> str | None:
 async def _paused_flows(session: AsyncSession, registry: FlowRegistry | None) -> set[str]:
     if registry is not None:
         return await paused_event_types(session, registry)
-    rows = await session.execute(select(Control.name).where(Control.kind == "flow", Control.paused.is_(True)))
-    return set(rows.scalars())
+    return {name for kind, name in await control_store.paused_switches(session) if kind == "flow"}
 
 
 def _process() -> str:
@@ -342,33 +310,12 @@ async def _record(
     due: tuple[datetime, datetime] | None,
 ) -> tuple[list[str], list[Notice]]:
     """Move the rows to what holds now; return (keys resolved now, notices due)."""
-    rows = {row.key: row for row in (await session.execute(select(Alert))).scalars()}
-    for condition in conditions:
-        row = rows.get(condition.key)
-        if row is None:
-            row = Alert(
-                key=condition.key,
-                kind=condition.kind,
-                state=FIRING,
-                first_fired_at=now,
-                notified_state=None,
-            )
-            session.add(row)
-            rows[condition.key] = row
-        elif row.state != FIRING:  # fires again: a new episode
-            row.state, row.first_fired_at, row.resolved_at = FIRING, now, None
-        row.summary, row.detail, row.last_seen_at = condition.summary, condition.detail, now
-    holding = {c.key for c in conditions}
-    resolved = []
-    for row in rows.values():
-        if row.state == FIRING and row.key not in holding:
-            row.state, row.resolved_at = RESOLVED, now
-            resolved.append(row.key)
+    recorded = await alert_store.record_conditions(session, conditions, now)
     if due is None:
-        return resolved, []
+        return recorded.resolved, []
     repeat_before, catch_up_after = due
     notices = []
-    for row in sorted(rows.values(), key=lambda r: (r.first_fired_at, r.key)):
+    for row in sorted(recorded.rows, key=lambda r: (r.first_fired_at, r.key)):
         notice = Notice(row.key, row.kind, row.state, row.summary, row.detail or {}, row.first_fired_at)
         if row.state == FIRING:
             if row.notified_state != FIRING:
@@ -379,7 +326,7 @@ async def _record(
             row.notified_state is None and row.resolved_at is not None and row.resolved_at >= catch_up_after
         ):
             notices.append(replace(notice, resolved_at=row.resolved_at, summary=resolved_summary(row)))
-    return resolved, notices
+    return recorded.resolved, notices
 
 
 def resolved_summary(row: Alert | Notice) -> str:

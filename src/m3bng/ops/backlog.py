@@ -2,8 +2,8 @@
 the state of each target (paused, circuit breaker).
 
 Read by ``GET /api/v1/control`` and by ``/metrics`` at scrape time. Each number is one grouped
-query over the whole events table (served by ``ix_events_event_type_status`` and
-``ix_events_due``), never one query per flow, so the cost does not grow with the flows.
+query over the whole events table (store/control.py; served by ``ix_events_event_type_status``
+and ``ix_events_due``), never one query per flow, so the cost does not grow with the flows.
 
 "Oldest" is by ``received_at`` over pending *and* processing events: how long the oldest
 unfinished event has waited since it arrived, whether it now waits for a worker, a retry, a
@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from m3bng.inbox.flows import FlowInfo, FlowRegistry
+from m3bng.flows.runtime import FlowInfo, FlowRegistry
 from m3bng.observability.metrics import StoreGauges
 from m3bng.ops.controls import TARGETS, ControlState, list_controls
-from m3bng.store.models import OPEN_STATUSES, DeadLetter, Event, EventStatus
-from m3bng.store.queries import utcnow
+from m3bng.store import control as control_store
+from m3bng.store.models import EventStatus
+from m3bng.store.sql import utcnow
 
 if TYPE_CHECKING:
     from m3bng.connectors import Connectors
@@ -56,38 +56,16 @@ class Backlog:
 
 
 async def backlog_by_flow(session: AsyncSession) -> dict[FlowKey, Backlog]:
-    """Open events by (source, event type): one ``GROUP BY source, event_type, status``."""
-    rows = await session.execute(
-        select(
-            Event.source, Event.event_type, Event.status, func.count(Event.id), func.min(Event.received_at)
-        )
-        .where(Event.status.in_(OPEN_STATUSES))
-        .group_by(Event.source, Event.event_type, Event.status)
-    )
+    """Open events by (source, event type), pending and processing counted apart."""
     out: dict[FlowKey, Backlog] = {}
-    for source, event_type, status, count, oldest in rows.all():
+    for group in await control_store.open_events(session):
         part = (
-            Backlog(pending=int(count), oldest_received_at=oldest)
-            if status == EventStatus.PENDING.value
-            else Backlog(processing=int(count), oldest_received_at=oldest)
+            Backlog(pending=group.count, oldest_received_at=group.oldest_received_at)
+            if group.status == EventStatus.PENDING.value
+            else Backlog(processing=group.count, oldest_received_at=group.oldest_received_at)
         )
-        out.setdefault((source, event_type), Backlog()).add(part)
+        out.setdefault((group.source, group.event_type), Backlog()).add(part)
     return out
-
-
-async def dead_letter_depth(session: AsyncSession) -> dict[FlowKey, int]:
-    """Unresolved dead letters of events that are still dead, by (source, event type).
-
-    Both conditions, as the dead-letter alerts use: a replay or discard that moved the event on
-    takes it out of the count even if its dead letter row were left unresolved.
-    """
-    rows = await session.execute(
-        select(Event.source, Event.event_type, func.count(DeadLetter.id))
-        .join(Event, Event.id == DeadLetter.event_id)
-        .where(DeadLetter.resolved_at.is_(None), Event.status == EventStatus.DEAD.value)
-        .group_by(Event.source, Event.event_type)
-    )
-    return {(source, event_type): int(count) for source, event_type, count in rows.all()}
 
 
 def flow_backlog(backlog: dict[FlowKey, Backlog], event_type: str, source: str | None) -> Backlog:
@@ -123,7 +101,7 @@ async def store_gauges(
     present (0 when idle), so a drained backlog reads 0 rather than its last value."""
     now = now or utcnow()
     backlog = await backlog_by_flow(session)
-    dead = await dead_letter_depth(session)
+    dead = await control_store.dead_letter_depth(session)
     controls = await list_controls(session)
     flows = registry.describe()
     for key in _idle_keys(flows, backlog):

@@ -20,7 +20,8 @@ counters move in the same commit as the replays they count, a batch that does no
 replays nothing, and an event no longer dead when reached (someone replayed or discarded it)
 matches no row and counts as skipped. On PostgreSQL the conditional update of the bulk row in
 step 1 locks it, so a cancel waits for a running batch (or the batch sees the cancel); SQLite
-serialises writers.
+serialises writers. The statements, and why each is safe, are in ``m3bng.store.replays``; this
+module groups them into transactions and decides the rate, the lease and when to stop.
 """
 
 from __future__ import annotations
@@ -36,28 +37,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
 from m3bng.inbox.ingest import Notifier
 from m3bng.observability import metrics
 from m3bng.ops.filters import EventFilter
-from m3bng.ops.replay import (
-    MODES,
-    InvalidReplay,
-    ReplayConflict,
-    ReplayNotFound,
-    reopen,
-    resolve_dead_letters,
-)
+from m3bng.ops.replay import MODES, InvalidReplay, ReplayConflict, ReplayNotFound, reopen
 from m3bng.store import audit
-from m3bng.store.models import BulkReplay, DeadLetter, Event, EventStatus, Replay
-from m3bng.store.queries import utcnow
+from m3bng.store import replays as store
+from m3bng.store.models import BulkReplay, EventStatus
+from m3bng.store.replays import CANCELLED, DONE, RUNNING
+from m3bng.store.sql import utcnow
 
 log = structlog.get_logger(__name__)
 
-RUNNING, CANCELLED, DONE, FAILED = "running", "cancelled", "done", "failed"
 LEASE_SECONDS = 30.0
 POLL_SECONDS = 0.5
 MAX_BATCH = 100
@@ -118,25 +112,9 @@ def dead_letter_filter(flt: EventFilter) -> EventFilter:
     return replace(flt, status=(EventStatus.DEAD.value,))
 
 
-def _in_set(flt: EventFilter, cutoff: datetime) -> list[ColumnElement[bool]]:
-    """Events of the bulk's set: the filter's conditions, dead, with an unresolved dead letter
-    created up to the cutoff."""
-    return [
-        *dead_letter_filter(flt).conditions(),
-        exists(
-            select(DeadLetter.id).where(
-                DeadLetter.event_id == Event.id,
-                DeadLetter.resolved_at.is_(None),
-                DeadLetter.created_at <= cutoff,
-            )
-        ),
-    ]
-
-
 async def count_matching(session: AsyncSession, flt: EventFilter, cutoff: datetime | None = None) -> int:
     """How many dead letters a bulk replay with this filter would replay now (the dry run)."""
-    statement = select(func.count()).select_from(Event).where(*_in_set(flt, cutoff or utcnow()))
-    return int((await session.execute(statement)).scalar_one())
+    return await store.count_bulk_set(session, dead_letter_filter(flt), cutoff or utcnow())
 
 
 def check_mode_and_rate(mode: str, rate: float | None, settings: Settings) -> float:
@@ -170,26 +148,9 @@ async def start_bulk(
         now = utcnow()
         total = await count_matching(session, flt, now)
         stored_filter = dead_letter_filter(flt).to_json()
-        bulk_id = (
-            await session.execute(
-                insert(BulkReplay)
-                .values(
-                    filter=stored_filter,
-                    mode=mode,
-                    requested_by=actor[:128],
-                    status=RUNNING,
-                    total=total,
-                    replayed=0,
-                    skipped=0,
-                    cursor=0,
-                    rate=rate,
-                    cutoff=now,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(BulkReplay.id)
-            )
-        ).scalar_one()
+        bulk_id = await store.create_bulk(
+            session, filter=stored_filter, mode=mode, requested_by=actor, total=total, rate=rate, now=now
+        )
         await audit.record(
             session,
             actor=actor,
@@ -205,14 +166,14 @@ async def start_bulk(
             },
             detail=reason,
         )
-        row = await session.get(BulkReplay, bulk_id)
+        row = await store.get_bulk(session, bulk_id)
         assert row is not None
         return BulkView.of(row)
 
 
 async def get_bulk(sessions: async_sessionmaker[AsyncSession], bulk_id: int) -> BulkView:
     async with sessions() as session:
-        row = await session.get(BulkReplay, bulk_id)
+        row = await store.get_bulk(session, bulk_id)
         if row is None:
             raise ReplayNotFound(f"bulk replay {bulk_id} does not exist")
         return BulkView.of(row)
@@ -222,11 +183,8 @@ async def list_bulks(
     sessions: async_sessionmaker[AsyncSession], *, limit: int, before_id: int | None = None
 ) -> list[BulkView]:
     """Newest first; ``before_id`` pages on (keyset)."""
-    statement = select(BulkReplay).order_by(BulkReplay.id.desc()).limit(limit)
-    if before_id is not None:
-        statement = statement.where(BulkReplay.id < before_id)
     async with sessions() as session:
-        return [BulkView.of(row) for row in (await session.execute(statement)).scalars()]
+        return [BulkView.of(row) for row in await store.list_bulks(session, limit=limit, before_id=before_id)]
 
 
 async def cancel_bulk(
@@ -234,18 +192,9 @@ async def cancel_bulk(
 ) -> BulkView:
     """Stop a running bulk replay. Events already replayed stay replayed; the rest stay dead."""
     async with sessions.begin() as session:
-        now = utcnow()
-        result = await session.execute(
-            update(BulkReplay)
-            .where(BulkReplay.id == bulk_id, BulkReplay.status == RUNNING)
-            .values(
-                status=CANCELLED, finished_at=now, updated_at=now, lease_owner=None, lease_expires_at=None
-            )
-            .returning(BulkReplay.replayed, BulkReplay.skipped, BulkReplay.total)
-        )
-        counts = result.one_or_none()
+        counts = await store.cancel_bulk(session, bulk_id, now=utcnow())
         if counts is None:
-            row = await session.get(BulkReplay, bulk_id)
+            row = await store.get_bulk(session, bulk_id)
             if row is None:
                 raise ReplayNotFound(f"bulk replay {bulk_id} does not exist")
             raise ReplayConflict(f"bulk replay {bulk_id} is already {row.status}", code="already_finished")
@@ -340,35 +289,17 @@ class BulkRunner:
     async def _claimable(self) -> list[int]:
         now = utcnow()
         async with self.sessions() as session:
-            result = await session.execute(
-                select(BulkReplay.id)
-                .where(BulkReplay.status == RUNNING, self._free(now))
-                .order_by(BulkReplay.id)
-            )
-            return list(result.scalars())
-
-    def _free(self, now: datetime) -> ColumnElement[bool]:
-        return or_(
-            BulkReplay.lease_owner.is_(None),
-            BulkReplay.lease_owner == self.owner,
-            BulkReplay.lease_expires_at < now,
-        )
+            return await store.claimable_bulks(session, self.owner, now=now)
 
     async def take(self, bulk_id: int) -> bool:
-        """Take the bulk's lease when it is free, ours or expired: one conditional UPDATE, so of
-        several processes asking at once exactly one wins (like the poller's scheduler lease)."""
+        """Take the bulk's lease when it is free, ours or expired; of several processes asking at
+        once exactly one wins (``store.replays.take_bulk_lease``)."""
         now = utcnow()
         async with self.sessions.begin() as session:
-            rate = (await session.execute(select(BulkReplay.rate).where(BulkReplay.id == bulk_id))).scalar()
-            result = await session.execute(
-                update(BulkReplay)
-                .where(BulkReplay.id == bulk_id, BulkReplay.status == RUNNING, self._free(now))
-                .values(
-                    lease_owner=self.owner, lease_expires_at=now + self._lease(rate or 1.0), updated_at=now
-                )
-                .returning(BulkReplay.id)
+            rate = await store.bulk_rate(session, bulk_id)
+            return await store.take_bulk_lease(
+                session, bulk_id, self.owner, now=now, expires_at=now + self._lease(rate or 1.0)
             )
-            return result.scalar_one_or_none() is not None
 
     @staticmethod
     def _lease(rate: float) -> timedelta:
@@ -408,85 +339,38 @@ class BulkRunner:
         """One batch in one transaction (see the module docstring)."""
         async with self.sessions.begin() as session:
             now = utcnow()
-            row = (
-                await session.execute(
-                    update(BulkReplay)
-                    .where(
-                        BulkReplay.id == bulk_id,
-                        BulkReplay.status == RUNNING,
-                        BulkReplay.lease_owner == self.owner,
-                    )
-                    .values(updated_at=now)
-                    .returning(
-                        BulkReplay.filter,
-                        BulkReplay.mode,
-                        BulkReplay.cursor,
-                        BulkReplay.cutoff,
-                        BulkReplay.rate,
-                        BulkReplay.total,
-                        BulkReplay.replayed,
-                        BulkReplay.skipped,
-                        BulkReplay.requested_by,
-                    )
-                )
-            ).one_or_none()
+            row = await store.renew_bulk_lease(session, bulk_id, self.owner, now=now)
             if row is None:  # cancelled, finished elsewhere, or our lease was taken over
                 return BatchOutcome(0, 0, finished=False, stopped=True)
             size, interval = batch_plan(row.rate)
-            flt = EventFilter.from_json(row.filter or {})
-            ids = list(
-                (
-                    await session.execute(
-                        select(Event.id)
-                        .where(*_in_set(flt, row.cutoff), Event.id > row.cursor)
-                        .order_by(Event.id)
-                        .limit(size)
-                    )
-                ).scalars()
-            )
+            flt = dead_letter_filter(EventFilter.from_json(row.filter))
+            ids = await store.next_bulk_events(session, flt, cutoff=row.cutoff, after=row.cursor, limit=size)
             if not ids:
                 # Events of the set that left it before being reached (replayed or discarded by
                 # someone else) count as skipped, so progress ends at 100 %.
                 skipped = max(row.skipped, row.total - row.replayed)
-                await session.execute(
-                    update(BulkReplay)
-                    .where(BulkReplay.id == bulk_id, BulkReplay.lease_owner == self.owner)
-                    .values(
-                        status=DONE,
-                        skipped=skipped,
-                        finished_at=now,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                    )
-                )
+                await store.finish_bulk(session, bulk_id, self.owner, skipped=skipped, now=now)
                 return BatchOutcome(0, 0, finished=True, stopped=False)
-            reopened = await reopen(session, ids, from_status=EventStatus.DEAD.value, mode=row.mode)
-            await resolve_dead_letters(session, reopened, "replayed")
-            if reopened:
-                await session.execute(
-                    insert(Replay),
-                    [
-                        {
-                            "event_id": event_id,
-                            "mode": row.mode,
-                            "requested_by": row.requested_by,
-                            "from_status": EventStatus.DEAD.value,
-                            "bulk_id": bulk_id,
-                            "created_at": now,
-                        }
-                        for event_id in reopened
-                    ],
-                )
+            dead = EventStatus.DEAD.value
+            reopened = await reopen(session, ids, from_status=dead, mode=row.mode)
+            await store.resolve_dead_letters(session, reopened, "replayed")
+            await store.record_bulk_replays(
+                session,
+                bulk_id,
+                reopened,
+                mode=row.mode,
+                requested_by=row.requested_by,
+                from_status=dead,
+                now=now,
+            )
             skipped_now = len(ids) - len(reopened)
-            await session.execute(
-                update(BulkReplay)
-                .where(BulkReplay.id == bulk_id)
-                .values(
-                    cursor=max(ids),
-                    replayed=BulkReplay.replayed + len(reopened),
-                    skipped=BulkReplay.skipped + skipped_now,
-                    lease_expires_at=now + self._lease(row.rate),
-                )
+            await store.advance_bulk(
+                session,
+                bulk_id,
+                cursor=max(ids),
+                replayed=len(reopened),
+                skipped=skipped_now,
+                lease_expires_at=now + self._lease(row.rate),
             )
         if reopened:
             metrics.REPLAYS.labels(row.mode, "bulk").inc(len(reopened))
@@ -498,32 +382,14 @@ class BulkRunner:
         """Hand the lease back on shutdown, so another process continues at once."""
         with contextlib.suppress(Exception):
             async with self.sessions.begin() as session:
-                await session.execute(
-                    update(BulkReplay)
-                    .where(BulkReplay.id == bulk_id, BulkReplay.lease_owner == self.owner)
-                    .values(lease_owner=None, lease_expires_at=None)
-                )
+                await store.release_bulk_lease(session, bulk_id, self.owner)
 
     async def _fail(self, bulk_id: int, exc: Exception) -> None:
         log.error("bulk_replay.failed", bulk_id=bulk_id, error=repr(exc)[:500])
         with contextlib.suppress(Exception):
             async with self.sessions.begin() as session:
-                now = utcnow()
-                await session.execute(
-                    update(BulkReplay)
-                    .where(
-                        BulkReplay.id == bulk_id,
-                        BulkReplay.lease_owner == self.owner,
-                        BulkReplay.status == RUNNING,
-                    )
-                    .values(
-                        status=FAILED,
-                        error=repr(exc)[:MAX_ERROR_CHARS],
-                        finished_at=now,
-                        updated_at=now,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                    )
+                await store.fail_bulk(
+                    session, bulk_id, self.owner, error=repr(exc)[:MAX_ERROR_CHARS], now=utcnow()
                 )
 
 

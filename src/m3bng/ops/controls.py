@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from m3bng.inbox.flows import FlowRegistry
-from m3bng.store import queries
+from m3bng.flows.runtime import FlowRegistry
+from m3bng.store import control as control_store
 from m3bng.store.models import Control
+from m3bng.store.sql import utcnow
 
 KINDS = ("flow", "target")
 TARGETS = ("m3", "bng", "ion")
@@ -34,46 +34,31 @@ class ControlState:
     changed_by: str
     changed_at: datetime
 
+    @classmethod
+    def of(cls, row: Control) -> ControlState:
+        return cls(row.kind, row.name, row.paused, row.reason, row.changed_by, row.changed_at)
+
 
 async def list_controls(session: AsyncSession) -> list[ControlState]:
-    rows = (await session.execute(select(Control).order_by(Control.kind, Control.name))).scalars()
-    return [ControlState(r.kind, r.name, r.paused, r.reason, r.changed_by, r.changed_at) for r in rows]
+    return [ControlState.of(row) for row in await control_store.controls(session)]
 
 
 async def set_paused(
     session: AsyncSession, kind: str, name: str, *, paused: bool, reason: str | None, actor: str
 ) -> tuple[ControlState | None, ControlState]:
     """Set one switch; returns (before, after) for the audit log."""
-    before_row = await session.get(Control, (kind, name))
-    before = (
-        None
-        if before_row is None
-        else ControlState(
-            before_row.kind,
-            before_row.name,
-            before_row.paused,
-            before_row.reason,
-            before_row.changed_by,
-            before_row.changed_at,
-        )
+    before_row = await control_store.get_control(session, kind, name)
+    before = None if before_row is None else ControlState.of(before_row)
+    after = ControlState(kind, name, paused, reason, actor, utcnow())
+    await control_store.put_control(
+        session, kind, name, paused=paused, reason=reason, changed_by=actor, changed_at=after.changed_at
     )
-    now = queries.utcnow()
-    values = {
-        "kind": kind,
-        "name": name,
-        "paused": paused,
-        "reason": reason,
-        "changed_by": actor,
-        "changed_at": now,
-    }
-    await session.execute(queries.upsert(session, Control.__table__, ["kind", "name"], values))
-    return before, ControlState(kind, name, paused, reason, actor, now)
+    return before, after
 
 
 async def paused_event_types(session: AsyncSession, registry: FlowRegistry) -> set[str]:
-    rows = (await session.execute(select(Control.kind, Control.name).where(Control.paused.is_(True)))).all()
     types: set[str] = set()
-    for kind, name in rows:
+    for kind, name in await control_store.paused_switches(session):
         if kind == "flow":
             types.add(name)
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-MAX_KEY = 255
+from m3bng.store.search import normalise
 
 # Fields of BNG event data (and of BOD data dictionaries) worth finding an event by.
 _DATA_FIELDS = {
@@ -42,13 +42,6 @@ _DATA_FIELDS = {
     "documentid": "document_id",
 }
 _M3_FIELD = re.compile(r"^[A-Z][A-Z0-9]{3,5}$")  # ORNO, CUNO, PUNO, ITNO, SINO ...
-
-
-def normalise(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
-        return None
-    text = str(value).strip().casefold()
-    return text[:MAX_KEY] if text else None
 
 
 def event_keys(

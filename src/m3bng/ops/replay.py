@@ -12,10 +12,11 @@ loaded *now*. The caller picks where it starts:
   creating it, so this does not blindly create a duplicate.
 
 Concurrency: the event is reopened by one conditional UPDATE (``WHERE id = :id AND status =
-<the status read>``) in the same transaction as the dead letter's resolution, the ``replays``
-row and the audit entry. Of two concurrent replays of one event exactly one matches a row; the
-other answers 409 and changes nothing. The bulk runner (``ops/bulk.py``) reopens its events with
-the same statement.
+<the status read>``, ``store/replays.reopen_events``) in the same transaction as the dead
+letter's resolution, the ``replays`` row and the audit entry. Of two concurrent replays of one
+event exactly one matches a row; the other answers 409 and changes nothing. The bulk runner
+(``ops/bulk.py``) reopens its events with the same statement. The statements, and why each is
+safe, are in ``m3bng.store.replays``; this module decides what they do and groups them.
 
 Nothing here imports FastAPI: a replay or discard that cannot be done raises a ``ReplayError``
 of the kind that says why (``ReplayNotFound``, ``ReplayConflict``, ``InvalidReplay``); the HTTP
@@ -30,7 +31,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.connectors.bng.events import BngEnvelope
@@ -43,8 +43,9 @@ from m3bng.inbox.ingest import Notifier
 from m3bng.observability import metrics
 from m3bng.ops.audit import json_diff
 from m3bng.store import audit
-from m3bng.store.models import DeadLetter, Event, EventStatus, Replay
-from m3bng.store.queries import utcnow
+from m3bng.store import replays as store
+from m3bng.store.models import Event, EventStatus
+from m3bng.store.search import get_event
 
 FROM_FAILED_STEP = "from_failed_step"
 FROM_START = "from_start"
@@ -202,53 +203,25 @@ async def reopen(
 ) -> list[int]:
     """Put closed events back in line, at once, with a fresh retry budget; returns those reopened.
 
-    Conditional on the status the caller saw: a row that changed meanwhile (replayed by someone
-    else, claimed, discarded) is not matched and not reopened. On PostgreSQL a concurrent writer
-    of the same row is waited for and the condition re-checked; SQLite serialises writers.
+    ``from_start`` runs the flow from the top (no checkpoint, no recorded mapping version); an
+    edit replaces the payload and its business key. Conditional on the status the caller saw:
+    a row that changed meanwhile is not reopened (``store.replays.reopen_events``).
     """
-    if not event_ids:
-        return []
-    now = utcnow()
-    values: dict[str, Any] = {
-        "status": EventStatus.PENDING.value,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "finished_at": None,
-        "last_error": None,
-        "error_class": None,
-        "updated_at": now,
-    }
-    if mode == FROM_START:
-        values["checkpoint"] = {}
-        values["mapping_hash"] = None
-    if edited is not None:
-        values["payload"] = edited.payload
-        values["business_key"] = edited.business_key
-    result = await session.execute(
-        update(Event)
-        .where(Event.id.in_(list(event_ids)), Event.status == from_status)
-        .values(**values)
-        .returning(Event.id)
+    return await store.reopen_events(
+        session,
+        event_ids,
+        from_status=from_status,
+        restart=mode == FROM_START,
+        payload=edited.payload if edited is not None else None,
+        business_key=edited.business_key if edited is not None else None,
     )
-    return sorted(result.scalars())
-
-
-async def resolve_dead_letters(session: AsyncSession, event_ids: Sequence[int], resolution: str) -> None:
-    if event_ids:
-        await session.execute(
-            update(DeadLetter)
-            .where(DeadLetter.event_id.in_(list(event_ids)), DeadLetter.resolved_at.is_(None))
-            .values(resolved_at=utcnow(), resolution=resolution)
-        )
 
 
 # -- one event ----------------------------------------------------------------------------------------
 
 
 async def _load(session: AsyncSession, event_id: int) -> Event:
-    event = (await session.execute(select(Event).where(Event.id == event_id))).scalar_one_or_none()
+    event = await get_event(session, event_id)
     if event is None:
         raise ReplayNotFound(f"transaction {event_id} does not exist")
     return event
@@ -321,25 +294,18 @@ async def replay_in_session(
     # Read before the UPDATE: the ORM writes the new values into the loaded object.
     old_payload, old_checkpoint = event.payload, event.checkpoint
     if not await reopen(session, [event_id], from_status=from_status, mode=mode, edited=edited):
-        now_status = (await session.execute(select(Event.status).where(Event.id == event_id))).scalar_one()
-        raise _not_replayable(event_id, now_status)
-    await resolve_dead_letters(session, [event_id], "replayed")
+        raise _not_replayable(event_id, await store.event_status(session, event_id))
+    await store.resolve_dead_letters(session, [event_id], "replayed")
     diff = json_diff(old_payload, edited.payload) if edited is not None else []
-    replay_id = (
-        await session.execute(
-            insert(Replay)
-            .values(
-                event_id=event_id,
-                mode=mode,
-                requested_by=actor[:128],
-                edited_payload=edited.payload if edited is not None else None,
-                previous_payload=old_payload if edited is not None else None,
-                from_status=from_status,
-                created_at=utcnow(),
-            )
-            .returning(Replay.id)
-        )
-    ).scalar_one()
+    replay_id = await store.record_replay(
+        session,
+        event_id,
+        mode=mode,
+        requested_by=actor,
+        from_status=from_status,
+        edited_payload=edited.payload if edited is not None else None,
+        previous_payload=old_payload if edited is not None else None,
+    )
     after: dict[str, Any] = {
         "status": EventStatus.PENDING.value,
         "mode": mode,
@@ -361,7 +327,7 @@ async def replay_in_session(
         after=after,
         detail=reason,
     )
-    return ReplayResult(event_id, int(replay_id), mode, EventStatus.PENDING.value, diff)
+    return ReplayResult(event_id, replay_id, mode, EventStatus.PENDING.value, diff)
 
 
 async def replay(
@@ -411,25 +377,12 @@ async def discard(
                 "discarded",
                 code="not_discardable",
             )
-        now = utcnow()
-        result = await session.execute(
-            update(Event)
-            .where(Event.id == event_id, Event.status == from_status)
-            .values(
-                status=EventStatus.DISCARDED.value,
-                lease_owner=None,
-                lease_expires_at=None,
-                finished_at=now,
-                updated_at=now,
-            )
-            .returning(Event.id)
-        )
-        if result.scalar_one_or_none() is None:
+        if not await store.discard_event(session, event_id, from_status=from_status):
             raise ReplayConflict(
                 f"transaction {event_id} changed while discarding it (a worker claimed it); try again",
                 code="not_discardable",
             )
-        await resolve_dead_letters(session, [event_id], "discarded")
+        await store.resolve_dead_letters(session, [event_id], "discarded")
         await audit.record(
             session,
             actor=actor,

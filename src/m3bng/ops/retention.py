@@ -19,56 +19,30 @@ log. What is kept, and for how long (docs/alerts-and-retention.md):
   keeps (source, external id) unique "for the whole retention period".
 
 Open events (pending, processing) are never touched, however old. Work goes in batches of
-``BATCH`` rows, each its own short transaction, so a first purge of a large store never holds
-long locks; on PostgreSQL rows another transaction holds are skipped (``SKIP LOCKED``) and
-picked up by the next run. A dry run counts with the same conditions and changes nothing.
+``BATCH`` rows, each its own short transaction (store/retention.py says why that is safe
+alongside workers and other processes). A dry run counts with the same conditions and changes
+nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import typing
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import (
-    ColumnElement,
-    CursorResult,
-    Select,
-    Table,
-    Text,
-    and_,
-    bindparam,
-    cast,
-    delete,
-    func,
-    null,
-    or_,
-    select,
-    update,
-)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
 from m3bng.ops.filters import FilterError
-from m3bng.ops.keys import normalise
 from m3bng.ops.scheduler import ScheduledJob
 from m3bng.store import audit
-from m3bng.store.models import (
-    OPEN_STATUSES,
-    AuditEntry,
-    BngState,
-    Event,
-    EventKey,
-    EventStatus,
-    Replay,
-    Step,
-)
-from m3bng.store.queries import utcnow
+from m3bng.store import retention as retention_store
+from m3bng.store.models import OPEN_STATUSES, EventStatus
+from m3bng.store.search import normalise
+from m3bng.store.sql import utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -76,18 +50,6 @@ JOB = "retention"
 BATCH = 500
 FINISHED = (EventStatus.DONE.value, EventStatus.SKIPPED.value, EventStatus.DISCARDED.value)
 SYSTEM_ACTOR = "retention"
-
-_EVENTS = typing.cast(Table, Event.__table__)
-_PURGE_PAYLOAD = (
-    update(_EVENTS)
-    .where(_EVENTS.c.id == bindparam("b_id"), _EVENTS.c.purged_at.is_(None))
-    .values(
-        payload=null(),  # SQL NULL, not JSON null
-        payload_hash=bindparam("b_hash"),
-        checkpoint=bindparam("b_checkpoint", type_=_EVENTS.c.checkpoint.type),
-        purged_at=bindparam("b_now", type_=_EVENTS.c.purged_at.type),
-    )
-)
 
 
 @dataclass
@@ -157,18 +119,32 @@ async def purge(
     cut = Cutoffs.from_settings(settings, now)
     counts = PurgeCounts()
     # Event rows past the key retention go first: their payloads need no separate purge.
-    deletable = and_(Event.status.not_in(OPEN_STATUSES), Event.finished_at < cut.keys)
-    counts.events = await _delete_events(sessions, deletable, batch, dry_run)
-    kept = Event.finished_at >= cut.keys
-    finished = (Event.status.in_(FINISHED), Event.finished_at < cut.payloads, kept)
-    counts.payloads, steps, replays = await _purge_payloads(sessions, finished, now, batch, dry_run)
-    dead = (Event.status == EventStatus.DEAD.value, Event.finished_at < cut.dead_letters, kept)
-    counts.dead_letter_payloads, more_steps, more_replays = await _purge_payloads(
-        sessions, dead, now, batch, dry_run
+    counts.events = await retention_store.delete_finished_events(
+        sessions, finished_before=cut.keys, batch=batch, dry_run=dry_run
     )
-    counts.steps, counts.replays = steps + more_steps, replays + more_replays
-    counts.bng_state = await _delete_bng_state(sessions, BngState.updated_at < cut.payloads, batch, dry_run)
-    counts.audit_entries = await _clear_audit(sessions, AuditEntry.at < cut.payloads, batch, dry_run)
+    # Then the payloads of finished events, and later those of events still dead, of the rows kept.
+    finished, dead = [
+        await retention_store.purge_finished_payloads(
+            sessions,
+            statuses=statuses,
+            finished_before=before,
+            finished_since=cut.keys,
+            now=now,
+            digest=payload_hash,
+            scrub=scrub_checkpoint,
+            batch=batch,
+            dry_run=dry_run,
+        )
+        for statuses, before in ((FINISHED, cut.payloads), ((EventStatus.DEAD.value,), cut.dead_letters))
+    ]
+    counts.payloads, counts.dead_letter_payloads = finished.events, dead.events
+    counts.steps, counts.replays = finished.steps + dead.steps, finished.replays + dead.replays
+    counts.bng_state = await retention_store.delete_stale_bng_state(
+        sessions, updated_before=cut.payloads, batch=batch, dry_run=dry_run
+    )
+    counts.audit_entries = await retention_store.clear_old_audit_copies(
+        sessions, before=cut.payloads, batch=batch, dry_run=dry_run
+    )
     return counts
 
 
@@ -198,31 +174,26 @@ async def erase(
     if value is None:
         raise FilterError("q: give the business key to erase (a BNG id, M3 number, BODID ...)")
     async with sessions() as session:
-        matched = list(
-            (
-                await session.execute(
-                    select(Event.id, Event.status)
-                    .where(
-                        or_(
-                            Event.id.in_(select(EventKey.event_id).where(EventKey.value == value)),
-                            func.lower(Event.business_key) == value,
-                        )
-                    )
-                    .order_by(Event.id)
-                )
-            ).all()
-        )
-    ids = [row.id for row in matched if row.status not in OPEN_STATUSES]
+        matched = await retention_store.events_about(session, value)
+    ids = [event.id for event in matched if event.status not in OPEN_STATUSES]
     counts = PurgeCounts()
     if ids:
-        where = (Event.id.in_(ids), Event.status.not_in(OPEN_STATUSES))
-        purged, counts.steps, counts.replays = await _purge_payloads(sessions, where, now, BATCH, dry_run)
-        counts.payloads = purged
-        counts.bng_state = await _delete_bng_state(
-            sessions, or_(BngState.event_id.in_(ids), func.lower(BngState.bng_id) == value), BATCH, dry_run
+        purged = await retention_store.purge_event_payloads(
+            sessions,
+            ids,
+            now=now,
+            digest=payload_hash,
+            scrub=scrub_checkpoint,
+            batch=BATCH,
+            dry_run=dry_run,
         )
-        about = and_(AuditEntry.target_type == "event", AuditEntry.target_id.in_([str(i) for i in ids]))
-        counts.audit_entries = await _clear_audit(sessions, about, BATCH, dry_run)
+        counts.payloads, counts.steps, counts.replays = purged.events, purged.steps, purged.replays
+        counts.bng_state = await retention_store.delete_bng_state_about(
+            sessions, event_ids=ids, bng_id=value, batch=BATCH, dry_run=dry_run
+        )
+        counts.audit_entries = await retention_store.clear_event_audit_copies(
+            sessions, ids, batch=BATCH, dry_run=dry_run
+        )
     return EraseResult(len(matched), len(matched) - len(ids), counts)
 
 
@@ -260,139 +231,3 @@ class Retention:
                 after=counts.as_dict(),
             )
         return counts
-
-
-# --- the batched statements ------------------------------------------------------------------
-
-
-def _has_value(column: Any) -> ColumnElement[bool]:
-    """A JSON column holding something: neither SQL NULL nor JSON null (both databases)."""
-    return cast(column, Text) != "null"
-
-
-def _rowcount(result: Any) -> int:
-    return int(typing.cast(CursorResult[Any], result).rowcount)
-
-
-async def _count(sessions: async_sessionmaker[AsyncSession], query: Select[Any]) -> int:
-    async with sessions() as session:
-        return int((await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one())
-
-
-async def _purge_payloads(
-    sessions: async_sessionmaker[AsyncSession],
-    where: Sequence[ColumnElement[bool]],
-    now: datetime,
-    batch: int,
-    dry_run: bool,
-) -> tuple[int, int, int]:
-    """(events, steps, replays) purged: payload to NULL with its hash kept, steps deleted,
-    replay copies cleared."""
-    conditions = (*where, Event.purged_at.is_(None))
-    replay_copies = or_(_has_value(Replay.edited_payload), _has_value(Replay.previous_payload))
-    if dry_run:
-        chosen = select(Event.id).where(*conditions)
-        return (
-            await _count(sessions, chosen),
-            await _count(sessions, select(Step.id).where(Step.event_id.in_(chosen))),
-            await _count(sessions, select(Replay.id).where(Replay.event_id.in_(chosen), replay_copies)),
-        )
-    events = steps = replays = 0
-    while True:
-        async with sessions.begin() as session:
-            rows = (
-                await session.execute(
-                    select(Event.id, Event.payload, Event.checkpoint)
-                    .where(*conditions)
-                    .order_by(Event.id)
-                    .limit(batch)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
-            if not rows:
-                break
-            ids = [row.id for row in rows]
-            steps += _rowcount(await session.execute(delete(Step).where(Step.event_id.in_(ids))))
-            replays += _rowcount(
-                await session.execute(
-                    update(Replay)
-                    .where(Replay.event_id.in_(ids), replay_copies)
-                    .values(edited_payload=null(), previous_payload=null())
-                )
-            )
-            await session.execute(
-                _PURGE_PAYLOAD,
-                [
-                    {
-                        "b_id": row.id,
-                        "b_hash": payload_hash(row.payload),
-                        "b_checkpoint": scrub_checkpoint(row.checkpoint),
-                        "b_now": now,
-                    }
-                    for row in rows
-                ],
-            )
-            events += len(rows)
-        if len(rows) < batch:
-            break
-    return events, steps, replays
-
-
-async def _delete_events(
-    sessions: async_sessionmaker[AsyncSession], where: ColumnElement[bool], batch: int, dry_run: bool
-) -> int:
-    """Delete event rows; steps, dead letters, replays, business keys and ION message ids go
-    with them (ON DELETE CASCADE), document versions and BNG state keep their row (SET NULL)."""
-    return await _batched(sessions, select(Event.id).where(where), Event.id, delete(Event), batch, dry_run)
-
-
-async def _delete_bng_state(
-    sessions: async_sessionmaker[AsyncSession], where: ColumnElement[bool], batch: int, dry_run: bool
-) -> int:
-    return await _batched(
-        sessions, select(BngState.id).where(where), BngState.id, delete(BngState), batch, dry_run
-    )
-
-
-async def _clear_audit(
-    sessions: async_sessionmaker[AsyncSession], where: ColumnElement[bool], batch: int, dry_run: bool
-) -> int:
-    copies = or_(_has_value(AuditEntry.before), _has_value(AuditEntry.after))
-    return await _batched(
-        sessions,
-        select(AuditEntry.id).where(where, copies),
-        AuditEntry.id,
-        update(AuditEntry).values(before=null(), after=null()),
-        batch,
-        dry_run,
-    )
-
-
-async def _batched(
-    sessions: async_sessionmaker[AsyncSession],
-    chosen: Select[Any],
-    id_column: Any,
-    statement: Any,
-    batch: int,
-    dry_run: bool,
-) -> int:
-    """Apply ``statement`` to the rows ``chosen`` selects, ``batch`` ids per transaction."""
-    if dry_run:
-        return await _count(sessions, chosen)
-    done = 0
-    while True:
-        async with sessions.begin() as session:
-            ids = list(
-                (
-                    await session.execute(
-                        chosen.order_by(id_column).limit(batch).with_for_update(skip_locked=True)
-                    )
-                ).scalars()
-            )
-            if not ids:
-                break
-            await session.execute(statement.where(id_column.in_(ids)))
-            done += len(ids)
-        if len(ids) < batch:
-            break
-    return done

@@ -17,11 +17,10 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from m3bng.store import queries
-from m3bng.store.models import SchedulerLease
+from m3bng.store import control as control_store
+from m3bng.store.sql import utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -39,37 +38,21 @@ async def take_turn(
 ) -> bool:
     """Take the job's lease when it is free (or ours, or expired) and the interval has passed.
 
-    One conditional UPDATE decides it, so two processes asking at once cannot both win: on
-    PostgreSQL the second waits for the first's row lock and then no longer matches the WHERE
-    clause; on SQLite the transactions are serialised (BEGIN IMMEDIATE).
+    One transaction, one conditional UPDATE (``store.control.take_lease``): two processes asking
+    at once cannot both win.
     """
-    now = now or queries.utcnow()
+    now = now or utcnow()
     async with sessions.begin() as session:
-        await session.execute(queries.insert_ignore(session, SchedulerLease.__table__, {"name": name}))
-        result = await session.execute(
-            update(SchedulerLease)
-            .where(
-                SchedulerLease.name == name,
-                or_(
-                    SchedulerLease.owner.is_(None),
-                    SchedulerLease.owner == owner,
-                    SchedulerLease.expires_at < now,
-                ),
-                or_(
-                    SchedulerLease.last_run_at.is_(None),
-                    SchedulerLease.last_run_at <= now - timedelta(seconds=interval),
-                ),
-            )
-            .values(
-                owner=owner,
-                # Long enough to survive one slow run; short enough that a dead holder's job
-                # moves to another process within a few intervals.
-                expires_at=now + timedelta(seconds=interval * 2 + 60),
-                last_run_at=now,
-            )
-            .returning(SchedulerLease.name)
+        return await control_store.take_lease(
+            session,
+            name,
+            owner,
+            now=now,
+            ran_before=now - timedelta(seconds=interval),
+            # Long enough to survive one slow run; short enough that a dead holder's job moves
+            # to another process within a few intervals.
+            expires_at=now + timedelta(seconds=interval * 2 + 60),
         )
-        return result.scalar_one_or_none() is not None
 
 
 class ScheduledJob:

@@ -9,7 +9,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from m3bng.store.models import AuditEntry
-from m3bng.store.queries import utcnow
+from m3bng.store.sql import utcnow
 
 
 async def record(

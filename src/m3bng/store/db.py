@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from m3bng import jsonfast
@@ -70,3 +72,28 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def printable_url(database_url: str) -> str:
+    """The store's URL as it may be printed or logged: password masked."""
+    return make_url(database_url).render_as_string(hide_password=True)
+
+
+def sqlite_file(database_url: str) -> Path | None:
+    """The file of a SQLite store; None for another database, an in-memory one or a ``file:`` URI."""
+    url = make_url(database_url)
+    database = url.database
+    if (
+        url.get_backend_name() != "sqlite"
+        or not database
+        or database == ":memory:"
+        or database.startswith("file:")
+    ):
+        return None
+    return Path(database)
+
+
+def store_error_types() -> tuple[type[BaseException], ...]:
+    """What opening or querying the store raises when it is unreachable or refuses: the CLI turns
+    these into one line naming the setting to fix."""
+    return (SQLAlchemyError, OSError, TimeoutError)

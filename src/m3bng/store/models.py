@@ -85,7 +85,7 @@ class EventStatus(enum.StrEnum):
     SKIPPED = "skipped"
 
 
-# Statuses that still hold their place in a business key's queue (see store/queries.py).
+# Statuses that still hold their place in a business key's queue (see store/queue.py).
 OPEN_STATUSES = (EventStatus.PENDING.value, EventStatus.PROCESSING.value)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from m3bng.connectors.bng.samples import sample
-from m3bng.store import queries
+from m3bng.store import documents
 from tests.integration.flows.conftest import Service
 
 
@@ -15,8 +15,8 @@ async def test_created_then_updated(service: Service) -> None:
     assert customer["TOWN"] == "Stockholm" and customer["CSCD"] == "SE" and customer["STAT"] == "20"
     assert customer["PHNO"] == "+46 8 123 456" and customer["YREF"] == "Anna Berg"
     async with service.sessions() as session:
-        assert await queries.get_xref(session, "customer", "C-2001") == "C-2001"
-        assert await queries.get_xref(session, "customer.external", "shop-88123") == "C-2001"
+        assert await documents.get_xref(session, "customer", "C-2001") == "C-2001"
+        assert await documents.get_xref(session, "customer.external", "shop-88123") == "C-2001"
     updated = await service.settle(
         await service.send("customer.updated", {**sample("customer.updated"), "Status": "Blocked"})
     )

@@ -6,7 +6,7 @@ import pytest
 
 from m3bng.connectors.bng.samples import sample
 from m3bng.flows.ledger import UnbalancedEntry, check_balanced
-from m3bng.store import queries
+from m3bng.store import documents
 from m3bng.store.models import Step
 from tests.integration.flows.conftest import Service
 
@@ -25,7 +25,7 @@ async def test_gl_entry_becomes_one_updated_batch(service: Service) -> None:
         ("2", "2990;0;12500.00;-;20261124;SEK;Accrued expenses"),
     ]
     async with service.sessions() as session:
-        assert await queries.get_xref(session, "gl_entry", "GL-2026-0042") == "GL:GL-2026-0042"
+        assert await documents.get_xref(session, "gl_entry", "GL-2026-0042") == "GL:GL-2026-0042"
 
 
 async def test_payment_becomes_bank_debit_and_receivables_credit(service: Service) -> None:
@@ -100,7 +100,7 @@ async def test_transient_error_resumes_from_the_failed_line(service: Service) ->
 async def test_someone_elses_batch_with_our_key_is_not_taken_for_ours(service: Service) -> None:
     assert (await service.settle(await service.send("gl_entry.created"))).status == "done"
     async with service.sessions.begin() as session:  # m3bng forgets it: the batch is not "ours"
-        await queries.put_xref(session, "gl_entry", "other", "GL:GL-2026-0042")
+        await documents.put_xref(session, "gl_entry", "other", "GL:GL-2026-0042")
     event = await service.settle(await service.send("gl_entry.created"))
     assert event.status == "dead"
     assert (await service.dead_letter(event.id)).error_class == "duplicate"

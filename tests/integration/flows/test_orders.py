@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import delete
 
 from m3bng.connectors.bng.samples import sample
-from m3bng.store import queries
+from m3bng.store import documents
 from m3bng.store.models import CrossReference
 from tests.integration.flows.conftest import Service
 
@@ -45,7 +45,7 @@ async def test_order_becomes_one_confirmed_m3_order(service: Service) -> None:
         {"ORNO": head["ORNO"], "STAT": "22"}
     ]
     async with service.sessions() as session:
-        assert await queries.get_xref(session, "order", "SO-1001") == head["ORNO"]
+        assert await documents.get_xref(session, "order", "SO-1001") == head["ORNO"]
 
 
 async def test_duplicate_deliveries_make_one_order(service: Service) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from m3bng.connectors.bng.samples import sample
-from m3bng.store import queries
+from m3bng.store import documents
 from m3bng.store.models import Step
 from tests.integration.flows.conftest import Service
 
@@ -29,7 +29,7 @@ async def test_invoice_becomes_one_invoice_batch(service: Service) -> None:
     assert head["SPYN"] == "S1001"  # the payee LstInvBySupInv finds it by
     assert event.checkpoint["INBN"] == head["INBN"]
     async with service.sessions() as session:
-        assert await queries.get_xref(session, "supplier_invoice", "INV-88-2026") == head["INBN"]
+        assert await documents.get_xref(session, "supplier_invoice", "INV-88-2026") == head["INBN"]
 
 
 async def test_too_long_invoice_id_dead_letters_before_sending(service: Service) -> None:
@@ -61,7 +61,7 @@ async def test_another_invoice_with_the_same_number_is_not_taken_for_ours(servic
     first = await service.settle(await service.send("supplier_invoice.created", data))
     assert first.status == "done", first.last_error
     async with service.sessions.begin() as session:  # as if entered by hand: m3bng does not know it
-        await queries.put_xref(session, "supplier_invoice", "entered-by-hand", first.checkpoint["INBN"])
+        await documents.put_xref(session, "supplier_invoice", "entered-by-hand", first.checkpoint["INBN"])
     event = await service.settle(await service.send("supplier_invoice.created"))
     assert event.status == "dead"
     dead = await service.dead_letter(event.id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from m3bng.connectors.bng.samples import sample
-from m3bng.store import queries
+from m3bng.store import documents
 from m3bng.store.models import Step
 from tests.integration.flows.conftest import Service
 
@@ -22,7 +22,7 @@ async def test_new_product_becomes_an_item(service: Service) -> None:
     assert item["ITTY"] == "FG" and item["RESP"] == "M3BNG" and item["MABU"] == "2"
     assert ops(await service.steps(event.id)) == ["MMS200MI/GetItmBasic", "MMS200MI/AddItmBasic"]
     async with service.sessions() as session:
-        assert await queries.get_xref(session, "item", "BIKE-500") == "BIKE-500"
+        assert await documents.get_xref(session, "item", "BIKE-500") == "BIKE-500"
 
 
 async def test_update_changes_the_existing_item(service: Service) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from m3bng.connectors.bng.samples import sample
-from m3bng.store import queries
+from m3bng.store import documents
 from m3bng.store.models import Step
 from tests.integration.flows.conftest import Service
 
@@ -39,7 +39,7 @@ async def test_purchase_order_becomes_one_m3_po(service: Service) -> None:
         "PPS370MI/FinishEntry",
     ]
     async with service.sessions() as session:
-        assert await queries.get_xref(session, "purchase_order", "PO-7001") == head["PUNO"]
+        assert await documents.get_xref(session, "purchase_order", "PO-7001") == head["PUNO"]
 
 
 async def test_missing_supplier_dead_letters_naming_the_vendor(service: Service) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from m3bng.connectors.bng.samples import sample
-from m3bng.store import queries
+from m3bng.store import documents
 from m3bng.store.models import Step
 from tests.integration.flows.conftest import Service
 
@@ -22,7 +22,7 @@ async def test_new_vendor_becomes_a_supplier(service: Service) -> None:
     assert supplier["PHNO"] and "SUA1" not in supplier and "MAIL" not in supplier  # no such inputs
     assert ops(await service.steps(event.id)) == ["CRS620MI/GetBasicData", "CRS620MI/AddSupplier"]
     async with service.sessions() as session:
-        assert await queries.get_xref(session, "supplier", "V-300") == "V-300"
+        assert await documents.get_xref(session, "supplier", "V-300") == "V-300"
 
 
 async def test_update_changes_the_supplier(service: Service) -> None:

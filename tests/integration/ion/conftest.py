@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
-from m3bng.inbox.flows import FlowContext, FlowRegistry
+from m3bng.flows.runtime import FlowContext, FlowRegistry
 from m3bng.store.models import Event, IonMessage
 from tests.conftest import LiveServer
 from tests.integration.m3 import conftest as m3_fixtures

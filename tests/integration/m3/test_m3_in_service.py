@@ -20,7 +20,7 @@ from m3bng.config import Settings
 from m3bng.connectors import Connectors
 from m3bng.connectors.m3.client import M3Client
 from m3bng.connectors.m3.metadata import M3Metadata
-from m3bng.inbox.flows import FlowContext, FlowRegistry
+from m3bng.flows.runtime import FlowContext, FlowRegistry
 from m3bng.inbox.ingest import ingest_event
 from m3bng.inbox.worker import Worker
 from m3bng.store.models import DeadLetter, Event, M3FieldMetadata
@@ -118,14 +118,12 @@ async def test_m3_outage_opens_the_circuit_and_dead_letters_nothing(
     async def flow(ctx: FlowContext) -> None:
         assert ctx.connectors.m3 is not None
         cuno = ctx.payload["data"]["CustomerID"]
-        await ctx.step(
-            "get_customer",
-            target="m3",
-            operation="CRS610MI/GetBasicData",
-            request={"CUNO": cuno},
-            call=lambda: ctx.connectors.m3.execute("CRS610MI", "GetBasicData", {"CUNO": cuno}),  # type: ignore[union-attr]
-            describe=lambda r: r.record,
-        )
+        async with ctx.step(
+            "get_customer", target="m3", operation="CRS610MI/GetBasicData", request={"CUNO": cuno}
+        ) as step:
+            step.response = (
+                await ctx.connectors.m3.execute("CRS610MI", "GetBasicData", {"CUNO": cuno})
+            ).record
 
     registry = FlowRegistry()
     registry.register("customer.updated", flow)

@@ -25,9 +25,9 @@ from m3bng.connectors.bng.samples import sample
 from m3bng.connectors.protection import CircuitBreaker
 from m3bng.ops.alerts import Alerter
 from m3bng.ops.controls import set_paused
-from m3bng.store import queries
+from m3bng.store import queue, sql
 from m3bng.store.models import Alert, SchedulerLease
-from m3bng.store.queries import utcnow
+from m3bng.store.sql import utcnow
 from tests.conftest import AsgiServer, LiveServer, free_port
 from tests.integration.m3.conftest import SimHandle
 from tests.integration.ops.conftest import Ops, Sessions, ops_settings
@@ -73,7 +73,7 @@ async def hold_alerts_lease(sessions: Sessions) -> None:
     far = utcnow() + timedelta(days=1)
     async with sessions.begin() as session:
         row = {"name": "alerts", "owner": "another-process", "expires_at": far, "last_run_at": far}
-        await session.execute(queries.upsert(session, SchedulerLease.__table__, ["name"], row))
+        await session.execute(sql.upsert(session, SchedulerLease.__table__, ["name"], row))
 
 
 @dataclass
@@ -287,9 +287,9 @@ async def test_backlog_of_a_paused_flow_says_so(
     # The alerter reads only the store: a paused flow's event simply stays open.
     async with sessions.begin() as session:
         await set_paused(session, "flow", "customer.created", paused=True, reason="check", actor="t")
-        await queries.insert_event_once(
+        await queue.insert_event_once(
             session,
-            queries.NewEvent("bng", "paused-1", "customer.created", {"data": {}}, "customer:9", "c-1"),
+            queue.NewEvent("bng", "paused-1", "customer.created", {"data": {}}, "customer:9", "c-1"),
         )
     check = Alerter(make_settings(alert_webhook_url=receiver.url), sessions).check
     result = await check(now=utcnow() + timedelta(minutes=16))

@@ -10,7 +10,7 @@ from sqlalchemy import update
 
 from m3bng.connectors.bng.samples import sample
 from m3bng.store.models import DeadLetter
-from m3bng.store.queries import utcnow
+from m3bng.store.sql import utcnow
 from tests.integration.ops.conftest import Ops
 
 URL = "/api/v1/dead-letters"

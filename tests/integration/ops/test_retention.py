@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from m3bng.config import Settings
 from m3bng.connectors.bng.samples import sample
 from m3bng.ops import retention
-from m3bng.store import queries
+from m3bng.store import queue, sql
 from m3bng.store.models import (
     AuditEntry,
     BngState,
@@ -24,7 +24,7 @@ from m3bng.store.models import (
     Replay,
     Step,
 )
-from m3bng.store.queries import utcnow
+from m3bng.store.sql import utcnow
 from tests.integration.ops.conftest import Ops
 from tests.support.webhooks import post_event
 
@@ -86,8 +86,8 @@ async def test_old_payloads_go_recent_and_open_ones_stay_and_dedup_still_holds(o
     assert (await ops.settle(edited_id)).status == "done"
     # A pending event received long ago (its next attempt is far off): open, never purged.
     async with ops.sessions.begin() as session:
-        pending, _ = await queries.insert_event_once(
-            session, queries.NewEvent("bng", "msg-ret-pending", "order.created", fixed, "order:P", "c-p")
+        pending, _ = await queue.insert_event_once(
+            session, queue.NewEvent("bng", "msg-ret-pending", "order.created", fixed, "order:P", "c-p")
         )
         far = utcnow() + timedelta(days=1)
         await session.execute(update(Event).where(Event.id == pending).values(next_attempt_at=far))
@@ -95,7 +95,7 @@ async def test_old_payloads_go_recent_and_open_ones_stay_and_dedup_still_holds(o
         fresh = utcnow()
         for bng_id, at in (("C-OLD", stale), ("C-NEW", fresh)):
             await session.execute(
-                queries.upsert(
+                sql.upsert(
                     session,
                     BngState.__table__,
                     ["entity", "bng_id"],

@@ -15,7 +15,7 @@ from sqlalchemy import insert, update
 from m3bng.config import Settings
 from m3bng.connectors.bng.samples import sample
 from m3bng.store.models import DeadLetter, Event, Replay, Step
-from m3bng.store.queries import utcnow
+from m3bng.store.sql import utcnow
 from tests.conftest import LiveServer
 from tests.integration.ion.conftest import BEARER as ION_BEARER
 from tests.integration.ion.conftest import TOKEN as ION_TOKEN

@@ -6,7 +6,7 @@ import asyncio
 
 from lxml import etree  # type: ignore[import-untyped]
 
-from m3bng.store import queries
+from m3bng.store import documents
 from tests.integration.to_bng.conftest import Outbound, order
 from tests.support.bods import inventory_count, invoice, item_master, party, sales_order
 
@@ -33,7 +33,7 @@ async def test_order_status_follows_m3_and_stale_variations_are_skipped(outbound
 async def test_order_is_found_by_cross_reference_and_unknown_orders_are_skipped(outbound: Outbound) -> None:
     await outbound.bng.seed({"orders": {"SO-7": order("SO-7")}})
     async with outbound.sessions.begin() as session:
-        await queries.put_xref(session, "order", "SO-7", "1000777")  # written by order_to_cash
+        await documents.put_xref(session, "order", "SO-7", "1000777")  # written by order_to_cash
     event = await outbound.apply(sales_order("1000777", cuor=None, status="77"), raw=True)
     assert event.status == "done", event.last_error
     assert (await outbound.bng.state())["orders"]["SO-7"]["OrderStatus"] == "Invoiced"
@@ -96,12 +96,12 @@ async def test_customer_from_m3_is_created_in_bng_and_linked(outbound: Outbound)
         "Country": "SE",
     }
     async with outbound.sessions() as session:
-        assert await queries.get_xref(session, "customer", "10077") == "10077"
+        assert await documents.get_xref(session, "customer", "10077") == "10077"
 
 
 async def test_customer_bng_created_keeps_its_bng_id(outbound: Outbound) -> None:
     async with outbound.sessions.begin() as session:
-        await queries.put_xref(session, "customer", "C-2001", "C-2001X")
+        await documents.put_xref(session, "customer", "C-2001", "C-2001X")
     event = await outbound.apply(party("CustomerPartyMaster", "C-2001X", name="Velo Sport AB"))
     assert event.status == "done", event.last_error
     customers = (await outbound.bng.state())["customers"]

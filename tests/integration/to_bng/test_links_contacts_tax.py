@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 
-from m3bng.store import queries
+from m3bng.store import documents
 from m3bng.store.models import CrossReference
 from tests.integration.to_bng.conftest import Outbound, order
 from tests.support.bods import invoice, party, sales_order, sales_order_deleted
@@ -23,7 +23,7 @@ async def test_order_first_seen_in_a_bod_is_linked_and_a_later_delete_applies(
     synced = await outbound.apply(sales_order("1004001", cuor="SO-4001", status="22", action=action))
     assert synced.status == "done", synced.last_error
     async with outbound.sessions() as session:
-        assert await queries.get_xref(session, "order", "SO-4001") == "1004001"
+        assert await documents.get_xref(session, "order", "SO-4001") == "1004001"
 
     deleted = await outbound.apply(sales_order_deleted("1004001", variation=2, minutes=5))
     assert (deleted.status, deleted.error_class) == ("done", None), deleted.last_error
@@ -50,7 +50,7 @@ async def test_an_echo_links_too(outbound: Outbound) -> None:
     again = await outbound.apply(sales_order("1004003", cuor="SO-4003", status="22", variation=2, minutes=5))
     assert (again.status, again.error_class) == ("skipped", "echo"), again.last_error
     async with outbound.sessions() as session:
-        assert await queries.get_xref(session, "order", "SO-4003") == "1004003"
+        assert await documents.get_xref(session, "order", "SO-4003") == "1004003"
     deleted = await outbound.apply(sales_order_deleted("1004003", variation=3, minutes=10))
     assert deleted.status == "done", deleted.last_error
     assert (await outbound.bng.state())["orders"]["SO-4003"]["OrderStatus"] == "Cancelled"
@@ -62,7 +62,7 @@ async def test_an_order_bng_rejected_is_not_linked(outbound: Outbound) -> None:
     event = await outbound.apply(sales_order("1004004", cuor="PO-CUSTOMER-7", status="22"))
     assert (event.status, event.error_class) == ("dead", "not_found"), event.last_error
     async with outbound.sessions() as session:
-        assert await queries.get_xref(session, "order", "PO-CUSTOMER-7") is None
+        assert await documents.get_xref(session, "order", "PO-CUSTOMER-7") is None
     deleted = await outbound.apply(sales_order_deleted("1004004", variation=2, minutes=5))
     assert (deleted.status, deleted.error_class) == ("skipped", "not_linked")
 

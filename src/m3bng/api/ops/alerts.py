@@ -7,12 +7,11 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel
-from sqlalchemy import case, select
 
 from m3bng.api.deps import RuntimeDep
 from m3bng.api.ops.auth import ReadCaller
 from m3bng.ops.alerts import FIRING
-from m3bng.store.models import Alert
+from m3bng.store import stats as store
 
 router = APIRouter(tags=["ops"])
 
@@ -39,9 +38,6 @@ async def list_alerts(
     caller: ReadCaller, runtime: RuntimeDep, state: Literal["firing", "resolved", "all"] = "all"
 ) -> AlertList:
     """Firing alerts first, then the most recently seen. One row per alert key, so no paging."""
-    query = select(Alert).order_by(case((Alert.state == FIRING, 0), else_=1), Alert.last_seen_at.desc())
-    if state != "all":
-        query = query.where(Alert.state == state)
     async with runtime.sessions() as session:
-        rows = (await session.execute(query)).scalars().all()
+        rows = await store.list_alerts(session, firing=FIRING, state=None if state == "all" else state)
     return AlertList(items=[AlertOut.model_validate(row, from_attributes=True) for row in rows])

@@ -12,18 +12,17 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import select
 
 from m3bng.api.deps import RuntimeDep
 from m3bng.api.errors import refusal
 from m3bng.api.ops.auth import ReadCaller, ReplayCaller
 from m3bng.api.ops.transactions import TxSummary
 from m3bng.connectors.untrusted_json import problem_in
-from m3bng.ops import bulk, replay
+from m3bng.ops import bulk, replay, search
 from m3bng.ops.auth import Principal
 from m3bng.ops.filters import EventFilter, FilterError, decode_cursor, encode_cursor
 from m3bng.runtime import Runtime
-from m3bng.store.models import Event, EventStatus
+from m3bng.store.models import EventStatus
 
 router = APIRouter(tags=["ops"])
 
@@ -121,7 +120,8 @@ class DiscardRequest(BaseModel):
 async def _summary(runtime: Runtime, event_id: int, caller: Principal) -> TxSummary:
     """The discarded transaction as the list shows it (masked like it for non-admins)."""
     async with runtime.sessions() as session:
-        event = (await session.execute(select(Event).where(Event.id == event_id))).scalar_one()
+        event = await search.get_event(session, event_id)
+    assert event is not None  # just discarded: far too recent for retention to have deleted it
     return TxSummary.of(event, caller)
 
 

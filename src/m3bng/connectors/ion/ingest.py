@@ -4,15 +4,9 @@ ION delivers at least once and retries a delivery under the same messageId; the 
 also arrive twice under different messageIds (re-published, or sent through two connection
 points). So a BOD is a duplicate when either its messageId (table ``ion_messages``) or its BODID
 (the event's external id) was seen before. The event row and its ``ion_messages`` row are
-written in one transaction: there is never an event without its messageId or the reverse.
-
-Concurrency: two deliveries racing with the same BODID are settled by
-``insert_event_once`` (ON CONFLICT DO NOTHING; the loser reads the winner's id). Two racing
-with the same messageId but different BODIDs both insert an event; the second to insert the
-``ion_messages`` row hits its primary key (PostgreSQL waits for the first transaction, then
-raises), rolls its whole transaction back, event included, and answers "duplicate" with the
-winner's event id. SQLite serialises writers (BEGIN IMMEDIATE), so there the check before the
-insert already sees the winner.
+written in one transaction, and racing deliveries are settled, by
+:func:`m3bng.store.ion.insert_bod_once` (its docstring says how); this module derives the keys
+and reports the outcome.
 """
 
 from __future__ import annotations
@@ -23,15 +17,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.connectors.ion.bod import ParsedBod
 from m3bng.observability import metrics, tracing
-from m3bng.store import queries
-from m3bng.store.models import IonMessage
-from m3bng.store.queries import NewEvent
+from m3bng.store.ion import insert_bod_once
+from m3bng.store.queue import NewEvent
 
 log = structlog.get_logger(__name__)
 
@@ -69,11 +60,6 @@ def business_key(parsed: ParsedBod) -> str | None:
     return key if len(key) <= _MAX_EXTERNAL_ID else key[:_MAX_EXTERNAL_ID]
 
 
-async def _event_for_message(session: AsyncSession, message_id: str) -> int | None:
-    result = await session.execute(select(IonMessage.event_id).where(IonMessage.message_id == message_id))
-    return result.scalar_one_or_none()
-
-
 async def ingest_bod(
     sessions: async_sessionmaker[AsyncSession],
     parsed: ParsedBod,
@@ -93,34 +79,13 @@ async def ingest_bod(
         correlation_id=cid,
     )
     with tracing.span("ingest", correlation_id=cid, source=SOURCE, event_type=parsed.bod_type):
-        try:
-            async with sessions.begin() as session:
-                known = await _event_for_message(session, message_id) if message_id else None
-                if known is not None:
-                    return _duplicate(known, cid, message_id, "messageId")
-                event_id, created = await queries.insert_event_once(session, new)
-                if not created:
-                    return _duplicate(event_id, cid, message_id, "BODID")
-                if message_id:
-                    await session.execute(
-                        insert(IonMessage).values(
-                            message_id=message_id, event_id=event_id, received_at=queries.utcnow()
-                        )
-                    )
-        except IntegrityError:
-            if not message_id:
-                raise
-            # Lost the race for this messageId (the winner carried another BODID): the rollback
-            # removed our event too, so nothing of this delivery is stored.
-            async with sessions() as session:
-                winner = await _event_for_message(session, message_id)
-            if winner is None:
-                raise
-            return _duplicate(winner, cid, message_id, "messageId")
+        stored = await insert_bod_once(sessions, new, message_id=message_id)
+        if stored.duplicate_by is not None:
+            return _duplicate(stored.event_id, cid, message_id, stored.duplicate_by)
     metrics.observe_received(SOURCE, parsed.bod_type, duplicate=False)
     log.info(
         "event.received",
-        event_id=event_id,
+        event_id=stored.event_id,
         source=SOURCE,
         event_type=parsed.bod_type,
         external_id=new.external_id,
@@ -129,7 +94,7 @@ async def ingest_bod(
     )
     if notifier is not None:
         notifier.notify()
-    return BodIngestResult(event_id=event_id, duplicate=False, correlation_id=cid)
+    return BodIngestResult(event_id=stored.event_id, duplicate=False, correlation_id=cid)
 
 
 def _duplicate(event_id: int, cid: str, message_id: str | None, by: str) -> BodIngestResult:

@@ -14,15 +14,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.connectors.m3.client import M3Client, MiValue, format_value
-from m3bng.store.models import M3FieldMetadata
-from m3bng.store.queries import utcnow
+from m3bng.store import metadata as store
+from m3bng.store.sql import utcnow
 
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 _MANDATORY_FLAGS = {"1", "X", "Y", "YES", "TRUE", "R"}
@@ -149,35 +146,12 @@ class M3Metadata:
         return check_record(program, transaction, await self.fields(program, transaction, "I"), record)
 
     async def _load(self, key: tuple[str, str, str]) -> tuple[datetime, dict[str, FieldSpec]] | None:
-        program, transaction, direction = key
         async with self.sessions() as session:
-            row = (
-                await session.execute(
-                    select(M3FieldMetadata).where(
-                        M3FieldMetadata.program == program,
-                        M3FieldMetadata.transaction == transaction,
-                        M3FieldMetadata.direction == direction,
-                    )
-                )
-            ).scalar_one_or_none()
+            row = await store.get_fields(session, *key)
         if row is None:
             return None
         return row.fetched_at, {f["name"]: FieldSpec(**f) for f in row.fields}
 
     async def _save(self, key: tuple[str, str, str], specs: dict[str, FieldSpec], now: datetime) -> None:
-        program, transaction, direction = key
-        values: dict[str, Any] = {
-            "program": program,
-            "transaction": transaction,
-            "direction": direction,
-            "fields": [asdict(s) for s in specs.values()],
-            "fetched_at": now,
-        }
         async with self.sessions.begin() as session:
-            dialect = session.get_bind().dialect.name
-            insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(M3FieldMetadata)
-            stmt = insert.values(**values).on_conflict_do_update(
-                index_elements=["program", "transaction", "direction"],
-                set_={"fields": values["fields"], "fetched_at": now},
-            )
-            await session.execute(stmt)
+            await store.put_fields(session, *key, [asdict(s) for s in specs.values()], now)

@@ -1,4 +1,4 @@
-"""The queries that carry the delivery guarantees: dedup insert, claim, lease renewal, outcome.
+"""The queue and its leases: dedup insert, claim, lease renewal, checkpoints, outcome.
 
 They are written out here, in one place, with why each is safe under concurrency.
 
@@ -12,28 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, text, tuple_, update
+from sqlalchemy import Table, bindparam, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from m3bng.store.models import (
-    BngState,
-    CrossReference,
-    DeadLetter,
-    DocumentVersion,
-    Event,
-    EventKey,
-    EventStatus,
-    Step,
-    UTCDateTime,
-)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from m3bng.store.models import DeadLetter, Event, EventStatus, UTCDateTime
+from m3bng.store.sql import is_sqlite, utcnow
 
 
 @dataclass(frozen=True)
@@ -270,7 +257,7 @@ async def renew_leases(
     return set(result.scalars())
 
 
-def _fenced(event_id: int, owner: str) -> Any:
+def fenced(event_id: int, owner: str) -> Any:
     # A Core UPDATE of the table, not of the ORM entity: the ORM's bulk-update path (it evaluates
     # the WHERE clause against objects in the session) cost more CPU than the round trip, and a
     # worker writes one of these per checkpoint.
@@ -302,7 +289,7 @@ async def _close(
 ) -> bool:
     now = utcnow()
     result = await session.execute(
-        _fenced(event_id, owner)
+        fenced(event_id, owner)
         .values(
             status=status.value,
             lease_owner=None,
@@ -345,14 +332,10 @@ async def reschedule(
         values["last_error"] = error
     if refund_attempt:
         values["attempts"] = (
-            func.max(Event.attempts - 1, 0) if _is_sqlite(session) else func.greatest(Event.attempts - 1, 0)
+            func.max(Event.attempts - 1, 0) if is_sqlite(session) else func.greatest(Event.attempts - 1, 0)
         )
-    result = await session.execute(_fenced(event_id, owner).values(**values).returning(_EVENTS.c.id))
+    result = await session.execute(fenced(event_id, owner).values(**values).returning(_EVENTS.c.id))
     return result.scalar_one_or_none() is not None
-
-
-def _is_sqlite(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "sqlite"
 
 
 async def dead_letter(
@@ -368,7 +351,7 @@ async def dead_letter(
     """Move a leased event to the dead letters; the event row keeps its original payload."""
     now = utcnow()
     result = await session.execute(
-        _fenced(event_id, owner)
+        fenced(event_id, owner)
         .values(
             status=EventStatus.DEAD.value,
             lease_owner=None,
@@ -401,249 +384,6 @@ async def save_checkpoint(
     session: AsyncSession, event_id: int, owner: str, checkpoint: dict[str, Any]
 ) -> bool:
     result = await session.execute(
-        _fenced(event_id, owner).values(checkpoint=checkpoint, updated_at=utcnow()).returning(_EVENTS.c.id)
+        fenced(event_id, owner).values(checkpoint=checkpoint, updated_at=utcnow()).returning(_EVENTS.c.id)
     )
     return result.scalar_one_or_none() is not None
-
-
-_STEPS = cast(Table, Step.__table__)
-_INSERT_STEP = _STEPS.insert().returning(_STEPS.c.id)  # Core, built once
-
-
-async def record_step(session: AsyncSession, **values: Any) -> int:
-    result = await session.execute(_INSERT_STEP, values)
-    return int(result.scalar_one())
-
-
-async def set_mapping_hash(session: AsyncSession, event_id: int, owner: str, content_hash: str) -> bool:
-    """Record which version of the mapping this event is applied with (fenced like a checkpoint)."""
-    result = await session.execute(
-        _fenced(event_id, owner).values(mapping_hash=content_hash).returning(_EVENTS.c.id)
-    )
-    return result.scalar_one_or_none() is not None
-
-
-async def get_xref(session: AsyncSession, entity: str, bng_id: str) -> str | None:
-    """The M3 key BNG's ``bng_id`` was last applied to, if m3bng has seen the object before."""
-    result = await session.execute(
-        select(CrossReference.m3_key).where(CrossReference.entity == entity, CrossReference.bng_id == bng_id)
-    )
-    return result.scalar_one_or_none()
-
-
-async def get_xref_by_m3(session: AsyncSession, entity: str, m3_key: str) -> str | None:
-    result = await session.execute(
-        select(CrossReference.bng_id).where(CrossReference.entity == entity, CrossReference.m3_key == m3_key)
-    )
-    return result.scalar_one_or_none()
-
-
-async def put_xref(session: AsyncSession, entity: str, bng_id: str, m3_key: str) -> None:
-    """Link ``bng_id`` ⇄ ``m3_key``, replacing an older link of either id.
-
-    Both directions are unique: an M3 key that BNG re-used for another object (or a BNG id that
-    was re-pointed) moves, rather than leaving two rows that disagree.
-
-    Safe under concurrency: many events link the same pair at once (every order of one customer
-    links the customer). A plain delete-then-insert made all but one of them fail on the unique
-    key and retry; the insert is ``ON CONFLICT DO NOTHING``, so a concurrent writer of the same
-    link (or, in a true race between two different links, the one that committed first) stands.
-    """
-    now = utcnow()
-    same = await session.execute(
-        select(CrossReference.id).where(
-            CrossReference.entity == entity, CrossReference.bng_id == bng_id, CrossReference.m3_key == m3_key
-        )
-    )
-    if same.first() is not None:  # already linked: nothing to move
-        return
-    await session.execute(
-        delete(CrossReference).where(
-            CrossReference.entity == entity,
-            (CrossReference.bng_id == bng_id) | (CrossReference.m3_key == m3_key),
-        )
-    )
-    await session.execute(
-        insert_ignore(
-            session,
-            CrossReference.__table__,
-            {"entity": entity, "bng_id": bng_id, "m3_key": m3_key, "created_at": now, "updated_at": now},
-        )
-    )
-
-
-def _dialect_insert(session: AsyncSession, table: Any) -> Any:
-    """The dialect's INSERT, which has ON CONFLICT (PostgreSQL and SQLite both)."""
-    return (sqlite if _is_sqlite(session) else postgresql).insert(table)
-
-
-def upsert(session: AsyncSession, table: Any, keys: list[str], values: dict[str, Any]) -> Any:
-    """INSERT … ON CONFLICT (keys) DO UPDATE: one statement, safe against a concurrent writer."""
-    statement = _dialect_insert(session, table).values(**values)
-    changes = {name: statement.excluded[name] for name in values if name not in keys}
-    return statement.on_conflict_do_update(index_elements=keys, set_=changes)
-
-
-def insert_ignore(session: AsyncSession, table: Any, values: dict[str, Any]) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING (the row may exist already)."""
-    return _dialect_insert(session, table).values(**values).on_conflict_do_nothing()
-
-
-@dataclass(frozen=True)
-class DocumentVersionRow:
-    variation_id: int | None
-    created_at: datetime | None
-    event_id: int | None
-
-
-async def get_document_version(session: AsyncSession, noun: str, key: str) -> DocumentVersionRow | None:
-    row = (
-        await session.execute(
-            select(DocumentVersion.variation_id, DocumentVersion.created_at, DocumentVersion.event_id).where(
-                DocumentVersion.noun == noun, DocumentVersion.document_key == key
-            )
-        )
-    ).one_or_none()
-    return None if row is None else DocumentVersionRow(*row)
-
-
-async def put_document_version(
-    session: AsyncSession,
-    noun: str,
-    key: str,
-    *,
-    variation_id: int | None,
-    created_at: datetime | None,
-    event_id: int,
-) -> None:
-    await session.execute(
-        upsert(
-            session,
-            DocumentVersion.__table__,
-            ["noun", "document_key"],
-            {
-                "noun": noun,
-                "document_key": key,
-                "variation_id": variation_id,
-                "created_at": created_at,
-                "event_id": event_id,
-                "updated_at": utcnow(),
-            },
-        )
-    )
-
-
-async def get_bng_state(
-    session: AsyncSession, entity: str, bng_id: str, *, not_from_event: int | None = None
-) -> dict[str, Any] | None:
-    """What BNG holds for the object as far as m3bng knows.
-
-    ``not_from_event``: ignore a state that this event itself recorded on an earlier attempt;
-    an event must not take its own unfinished work for an echo.
-    """
-    result = await session.execute(
-        select(BngState.data, BngState.event_id).where(BngState.entity == entity, BngState.bng_id == bng_id)
-    )
-    row = result.one_or_none()
-    if row is None or (not_from_event is not None and row.event_id == not_from_event):
-        return None
-    return row.data if isinstance(row.data, dict) else None
-
-
-async def put_bng_state(
-    session: AsyncSession, entity: str, bng_id: str, data: dict[str, Any], *, origin: str, event_id: int
-) -> None:
-    await session.execute(
-        upsert(
-            session,
-            BngState.__table__,
-            ["entity", "bng_id"],
-            {
-                "entity": entity,
-                "bng_id": bng_id,
-                "data": data,
-                "origin": origin,
-                "event_id": event_id,
-                "updated_at": utcnow(),
-            },
-        )
-    )
-
-
-async def delete_bng_state(session: AsyncSession, entity: str, bng_id: str) -> None:
-    await session.execute(delete(BngState).where(BngState.entity == entity, BngState.bng_id == bng_id))
-
-
-async def index_event_keys(session: AsyncSession, event_id: int, keys: dict[str, str]) -> None:
-    """Remember the business keys (value → kind) an event is about; known ones are ignored."""
-    if not keys:
-        return
-    rows = [{"event_id": event_id, "value": value, "kind": kind} for value, kind in keys.items()]
-    await session.execute(_dialect_insert(session, EventKey.__table__).values(rows).on_conflict_do_nothing())
-
-
-# -- installation-wide limits (connectors/shares.py), PostgreSQL only --------------------------------
-#
-# Each worker process holds ``slots`` of a limit (the M3 concurrency cap, BNG's rate) and renews
-# its row every period. Rebalancing is one transaction under the limit's anchor row lock
-# (``holder = ''``), so processes take turns: expired rows (a process that died) are deleted,
-# the fair share of each live process is worked out, and a process grows only into what nobody
-# holds. A process never records less than it uses locally (``holding``): it shrinks its own
-# gate first and records the smaller share on its next turn. So the rows never add up to more
-# than the limit, and no process uses more than its row. Time is the database's, the same for
-# every host.
-_SHARE_ANCHOR = text(
-    "INSERT INTO limit_shares (name, holder, slots, expires_at, updated_at) "
-    "VALUES (:name, '', 0, timezone('utc', now()) + interval '100 years', timezone('utc', now())) "
-    "ON CONFLICT DO NOTHING"
-)
-_SHARE_LOCK = text("SELECT 1 FROM limit_shares WHERE name = :name AND holder = '' FOR UPDATE")
-_SHARE_PRUNE = text(
-    "DELETE FROM limit_shares WHERE name = :name AND holder <> '' AND expires_at < timezone('utc', now())"
-)
-_SHARE_ROWS = text("SELECT holder, slots FROM limit_shares WHERE name = :name AND holder <> ''")
-_SHARE_PUT = text(
-    "INSERT INTO limit_shares (name, holder, slots, expires_at, updated_at) "
-    "VALUES (:name, :holder, :slots, timezone('utc', now()) + make_interval(secs => :ttl), "
-    "timezone('utc', now())) "
-    "ON CONFLICT (name, holder) DO UPDATE SET slots = excluded.slots, expires_at = excluded.expires_at, "
-    "updated_at = excluded.updated_at"
-)
-_SHARE_DROP = text("DELETE FROM limit_shares WHERE name = :name AND holder = :holder")
-
-
-@dataclass(frozen=True)
-class ShareGrant:
-    slots: int  # what this process may use now (recorded, renewed)
-    fair: int  # what it should hold once the others have moved: shrink to it when below slots
-    holders: int  # live processes sharing the limit
-
-
-def fair_share(total: int, holders: Sequence[str], holder: str) -> int:
-    """``total`` split evenly; the remainder goes to the first holders in name order."""
-    ordered = sorted(holders)
-    base, extra = divmod(total, len(ordered))
-    return base + (1 if ordered.index(holder) < extra else 0)
-
-
-async def take_share(
-    session: AsyncSession, name: str, holder: str, total: int, ttl_seconds: float, *, holding: int
-) -> ShareGrant:
-    """Renew this process's share of ``name`` and grow it toward its fair share (see above)."""
-    params = {"name": name}
-    await session.execute(_SHARE_ANCHOR, params)
-    await session.execute(_SHARE_LOCK, params)
-    await session.execute(_SHARE_PRUNE, params)
-    rows = {row.holder: int(row.slots) for row in await session.execute(_SHARE_ROWS, params)}
-    fair = fair_share(total, [*rows.keys() - {holder}, holder], holder)
-    others = sum(slots for other, slots in rows.items() if other != holder)
-    mine = max(holding, min(fair, total - others))
-    await session.execute(
-        _SHARE_PUT, {"name": name, "holder": holder, "slots": mine, "ttl": float(ttl_seconds)}
-    )
-    return ShareGrant(slots=mine, fair=fair, holders=len(rows.keys() | {holder}))
-
-
-async def drop_share(session: AsyncSession, name: str, holder: str) -> None:
-    """Give a share back at once (a process stopping), instead of letting it expire."""
-    await session.execute(_SHARE_DROP, {"name": name, "holder": holder})

@@ -1,9 +1,11 @@
-"""What a flow is: an async function of a FlowContext, registered for an event type.
+"""The context a flow receives: its claimed event, checkpoints, deferred writes and step records.
 
-The context gives a flow the two things that make it safe to run more than once:
-``ctx.step(...)`` records each outbound call (request, response, duration, outcome), and
-``ctx.checkpoint(...)`` persists keys obtained from completed steps (a temporary ORNO, a new
-CUNO) so that a retry or replay resumes instead of starting over.
+It gives a flow the two things that make it safe to run more than once:
+``async with ctx.step(...) as step:`` records the outbound call made inside the block (request,
+response, duration, outcome), and ``ctx.checkpoint(...)`` persists keys obtained from completed
+steps (a temporary ORNO, a new CUNO) so that a retry or replay resumes instead of starting over.
+The call itself is written inline in the block, so a reader goes from the flow to the client
+without a callback in between.
 
 **Writes ride together.** A worker's CPU goes mostly to the store (docs/benchmarks.md), and a
 flow used to commit a transaction for every step row, every checkpoint, the mapping version and
@@ -27,8 +29,10 @@ checkpoint or an effect: the next attempt repeats the read.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, TypeVar
 
 import structlog
@@ -37,14 +41,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from m3bng.connectors import Connectors
 from m3bng.errors import M3bngError, ProcessingError
 from m3bng.observability import metrics, tracing
-from m3bng.store import queries
+from m3bng.store import events, queue
 from m3bng.store.blips import ride_out_blips
 from m3bng.store.models import StepStatus
-from m3bng.store.queries import ClaimedEvent, utcnow
+from m3bng.store.queue import ClaimedEvent
+from m3bng.store.sql import utcnow
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
-Flow = Callable[["FlowContext"], Awaitable[None]]
 PendingWrite = Callable[[AsyncSession], Awaitable[Any]]
 # Tries of a step row's write: fewer than an outcome's, as the flow is waiting on it.
 STEP_WRITE_ATTEMPTS = 3
@@ -124,9 +128,7 @@ class FlowContext:
             for write in pending:
                 await write(session)
             if dirty:
-                return await queries.save_checkpoint(
-                    session, self.event.id, self.owner, self.event.checkpoint
-                )
+                return await queue.save_checkpoint(session, self.event.id, self.owner, self.event.checkpoint)
             return True
         except BaseException:
             self._pending, self._dirty = pending + self._pending, dirty or self._dirty
@@ -153,72 +155,16 @@ class FlowContext:
 
     # -- steps ----------------------------------------------------------------------------------
 
-    async def step(
-        self,
-        name: str,
-        *,
-        target: str,
-        operation: str,
-        request: Any,
-        call: Callable[[], Awaitable[T]],
-        describe: Callable[[T], Any] | None = None,
-        flush: bool = True,
-    ) -> T:
-        """Run one outbound call and record it as a step, whatever its outcome.
+    def step(
+        self, name: str, *, target: str, operation: str, request: Any, flush: bool = True
+    ) -> StepRecorder:
+        """Record the outbound call made in the ``async with`` block as one step, whatever its
+        outcome; the block sets ``step.response`` to what the row should show of the answer.
 
         ``flush=False`` for a call that only reads (or is covered by the flow's own durable
         mark): nothing deferred is stored before it.
         """
-        if flush:
-            await self.flush()
-        started = utcnow()
-        t0 = time.perf_counter()
-        status, response, error_class, error = StepStatus.OK.value, None, None, None
-        try:
-            with tracing.span(
-                f"{target} {operation}",
-                correlation_id=self.event.correlation_id,
-                step=name,
-                target=target,
-                operation=operation,
-            ):
-                result = await call()
-            response = describe(result) if describe else result
-            return result
-        except ProcessingError as exc:
-            status, error_class, error = StepStatus.FAILED.value, exc.error_class, str(exc)
-            raise
-        except Exception as exc:
-            status, error_class, error = StepStatus.FAILED.value, "internal", repr(exc)
-            raise
-        except BaseException:  # cancelled mid-call (shutdown, lost lease): the target may have applied it
-            status, error_class, error = (
-                StepStatus.UNKNOWN.value,
-                "cancelled",
-                "interrupted before an answer came",
-            )
-            raise
-        finally:
-            elapsed = time.perf_counter() - t0
-            metrics.observe_outbound(target, operation, name, status, elapsed)
-            row = {
-                "event_id": self.event.id,
-                "attempt": self.event.attempts,
-                "name": name,
-                "target": target,
-                "operation": operation,
-                "request": request,
-                "response": response if _jsonable(response) else repr(response),
-                "status": status,
-                "error_class": error_class,
-                "error": error,
-                "duration_ms": elapsed * 1000,
-                "started_at": started,
-            }
-            if status == StepStatus.OK.value:
-                self.defer(lambda session: queries.record_step(session, **row))
-            else:
-                self.last_failed_step_id = await self._record(row)
+        return StepRecorder(self, name, target=target, operation=operation, request=request, flush=flush)
 
     async def _record(self, row: dict[str, Any]) -> int | None:
         """Store a failed or interrupted step now (a dead letter points at it), with whatever
@@ -226,7 +172,7 @@ class FlowContext:
 
         async def write(session: AsyncSession) -> int:
             await self.write_pending(session)
-            return await queries.record_step(session, **row)
+            return await events.record_step(session, **row)
 
         return await self._ride_out_blips(write, step=row["name"], status=row["status"])
 
@@ -235,60 +181,86 @@ def _jsonable(value: Any) -> bool:
     return value is None or isinstance(value, (dict, list, str, int, float, bool))
 
 
-@dataclass(frozen=True)
-class FlowInfo:
-    """What the ops API shows of a registered flow (and pauses by event type or target)."""
+class StepRecorder:
+    """One step row around one outbound call (``FlowContext.step``).
 
-    source: str | None
-    event_type: str
-    target: str | None
-    name: str
+    A class, not a generator-based context manager: it runs for every MI call of every order,
+    and its enter/exit are a quarter of the cost of ``contextlib``'s (docs/benchmarks.md).
+    """
 
+    __slots__ = (
+        "_span",
+        "_started",
+        "_t0",
+        "ctx",
+        "flush",
+        "name",
+        "operation",
+        "request",
+        "response",
+        "target",
+    )
 
-class FlowRegistry:
-    """Event type → flow. A flow may be registered for one source or for any source."""
-
-    def __init__(self) -> None:
-        self._flows: dict[tuple[str | None, str], Flow] = {}
-        self._targets: dict[tuple[str | None, str], str | None] = {}
-
-    def register(
-        self, event_type: str, flow: Flow, *, source: str | None = None, target: str | None = None
+    def __init__(
+        self, ctx: FlowContext, name: str, *, target: str, operation: str, request: Any, flush: bool
     ) -> None:
-        """``target``: the system the flow writes to (m3, bng, ion); pausing it pauses the flow."""
-        key = (source, event_type)
-        if key in self._flows:
-            raise ValueError(f"a flow is already registered for {event_type!r} (source {source!r})")
-        self._flows[key] = flow
-        self._targets[key] = target
+        self.ctx, self.name, self.target, self.operation = ctx, name, target, operation
+        self.request, self.flush = request, flush
+        self.response: Any = None
+        self._span: AbstractContextManager[None] | None = None
+        self._t0 = 0.0
+        self._started = utcnow()
 
-    def flow(
-        self, event_type: str, *, source: str | None = None, target: str | None = None
-    ) -> Callable[[Flow], Flow]:
-        def decorator(fn: Flow) -> Flow:
-            self.register(event_type, fn, source=source, target=target)
-            return fn
-
-        return decorator
-
-    def get(self, source: str, event_type: str) -> Flow | None:
-        return self._flows.get((source, event_type)) or self._flows.get((None, event_type))
-
-    def describe(self) -> list[FlowInfo]:
-        return [
-            FlowInfo(
-                source, event_type, self._targets.get((source, event_type)), getattr(flow, "__name__", "flow")
+    async def __aenter__(self) -> StepRecorder:
+        if self.flush:
+            await self.ctx.flush()
+        self._started = utcnow()
+        self._t0 = time.perf_counter()
+        if tracing.enabled():
+            self._span = tracing.span(
+                f"{self.target} {self.operation}",
+                correlation_id=self.ctx.event.correlation_id,
+                step=self.name,
+                target=self.target,
+                operation=self.operation,
             )
-            for (source, event_type), flow in sorted(
-                self._flows.items(), key=lambda kv: (kv[0][1], kv[0][0] or "")
+            self._span.__enter__()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._span is not None:
+            self._span.__exit__(kind, exc, tb)
+        elapsed = time.perf_counter() - self._t0
+        status, error_class, error = StepStatus.OK.value, None, None
+        if isinstance(exc, ProcessingError):
+            status, error_class, error = StepStatus.FAILED.value, exc.error_class, str(exc)
+        elif isinstance(exc, Exception):
+            status, error_class, error = StepStatus.FAILED.value, "internal", repr(exc)
+        elif exc is not None:  # cancelled mid-call (shutdown, lost lease): the target may have applied it
+            status, error_class, error = (
+                StepStatus.UNKNOWN.value,
+                "cancelled",
+                "interrupted before an answer came",
             )
-        ]
-
-    def event_types_for_target(self, target: str) -> set[str]:
-        return {event_type for (_source, event_type), t in self._targets.items() if t == target}
-
-    def __iter__(self) -> Iterator[tuple[str | None, str]]:
-        return iter(self._flows)
-
-    def __len__(self) -> int:
-        return len(self._flows)
+        metrics.observe_outbound(self.target, self.operation, self.name, status, elapsed)
+        response = self.response
+        row = {
+            "event_id": self.ctx.event.id,
+            "attempt": self.ctx.event.attempts,
+            "name": self.name,
+            "target": self.target,
+            "operation": self.operation,
+            "request": self.request,
+            "response": response if _jsonable(response) else repr(response),
+            "status": status,
+            "error_class": error_class,
+            "error": error,
+            "duration_ms": elapsed * 1000,
+            "started_at": self._started,
+        }
+        if status == StepStatus.OK.value:
+            self.ctx.defer(lambda session: events.record_step(session, **row))
+        else:
+            self.ctx.last_failed_step_id = await self.ctx._record(row)

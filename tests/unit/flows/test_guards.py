@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from m3bng.flows.echo import is_echo, merged, split_names
+from m3bng.flows.runtime import is_echo, merged, split_names
 
 KNOWN: dict[str, Any] = {
     "CustomerID": "C-1",

@@ -1,4 +1,4 @@
-"""The toolkit every BNG → M3 flow is built from.
+"""The M3 side of the flow runtime: the calls every BNG → M3 flow is built from.
 
 A flow is short business logic ("find the customer, check the items, enter the order") over a
 few operations that carry the guarantees, written once here:
@@ -26,10 +26,10 @@ from m3bng.connectors.m3.client import COMPANY_FIELDS, M3Client, MIResult, is_li
 from m3bng.connectors.m3.errors import M3Duplicate, M3NotFound
 from m3bng.connectors.m3.metadata import check_record
 from m3bng.errors import PermanentError, TargetUnavailable
-from m3bng.inbox.flows import FlowContext
+from m3bng.flows.runtime.context import FlowContext
 from m3bng.mapping import Mapping, MappingError
 from m3bng.observability import tracing
-from m3bng.store import queries
+from m3bng.store import documents, events
 
 MappedFlow = Callable[[FlowContext, "FlowMappings"], Awaitable[None]]
 # Transactions per bulk request (``send_many``): an order of up to this many lines costs one
@@ -180,19 +180,20 @@ class M3Work:
     ) -> MIResult:
         spec = (mapping or self.mapping).call(call)
         m3 = self.m3
-        return await self.ctx.step(
+        async with self.ctx.step(
             step or call,
             target="m3",
             operation=f"{spec.program}/{spec.transaction}",
             request=record,
+            flush=flush,
+        ) as recorded:
             # A lookup reads the whole list: M3 answers one page (100 records) when asked for
             # none, and the record sought may be beyond it.
-            call=lambda: m3.execute(
+            result = await m3.execute(
                 spec.program, spec.transaction, record, maxrecs=0 if is_list(spec.transaction) else None
-            ),
-            describe=lambda result: result.records,
-            flush=flush,
-        )
+            )
+            recorded.response = result.records
+        return result
 
     async def get(
         self,
@@ -230,32 +231,27 @@ class M3Work:
         out: list[MIResult | None] = []
         for start in range(0, len(records), BULK_SIZE):
             chunk = records[start : start + BULK_SIZE]
-
-            async def run(chunk: list[dict[str, str]] = chunk) -> list[MIResult | None]:
-                answers: list[MIResult | None] = []
-                for answer in await m3.execute_many(spec.program, [(spec.transaction, r) for r in chunk]):
-                    if isinstance(answer, M3NotFound) and missing_ok:
-                        answers.append(None)
-                    elif isinstance(answer, Exception):
-                        raise answer
-                    else:
-                        answers.append(answer)
-                return answers
-
-            out += await self.ctx.step(
+            async with self.ctx.step(
                 step or call,
                 target="m3",
                 operation=f"{spec.program}/{spec.transaction}",
                 request=chunk,
-                call=run,
-                describe=lambda answers: [a.records if a else None for a in answers],
                 flush=flush,
-            )
+            ) as recorded:
+                answers = await m3.execute_many(spec.program, [(spec.transaction, r) for r in chunk])
+                recorded.response = [a.records if isinstance(a, MIResult) else None for a in answers]
+                for answer in answers:
+                    if isinstance(answer, M3NotFound) and missing_ok:
+                        out.append(None)
+                    elif isinstance(answer, Exception):
+                        raise answer
+                    else:
+                        out.append(answer)
         return out
 
     async def xref(self, entity: str, bng_id: str) -> str | None:
         async with self.ctx.sessions() as session:
-            return await queries.get_xref(session, entity, bng_id)
+            return await documents.get_xref(session, entity, bng_id)
 
     async def key(
         self,
@@ -278,14 +274,14 @@ class M3Work:
     async def link(self, entity: str, bng_id: str, m3_key: str) -> None:
         """BNG id ⇄ M3 key, stored with the flow's next write (at the latest with its outcome,
         before any later event of the same business key runs)."""
-        self.ctx.defer(lambda session: queries.put_xref(session, entity, bng_id, m3_key))
+        self.ctx.defer(lambda session: documents.put_xref(session, entity, bng_id, m3_key))
 
 
 async def note_mapping_version(ctx: FlowContext, mapping: Mapping) -> None:
     """Record which version of the mapping this event is applied with (replays can tell); with
     the flow's first write, fenced like it."""
     content_hash = mapping.content_hash
-    ctx.defer(lambda session: queries.set_mapping_hash(session, ctx.event.id, ctx.owner, content_hash))
+    ctx.defer(lambda session: events.set_mapping_hash(session, ctx.event.id, ctx.owner, content_hash))
 
 
 def step_name(call: str, index: int, count: int) -> str:

@@ -1,0 +1,149 @@
+"""What m3bng knows of each object on both sides: BNG id ⇄ M3 key cross-references, the newest
+document version applied (stale checks), and what BNG holds (echo checks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from m3bng.store.models import BngState, CrossReference, DocumentVersion
+from m3bng.store.sql import insert_ignore, upsert, utcnow
+
+
+async def get_xref(session: AsyncSession, entity: str, bng_id: str) -> str | None:
+    """The M3 key BNG's ``bng_id`` was last applied to, if m3bng has seen the object before."""
+    result = await session.execute(
+        select(CrossReference.m3_key).where(CrossReference.entity == entity, CrossReference.bng_id == bng_id)
+    )
+    return result.scalar_one_or_none()
+
+
+async def get_xref_by_m3(session: AsyncSession, entity: str, m3_key: str) -> str | None:
+    result = await session.execute(
+        select(CrossReference.bng_id).where(CrossReference.entity == entity, CrossReference.m3_key == m3_key)
+    )
+    return result.scalar_one_or_none()
+
+
+async def put_xref(session: AsyncSession, entity: str, bng_id: str, m3_key: str) -> None:
+    """Link ``bng_id`` ⇄ ``m3_key``, replacing an older link of either id.
+
+    Both directions are unique: an M3 key that BNG re-used for another object (or a BNG id that
+    was re-pointed) moves, rather than leaving two rows that disagree.
+
+    Safe under concurrency: many events link the same pair at once (every order of one customer
+    links the customer). A plain delete-then-insert made all but one of them fail on the unique
+    key and retry; the insert is ``ON CONFLICT DO NOTHING``, so a concurrent writer of the same
+    link (or, in a true race between two different links, the one that committed first) stands.
+    """
+    now = utcnow()
+    same = await session.execute(
+        select(CrossReference.id).where(
+            CrossReference.entity == entity, CrossReference.bng_id == bng_id, CrossReference.m3_key == m3_key
+        )
+    )
+    if same.first() is not None:  # already linked: nothing to move
+        return
+    await session.execute(
+        delete(CrossReference).where(
+            CrossReference.entity == entity,
+            (CrossReference.bng_id == bng_id) | (CrossReference.m3_key == m3_key),
+        )
+    )
+    await session.execute(
+        insert_ignore(
+            session,
+            CrossReference.__table__,
+            {"entity": entity, "bng_id": bng_id, "m3_key": m3_key, "created_at": now, "updated_at": now},
+        )
+    )
+
+
+@dataclass(frozen=True)
+class DocumentVersionRow:
+    variation_id: int | None
+    created_at: datetime | None
+    event_id: int | None
+
+
+async def get_document_version(session: AsyncSession, noun: str, key: str) -> DocumentVersionRow | None:
+    row = (
+        await session.execute(
+            select(DocumentVersion.variation_id, DocumentVersion.created_at, DocumentVersion.event_id).where(
+                DocumentVersion.noun == noun, DocumentVersion.document_key == key
+            )
+        )
+    ).one_or_none()
+    return None if row is None else DocumentVersionRow(*row)
+
+
+async def put_document_version(
+    session: AsyncSession,
+    noun: str,
+    key: str,
+    *,
+    variation_id: int | None,
+    created_at: datetime | None,
+    event_id: int,
+) -> None:
+    await session.execute(
+        upsert(
+            session,
+            DocumentVersion.__table__,
+            ["noun", "document_key"],
+            {
+                "noun": noun,
+                "document_key": key,
+                "variation_id": variation_id,
+                "created_at": created_at,
+                "event_id": event_id,
+                "updated_at": utcnow(),
+            },
+        )
+    )
+
+
+async def get_bng_state(
+    session: AsyncSession, entity: str, bng_id: str, *, not_from_event: int | None = None
+) -> dict[str, Any] | None:
+    """What BNG holds for the object as far as m3bng knows.
+
+    ``not_from_event``: ignore a state that this event itself recorded on an earlier attempt;
+    an event must not take its own unfinished work for an echo.
+    """
+    result = await session.execute(
+        select(BngState.data, BngState.event_id).where(BngState.entity == entity, BngState.bng_id == bng_id)
+    )
+    row = result.one_or_none()
+    if row is None or (not_from_event is not None and row.event_id == not_from_event):
+        return None
+    return row.data if isinstance(row.data, dict) else None
+
+
+async def put_bng_state(
+    session: AsyncSession, entity: str, bng_id: str, data: dict[str, Any], *, origin: str, event_id: int
+) -> None:
+    await session.execute(
+        upsert(
+            session,
+            BngState.__table__,
+            ["entity", "bng_id"],
+            {
+                "entity": entity,
+                "bng_id": bng_id,
+                "data": data,
+                "origin": origin,
+                "event_id": event_id,
+                "updated_at": utcnow(),
+            },
+        )
+    )
+
+
+async def delete_bng_state(session: AsyncSession, entity: str, bng_id: str) -> None:
+    await session.execute(delete(BngState).where(BngState.entity == entity, BngState.bng_id == bng_id))

@@ -1,0 +1,38 @@
+"""What every repository module shares: the clock and the dialect-specific INSERT forms.
+
+PostgreSQL and SQLite both have ``ON CONFLICT``; these build it for whichever is in use, so a
+repository writes one statement for both.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def is_sqlite(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "sqlite"
+
+
+def dialect_insert(session: AsyncSession, table: Any) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT (PostgreSQL and SQLite both)."""
+    return (sqlite if is_sqlite(session) else postgresql).insert(table)
+
+
+def upsert(session: AsyncSession, table: Any, keys: list[str], values: dict[str, Any]) -> Any:
+    """INSERT … ON CONFLICT (keys) DO UPDATE: one statement, safe against a concurrent writer."""
+    statement = dialect_insert(session, table).values(**values)
+    changes = {name: statement.excluded[name] for name in values if name not in keys}
+    return statement.on_conflict_do_update(index_elements=keys, set_=changes)
+
+
+def insert_ignore(session: AsyncSession, table: Any, values: dict[str, Any]) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING (the row may exist already)."""
+    return dialect_insert(session, table).values(**values).on_conflict_do_nothing()
