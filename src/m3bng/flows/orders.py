@@ -10,7 +10,11 @@ resends on a guess.
 * ``head_sent`` → the batch head: the customer's batch heads (LstBatchHead) with our CUOR (the
   BNG order id); found, it is used; not found, the head is sent again;
 * ``line_pending`` → the lines: the batch's lines (LstBatchLine), each known by its CUPO (the
-  BNG line number); only the missing ones are sent;
+  BNG line number); only the missing ones are sent. The lines need no durable mark of their
+  own: ``line_pending`` is noted before they are sent and stored with whatever is written next
+  (a failed call's step, the outcome, the Confirm mark). A worker killed before any of those
+  leaves no batch number on record either, so the next attempt finds the batch by
+  LstBatchHead, and a batch found that way always has its lines read back;
 * ``confirm_sent`` → Confirm: ``GetOrderNo`` on the batch number answers the real order number
   once the batch is confirmed, blank while it is not (then Confirm is sent again);
 * the BNG order id ⇄ ORNO cross-reference answers a second ``order.created`` for the same order.
@@ -117,8 +121,8 @@ async def enter_batch(work: M3Work) -> None:
     """Batch head and lines; what an earlier attempt may have sent is read back first."""
     if not work.checkpoints.get("ORNO_TEMP") and work.checkpoints.get("head_sent"):
         temp = await find_batch(work)
-        if temp is not None:
-            work.note(ORNO_TEMP=temp, found_by="LstBatchHead")
+        if temp is not None:  # made by an earlier attempt, which may have sent lines too
+            work.note(ORNO_TEMP=temp, found_by="LstBatchHead", line_pending=True)
     if not work.checkpoints.get("ORNO_TEMP"):
         [head] = await work.records("head")
         await work.remember(head_sent=True)
@@ -126,7 +130,7 @@ async def enter_batch(work: M3Work) -> None:
         temp = result.record.get("ORNO") or ""
         if not temp:
             raise PermanentError("OIS100MI/AddBatchHead answered without a batch order number")
-        # Durable with the lines' mark below, before any line is sent.
+        # Stored with the next write: the Confirm mark, or the outcome of a failed line call.
         work.note(ORNO_TEMP=temp, lines_done=0)
     lines = await work.records("line")
     done_count = int(work.checkpoints.get("lines_done") or 0)
@@ -135,9 +139,9 @@ async def enter_batch(work: M3Work) -> None:
         present = await lines_in_batch(work)
         done_count = 0
     if done_count < len(lines):
-        # One durable mark for the run of lines, not one per line (an order may have hundreds):
-        # whatever ends this attempt early, the next one reads the batch's lines first.
-        await work.remember(line_pending=True)
+        # Whatever ends this attempt early, the next one reads the batch's lines first (module
+        # docstring: noted, not stored on its own).
+        work.note(line_pending=True)
     missing = [line for line in lines[done_count:] if line_id(line["CUPO"]) not in present]
     if missing:  # all in one bulk request: M3 answers each line on its own
         await work.send_many("line", missing, step="lines", flush=False)

@@ -327,8 +327,9 @@ class Worker:
         )
 
         async def record(session: AsyncSession) -> bool:
-            await ctx.write_pending(session)  # fenced like the outcome below
-            written: bool = await write(session, event.id, self.worker_id, **kwargs)
+            # The deferred rows, then the outcome with the checkpoints in one fenced UPDATE.
+            await ctx.write_pending(session, event_row=False)
+            written: bool = await write(session, event.id, self.worker_id, row=ctx.event_row(), **kwargs)
             if written:
                 # With the outcome: the keys ops search by (BNG id, ORNO, BODID, ...).
                 await events.index_event_keys(session, event.id, keys)

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from m3bng.store.models import BngState, CrossReference, DocumentVersion
 from m3bng.store.sql import insert_ignore, upsert, utcnow
+
+_XREFS = cast(Table, CrossReference.__table__)
 
 
 async def get_xref(session: AsyncSession, entity: str, bng_id: str) -> str | None:
@@ -38,10 +40,15 @@ async def put_xref(session: AsyncSession, entity: str, bng_id: str, m3_key: str)
 
     Safe under concurrency: many events link the same pair at once (every order of one customer
     links the customer). A plain delete-then-insert made all but one of them fail on the unique
-    key and retry; the insert is ``ON CONFLICT DO NOTHING``, so a concurrent writer of the same
+    key and retry; the inserts are ``ON CONFLICT DO NOTHING``, so a concurrent writer of the same
     link (or, in a true race between two different links, the one that committed first) stands.
+    A new link, the common case, is that insert alone.
     """
     now = utcnow()
+    row = {"entity": entity, "bng_id": bng_id, "m3_key": m3_key, "created_at": now, "updated_at": now}
+    # The usual case, a new object: one statement. Either unique key taken: look closer.
+    if (await session.execute(insert_ignore(session, _XREFS, row).returning(_XREFS.c.id))).first():
+        return
     same = await session.execute(
         select(CrossReference.id).where(
             CrossReference.entity == entity, CrossReference.bng_id == bng_id, CrossReference.m3_key == m3_key
@@ -55,13 +62,7 @@ async def put_xref(session: AsyncSession, entity: str, bng_id: str, m3_key: str)
             (CrossReference.bng_id == bng_id) | (CrossReference.m3_key == m3_key),
         )
     )
-    await session.execute(
-        insert_ignore(
-            session,
-            CrossReference.__table__,
-            {"entity": entity, "bng_id": bng_id, "m3_key": m3_key, "created_at": now, "updated_at": now},
-        )
-    )
+    await session.execute(insert_ignore(session, _XREFS, row))
 
 
 @dataclass(frozen=True)

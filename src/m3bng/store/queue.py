@@ -10,7 +10,7 @@ newer outcome.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -268,15 +268,20 @@ def fenced(event_id: int, owner: str) -> Any:
     )
 
 
-async def mark_done(session: AsyncSession, event_id: int, owner: str) -> bool:
-    return await _close(session, event_id, owner, EventStatus.DONE, None, None)
+# Every outcome write takes ``row``: more columns of the event to set in the same fenced UPDATE
+# (the flow's checkpoints and mapping version, FlowContext.event_row), one statement, not two.
+EventRow = Mapping[str, Any] | None
+
+
+async def mark_done(session: AsyncSession, event_id: int, owner: str, *, row: EventRow = None) -> bool:
+    return await _close(session, event_id, owner, EventStatus.DONE, None, None, row)
 
 
 async def mark_skipped(
-    session: AsyncSession, event_id: int, owner: str, *, reason: str, error_class: str
+    session: AsyncSession, event_id: int, owner: str, *, reason: str, error_class: str, row: EventRow = None
 ) -> bool:
     """Close an event that was deliberately not applied (stale, echo, unsupported), saying why."""
-    return await _close(session, event_id, owner, EventStatus.SKIPPED, error_class, reason)
+    return await _close(session, event_id, owner, EventStatus.SKIPPED, error_class, reason, row)
 
 
 async def _close(
@@ -286,11 +291,13 @@ async def _close(
     status: EventStatus,
     error_class: str | None,
     error: str | None,
+    row: EventRow,
 ) -> bool:
     now = utcnow()
     result = await session.execute(
         fenced(event_id, owner)
         .values(
+            **(row or {}),
             status=status.value,
             lease_owner=None,
             lease_expires_at=None,
@@ -313,6 +320,7 @@ async def reschedule(
     error_class: str | None,
     error: str | None,
     refund_attempt: bool = False,
+    row: EventRow = None,
 ) -> bool:
     """Put a leased event back in line for a later attempt.
 
@@ -321,6 +329,7 @@ async def reschedule(
     """
     now = utcnow()
     values: dict[str, Any] = {
+        **(row or {}),
         "status": EventStatus.PENDING.value,
         "lease_owner": None,
         "lease_expires_at": None,
@@ -347,12 +356,14 @@ async def dead_letter(
     error_class: str | None,
     error: str | None,
     failed_step_id: int | None,
+    row: EventRow = None,
 ) -> bool:
     """Move a leased event to the dead letters; the event row keeps its original payload."""
     now = utcnow()
     result = await session.execute(
         fenced(event_id, owner)
         .values(
+            **(row or {}),
             status=EventStatus.DEAD.value,
             lease_owner=None,
             lease_expires_at=None,
@@ -381,9 +392,16 @@ async def dead_letter(
 
 
 async def save_checkpoint(
-    session: AsyncSession, event_id: int, owner: str, checkpoint: dict[str, Any]
+    session: AsyncSession,
+    event_id: int,
+    owner: str,
+    checkpoint: dict[str, Any] | None,
+    *,
+    row: EventRow = None,
 ) -> bool:
-    result = await session.execute(
-        fenced(event_id, owner).values(checkpoint=checkpoint, updated_at=utcnow()).returning(_EVENTS.c.id)
-    )
+    """Store the flow's checkpoints (``None``: unchanged) and ``row``'s columns, fenced."""
+    values: dict[str, Any] = {**(row or {}), "updated_at": utcnow()}
+    if checkpoint is not None:
+        values["checkpoint"] = checkpoint
+    result = await session.execute(fenced(event_id, owner).values(**values).returning(_EVENTS.c.id))
     return result.scalar_one_or_none() is not None

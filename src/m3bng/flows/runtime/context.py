@@ -66,7 +66,9 @@ class FlowContext:
     connectors: Connectors = field(default_factory=Connectors)
     last_failed_step_id: int | None = field(default=None, init=False)
     _pending: list[PendingWrite] = field(default_factory=list, init=False)
+    _steps: list[dict[str, Any]] = field(default_factory=list, init=False)  # successful steps' rows
     _dirty: bool = field(default=False, init=False)  # checkpoints changed since last stored
+    _event_columns: dict[str, Any] = field(default_factory=dict, init=False)  # e.g. mapping_hash
 
     @property
     def payload(self) -> Any:
@@ -98,6 +100,17 @@ class FlowContext:
         """A write stored in the transaction of the flow's next durable write (module docstring)."""
         self._pending.append(write)
 
+    def set_on_event(self, **columns: Any) -> None:
+        """Columns of the event's own row (the mapping version applied), set by the next fenced
+        write of that row: a checkpoint or the outcome, in the same UPDATE."""
+        self._event_columns.update(columns)
+
+    def event_row(self) -> dict[str, Any]:
+        """What the outcome's fenced UPDATE sets besides the outcome: the checkpoints as they are
+        (whether or not a write stored them already, so a retried outcome carries them too) and
+        the columns ``set_on_event`` asked for."""
+        return {**self._event_columns, "checkpoint": self.event.checkpoint}
+
     async def save_checkpoint(self, what: object) -> None:
         """Store ``checkpoints`` as they are now, fenced by the lease, with everything deferred.
         Raises LeaseLost (the deferred rows are stored anyway) when another worker owns the
@@ -108,37 +121,51 @@ class FlowContext:
 
     async def flush(self) -> None:
         """Store what is deferred now (before a call that may change the target)."""
-        if (self._pending or self._dirty) and not await self._flush_once():
+        if (
+            self._pending or self._steps or self._dirty or self._event_columns
+        ) and not await self._flush_once():
             raise LeaseLost(f"event {self.event.id}: lease lost")
 
     async def _flush_once(self) -> bool:
         async with self.sessions.begin() as session:
             return await self.write_pending(session)
 
-    async def write_pending(self, session: AsyncSession) -> bool:
-        """Add everything deferred, and the checkpoints if changed, to the caller's transaction.
+    async def write_pending(self, session: AsyncSession, *, event_row: bool = True) -> bool:
+        """Add everything deferred, and the checkpoints if changed, to the caller's transaction:
+        the deferred writes, the successful steps' rows in one statement, and one fenced UPDATE
+        of the event row. ``event_row=False`` leaves that UPDATE to the caller (the worker's
+        outcome sets ``event_row()`` in its own).
 
-        Returns False when the checkpoint write found the lease taken (the worker's outcome
-        write, fenced the same way, then says so too). If the transaction fails, the writes are
-        kept for the next one.
+        Returns False when the event-row write found the lease taken (the worker's outcome
+        write, fenced the same way, then says so too). If this fails, the writes are kept for
+        the next transaction.
         """
-        pending, dirty = self._pending, self._dirty
-        self._pending, self._dirty = [], False
+        pending, steps, dirty, columns = self._pending, self._steps, self._dirty, self._event_columns
+        self._pending, self._steps = [], []
+        if event_row:
+            self._dirty, self._event_columns = False, {}
         try:
             for write in pending:
                 await write(session)
-            if dirty:
-                return await queue.save_checkpoint(session, self.event.id, self.owner, self.event.checkpoint)
+            await events.record_steps(session, steps)
+            if event_row and (dirty or columns):
+                checkpoint = self.event.checkpoint if dirty else None
+                return await queue.save_checkpoint(
+                    session, self.event.id, self.owner, checkpoint, row=columns
+                )
             return True
         except BaseException:
-            self._pending, self._dirty = pending + self._pending, dirty or self._dirty
+            self._pending, self._steps = pending + self._pending, steps + self._steps
+            if event_row:
+                self._dirty, self._event_columns = dirty or self._dirty, {**columns, **self._event_columns}
             raise
 
     async def flush_quietly(self) -> None:
         """Store what is deferred, riding out a database blip; for a flow that ends without an
         outcome of its own (its lease was lost): the step rows are facts either way."""
-        if await self._ride_out_blips(self.write_pending, rows=len(self._pending)) is None:
+        if await self._ride_out_blips(self.write_pending, rows=len(self._pending) + len(self._steps)) is None:
             self._pending.clear()
+            self._steps.clear()
 
     async def _ride_out_blips(self, write: Callable[[AsyncSession], Awaitable[T]], **about: Any) -> T | None:
         """``write`` (with whatever is deferred) in a transaction of its own, tried
@@ -261,6 +288,6 @@ class StepRecorder:
             "started_at": self._started,
         }
         if status == StepStatus.OK.value:
-            self.ctx.defer(lambda session: events.record_step(session, **row))
+            self.ctx._steps.append(row)
         else:
             self.ctx.last_failed_step_id = await self.ctx._record(row)

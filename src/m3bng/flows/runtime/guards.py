@@ -155,14 +155,15 @@ async def skip_if_echo(ctx: FlowContext, state: str, id_field: str, *, ignore: s
     bng_id = data.get(id_field) if isinstance(data, dict) else None
     if bng_id is None or not isinstance(data, dict):
         return
-    async with ctx.sessions() as session:
-        known = await documents.get_bng_state(session, state, str(bng_id), not_from_event=ctx.event.id)
-    if check and is_echo(data, known, ignore=ignore, truncated_ok=False):
-        raise Skipped(
-            f"echo: {state} {bng_id} holds nothing m3bng did not already know (BNG announcing "
-            "m3bng's own write, or an update that changes nothing)",
-            error_class="echo",
-        )
+    if check:  # a record-only mapping (order.created) never reads what it would not compare
+        async with ctx.sessions() as session:
+            known = await documents.get_bng_state(session, state, str(bng_id), not_from_event=ctx.event.id)
+        if is_echo(data, known, ignore=ignore, truncated_ok=False):
+            raise Skipped(
+                f"echo: {state} {bng_id} holds nothing m3bng did not already know (BNG announcing "
+                "m3bng's own write, or an update that changes nothing)",
+                error_class="echo",
+            )
     # What BNG holds is a fact the webhook states, whatever M3 then does with it; recorded
     # first, so that M3's BOD for this change is recognised even if it overtakes this flow.
     ctx.defer(

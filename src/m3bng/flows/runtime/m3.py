@@ -29,7 +29,7 @@ from m3bng.errors import PermanentError, TargetUnavailable
 from m3bng.flows.runtime.context import FlowContext
 from m3bng.mapping import Mapping, MappingError
 from m3bng.observability import tracing
-from m3bng.store import documents, events
+from m3bng.store import documents
 
 MappedFlow = Callable[[FlowContext, "FlowMappings"], Awaitable[None]]
 # Transactions per bulk request (``send_many``): an order of up to this many lines costs one
@@ -278,10 +278,9 @@ class M3Work:
 
 
 async def note_mapping_version(ctx: FlowContext, mapping: Mapping) -> None:
-    """Record which version of the mapping this event is applied with (replays can tell); with
-    the flow's first write, fenced like it."""
-    content_hash = mapping.content_hash
-    ctx.defer(lambda session: events.set_mapping_hash(session, ctx.event.id, ctx.owner, content_hash))
+    """Record which version of the mapping this event is applied with (replays can tell); set
+    on the event row by the flow's first write, fenced like it."""
+    ctx.set_on_event(mapping_hash=mapping.content_hash)
 
 
 def step_name(call: str, index: int, count: int) -> str:
