@@ -8,20 +8,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from m3bng.store.models import BngState, CrossReference, DocumentVersion
-from m3bng.store.sql import insert_ignore, upsert, utcnow
+from m3bng.store.sql import dialect_name, insert_ignore, upsert, upserts, utcnow
 
 _XREFS = cast(Table, CrossReference.__table__)
+_BNG_STATE = cast(Table, BngState.__table__)
+# Built once (Core, bound per call): these run for most events a worker applies.
+_GET_XREF = select(_XREFS.c.m3_key).where(
+    _XREFS.c.entity == bindparam("entity"), _XREFS.c.bng_id == bindparam("bng_id")
+)
+_PUT_BNG_STATE = upserts(_BNG_STATE, ["entity", "bng_id"], ["data", "origin", "event_id", "updated_at"])
 
 
 async def get_xref(session: AsyncSession, entity: str, bng_id: str) -> str | None:
     """The M3 key BNG's ``bng_id`` was last applied to, if m3bng has seen the object before."""
-    result = await session.execute(
-        select(CrossReference.m3_key).where(CrossReference.entity == entity, CrossReference.bng_id == bng_id)
-    )
+    result = await session.execute(_GET_XREF, {"entity": entity, "bng_id": bng_id})
     return result.scalar_one_or_none()
 
 
@@ -129,21 +133,8 @@ async def get_bng_state(
 async def put_bng_state(
     session: AsyncSession, entity: str, bng_id: str, data: dict[str, Any], *, origin: str, event_id: int
 ) -> None:
-    await session.execute(
-        upsert(
-            session,
-            BngState.__table__,
-            ["entity", "bng_id"],
-            {
-                "entity": entity,
-                "bng_id": bng_id,
-                "data": data,
-                "origin": origin,
-                "event_id": event_id,
-                "updated_at": utcnow(),
-            },
-        )
-    )
+    row = {"entity": entity, "bng_id": bng_id, "data": data, "origin": origin, "event_id": event_id}
+    await session.execute(_PUT_BNG_STATE[dialect_name(session)], {**row, "updated_at": utcnow()})
 
 
 async def delete_bng_state(session: AsyncSession, entity: str, bng_id: str) -> None:

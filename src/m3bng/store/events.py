@@ -10,11 +10,12 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from m3bng.store.models import EventKey, Step
-from m3bng.store.sql import dialect_insert
+from m3bng.store.sql import dialect_name, inserts_ignoring
 
 _STEPS = cast(Table, Step.__table__)
 _INSERT_STEPS = _STEPS.insert()  # Core, built once
 _INSERT_STEP = _INSERT_STEPS.returning(_STEPS.c.id)
+_INSERT_KEYS = inserts_ignoring(EventKey.__table__)
 
 
 async def record_steps(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
@@ -34,4 +35,4 @@ async def index_event_keys(session: AsyncSession, event_id: int, keys: dict[str,
     if not keys:
         return
     rows = [{"event_id": event_id, "value": value, "kind": kind} for value, kind in keys.items()]
-    await session.execute(dialect_insert(session, EventKey.__table__).values(rows).on_conflict_do_nothing())
+    await session.execute(_INSERT_KEYS[dialect_name(session)], rows)

@@ -268,6 +268,30 @@ def fenced(event_id: int, owner: str) -> Any:
     )
 
 
+# The same fenced UPDATE, built once: the columns it sets are the keys of the parameters it is
+# executed with (SQLAlchemy derives the SET clause from them), so no statement is built per write.
+_FENCED_UPDATES = {
+    column.key: update(_EVENTS)
+    .where(
+        _EVENTS.c.id == bindparam("fence_id"),
+        _EVENTS.c.lease_owner == bindparam("fence_owner"),
+        _EVENTS.c.status == EventStatus.PROCESSING.value,
+    )
+    .returning(column)
+    for column in (_EVENTS.c.id, _EVENTS.c.attempts)
+}
+
+
+async def _fenced_write(
+    session: AsyncSession, event_id: int, owner: str, values: Mapping[str, Any], returning: str = "id"
+) -> Any:
+    """Set ``values`` on the event while ``owner`` holds its lease; the ``returning`` column, or
+    None when the lease is gone."""
+    params = {**values, "fence_id": event_id, "fence_owner": owner}
+    result = await session.execute(_FENCED_UPDATES[returning], params)
+    return result.scalar_one_or_none()
+
+
 # Every outcome write takes ``row``: more columns of the event to set in the same fenced UPDATE
 # (the flow's checkpoints and mapping version, FlowContext.event_row), one statement, not two.
 EventRow = Mapping[str, Any] | None
@@ -294,21 +318,17 @@ async def _close(
     row: EventRow,
 ) -> bool:
     now = utcnow()
-    result = await session.execute(
-        fenced(event_id, owner)
-        .values(
-            **(row or {}),
-            status=status.value,
-            lease_owner=None,
-            lease_expires_at=None,
-            finished_at=now,
-            updated_at=now,
-            last_error=error,
-            error_class=error_class,
-        )
-        .returning(_EVENTS.c.id)
-    )
-    return result.scalar_one_or_none() is not None
+    values = {
+        **(row or {}),
+        "status": status.value,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "finished_at": now,
+        "updated_at": now,
+        "last_error": error,
+        "error_class": error_class,
+    }
+    return await _fenced_write(session, event_id, owner, values) is not None
 
 
 async def reschedule(
@@ -339,10 +359,11 @@ async def reschedule(
     if error_class is not None:
         values["error_class"] = error_class
         values["last_error"] = error
-    if refund_attempt:
-        values["attempts"] = (
-            func.max(Event.attempts - 1, 0) if is_sqlite(session) else func.greatest(Event.attempts - 1, 0)
-        )
+    if not refund_attempt:
+        return await _fenced_write(session, event_id, owner, values) is not None
+    values["attempts"] = (
+        func.max(Event.attempts - 1, 0) if is_sqlite(session) else func.greatest(Event.attempts - 1, 0)
+    )
     result = await session.execute(fenced(event_id, owner).values(**values).returning(_EVENTS.c.id))
     return result.scalar_one_or_none() is not None
 
@@ -360,21 +381,17 @@ async def dead_letter(
 ) -> bool:
     """Move a leased event to the dead letters; the event row keeps its original payload."""
     now = utcnow()
-    result = await session.execute(
-        fenced(event_id, owner)
-        .values(
-            **(row or {}),
-            status=EventStatus.DEAD.value,
-            lease_owner=None,
-            lease_expires_at=None,
-            finished_at=now,
-            updated_at=now,
-            error_class=error_class,
-            last_error=error,
-        )
-        .returning(Event.attempts)
-    )
-    attempts = result.scalar_one_or_none()
+    values = {
+        **(row or {}),
+        "status": EventStatus.DEAD.value,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "finished_at": now,
+        "updated_at": now,
+        "error_class": error_class,
+        "last_error": error,
+    }
+    attempts = await _fenced_write(session, event_id, owner, values, returning="attempts")
     if attempts is None:
         return False
     await session.execute(
@@ -403,5 +420,4 @@ async def save_checkpoint(
     values: dict[str, Any] = {**(row or {}), "updated_at": utcnow()}
     if checkpoint is not None:
         values["checkpoint"] = checkpoint
-    result = await session.execute(fenced(event_id, owner).values(**values).returning(_EVENTS.c.id))
-    return result.scalar_one_or_none() is not None
+    return await _fenced_write(session, event_id, owner, values) is not None

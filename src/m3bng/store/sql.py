@@ -36,3 +36,27 @@ def upsert(session: AsyncSession, table: Any, keys: list[str], values: dict[str,
 def insert_ignore(session: AsyncSession, table: Any, values: dict[str, Any]) -> Any:
     """INSERT … ON CONFLICT DO NOTHING (the row may exist already)."""
     return dialect_insert(session, table).values(**values).on_conflict_do_nothing()
+
+
+DIALECTS = {"postgresql": postgresql, "sqlite": sqlite}
+
+
+def upserts(table: Any, keys: list[str], columns: list[str]) -> dict[str, Any]:
+    """``upsert`` built once per dialect, with the values bound per call: for statements that
+    run for most events, where building one per call costs more CPU than running it."""
+    out = {}
+    for name, dialect in DIALECTS.items():
+        statement = dialect.insert(table)
+        out[name] = statement.on_conflict_do_update(
+            index_elements=keys, set_={c: statement.excluded[c] for c in columns}
+        )
+    return out
+
+
+def inserts_ignoring(table: Any) -> dict[str, Any]:
+    """``insert_ignore`` built once per dialect (see ``upserts``)."""
+    return {name: dialect.insert(table).on_conflict_do_nothing() for name, dialect in DIALECTS.items()}
+
+
+def dialect_name(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
