@@ -30,6 +30,8 @@ TABLES = {
     "controls",
     "bulk_replays",
     "alerts",
+    "sync_records",
+    "sync_runs",
     "alembic_version",
 }
 

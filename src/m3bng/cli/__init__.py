@@ -393,6 +393,83 @@ def m3_check() -> None:
     raise typer.Exit(code)
 
 
+@app.command()
+def sync(
+    entity: Annotated[str, typer.Argument(help="What to load: customers or items.")],
+    to: Annotated[str, typer.Option("--to", help="The system to load into (bng).")] = "bng",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read and count (new, changed, same, refused); enqueue nothing.")
+    ] = False,
+    restart: Annotated[
+        bool,
+        typer.Option("--restart", help="Start from the beginning of M3's list, not where a run stopped."),
+    ] = False,
+    page_size: Annotated[int, typer.Option(min=1, max=10000, help="Records per M3 list call.")] = 500,
+) -> None:
+    """Initial load: M3's records enqueued for the flow their BOD runs (docs/sync.md).
+
+    Resumable: after a kill or Ctrl-C, the same command continues after the last page it
+    stored. Workers (m3bng serve or m3bng worker) apply the events to BNG.
+    """
+    settings = _settings()
+    _check_store(settings, migrate_first=False)
+    mappings = _load_mappings(settings)
+
+    async def run() -> int:
+        from m3bng.runtime import build_connectors
+        from m3bng.store.db import create_engine, session_factory
+        from m3bng.sync import Progress, run_sync
+
+        engine = create_engine(settings)
+        sessions = session_factory(engine)
+        connectors = build_connectors(settings, sessions)
+        tty = sys.stderr.isatty()
+
+        def show(progress: Progress) -> None:
+            c = progress.counts
+            line = (
+                f"{entity}: {c['read']} read ({progress.rate:.0f}/s), {c['new']} new, "
+                f"{c['changed']} changed, {c['same']} same, {c['refused']} refused; at {progress.cursor}"
+            )
+            typer.echo(("\r" + line) if tty else line, err=True, nl=not tty)
+
+        try:
+            if connectors.m3 is None:
+                _fail("M3 is not configured (set M3BNG_IONAPI_FILE)")
+            progress = await run_sync(
+                sessions,
+                connectors.m3,
+                mappings,
+                entity,
+                target=to,
+                dry_run=dry_run,
+                restart=restart,
+                page_size=page_size,
+                on_page=show,
+            )
+        finally:
+            await connectors.aclose()
+            await engine.dispose()
+        if tty:
+            typer.echo("", err=True)
+        c = progress.counts
+        what = "would enqueue" if dry_run else "enqueued"
+        typer.echo(
+            f"sync {entity} run {progress.run_id}: {c['read']} read, {what} {c['new']} new and "
+            f"{c['changed']} changed, {c['same']} unchanged, {c['refused']} refused"
+        )
+        for refused in progress.refusals[:20]:
+            typer.echo(f"  refused {refused['key']}: {refused['reason']}")
+        return 0
+
+    try:
+        with _store_errors(settings):
+            code = asyncio.run(run())
+    except M3bngError as exc:
+        _fail(str(exc), exc)
+    raise typer.Exit(code)
+
+
 def _load_mappings(settings: Settings) -> dict[str, Mapping]:
     """The mappings folder, or one line naming the file and problem (exit 1)."""
     from m3bng.mapping import MappingFileError, load_mappings

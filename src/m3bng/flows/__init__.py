@@ -22,7 +22,10 @@ from m3bng.flows.runtime import Flow, FlowContext, FlowMappings, FlowRegistry, M
 from m3bng.flows.to_bng import mapped_to_bng
 from m3bng.flows.vendors import vendor_sync
 from m3bng.mapping import Mapping, MappingFileError
+from m3bng.sync import ENTITIES
+from m3bng.sync import SOURCE as SYNC_SOURCE
 
+SYNC_FLOWS = {entity.flow for entity in ENTITIES.values()}
 FLOWS: dict[str, MappedFlow] = {
     "order_to_cash": order_to_cash,
     "order_update": order_update,
@@ -60,11 +63,14 @@ def default_registry(mappings: dict[str, Mapping] | None = None) -> FlowRegistry
                 "or set `target: bng` for a mapping that writes to BNG)"
             )
             continue
+        # The initial load (m3bng sync) enqueues M3's records for the flow their BOD runs.
+        sources = [mapping.spec.event_source, *([SYNC_SOURCE] if name in SYNC_FLOWS else [])]
         for trigger in mapping.spec.trigger:
-            try:
-                registry.register(trigger, flow, source=mapping.spec.event_source, target=mapping.spec.target)
-            except ValueError as exc:
-                problems.append(f"{mapping.path}: trigger {trigger!r}: {exc}")
+            for source in sources:
+                try:
+                    registry.register(trigger, flow, source=source, target=mapping.spec.target)
+                except ValueError as exc:
+                    problems.append(f"{mapping.path}: trigger {trigger!r}: {exc}")
     if problems:
         raise MappingFileError(problems)
     return registry

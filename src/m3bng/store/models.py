@@ -406,3 +406,36 @@ class LimitShare(Base):
     slots: Mapped[int] = mapped_column(Integer)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SyncRecord(Base):
+    """What the initial load last enqueued for one M3 object (a digest of the data the mapping
+    reads), so a second run over unchanged data enqueues nothing. (sync.py)"""
+
+    __tablename__ = "sync_records"
+
+    entity: Mapped[str] = mapped_column(String(32), primary_key=True)  # customers, items
+    m3_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    synced_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SyncRun(Base):
+    """One ``m3bng sync`` run: where it stands in M3's list (the last key of the last page it
+    finished), its counts, and the reasons of the records it refused. A run that stopped (a
+    kill, Ctrl-C, an error) is continued by the next one for the same entity and target."""
+
+    __tablename__ = "sync_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    entity: Mapped[str] = mapped_column(String(32), index=True)
+    target: Mapped[str] = mapped_column(String(16))
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16))  # running, done, failed
+    cursor: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    counts: Mapped[Any] = mapped_column(Json)
+    refusals: Mapped[Any] = mapped_column(Json)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -43,6 +43,7 @@ REQUIRED: dict[tuple[str, str], Scope] = {
     ("POST", "/control/resume"): ADMIN,
     ("GET", "/stats"): READ,
     ("GET", "/alerts"): READ,
+    ("GET", "/sync/runs"): READ,
     ("GET", "/audit"): ADMIN,
     ("POST", "/retention/purge"): ADMIN,
     ("POST", "/retention/erase"): ADMIN,

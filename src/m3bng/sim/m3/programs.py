@@ -301,6 +301,12 @@ def mms200_upd(state: State, r: Record) -> list[Record]:
     return []
 
 
+@handler("MMS200MI", "LstItmByItm")
+def mms200_list(state: State, r: Record) -> list[Record]:
+    """Items from the given ITNO on, in ITNO order (a caller pages by the last key)."""
+    return [dict(item) for _, item in _key_order(state.items, r.get("ITNO", ""))]
+
+
 @handler("MMS200MI", "GetItmBasic")
 def mms200_get(state: State, r: Record) -> list[Record]:
     item = _find(state.items, r, "ITNO", "Item number")

@@ -1,0 +1,48 @@
+"""``GET /api/v1/sync/runs``: the initial loads (``m3bng sync``), newest first, with their counts
+and the reasons of the records they refused (``sync.py``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from m3bng.api.deps import RuntimeDep
+from m3bng.api.ops.auth import ReadCaller
+from m3bng.store import sync as store
+
+router = APIRouter(tags=["ops"])
+
+
+class SyncRunOut(BaseModel):
+    id: int
+    entity: str = Field(description="customers or items")
+    target: str
+    dry_run: bool
+    status: str = Field(description="running (or stopped mid-way: the next run continues it), done, failed")
+    cursor: str | None = Field(description="the M3 key of the last record of the last page stored")
+    counts: dict[str, Any] = Field(description="read, new, changed, same, refused, pages")
+    refusals: list[dict[str, Any]] = Field(description="key and reason of refused records (first 100)")
+    error: str | None
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class SyncRunList(BaseModel):
+    items: list[SyncRunOut]
+
+
+@router.get("/sync/runs", response_model=SyncRunList)
+async def list_sync_runs(
+    caller: ReadCaller,
+    runtime: RuntimeDep,
+    entity: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+) -> SyncRunList:
+    """Initial-load runs; a handful per go-live, so the newest ``limit`` without paging."""
+    async with runtime.sessions() as session:
+        rows = await store.list_runs(session, entity=entity, limit=limit)
+    return SyncRunList(items=[SyncRunOut.model_validate(row, from_attributes=True) for row in rows])

@@ -1,0 +1,184 @@
+"""Initial load (``m3bng sync``): M3's customers and items, read page by page from the M3
+simulator, enqueued for the flows their BODs run and applied by the workers to the BNG
+simulator, all over real HTTP. Cut short and run again: complete, nothing twice; once more:
+nothing at all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from m3bng.connectors.m3.client import M3Client
+from m3bng.mapping import Mapping, load_mappings
+from m3bng.store.models import DeadLetter, Event, EventStatus
+from m3bng.sync import run_sync
+from tests.conftest import LiveServer
+from tests.integration.to_bng.conftest import Outbound
+from tests.support.ops import OPS_TOKEN_ENTRIES, READ, bearer
+
+CUSTOMERS = 230
+ITEMS = 120
+
+
+def customer(n: int) -> dict[str, str]:
+    return {
+        "CUNO": f"S{n:05d}",
+        "CUNM": f"Loaded customer {n}",
+        "CUA1": f"Street {n}",
+        "TOWN": "Stockholm",
+        "PONO": "11122",
+        "CSCD": "SE",
+        "PHNO": f"+46 8 {n:06d}",
+        "MAIL": f"c{n}@example.test",
+        "CUCD": "SEK",
+        "STAT": "20",
+    }
+
+
+def item(n: int) -> dict[str, str]:
+    return {"ITNO": f"L-{n:04d}", "ITDS": f"Loaded item {n}", "UNMS": "EA", "ITGR": "WIDGETS", "STAT": "20"}
+
+
+@pytest.fixture
+async def loaded(outbound: Outbound) -> AsyncIterator[Outbound]:
+    async with httpx.AsyncClient(base_url=outbound.sim.server.base_url, timeout=10) as control:
+        seed = {
+            "customers": [customer(n) for n in range(CUSTOMERS)],
+            "items": [item(n) for n in range(ITEMS)],
+        }
+        (await control.post("/_sim/seed", json=seed)).raise_for_status()
+    yield outbound
+
+
+@pytest.fixture
+async def m3(outbound_settings: Callable[..., Any]) -> AsyncIterator[M3Client]:
+    client = M3Client.from_settings(outbound_settings())
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def mappings(outbound_settings: Callable[..., Any]) -> dict[str, Mapping]:
+    return load_mappings(outbound_settings().mappings_folder)
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, f"not done within {timeout} s"
+        await asyncio.sleep(0.1)
+
+
+async def sync_events(service: Outbound, entity_type: str) -> list[Event]:
+    async with service.sessions() as session:
+        rows = await session.scalars(
+            select(Event).where(Event.source == "sync", Event.event_type == entity_type).order_by(Event.id)
+        )
+        return list(rows)
+
+
+async def all_done(service: Outbound) -> bool:
+    async with service.sessions() as session:
+        open_count = await session.scalar(
+            select(func.count()).select_from(Event).where(Event.status.in_(["pending", "processing"]))
+        )
+    return open_count == 0
+
+
+async def test_customers_load_completes_after_a_cut_and_a_third_run_writes_nothing(
+    loaded: Outbound, m3: M3Client, mappings: dict[str, Mapping]
+) -> None:
+    first = await run_sync(loaded.sessions, m3, mappings, "customers", page_size=100, max_pages=1)
+    assert first.counts["read"] == 100 and first.cursor is not None  # cut short after one page
+    second = await run_sync(loaded.sessions, m3, mappings, "customers", page_size=100)
+    assert second.run_id == first.run_id  # the same run, continued
+    await wait_for(lambda: all_done(loaded), timeout=120)
+    events = await sync_events(loaded, "SyncCustomerPartyMaster")
+    keys = Counter(e.payload["sync"]["key"] for e in events)
+    seeded = {f"S{n:05d}" for n in range(CUSTOMERS)}
+    assert seeded <= set(keys) and max(keys.values()) == 1  # every customer once, none twice
+    assert all(e.status == EventStatus.DONE.value for e in events), [e.last_error for e in events][:3]
+    held = (await loaded.bng.state())["customers"]
+    for n in (0, 99, 100, CUSTOMERS - 1):  # field for field, as the BOD flow would write them
+        got = held[f"S{n:05d}"]
+        assert got["CompanyName"] == f"Loaded customer {n}" and got["Email"] == f"c{n}@example.test"
+        assert got["Phone"] == f"+46 8 {n:06d}" and got["BillingAddress"]["City"] == "Stockholm"
+        assert got["Currency"] == "SEK" and got["M3CustomerNumber"] == f"S{n:05d}"
+    writes = Counter(c["path"] for c in await loaded.bng_writes("customers"))
+    assert max(writes.values()) == 1
+    third = await run_sync(loaded.sessions, m3, mappings, "customers", page_size=100)
+    assert third.run_id != first.run_id
+    counts = third.counts
+    assert (counts["new"], counts["changed"], counts["same"]) == (0, 0, counts["read"])
+    assert len(await sync_events(loaded, "SyncCustomerPartyMaster")) == len(events)
+
+
+async def test_a_changed_item_is_sent_again_and_a_refused_one_is_a_dead_letter(
+    loaded: Outbound, m3: M3Client, mappings: dict[str, Mapping]
+) -> None:
+    dry = await run_sync(loaded.sessions, m3, mappings, "items", page_size=50, dry_run=True)
+    assert dry.counts["new"] >= ITEMS and dry.counts["changed"] == 0
+    assert await sync_events(loaded, "SyncItemMaster") == []  # a dry run enqueues nothing
+    done = await run_sync(loaded.sessions, m3, mappings, "items", page_size=50)
+    assert done.counts["new"] == dry.counts["new"] and done.counts["pages"] >= 3
+    await wait_for(lambda: all_done(loaded), timeout=120)
+    async with httpx.AsyncClient(base_url=loaded.sim.server.base_url, timeout=10) as control:
+        changed = {**item(7), "ITDS": "Renamed item 7"}
+        nameless = {**item(8), "ITDS": ""}  # product_to_bng requires a name
+        (await control.post("/_sim/seed", json={"items": [changed, nameless]})).raise_for_status()
+    again = await run_sync(loaded.sessions, m3, mappings, "items", page_size=50)
+    assert (again.counts["changed"], again.counts["refused"], again.counts["new"]) == (1, 1, 0)
+    assert again.refusals[0]["key"] == "L-0008" and "Name" in again.refusals[0]["reason"]
+    await wait_for(lambda: all_done(loaded), timeout=60)
+    assert (await loaded.bng.state())["products"]["L-0007"]["Name"] == "Renamed item 7"
+    async with loaded.sessions() as session:
+        dead = await session.scalar(
+            select(Event).join(DeadLetter, DeadLetter.event_id == Event.id).where(Event.source == "sync")
+        )
+    assert dead is not None and dead.payload["sync"]["key"] == "L-0008"
+
+
+async def m3bng_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """The command in a process of its own, without blocking this loop (the in-process server
+    and its workers share the SQLite file with it)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "m3bng", *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    return int(process.returncode or 0), out.decode(), err.decode()
+
+
+async def test_the_ops_api_lists_the_runs_and_the_cli_loads_with_a_summary(
+    loaded: Outbound, outbound_settings: Callable[..., Any], live_server: Callable[..., LiveServer]
+) -> None:
+    """``m3bng sync`` as an operator runs it (a process of its own, the same store), then the run
+    in ``GET /api/v1/sync/runs``."""
+    settings = outbound_settings()
+    env = {
+        **os.environ,
+        "M3BNG_DATABASE_URL": settings.database_url,
+        "M3BNG_IONAPI_FILE": str(settings.ionapi_file),
+        "M3BNG_MAPPINGS_DIR": str(settings.mappings_folder),
+    }
+    code, out, err = await m3bng_cli(env, "sync", "items", "--to", "bng", "--dry-run", "--page-size", "40")
+    assert code == 0, err
+    assert "would enqueue" in out and "refused" in out, out
+    code, _, err = await m3bng_cli(env, "sync", "orders")
+    assert code == 2 and "unknown entity 'orders'" in err, err
+    server = live_server(outbound_settings(ops_tokens=OPS_TOKEN_ENTRIES))
+    async with server, server.client() as client:
+        response = await client.get("/api/v1/sync/runs", headers=bearer(READ))
+    assert response.status_code == 200, response.text
+    [run] = response.json()["items"]
+    assert run["entity"] == "items" and run["dry_run"] is True and run["status"] == "done"
+    assert run["counts"]["new"] >= ITEMS and run["counts"]["pages"] >= 3
