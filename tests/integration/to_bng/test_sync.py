@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from m3bng.connectors.m3.client import M3Client
 from m3bng.mapping import Mapping, load_mappings
-from m3bng.store.models import DeadLetter, Event, EventStatus
+from m3bng.store.models import DeadLetter, Event, EventStatus, SyncRun
 from m3bng.sync import run_sync
 from tests.conftest import LiveServer
 from tests.integration.to_bng.conftest import Outbound
@@ -182,3 +182,42 @@ async def test_the_ops_api_lists_the_runs_and_the_cli_loads_with_a_summary(
     [run] = response.json()["items"]
     assert run["entity"] == "items" and run["dry_run"] is True and run["status"] == "done"
     assert run["counts"]["new"] >= ITEMS and run["counts"]["pages"] >= 3
+
+
+async def test_a_load_killed_mid_run_is_completed_by_the_next_run_with_nothing_twice(
+    loaded: Outbound, outbound_settings: Callable[..., Any]
+) -> None:
+    """SIGKILL while ``m3bng sync`` is between pages (M3 answering slowly), then the same command
+    again: every customer enqueued exactly once, and the run continued, not started over."""
+    settings = outbound_settings()
+    env = {
+        **os.environ,
+        "M3BNG_DATABASE_URL": settings.database_url,
+        "M3BNG_IONAPI_FILE": str(settings.ionapi_file),
+        "M3BNG_MAPPINGS_DIR": str(settings.mappings_folder),
+    }
+    await loaded.sim.faults(latency_ms=150, programs=["CRS610MI"])
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "m3bng", "sync", "customers", "--page-size", "20",
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+    async def some_pages_stored() -> bool:
+        return len(await sync_events(loaded, "SyncCustomerPartyMaster")) >= 40
+
+    await wait_for(some_pages_stored, timeout=60)
+    process.kill()  # SIGKILL: no handler runs, the page in flight is rolled back with its transaction
+    await process.wait()
+    cut = len(await sync_events(loaded, "SyncCustomerPartyMaster"))
+    assert cut < CUSTOMERS  # killed mid-run
+    await loaded.sim.faults()
+    code, out, err = await m3bng_cli(env, "sync", "customers", "--page-size", "20")
+    assert code == 0, err
+    events = await sync_events(loaded, "SyncCustomerPartyMaster")
+    keys = Counter(e.payload["sync"]["key"] for e in events)
+    assert {f"S{n:05d}" for n in range(CUSTOMERS)} <= set(keys) and max(keys.values()) == 1
+    async with loaded.sessions() as session:
+        runs = (await session.scalars(select(SyncRun).order_by(SyncRun.id))).all()
+    assert [(r.status, r.dry_run) for r in runs] == [("done", False)], out  # continued, not restarted
+    await wait_for(lambda: all_done(loaded), timeout=120)
+    assert len((await loaded.bng.state())["customers"]) >= CUSTOMERS
