@@ -32,6 +32,8 @@ TABLES = {
     "alerts",
     "sync_records",
     "sync_runs",
+    "reconcile_runs",
+    "reconcile_findings",
     "alembic_version",
 }
 

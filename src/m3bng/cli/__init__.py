@@ -15,6 +15,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Coroutine, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -462,12 +463,83 @@ def sync(
             typer.echo(f"  refused {refused['key']}: {refused['reason']}")
         return 0
 
+    raise typer.Exit(_run_command(settings, run()))
+
+
+def _run_command(settings: Settings, main: Coroutine[Any, Any, int]) -> int:
+    """A command's coroutine, with a store or M3bng error as one line and exit 2."""
     try:
         with _store_errors(settings):
-            code = asyncio.run(run())
+            return asyncio.run(main)
     except M3bngError as exc:
         _fail(str(exc), exc)
-    raise typer.Exit(code)
+
+
+def _duration(text: str, option: str) -> timedelta:
+    """``7d``, ``12h``, ``30m``, ``90s`` → a timedelta; one line naming the option otherwise."""
+    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+    number, unit = text[:-1], text[-1:].lower()
+    try:
+        if unit not in units or float(number) < 0:
+            raise ValueError(text)
+        return timedelta(**{units[unit]: float(number)})
+    except ValueError:
+        _fail(f"{option} {text!r}: give a number and a unit, e.g. 7d, 12h, 30m or 90s")
+
+
+@app.command()
+def reconcile(
+    kind: Annotated[str, typer.Argument(help="What to reconcile: orders.")],
+    since: Annotated[
+        str, typer.Option(help="The window: BNG's objects changed within it (7d, 12h …).")
+    ] = "7d",
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Take in the orders whose webhook never arrived, as events.")
+    ] = False,
+    grace: Annotated[
+        str, typer.Option(help="An order changed more recently may still have its webhook on the way.")
+    ] = "10m",
+    sla: Annotated[str, typer.Option(help="An order taken in longer ago and not in M3 is stuck.")] = "30m",
+) -> None:
+    """BNG's orders against m3bng's store and M3: matching, different, never arrived, stuck
+    (docs/reconciliation.md). Exit 1 when something is never_arrived, stuck or different."""
+    settings = _settings()
+    _check_store(settings, migrate_first=False)
+    if kind != "orders":
+        _fail(f"reconcile {kind!r}: only orders are reconciled so far (docs/reconciliation.md)")
+    window, grace_time, sla_time = (
+        _duration(since, "--since"),
+        _duration(grace, "--grace"),
+        _duration(sla, "--sla"),
+    )
+
+    async def run() -> int:
+        from m3bng.reconcile import reconcile_orders
+        from m3bng.runtime import build_connectors
+        from m3bng.store.db import create_engine, session_factory
+        from m3bng.store.sql import utcnow
+
+        engine = create_engine(settings)
+        sessions = session_factory(engine)
+        connectors = build_connectors(settings, sessions)
+        try:
+            if connectors.bng is None:
+                _fail("BNG is not configured (set M3BNG_BNG_BASE_URL)")
+            report = await reconcile_orders(
+                sessions, connectors.bng, connectors.m3, since=utcnow() - window, fix=fix,
+                grace=grace_time, sla=sla_time,
+            )  # fmt: skip
+        finally:
+            await connectors.aclose()
+            await engine.dispose()
+        shown = ", ".join(f"{n} {name}" for name, n in report.counts.items())
+        typer.echo(f"reconcile orders run {report.run_id}: {shown}; {report.fixed} taken in")
+        for found in report.findings:
+            typer.echo(f"  {found['finding']:<14} {found['key']}  {found['detail']}")
+        bad = sum(report.counts[name] for name in ("never_arrived", "stuck", "different"))
+        return 1 if bad and not (fix and bad == report.counts["never_arrived"]) else 0
+
+    raise typer.Exit(_run_command(settings, run()))
 
 
 def _load_mappings(settings: Settings) -> dict[str, Mapping]:

@@ -22,10 +22,12 @@ from m3bng.flows.runtime import Flow, FlowContext, FlowMappings, FlowRegistry, M
 from m3bng.flows.to_bng import mapped_to_bng
 from m3bng.flows.vendors import vendor_sync
 from m3bng.mapping import Mapping, MappingFileError
+from m3bng.reconcile import SOURCE as RECONCILE_SOURCE
 from m3bng.sync import ENTITIES
 from m3bng.sync import SOURCE as SYNC_SOURCE
 
 SYNC_FLOWS = {entity.flow for entity in ENTITIES.values()}
+RECONCILE_FLOWS = {"order_to_cash"}
 FLOWS: dict[str, MappedFlow] = {
     "order_to_cash": order_to_cash,
     "order_update": order_update,
@@ -63,8 +65,13 @@ def default_registry(mappings: dict[str, Mapping] | None = None) -> FlowRegistry
                 "or set `target: bng` for a mapping that writes to BNG)"
             )
             continue
-        # The initial load (m3bng sync) enqueues M3's records for the flow their BOD runs.
-        sources = [mapping.spec.event_source, *([SYNC_SOURCE] if name in SYNC_FLOWS else [])]
+        # The initial load (m3bng sync) enqueues M3's records for the flow their BOD runs;
+        # reconciliation takes in the BNG orders whose webhook never came (m3bng reconcile).
+        sources = [
+            mapping.spec.event_source,
+            *([SYNC_SOURCE] if name in SYNC_FLOWS else []),
+            *([RECONCILE_SOURCE] if name in RECONCILE_FLOWS else []),
+        ]
         for trigger in mapping.spec.trigger:
             for source in sources:
                 try:

@@ -51,6 +51,11 @@ OUTBOUND_SECONDS = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 REPLAYS = Counter("m3bng_replays_total", "Events replayed through the ops API", ["mode", "kind"])
+RECONCILE_FINDINGS = Counter(
+    "m3bng_reconcile_findings_total",
+    "Objects reconciliation runs put in each class (matching, different, never_arrived, stuck, in_flight)",
+    ["kind", "finding"],
+)
 LIMIT_SHARE = Gauge(
     "m3bng_limit_share",
     "This process's share of an installation-wide limit (m3.concurrency, bng.concurrency, bng.rate)",
@@ -161,3 +166,8 @@ def observe_received(source: str, event_type: str, duplicate: bool) -> None:
         EVENTS_DUPLICATE.labels(source).inc()
     else:
         EVENTS_RECEIVED.labels(source, event_type).inc()
+
+
+def observe_reconcile(kind: str, finding: str, count: int) -> None:
+    if count:
+        RECONCILE_FINDINGS.labels(kind, finding).inc(count)

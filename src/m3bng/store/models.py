@@ -439,3 +439,36 @@ class SyncRun(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ReconcileRun(Base):
+    """One ``m3bng reconcile`` run over a window of one kind of object, with its counts per
+    class; its findings are ``reconcile_findings``. (reconcile.py)"""
+
+    __tablename__ = "reconcile_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)  # orders
+    since: Mapped[datetime] = mapped_column(UTCDateTime())
+    fix: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16))  # running, done, failed
+    counts: Mapped[Any] = mapped_column(Json)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ReconcileFinding(Base):
+    """One object a reconciliation run put in a class other than "matching": what it found, and
+    the event a ``--fix`` took in for it."""
+
+    __tablename__ = "reconcile_findings"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("reconcile_runs.id", ondelete="CASCADE"), index=True
+    )
+    key: Mapped[str] = mapped_column(String(255), index=True)  # the BNG id (OrderID)
+    finding: Mapped[str] = mapped_column(String(32))  # never_arrived, stuck, different, in_flight
+    detail: Mapped[Any] = mapped_column(Json)
+    event_id: Mapped[int | None] = mapped_column(BigId, nullable=True)  # the event --fix took in

@@ -44,6 +44,8 @@ REQUIRED: dict[tuple[str, str], Scope] = {
     ("GET", "/stats"): READ,
     ("GET", "/alerts"): READ,
     ("GET", "/sync/runs"): READ,
+    ("GET", "/reconcile/runs"): READ,
+    ("GET", "/reconcile/runs/{}/findings"): READ,
     ("GET", "/audit"): ADMIN,
     ("POST", "/retention/purge"): ADMIN,
     ("POST", "/retention/erase"): ADMIN,

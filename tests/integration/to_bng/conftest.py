@@ -7,6 +7,10 @@ what the poller reads, and what BNG → M3 flows write to in the echo tests.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -128,3 +132,27 @@ def order(order_id: str, **extra: Any) -> dict[str, Any]:
         "Lines": [{"SKU": "BIKE-001", "Quantity": 2}],
         **extra,
     }
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment of an ``m3bng`` command run by an operator beside this installation."""
+    env = {
+        **os.environ,
+        "M3BNG_DATABASE_URL": settings.database_url,
+        "M3BNG_IONAPI_FILE": str(settings.ionapi_file),
+        "M3BNG_MAPPINGS_DIR": str(settings.mappings_folder),
+        "M3BNG_BNG_BASE_URL": str(settings.bng_base_url or ""),
+    }
+    if settings.bng_api_key is not None:
+        env["M3BNG_BNG_API_KEY"] = settings.bng_api_key.get_secret_value()
+    return env
+
+
+async def m3bng_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """The command in a process of its own, without blocking this loop (the in-process server
+    and its workers share the SQLite file with it)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "m3bng", *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    return int(process.returncode or 0), out.decode(), err.decode()

@@ -6,7 +6,6 @@ nothing at all."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from m3bng.mapping import Mapping, load_mappings
 from m3bng.store.models import DeadLetter, Event, EventStatus, SyncRun
 from m3bng.sync import run_sync
 from tests.conftest import LiveServer
-from tests.integration.to_bng.conftest import Outbound
+from tests.integration.to_bng.conftest import Outbound, cli_env, m3bng_cli
 from tests.support.ops import OPS_TOKEN_ENTRIES, READ, bearer
 
 CUSTOMERS = 230
@@ -148,28 +147,12 @@ async def test_a_changed_item_is_sent_again_and_a_refused_one_is_a_dead_letter(
     assert dead is not None and dead.payload["sync"]["key"] == "L-0008"
 
 
-async def m3bng_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    """The command in a process of its own, without blocking this loop (the in-process server
-    and its workers share the SQLite file with it)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "m3bng", *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    return int(process.returncode or 0), out.decode(), err.decode()
-
-
 async def test_the_ops_api_lists_the_runs_and_the_cli_loads_with_a_summary(
     loaded: Outbound, outbound_settings: Callable[..., Any], live_server: Callable[..., LiveServer]
 ) -> None:
     """``m3bng sync`` as an operator runs it (a process of its own, the same store), then the run
     in ``GET /api/v1/sync/runs``."""
-    settings = outbound_settings()
-    env = {
-        **os.environ,
-        "M3BNG_DATABASE_URL": settings.database_url,
-        "M3BNG_IONAPI_FILE": str(settings.ionapi_file),
-        "M3BNG_MAPPINGS_DIR": str(settings.mappings_folder),
-    }
+    env = cli_env(outbound_settings())
     code, out, err = await m3bng_cli(env, "sync", "items", "--to", "bng", "--dry-run", "--page-size", "40")
     assert code == 0, err
     assert "would enqueue" in out and "refused" in out, out
@@ -189,13 +172,7 @@ async def test_a_load_killed_mid_run_is_completed_by_the_next_run_with_nothing_t
 ) -> None:
     """SIGKILL while ``m3bng sync`` is between pages (M3 answering slowly), then the same command
     again: every customer enqueued exactly once, and the run continued, not started over."""
-    settings = outbound_settings()
-    env = {
-        **os.environ,
-        "M3BNG_DATABASE_URL": settings.database_url,
-        "M3BNG_IONAPI_FILE": str(settings.ionapi_file),
-        "M3BNG_MAPPINGS_DIR": str(settings.mappings_folder),
-    }
+    env = cli_env(outbound_settings())
     await loaded.sim.faults(latency_ms=150, programs=["CRS610MI"])
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "m3bng", "sync", "customers", "--page-size", "20",

@@ -209,6 +209,26 @@ class BngClient:
     async def post(self, path: str, body: Any, *, idempotency_key: str) -> BngResponse:
         return await self.request("POST", path, json=body, idempotency_key=idempotency_key)
 
+    async def changed_since(
+        self, collection: str, since: datetime, *, page_size: int = 100
+    ) -> list[dict[str, Any]]:
+        """Every resource of ``collection`` changed at or after ``since``, page by page to the
+        end (``GET /api/v1/{collection}?updated_since=…``, docs/bng-api.md): what reconciliation
+        compares with m3bng's store and M3, whether or not its webhooks ever arrived."""
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params = {"updated_since": since.astimezone(UTC).isoformat(), "limit": str(page_size)}
+            if cursor:
+                params["cursor"] = cursor
+            body = (await self.request("GET", f"/{collection}", params=params)).body
+            if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+                raise BngDataError(f"GET /{collection}: the answer has no `items` list")
+            items += [item for item in body["items"] if isinstance(item, dict)]
+            cursor = body.get("next_cursor") or None
+            if cursor is None:
+                return items
+
     # -- the guarded call -------------------------------------------------------------------------
 
     async def _call(

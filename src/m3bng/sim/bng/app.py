@@ -20,6 +20,8 @@ import hmac
 import json
 import secrets
 import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -166,7 +168,7 @@ async def _serve(rt: Runtime, request: Request, call: dict[str, Any]) -> tuple[R
     collection, ids = _resource(segments)
     rid = resource_id(ids) if ids else None
     if method == "GET":
-        return _read(rt, collection, rid), None
+        return _read(rt, collection, rid, request.query_params), None
     key = call["idempotency_key"]
     if not key:
         raise SimError(
@@ -227,7 +229,9 @@ def _resource(segments: list[str]) -> tuple[str, list[str]]:
     return collection, parts
 
 
-def _read(rt: Runtime, collection: str, rid: str | None) -> Response:
+def _read(rt: Runtime, collection: str, rid: str | None, query: Mapping[str, str]) -> Response:
+    if rid is None and ("updated_since" in query or "cursor" in query or "limit" in query):
+        return _list_changed(rt, collection, query)
     if rid is None:
         items = list(rt.resources.snapshot()[collection].values())
         return JSONResponse({"items": items, "count": len(items)})
@@ -235,6 +239,38 @@ def _read(rt: Runtime, collection: str, rid: str | None) -> Response:
     if found is None:
         raise SimError(404, "not_found", f"{collection}/{rid} does not exist")
     return JSONResponse(found)
+
+
+def _list_changed(rt: Runtime, collection: str, query: Mapping[str, str]) -> Response:
+    """``GET /api/v1/orders?updated_since=ISO&limit=N&cursor=C``: what changed since a time, in
+    change order, a page at a time (docs/bng-api.md); ``next_cursor`` null on the last page."""
+    since = query.get("updated_since") or None
+    if since is not None:
+        try:
+            since = (
+                datetime.fromisoformat(since.replace("Z", "+00:00"))
+                .astimezone(UTC)
+                .isoformat(timespec="microseconds")
+            )
+        except ValueError:
+            raise SimError(
+                422, "invalid_query", "updated_since must be an ISO 8601 time", "updated_since"
+            ) from None
+    try:
+        limit = int(query.get("limit") or 100)
+    except ValueError:
+        raise SimError(422, "invalid_query", "limit must be a number", "limit") from None
+    if not 1 <= limit <= 500:
+        raise SimError(422, "invalid_query", "limit must be 1 to 500", "limit")
+    after = None
+    if query.get("cursor"):
+        at, _, rid = query["cursor"].partition("|")
+        after = (at, rid)
+    rows = rt.resources.changed_since(collection, since, after, limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    items = [{**resource, "UpdatedAt": at} for at, _, resource in page]
+    cursor = f"{page[-1][0]}|{page[-1][1]}" if more and page else None
+    return JSONResponse({"items": items, "count": len(items), "next_cursor": cursor})
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

@@ -52,6 +52,9 @@ class WebhookTarget(BaseModel):
     secret: str | None = None
     enabled: bool = False
     timeout: float = Field(default=5.0, gt=0, le=60)
+    # The share of webhooks never delivered (BNG gave up after its retries, the endpoint was down
+    # for a day, the webhook was never registered): what reconciliation must find.
+    drop_rate: float = Field(default=0, ge=0, le=1)
 
     def public(self) -> dict[str, Any]:
         """What the control API shows: never the secret itself."""

@@ -110,6 +110,22 @@ async def webhook_config(request: Request) -> Response:
     return JSONResponse(rt.emitter.target.public())
 
 
+async def place_order(request: Request) -> Response:
+    """A storefront's new order: stored in BNG, then announced with ``order.created`` (or lost to
+    the webhook ``drop_rate``): ``{"order": id, "webhook": "sent" | "dropped" | "off"}``."""
+    rt = _rt(request)
+    try:
+        order = await _object(request)
+        order_id = str(order.get("OrderID") or "")
+        if not order_id:
+            raise SimError(422, "invalid_body", "an order needs an OrderID", "OrderID")
+    except SimError as exc:
+        return exc.response()
+    rt.resources.put("orders", order_id, order)
+    webhook = await rt.emitter.emit("order.created", order)
+    return JSONResponse({"order": order_id, "webhook": webhook})
+
+
 async def send(request: Request) -> Response:
     """Sign and POST one webhook; the answer is the target's status and body (+ ``webhook-id``)."""
     rt = _rt(request)
@@ -179,5 +195,6 @@ def routes() -> list[BaseRoute]:
         Route("/_sim/stats", get_stats),
         Route("/_sim/tokens/expire", expire_tokens, methods=["POST"]),
         Route("/_sim/webhooks/send", send, methods=["POST"]),
+        Route("/_sim/orders/place", place_order, methods=["POST"]),
         Route("/_sim/webhooks/config", webhook_config, methods=["GET", "POST"]),
     ]

@@ -41,7 +41,9 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.idempotency = IdempotencyKeys(self.config.idempotency_ttl_seconds)
-        self.emitter = Emitter(self.config.webhooks.model_copy(), self.record, self.webhook_transport)
+        self.emitter = Emitter(
+            self.config.webhooks.model_copy(), self.record, self.webhook_transport, rng=self.rng
+        )
         self.reset()
 
     def reset(self) -> None:

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -61,6 +62,8 @@ class Resources:
     data: dict[str, dict[str, dict[str, Any]]] = field(
         default_factory=lambda: {name: {} for name in COLLECTIONS}
     )
+    # When each resource last changed (UTC, ISO 8601): the list endpoint's updated_since filter.
+    updated: dict[str, dict[str, str]] = field(default_factory=lambda: {name: {} for name in COLLECTIONS})
 
     def get(self, collection: str, rid: str) -> dict[str, Any] | None:
         found = self.data[collection].get(rid)
@@ -70,7 +73,20 @@ class Resources:
         """Store ``resource``; True when it was created."""
         created = rid not in self.data[collection]
         self.data[collection][rid] = copy.deepcopy(resource)
+        self.updated[collection][rid] = datetime.now(UTC).isoformat(timespec="microseconds")
         return created
+
+    def changed_since(
+        self, collection: str, since: str | None, after: tuple[str, str] | None, limit: int
+    ) -> list[tuple[str, str, dict[str, Any]]]:
+        """``(updated_at, id, resource)`` changed at or after ``since``, in change order, from
+        after the ``after`` position on; at most ``limit``."""
+        rows = sorted(
+            (at, rid) for rid, at in self.updated[collection].items() if since is None or at >= since
+        )
+        if after is not None:
+            rows = [row for row in rows if row > after]
+        return [(at, rid, copy.deepcopy(self.data[collection][rid])) for at, rid in rows[:limit]]
 
     def seed(self, seed: dict[str, dict[str, dict[str, Any]]]) -> int:
         count = 0

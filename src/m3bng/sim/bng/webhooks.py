@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -74,9 +75,11 @@ class Emitter:
         target: WebhookTarget,
         record: Callable[[dict[str, Any]], None],
         transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.target = target
         self._record = record
+        self._rng = rng or random.Random()
         self._transport = transport
         self._tasks: set[asyncio.Task[None]] = set()
         self._order = asyncio.Lock()  # FIFO: deliveries leave in the order of the changes
@@ -99,9 +102,27 @@ class Emitter:
                 {"kind": "webhook", "type": event_type, "skipped": f"{where}: {first['msg']}", "status": None}
             )
             return
+        if self._dropped(event_type, resource):
+            return
         task = asyncio.create_task(self._deliver(event_type, resource))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def emit(self, event_type: str, data: dict[str, Any]) -> str:
+        """Deliver one webhook now (a storefront's new order): ``sent``, ``dropped`` or ``off``."""
+        if not self.active:
+            return "off"
+        if self._dropped(event_type, data):
+            return "dropped"
+        await self._deliver(event_type, data)
+        return "sent"
+
+    def _dropped(self, event_type: str, data: dict[str, Any]) -> bool:
+        """``drop_rate`` of the deliveries are lost; the log keeps the data (a test delivers it late)."""
+        if not self.target.drop_rate or self._rng.random() >= self.target.drop_rate:
+            return False
+        self._record({"kind": "webhook", "type": event_type, "dropped": True, "data": data, "status": None})
+        return True
 
     async def _deliver(self, event_type: str, data: dict[str, Any]) -> None:
         target = self.target

@@ -1,0 +1,110 @@
+"""Reconciliation's reads of what m3bng holds about an object, and its runs and findings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from m3bng.store.models import CrossReference, Event, ReconcileFinding, ReconcileRun
+from m3bng.store.sql import utcnow
+
+
+@dataclass(frozen=True)
+class KnownEvent:
+    id: int
+    source: str
+    event_type: str
+    status: str
+    received_at: datetime
+
+
+async def events_by_key(
+    session: AsyncSession, keys: Sequence[str], event_types: Sequence[str]
+) -> dict[str, list[KnownEvent]]:
+    """The events of these business keys and types, whatever their source (a webhook, a replay,
+    reconciliation itself), oldest first: did the object ever arrive, and how far did it get."""
+    out: dict[str, list[KnownEvent]] = {key: [] for key in keys}
+    if not keys:
+        return out
+    rows = await session.execute(
+        select(Event.id, Event.source, Event.event_type, Event.status, Event.received_at, Event.business_key)
+        .where(Event.business_key.in_(list(keys)), Event.event_type.in_(list(event_types)))
+        .order_by(Event.id)
+    )
+    for row in rows:
+        out[row.business_key].append(
+            KnownEvent(row.id, row.source, row.event_type, row.status, row.received_at)
+        )
+    return out
+
+
+async def xrefs(session: AsyncSession, entity: str, bng_ids: Sequence[str]) -> dict[str, str]:
+    """BNG id → M3 key for the objects m3bng has applied to M3."""
+    if not bng_ids:
+        return {}
+    rows = await session.execute(
+        select(CrossReference.bng_id, CrossReference.m3_key).where(
+            CrossReference.entity == entity, CrossReference.bng_id.in_(list(bng_ids))
+        )
+    )
+    return {bng_id: m3_key for bng_id, m3_key in rows}
+
+
+async def start_run(session: AsyncSession, kind: str, since: datetime, *, fix: bool) -> int:
+    run = ReconcileRun(kind=kind, since=since, fix=fix, status="running", counts={}, started_at=utcnow())
+    session.add(run)
+    await session.flush()
+    return run.id
+
+
+async def add_findings(session: AsyncSession, run_id: int, findings: Sequence[dict[str, Any]]) -> None:
+    """``findings``: ``{key, finding, detail, event_id}`` each."""
+    if findings:
+        await session.execute(insert(ReconcileFinding), [{"run_id": run_id, **f} for f in findings])
+
+
+async def finish_run(
+    session: AsyncSession, run_id: int, *, status: str, counts: dict[str, int], error: str | None = None
+) -> None:
+    await session.execute(
+        update(ReconcileRun)
+        .where(ReconcileRun.id == run_id)
+        .values(status=status, counts=counts, error=error, finished_at=utcnow())
+    )
+
+
+async def list_runs(
+    session: AsyncSession, *, kind: str | None = None, limit: int = 50, run_id: int | None = None
+) -> list[ReconcileRun]:
+    query = select(ReconcileRun).order_by(ReconcileRun.id.desc()).limit(limit)
+    if kind:
+        query = query.where(ReconcileRun.kind == kind)
+    if run_id is not None:
+        query = query.where(ReconcileRun.id == run_id)
+    return list((await session.scalars(query)).all())
+
+
+async def list_findings(
+    session: AsyncSession,
+    run_id: int,
+    *,
+    finding: str | None = None,
+    key: str | None = None,
+    limit: int = 500,
+) -> list[ReconcileFinding]:
+    query = (
+        select(ReconcileFinding)
+        .where(ReconcileFinding.run_id == run_id)
+        .order_by(ReconcileFinding.id)
+        .limit(limit)
+    )
+    if finding:
+        query = query.where(ReconcileFinding.finding == finding)
+    if key:
+        query = query.where(ReconcileFinding.key == key)
+    return list((await session.scalars(query)).all())
