@@ -131,6 +131,13 @@ class Settings(BaseSettings):
     inventory_poll_seconds: float | None = Field(default=None, ge=5)  # None: poller off
     inventory_poll_warehouses: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # --- reconciliation (docs/reconciliation.md) ----------------------------------------------------
+    reconcile_orders_seconds: float = Field(default=0.0, ge=0)  # 0: no scheduled run
+    reconcile_orders_window_hours: float = Field(default=48.0, gt=0)  # BNG orders changed since
+    reconcile_orders_fix: bool = False  # take in the orders whose webhook never arrived
+    reconcile_grace_minutes: float = Field(default=10.0, ge=0)
+    reconcile_sla_minutes: float = Field(default=30.0, gt=0)
+
     # --- ops API (/api/v1, /ui) -------------------------------------------------------------------
     # Entries "NAME SCOPE HASH" separated by commas; HASH is sha256:<hex> of the token
     # (`m3bng ops token new` prints one). SCOPE: ops:read, ops:replay or ops:admin.

@@ -34,12 +34,15 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from m3bng.config import Settings
+from m3bng.connectors import Connectors
 from m3bng.connectors.bng.client import BngClient
 from m3bng.connectors.bng.events import business_key
 from m3bng.connectors.m3.client import M3Client
 from m3bng.connectors.m3.errors import M3NotFound
 from m3bng.errors import M3bngError
 from m3bng.observability import metrics
+from m3bng.ops.scheduler import ScheduledJob
 from m3bng.store import queue
 from m3bng.store import reconcile as store
 from m3bng.store.queue import NewEvent
@@ -200,3 +203,31 @@ async def _line_difference(m3: M3Client, orno: str, order: dict[str, Any]) -> di
     if len(in_m3) > len(lines):
         problems.append(f"M3 has {len(in_m3)} lines, BNG {len(lines)}")
     return {"problems": problems} if problems else None
+
+
+JOB = "reconcile_orders"
+
+
+def scheduled_job(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], connectors: Connectors
+) -> ScheduledJob | None:
+    """``M3BNG_RECONCILE_ORDERS_SECONDS``: the same run on a schedule, in whichever process holds
+    the job's lease; None when off or BNG is not configured."""
+    bng = connectors.bng
+    if not settings.reconcile_orders_seconds or bng is None:
+        return None
+
+    async def work() -> Report:
+        return await reconcile_orders(
+            sessions,
+            bng,
+            connectors.m3,
+            since=utcnow() - timedelta(hours=settings.reconcile_orders_window_hours),
+            fix=settings.reconcile_orders_fix,
+            grace=timedelta(minutes=settings.reconcile_grace_minutes),
+            sla=timedelta(minutes=settings.reconcile_sla_minutes),
+        )
+
+    return ScheduledJob(
+        JOB, settings.reconcile_orders_seconds, sessions, work, expected=(M3bngError, OSError)
+    )

@@ -497,9 +497,15 @@ def reconcile(
         bool, typer.Option("--fix", help="Take in the orders whose webhook never arrived, as events.")
     ] = False,
     grace: Annotated[
-        str, typer.Option(help="An order changed more recently may still have its webhook on the way.")
-    ] = "10m",
-    sla: Annotated[str, typer.Option(help="An order taken in longer ago and not in M3 is stuck.")] = "30m",
+        str | None,
+        typer.Option(
+            help="Younger orders may have their webhook on the way (default: M3BNG_RECONCILE_GRACE_MINUTES)."
+        ),
+    ] = None,
+    sla: Annotated[
+        str | None,
+        typer.Option(help="Taken in longer ago and not in M3: stuck (default: M3BNG_RECONCILE_SLA_MINUTES)."),
+    ] = None,
 ) -> None:
     """BNG's orders against m3bng's store and M3: matching, different, never arrived, stuck
     (docs/reconciliation.md). Exit 1 when something is never_arrived, stuck or different."""
@@ -507,11 +513,10 @@ def reconcile(
     _check_store(settings, migrate_first=False)
     if kind != "orders":
         _fail(f"reconcile {kind!r}: only orders are reconciled so far (docs/reconciliation.md)")
-    window, grace_time, sla_time = (
-        _duration(since, "--since"),
-        _duration(grace, "--grace"),
-        _duration(sla, "--sla"),
-    )
+    # --grace and --sla default to the settings the scheduled run uses.
+    window = _duration(since, "--since")
+    grace_time = _duration(grace, "--grace") if grace else timedelta(minutes=settings.reconcile_grace_minutes)
+    sla_time = _duration(sla, "--sla") if sla else timedelta(minutes=settings.reconcile_sla_minutes)
 
     async def run() -> int:
         from m3bng.reconcile import reconcile_orders

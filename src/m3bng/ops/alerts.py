@@ -12,6 +12,8 @@ process evaluates them):
   ``M3BNG_ALERT_BACKLOG_MINUTES``: a paused flow, a target that is down, a stuck worker.
 * ``order_sla``: BNG orders received more than ``M3BNG_ALERT_ORDER_SLA_MINUTES`` ago that are
   not in M3 yet (neither done, nor skipped, nor discarded); lists the order ids.
+* ``reconcile:orders``: the newest order reconciliation found orders that never arrived (and
+  were not taken in) or are stuck (``reconcile.py``); lists the order ids.
 
 Each alert is one row in ``alerts``. The webhook hears "firing" once, a reminder at most every
 ``M3BNG_ALERT_REPEAT_MINUTES`` while it keeps firing, and "resolved" once. ``notified_state`` and
@@ -44,6 +46,7 @@ from m3bng.ops.masking import mask_text
 from m3bng.ops.scheduler import ScheduledJob
 from m3bng.store import alerts as alert_store
 from m3bng.store import control as control_store
+from m3bng.store import reconcile as reconcile_store
 from m3bng.store.alerts import FIRING as FIRING  # the alert states, re-exported for the API
 from m3bng.store.alerts import RESOLVED as RESOLVED
 from m3bng.store.models import OPEN_STATUSES, Alert, EventStatus
@@ -168,6 +171,7 @@ async def evaluate(
         *circuit_conditions(breakers),
         *await backlog_conditions(session, now, settings.alert_backlog_minutes, registry),
         *await order_sla_conditions(session, now, settings.alert_order_sla_minutes),
+        *await reconcile_conditions(session),
     ]
 
 
@@ -284,6 +288,27 @@ async def order_sla_conditions(session: AsyncSession, now: datetime, minutes: fl
     return [Condition("order_sla", "order_sla", summary, detail)]
 
 
+async def reconcile_conditions(session: AsyncSession) -> list[Condition]:
+    """The newest finished order reconciliation found orders that never arrived (and were not
+    taken in) or are stuck; resolves when a later run finds none."""
+    latest = await reconcile_store.latest_open_findings(session, "orders")
+    if latest is None or not latest.findings:
+        return []
+    counts: dict[str, int] = {}
+    for finding in latest.findings:
+        counts[finding.finding] = counts.get(finding.finding, 0) + 1
+    listed = ", ".join(f.key for f in latest.findings[:MAX_LISTED_ORDERS])
+    more = len(latest.findings) - MAX_LISTED_ORDERS
+    what = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in sorted(counts.items()))
+    summary = f"Reconciliation run {latest.run_id}: {what}: {listed}{f' (+{more} more)' if more > 0 else ''}."
+    detail = {
+        "run_id": latest.run_id,
+        "counts": counts,
+        "orders": [{"order_id": f.key, "finding": f.finding} for f in latest.findings[:MAX_LISTED_ORDERS]],
+    }
+    return [Condition("reconcile:orders", "reconcile", summary, detail)]
+
+
 def _order_id(business_key: str | None) -> str | None:
     if business_key and business_key.startswith("order:"):
         return business_key.removeprefix("order:")
@@ -341,6 +366,8 @@ def resolved_summary(row: Alert | Notice) -> str:
         return (
             f"Every order received more than {detail.get('sla_minutes'):g} min ago is in M3 (or was closed)."
         )
+    if row.kind == "reconcile":
+        return "The newest reconciliation run found no lost or stuck orders."
     return f"{row.key} cleared."
 
 

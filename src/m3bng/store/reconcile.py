@@ -108,3 +108,32 @@ async def list_findings(
     if key:
         query = query.where(ReconcileFinding.key == key)
     return list((await session.scalars(query)).all())
+
+
+@dataclass(frozen=True)
+class OpenFindings:
+    run_id: int
+    findings: list[ReconcileFinding]
+
+
+async def latest_open_findings(session: AsyncSession, kind: str) -> OpenFindings | None:
+    """The newest finished run of ``kind`` and its findings that want a person: never arrived and
+    not taken in, or stuck (what the ``reconcile`` alert reports)."""
+    run_id = await session.scalar(
+        select(ReconcileRun.id)
+        .where(ReconcileRun.kind == kind, ReconcileRun.status == "done")
+        .order_by(ReconcileRun.id.desc())
+        .limit(1)
+    )
+    if run_id is None:
+        return None
+    rows = await session.scalars(
+        select(ReconcileFinding)
+        .where(
+            ReconcileFinding.run_id == run_id,
+            ((ReconcileFinding.finding == "never_arrived") & ReconcileFinding.event_id.is_(None))
+            | (ReconcileFinding.finding == "stuck"),
+        )
+        .order_by(ReconcileFinding.id)
+    )
+    return OpenFindings(run_id, list(rows))

@@ -13,10 +13,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from m3bng.connectors import Connectors
 from m3bng.connectors.bng.client import BngClient
 from m3bng.connectors.bng.samples import sample
 from m3bng.connectors.m3.client import M3Client
-from m3bng.reconcile import reconcile_orders
+from m3bng.ops.alerts import reconcile_conditions
+from m3bng.reconcile import reconcile_orders, scheduled_job
+from m3bng.runtime import build_connectors
 from m3bng.store.models import Event
 from m3bng.store.sql import utcnow
 from tests.conftest import LiveServer
@@ -148,3 +151,37 @@ async def test_the_cli_reports_and_the_ops_api_lists_runs_and_findings(
         assert [f["key"] for f in answer.json()["items"]] == ["SO-REC-007"]
         missing = await client.get("/api/v1/reconcile/runs/999999/findings", headers=bearer(READ))
         assert missing.status_code == 404
+
+
+async def test_the_scheduled_run_raises_the_alert_and_its_fix_resolves_it(
+    outbound: Outbound, outbound_settings: Callable[..., Any]
+) -> None:
+    await outbound.bng.webhooks(
+        url=f"{outbound.base_url}/webhooks/bng", secret=TEST_SECRET, enabled=True, drop_rate=1.0
+    )
+    await outbound.bng._json("POST", "/_sim/orders/place", order(9))  # its webhook is lost
+    assert scheduled_job(outbound_settings(), outbound.sessions, Connectors()) is None  # off by default
+    settings = outbound_settings(
+        reconcile_orders_seconds=60, reconcile_orders_window_hours=1, reconcile_grace_minutes=0
+    )
+    connectors = build_connectors(settings, outbound.sessions)
+    try:
+        job = scheduled_job(settings, outbound.sessions, connectors)
+        assert job is not None and await job.take_turn()
+        await job.work()
+        async with outbound.sessions() as session:
+            [condition] = await reconcile_conditions(session)
+        assert condition.key == "reconcile:orders" and "SO-REC-009" in condition.summary
+        assert condition.detail["counts"] == {"never_arrived": 1}
+
+        fixing = scheduled_job(
+            settings.model_copy(update={"reconcile_orders_fix": True}), outbound.sessions, connectors
+        )
+        assert fixing is not None
+        await fixing.work()
+        async with outbound.sessions() as session:
+            assert await reconcile_conditions(session) == []  # taken in: nothing left for a person
+    finally:
+        await connectors.aclose()
+    await wait_for(lambda: settled(outbound))
+    assert m3_orders(await outbound.sim.state(), "SO-REC-009") == 1
