@@ -67,17 +67,17 @@ def default_registry(mappings: dict[str, Mapping] | None = None) -> FlowRegistry
             continue
         # The initial load (m3bng sync) enqueues M3's records for the flow their BOD runs;
         # reconciliation takes in the BNG orders whose webhook never came (m3bng reconcile).
-        sources = [
-            mapping.spec.event_source,
-            *([SYNC_SOURCE] if name in SYNC_FLOWS else []),
-            *([RECONCILE_SOURCE] if name in RECONCILE_FLOWS else []),
-        ]
+        also = (
+            *((SYNC_SOURCE,) if name in SYNC_FLOWS else ()),
+            *((RECONCILE_SOURCE,) if name in RECONCILE_FLOWS else ()),
+        )
         for trigger in mapping.spec.trigger:
-            for source in sources:
-                try:
-                    registry.register(trigger, flow, source=source, target=mapping.spec.target)
-                except ValueError as exc:
-                    problems.append(f"{mapping.path}: trigger {trigger!r}: {exc}")
+            try:
+                registry.register(
+                    trigger, flow, source=mapping.spec.event_source, target=mapping.spec.target, also=also
+                )
+            except ValueError as exc:
+                problems.append(f"{mapping.path}: trigger {trigger!r}: {exc}")
     if problems:
         raise MappingFileError(problems)
     return registry

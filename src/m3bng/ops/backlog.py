@@ -68,11 +68,14 @@ async def backlog_by_flow(session: AsyncSession) -> dict[FlowKey, Backlog]:
     return out
 
 
-def flow_backlog(backlog: dict[FlowKey, Backlog], event_type: str, source: str | None) -> Backlog:
-    """The backlog of one registered flow (a flow registered for any source sums them all)."""
+def flow_backlog(
+    backlog: dict[FlowKey, Backlog], event_type: str, source: str | None, also: tuple[str, ...] = ()
+) -> Backlog:
+    """The backlog of one registered flow (a flow registered for any source sums them all; one
+    that also runs for other sources, such as reconciliation's, sums theirs too)."""
     total = Backlog()
     for (row_source, row_type), part in backlog.items():
-        if row_type == event_type and (source is None or row_source == source):
+        if row_type == event_type and (source is None or row_source == source or row_source in also):
             total.add(part)
     return total
 
@@ -145,6 +148,7 @@ class FlowControl:
     pending: int
     processing: int
     oldest_pending_age_seconds: float | None
+    also: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,7 +182,7 @@ async def control_overview(
     flows = []
     for info in registry.describe():
         paused, reason = switch("flow", info.event_type)
-        part = flow_backlog(backlog, info.event_type, info.source)
+        part = flow_backlog(backlog, info.event_type, info.source, info.also)
         flows.append(
             FlowControl(
                 event_type=info.event_type,
@@ -191,6 +195,7 @@ async def control_overview(
                 pending=part.pending,
                 processing=part.processing,
                 oldest_pending_age_seconds=_round(part.oldest_age_seconds(now)),
+                also=info.also,
             )
         )
     breakers = target_breakers(connectors)

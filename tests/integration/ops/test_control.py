@@ -39,12 +39,8 @@ async def control(ops: Ops) -> dict[str, Any]:
     return body
 
 
-def flow(body: dict[str, Any], event_type: str, source: str = "bng") -> dict[str, Any]:
-    """The row of one flow; order_to_cash has a second one for the orders reconciliation takes
-    in (source ``reconcile``), paused with it."""
-    found: list[dict[str, Any]] = [
-        f for f in body["flows"] if f["event_type"] == event_type and f["source"] == source
-    ]
+def flow(body: dict[str, Any], event_type: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [f for f in body["flows"] if f["event_type"] == event_type]
     assert len(found) == 1, found
     return found[0]
 

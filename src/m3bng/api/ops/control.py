@@ -28,6 +28,9 @@ router = APIRouter(tags=["ops"])
 class FlowState(BaseModel):
     event_type: str
     source: str | None
+    also: list[str] = Field(
+        default_factory=list, description="other sources it also runs for (sync, reconcile); counted here"
+    )
     target: str | None
     name: str = Field(description="the flow function handling this event type")
     paused: bool = Field(description="this flow's own switch")

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from m3bng.api.deps import RuntimeDep
@@ -15,6 +15,8 @@ from m3bng.api.ops.auth import ReadCaller
 from m3bng.store import reconcile as store
 
 router = APIRouter(tags=["ops"])
+RunId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the reconciliation run")]
+Finding = Literal["different", "never_arrived", "stuck", "in_flight"]
 
 
 class ReconcileRunOut(BaseModel):
@@ -46,7 +48,10 @@ class FindingList(BaseModel):
 
 @router.get("/reconcile/runs", response_model=ReconcileRunList)
 async def list_reconcile_runs(
-    caller: ReadCaller, runtime: RuntimeDep, kind: str | None = None, limit: int = Query(50, ge=1, le=500)
+    caller: ReadCaller,
+    runtime: RuntimeDep,
+    kind: Literal["orders"] | None = None,
+    limit: int = Query(50, ge=1, le=500),
 ) -> ReconcileRunList:
     """Newest first."""
     async with runtime.sessions() as session:
@@ -58,9 +63,11 @@ async def list_reconcile_runs(
 async def list_findings(
     caller: ReadCaller,
     runtime: RuntimeDep,
-    run_id: int,
-    finding: str | None = Query(None, description="one class"),
-    key: str | None = Query(None, description="one BNG id"),
+    run_id: RunId,
+    finding: Annotated[Finding | None, Query(description="one class")] = None,
+    key: Annotated[
+        str | None, Query(max_length=255, pattern=r"^[^\x00-\x1f]*$", description="one BNG id")
+    ] = None,
 ) -> FindingList:
     """A run's findings (everything but "matching"), in the order found."""
     async with runtime.sessions() as session:

@@ -4,7 +4,7 @@ and the reasons of the records they refused (``sync.py``)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -39,7 +39,7 @@ class SyncRunList(BaseModel):
 async def list_sync_runs(
     caller: ReadCaller,
     runtime: RuntimeDep,
-    entity: str | None = None,
+    entity: Literal["customers", "items"] | None = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> SyncRunList:
     """Initial-load runs; a handful per go-live, so the newest ``limit`` without paging."""

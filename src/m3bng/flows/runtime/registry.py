@@ -20,6 +20,7 @@ class FlowInfo:
     event_type: str
     target: str | None
     name: str
+    also: tuple[str, ...] = ()  # other sources it runs for (sync, reconcile): one row, their events too
 
 
 class FlowRegistry:
@@ -28,16 +29,30 @@ class FlowRegistry:
     def __init__(self) -> None:
         self._flows: dict[tuple[str | None, str], Flow] = {}
         self._targets: dict[tuple[str | None, str], str | None] = {}
+        self._also: dict[tuple[str | None, str], tuple[str, ...]] = {}  # primary → alias sources
+        self._aliases: set[tuple[str | None, str]] = set()
 
     def register(
-        self, event_type: str, flow: Flow, *, source: str | None = None, target: str | None = None
+        self,
+        event_type: str,
+        flow: Flow,
+        *,
+        source: str | None = None,
+        target: str | None = None,
+        also: tuple[str, ...] = (),
     ) -> None:
-        """``target``: the system the flow writes to (m3, bng, ion); pausing it pauses the flow."""
-        key = (source, event_type)
-        if key in self._flows:
-            raise ValueError(f"a flow is already registered for {event_type!r} (source {source!r})")
-        self._flows[key] = flow
-        self._targets[key] = target
+        """``target``: the system the flow writes to (m3, bng, ion); pausing it pauses the flow.
+        ``also``: other sources whose events of this type the same flow runs (the initial load,
+        reconciliation); they share its row in the ops views."""
+        keys = [(source, event_type), *((alias, event_type) for alias in also)]
+        for key in keys:
+            if key in self._flows:
+                raise ValueError(f"a flow is already registered for {event_type!r} (source {key[0]!r})")
+        for key in keys:
+            self._flows[key] = flow
+            self._targets[key] = target
+        self._also[(source, event_type)] = also
+        self._aliases.update(keys[1:])
 
     def flow(
         self, event_type: str, *, source: str | None = None, target: str | None = None
@@ -54,11 +69,16 @@ class FlowRegistry:
     def describe(self) -> list[FlowInfo]:
         return [
             FlowInfo(
-                source, event_type, self._targets.get((source, event_type)), getattr(flow, "__name__", "flow")
+                source,
+                event_type,
+                self._targets.get((source, event_type)),
+                getattr(flow, "__name__", "flow"),
+                self._also.get((source, event_type), ()),
             )
             for (source, event_type), flow in sorted(
                 self._flows.items(), key=lambda kv: (kv[0][1], kv[0][0] or "")
             )
+            if (source, event_type) not in self._aliases
         ]
 
     def event_types_for_target(self, target: str) -> set[str]:
