@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -26,6 +27,11 @@ from m3bng.config import Settings, SettingsError, load_settings
 from m3bng.errors import M3bngError
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from m3bng.connectors import Connectors
+
+    Sessions = async_sessionmaker[AsyncSession]
     from m3bng.mapping import Mapping
     from m3bng.mapping.schema import BngCallSpec, CallSpec
     from m3bng.runtime import Runtime
@@ -361,15 +367,10 @@ def m3_check() -> None:
     settings = _settings()
 
     async def run() -> int:
-        from m3bng.runtime import build_connectors
-        from m3bng.store.db import create_engine, session_factory
+        async with _connected(settings) as (_sessions, connectors):
+            return await check(connectors)
 
-        engine = create_engine(settings)
-        try:
-            connectors = build_connectors(settings, session_factory(engine))
-        except M3bngError as exc:  # an .ionapi file m3bng cannot use
-            await engine.dispose()
-            _fail(str(exc), exc)
+    async def check(connectors: Connectors) -> int:
         where = "M3"
         try:
             if connectors.m3 is None:
@@ -385,9 +386,6 @@ def m3_check() -> None:
         except M3bngError as exc:
             typer.echo(f"M3 check failed ({where}): {exc}", err=True)
             return 1
-        finally:
-            await connectors.aclose()
-            await engine.dispose()
 
     with _store_errors(settings):
         code = asyncio.run(run())
@@ -417,13 +415,8 @@ def sync(
     mappings = _load_mappings(settings)
 
     async def run() -> int:
-        from m3bng.runtime import build_connectors
-        from m3bng.store.db import create_engine, session_factory
         from m3bng.sync import Progress, run_sync
 
-        engine = create_engine(settings)
-        sessions = session_factory(engine)
-        connectors = build_connectors(settings, sessions)
         tty = sys.stderr.isatty()
 
         def show(progress: Progress) -> None:
@@ -434,7 +427,7 @@ def sync(
             )
             typer.echo(("\r" + line) if tty else line, err=True, nl=not tty)
 
-        try:
+        async with _connected(settings) as (sessions, connectors):
             if connectors.m3 is None:
                 _fail("M3 is not configured (set M3BNG_IONAPI_FILE)")
             progress = await run_sync(
@@ -448,9 +441,6 @@ def sync(
                 page_size=page_size,
                 on_page=show,
             )
-        finally:
-            await connectors.aclose()
-            await engine.dispose()
         if tty:
             typer.echo("", err=True)
         c = progress.counts
@@ -464,6 +454,31 @@ def sync(
         return 0
 
     raise typer.Exit(_run_command(settings, run()))
+
+
+@asynccontextmanager
+async def _connected(
+    settings: Settings,
+) -> AsyncIterator[tuple[async_sessionmaker[AsyncSession], Connectors]]:
+    """The store and the connectors of a one-shot command (m3 check, sync, reconcile), closed
+    when it ends however it ends; connectors m3bng cannot build (an .ionapi file it cannot
+    use) are one line and exit 2."""
+    from m3bng.runtime import build_connectors
+    from m3bng.store.db import create_engine, session_factory
+
+    engine = create_engine(settings)
+    try:
+        sessions = session_factory(engine)
+        try:
+            connectors = build_connectors(settings, sessions)
+        except M3bngError as exc:
+            _fail(str(exc), exc)
+        try:
+            yield sessions, connectors
+        finally:
+            await connectors.aclose()
+    finally:
+        await engine.dispose()
 
 
 def _run_command(settings: Settings, main: Coroutine[Any, Any, int]) -> int:
@@ -520,23 +535,15 @@ def reconcile(
 
     async def run() -> int:
         from m3bng.reconcile import reconcile_orders
-        from m3bng.runtime import build_connectors
-        from m3bng.store.db import create_engine, session_factory
         from m3bng.store.sql import utcnow
 
-        engine = create_engine(settings)
-        sessions = session_factory(engine)
-        connectors = build_connectors(settings, sessions)
-        try:
+        async with _connected(settings) as (sessions, connectors):
             if connectors.bng is None:
                 _fail("BNG is not configured (set M3BNG_BNG_BASE_URL)")
             report = await reconcile_orders(
                 sessions, connectors.bng, connectors.m3, since=utcnow() - window, fix=fix,
                 grace=grace_time, sla=sla_time,
             )  # fmt: skip
-        finally:
-            await connectors.aclose()
-            await engine.dispose()
         shown = ", ".join(f"{n} {name}" for name, n in report.counts.items())
         typer.echo(f"reconcile orders run {report.run_id}: {shown}; {report.fixed} taken in")
         for found in report.findings:

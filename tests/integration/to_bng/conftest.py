@@ -11,13 +11,14 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from m3bng.config import Settings
 from m3bng.sim.bng import DEFAULT_API_KEY
@@ -156,3 +157,20 @@ async def m3bng_cli(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     )
     out, err = await asyncio.wait_for(process.communicate(), timeout=120)
     return int(process.returncode or 0), out.decode(), err.decode()
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float = 60) -> None:
+    """Until ``condition`` holds, with a deadline (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, f"not done within {timeout} s"
+        await asyncio.sleep(0.1)
+
+
+async def settled(service: Outbound) -> bool:
+    """No event pending or processing: the workers have applied everything taken in."""
+    async with service.sessions() as session:
+        waiting = await session.scalar(
+            select(func.count()).select_from(Event).where(Event.status.in_(["pending", "processing"]))
+        )
+    return waiting == 0

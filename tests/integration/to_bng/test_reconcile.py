@@ -4,14 +4,11 @@ with each order once, and a webhook delivered late afterwards changes nothing.""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
 from m3bng.connectors import Connectors
 from m3bng.connectors.bng.client import BngClient
@@ -20,10 +17,9 @@ from m3bng.connectors.m3.client import M3Client
 from m3bng.ops.alerts import reconcile_conditions
 from m3bng.reconcile import reconcile_orders, scheduled_job
 from m3bng.runtime import build_connectors
-from m3bng.store.models import Event
 from m3bng.store.sql import utcnow
 from tests.conftest import LiveServer
-from tests.integration.to_bng.conftest import Outbound, cli_env, m3bng_cli
+from tests.integration.to_bng.conftest import Outbound, cli_env, m3bng_cli, settled, wait_for
 from tests.support.ops import OPS_TOKEN_ENTRIES, READ, bearer
 from tests.support.webhooks import TEST_SECRET
 
@@ -32,21 +28,6 @@ ORDERS = 12
 
 def order(n: int, **changes: Any) -> dict[str, Any]:
     return {**sample("order.created"), "OrderID": f"SO-REC-{n:03d}", **changes}
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"not done within {timeout} s"
-        await asyncio.sleep(0.1)
-
-
-async def settled(service: Outbound) -> bool:
-    async with service.sessions() as session:
-        waiting = await session.scalar(
-            select(func.count()).select_from(Event).where(Event.status.in_(["pending", "processing"]))
-        )
-    return waiting == 0
 
 
 def m3_orders(state: dict[str, Any], cuor: str) -> int:

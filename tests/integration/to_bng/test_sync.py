@@ -8,21 +8,20 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from m3bng.connectors.m3.client import M3Client
 from m3bng.mapping import Mapping, load_mappings
 from m3bng.store.models import DeadLetter, Event, EventStatus, SyncRun
 from m3bng.sync import run_sync
 from tests.conftest import LiveServer
-from tests.integration.to_bng.conftest import Outbound, cli_env, m3bng_cli
+from tests.integration.to_bng.conftest import Outbound, cli_env, m3bng_cli, settled, wait_for
 from tests.support.ops import OPS_TOKEN_ENTRIES, READ, bearer
 
 CUSTOMERS = 230
@@ -71,27 +70,12 @@ def mappings(outbound_settings: Callable[..., Any]) -> dict[str, Mapping]:
     return load_mappings(outbound_settings().mappings_folder)
 
 
-async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"not done within {timeout} s"
-        await asyncio.sleep(0.1)
-
-
 async def sync_events(service: Outbound, entity_type: str) -> list[Event]:
     async with service.sessions() as session:
         rows = await session.scalars(
             select(Event).where(Event.source == "sync", Event.event_type == entity_type).order_by(Event.id)
         )
         return list(rows)
-
-
-async def all_done(service: Outbound) -> bool:
-    async with service.sessions() as session:
-        open_count = await session.scalar(
-            select(func.count()).select_from(Event).where(Event.status.in_(["pending", "processing"]))
-        )
-    return open_count == 0
 
 
 async def test_customers_load_completes_after_a_cut_and_a_third_run_writes_nothing(
@@ -101,7 +85,7 @@ async def test_customers_load_completes_after_a_cut_and_a_third_run_writes_nothi
     assert first.counts["read"] == 100 and first.cursor is not None  # cut short after one page
     second = await run_sync(loaded.sessions, m3, mappings, "customers", page_size=100)
     assert second.run_id == first.run_id  # the same run, continued
-    await wait_for(lambda: all_done(loaded), timeout=120)
+    await wait_for(lambda: settled(loaded), timeout=120)
     events = await sync_events(loaded, "SyncCustomerPartyMaster")
     keys = Counter(e.payload["sync"]["key"] for e in events)
     seeded = {f"S{n:05d}" for n in range(CUSTOMERS)}
@@ -130,7 +114,7 @@ async def test_a_changed_item_is_sent_again_and_a_refused_one_is_a_dead_letter(
     assert await sync_events(loaded, "SyncItemMaster") == []  # a dry run enqueues nothing
     done = await run_sync(loaded.sessions, m3, mappings, "items", page_size=50)
     assert done.counts["new"] == dry.counts["new"] and done.counts["pages"] >= 3
-    await wait_for(lambda: all_done(loaded), timeout=120)
+    await wait_for(lambda: settled(loaded), timeout=120)
     async with httpx.AsyncClient(base_url=loaded.sim.server.base_url, timeout=10) as control:
         changed = {**item(7), "ITDS": "Renamed item 7"}
         nameless = {**item(8), "ITDS": ""}  # product_to_bng requires a name
@@ -138,7 +122,7 @@ async def test_a_changed_item_is_sent_again_and_a_refused_one_is_a_dead_letter(
     again = await run_sync(loaded.sessions, m3, mappings, "items", page_size=50)
     assert (again.counts["changed"], again.counts["refused"], again.counts["new"]) == (1, 1, 0)
     assert again.refusals[0]["key"] == "L-0008" and "Name" in again.refusals[0]["reason"]
-    await wait_for(lambda: all_done(loaded), timeout=60)
+    await wait_for(lambda: settled(loaded), timeout=60)
     assert (await loaded.bng.state())["products"]["L-0007"]["Name"] == "Renamed item 7"
     async with loaded.sessions() as session:
         dead = await session.scalar(
@@ -196,5 +180,5 @@ async def test_a_load_killed_mid_run_is_completed_by_the_next_run_with_nothing_t
     async with loaded.sessions() as session:
         runs = (await session.scalars(select(SyncRun).order_by(SyncRun.id))).all()
     assert [(r.status, r.dry_run) for r in runs] == [("done", False)], out  # continued, not restarted
-    await wait_for(lambda: all_done(loaded), timeout=120)
+    await wait_for(lambda: settled(loaded), timeout=120)
     assert len((await loaded.bng.state())["customers"]) >= CUSTOMERS
