@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,13 @@ DROP_RATE = 0.3
 
 def order(n: int) -> dict[str, Any]:
     return {**sample("order.created"), "OrderID": f"SO-LOST-{n:04d}"}
+
+
+async def webhook_log(bng: httpx.AsyncClient, event_type: str) -> list[dict[str, Any]]:
+    """The simulator's deliveries (sent, failed or lost) of one webhook type."""
+    answer = await bng.get("/_sim/calls")
+    answer.raise_for_status()
+    return [c for c in answer.json() if c.get("kind") == "webhook" and c.get("type") == event_type]
 
 
 async def reconcile(cluster: Cluster, *args: str) -> tuple[int, str]:
@@ -58,8 +66,13 @@ async def test_lost_order_webhooks_are_found_taken_in_once_and_late_ones_change_
         )
         lost = {order(n)["OrderID"] for n, how in enumerate(webhooks) if how == "dropped"}
         assert 0 < len(lost) < count, webhooks
-        await asyncio.sleep(0.5)  # the customer webhooks leave after the API answers
-        await cluster.wait_settled(count - len(lost), timeout=60 + 20 * scale)
+        # The customer webhooks leave after the API answers: wait until each was sent or lost.
+        changes, deadline = count // 3, time.monotonic() + 30
+        while len(customer_webhooks := await webhook_log(bng, "customer.updated")) < changes:
+            assert time.monotonic() < deadline, customer_webhooks
+            await asyncio.sleep(0.1)
+        delivered = sum(1 for entry in customer_webhooks if not entry.get("dropped"))
+        await cluster.wait_settled(count - len(lost) + delivered, timeout=60 + 20 * scale)
 
         code, out = await reconcile(cluster, "--fix")
         assert code == 0, out  # every finding was a lost order, and each was taken in
