@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -119,7 +120,7 @@ async def test_a_failed_group_commit_fails_every_request_in_it(
     async def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise ConnectionError("database gone")
 
-    monkeypatch.setattr(queue, "insert_events_once", broken)
+    monkeypatch.setattr(queue, "store_events", broken)
     group = GroupCommit(sessions)
     results = await asyncio.gather(
         *(
@@ -133,6 +134,32 @@ async def test_a_failed_group_commit_fails_every_request_in_it(
     )  # fmt: skip
     assert all(isinstance(r, ConnectionError) for r in results)
     assert await count_events(sessions) == 0
+
+
+async def test_a_batch_the_database_refuses_stores_none_of_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """PostgreSQL's group commit is one statement without BEGIN/COMMIT: when one row of the
+    batch is refused (a business key beyond its column), none of the batch is stored and every
+    request fails; the next batch is stored normally."""
+    if sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("SQLite does not enforce column lengths")
+    group = GroupCommit(sessions)
+
+    def event(n: int, key: str | None) -> Any:
+        return ingest_event(
+            sessions, source="bng", external_id=f"msg_r{n}", event_type="order.created",
+            payload=ORDER, business_key=key, group=group,
+        )  # fmt: skip
+
+    results = await asyncio.gather(
+        *(event(n, "k" * 300 if n == 5 else None) for n in range(10)), return_exceptions=True
+    )
+    assert all(isinstance(r, Exception) for r in results), results
+    assert await count_events(sessions) == 0
+    again = await asyncio.gather(*(event(n, None) for n in range(10)))
+    assert [r.duplicate for r in again] == [False] * 10
+    assert await count_events(sessions) == 10
 
 
 async def test_http_new_then_duplicate(

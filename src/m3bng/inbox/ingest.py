@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,8 +56,7 @@ class GroupCommit:
         while self._queue:
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             try:
-                async with self.sessions.begin() as session:
-                    results = await queue.insert_events_once(session, [new for new, _ in batch])
+                results = await queue.store_events(self.sessions, [new for new, _ in batch])
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
@@ -65,9 +64,37 @@ class GroupCommit:
                 continue
             self.batches += 1
             self.events += len(batch)
+            _log_received(
+                [
+                    (new, event_id)
+                    for (new, _), (event_id, created) in zip(batch, results, strict=True)
+                    if created
+                ]
+            )
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():  # its request may have gone (client disconnected)
                     future.set_result(result)
+
+
+def _log_received(received: list[tuple[NewEvent, int]]) -> None:
+    """One ``events.received`` line per committed batch, listing its events, where a line per
+    event cost a tenth of a webhook's CPU (docs/benchmarks.md): the same facts, found by the
+    same grep for an external id or a correlation id."""
+    if received:
+        log.info(
+            "events.received",
+            count=len(received),
+            events=[
+                {
+                    "event_id": event_id,
+                    "source": new.source,
+                    "event_type": new.event_type,
+                    "external_id": new.external_id,
+                    "correlation_id": new.correlation_id,
+                }
+                for new, event_id in received
+            ],
+        )
 
 
 class Notifier:
@@ -102,7 +129,8 @@ async def ingest_event(
     error and retries, and nothing was half-written (one statement, one transaction). With
     ``group``, the event is committed together with others arriving at the same time.
     """
-    cid = correlation_id or uuid.uuid4().hex
+    # 32 random hex digits, the shape of uuid4().hex without building a UUID object per webhook.
+    cid = correlation_id or os.urandom(16).hex()
     new = NewEvent(
         source=source,
         external_id=external_id,
@@ -119,14 +147,8 @@ async def ingest_event(
                 event_id, created = await queue.insert_event_once(session, new)
     metrics.observe_received(source, event_type, duplicate=not created)
     if created:
-        log.info(
-            "event.received",
-            event_id=event_id,
-            source=source,
-            event_type=event_type,
-            external_id=external_id,
-            correlation_id=cid,
-        )
+        if group is None:  # the group commit logs its batch
+            _log_received([(new, event_id)])
         if notifier is not None:
             notifier.notify()
     else:
