@@ -30,6 +30,7 @@ from m3bng.ops.controls import PausedFlows
 from m3bng.ops.keys import event_keys
 from m3bng.store import events, queue
 from m3bng.store.blips import ride_out_blips
+from m3bng.store.db import single_statement
 from m3bng.store.queue import ClaimedEvent
 
 log = structlog.get_logger(__name__)
@@ -114,7 +115,7 @@ class Worker:
             return 0
         try:
             paused = await self.paused.event_types()
-            async with self.sessions.begin() as session:
+            async with single_statement(self.sessions) as session:
                 events = await queue.claim_due_events(
                     session,
                     self.worker_id,

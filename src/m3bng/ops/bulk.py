@@ -46,6 +46,7 @@ from m3bng.ops.filters import EventFilter
 from m3bng.ops.replay import MODES, InvalidReplay, ReplayConflict, ReplayNotFound, reopen
 from m3bng.store import audit
 from m3bng.store import replays as store
+from m3bng.store.db import single_statement
 from m3bng.store.models import BulkReplay, EventStatus
 from m3bng.store.replays import CANCELLED, DONE, RUNNING
 from m3bng.store.sql import utcnow
@@ -288,7 +289,7 @@ class BulkRunner:
 
     async def _claimable(self) -> list[int]:
         now = utcnow()
-        async with self.sessions() as session:
+        async with single_statement(self.sessions) as session:
             return await store.claimable_bulks(session, self.owner, now=now)
 
     async def take(self, bulk_id: int) -> bool:

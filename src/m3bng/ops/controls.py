@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.flows.runtime import FlowRegistry
 from m3bng.store import control as control_store
+from m3bng.store.db import single_statement
 from m3bng.store.models import Control
 from m3bng.store.sql import utcnow
 
@@ -78,7 +79,7 @@ class PausedFlows:
 
     async def event_types(self) -> set[str]:
         if time.monotonic() - self._read_at >= CACHE_SECONDS:
-            async with self.sessions() as session:
+            async with single_statement(self.sessions) as session:
                 self._types = await paused_event_types(session, self.registry)
             self._read_at = time.monotonic()
         return self._types

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,34 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+_SINGLE: weakref.WeakKeyDictionary[AsyncEngine, async_sessionmaker[AsyncSession]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@asynccontextmanager
+async def single_statement(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session for one statement that needs no transaction around it: a read, or a write
+    that is one statement (the claim), which PostgreSQL applies atomically on its own.
+
+    On PostgreSQL the session's connection is in autocommit, so the statement is one round
+    trip instead of three (BEGIN, the statement, COMMIT or ROLLBACK): a worker's reads and its
+    claim were a quarter of its round trips to the database per order (docs/benchmarks.md).
+    Elsewhere (SQLite, whose writers take the lock with BEGIN IMMEDIATE) it is a transaction
+    as before. Only for one statement: two statements here would not be atomic together.
+    """
+    engine = sessions.kw["bind"]
+    if engine.dialect.name != "postgresql":
+        async with sessions.begin() as session:
+            yield session
+        return
+    single = _SINGLE.get(engine)
+    if single is None:
+        single = _SINGLE[engine] = session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
+    async with single() as session:
+        yield session
 
 
 def printable_url(database_url: str) -> str:

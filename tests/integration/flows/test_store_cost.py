@@ -1,4 +1,5 @@
-"""What an order costs the store, counted statement by statement (issue 15 §6).
+"""What an order costs the store, counted statement by statement and round trip by round trip
+(issue 15 §6).
 
 A worker's CPU goes mostly to the store (docs/benchmarks.md), so the statements one order
 makes are part of the design, and a change that adds one shows up here rather than as a
@@ -8,44 +9,115 @@ left out), after a first order has warmed the caches.
 
 from __future__ import annotations
 
+import asyncio
+import traceback
 from collections import Counter
 from typing import Any
 
+import asyncpg
+import pytest
+from asyncpg.prepared_stmt import PreparedStatement
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from m3bng.connectors.bng.samples import sample
 from tests.integration.flows.conftest import Service
 
+# What a worker reads or writes on a timer, not per order: how many fall within one order varies.
+POLLS = ("SET status = 'processing'", "FROM controls", "FROM bulk_replays", "limit_shares")
 
-async def test_an_order_costs_three_fenced_writes_and_twelve_statements(service: Service) -> None:
+
+async def _one_order(service: Service) -> int:
+    data = sample("order.created")
+    data["OrderID"] = "SO-COST"
+    event_id = await service.send("order.created", data, msg_id="msg_cost")
+    assert (await service.settle(event_id)).status == "done"
+    return event_id
+
+
+async def test_an_order_costs_three_fenced_writes_and_eleven_statements(service: Service) -> None:
     await service.settle(await service.send("order.created", msg_id="msg_warm"))
     own_engine = service.sessions.kw["bind"].sync_engine
     statements: list[str] = []
 
     def count(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         text = " ".join(statement.split())
-        if conn.engine is own_engine or text.startswith("BEGIN") or "SET status = 'processing'" in text:
-            return  # the test's reads, SQLite's BEGIN IMMEDIATE, the worker's (polling) claims
+        if conn.engine is own_engine or text.startswith(("BEGIN", "INSERT INTO events")):
+            return  # the test's reads, SQLite's BEGIN IMMEDIATE, the webhook's insert
+        if any(poll in text for poll in POLLS):
+            return  # what the worker polls (claims, paused flows, bulk replays, shares)
         statements.append(text)
 
     event.listen(Engine, "before_cursor_execute", count)
     try:
-        data = sample("order.created")
-        data["OrderID"] = "SO-COST"
-        event_id = await service.send("order.created", data, msg_id="msg_cost")
-        assert (await service.settle(event_id)).status == "done"
+        await _one_order(service)
     finally:
         event.remove(Engine, "before_cursor_execute", count)
     kinds = Counter(" ".join(s.split()[:3]) for s in statements)
-    # The webhook's insert; the head's mark (with the mapping version), the Confirm mark and the
-    # outcome (with the last checkpoints), each one fenced UPDATE of the event.
-    assert kinds["INSERT INTO events"] == 1 and kinds["UPDATE events SET"] == 3, kinds
+    # The head's mark (with the mapping version), the Confirm mark and the outcome (with the
+    # last checkpoints), each one fenced UPDATE of the event.
+    assert kinds["UPDATE events SET"] == 3, kinds
     # Step rows ride with those three writes, one statement each at most.
     assert kinds["INSERT INTO steps"] <= 3, kinds
     # Lookups: is the order in M3 already, the customer's M3 number; then the new link (one
     # insert), what BNG holds (recorded, not read: order.created is never an echo), the keys.
     assert kinds["SELECT xrefs.m3_key FROM"] == 2 and kinds["INSERT INTO xrefs"] == 1, kinds
     assert not any(s.startswith(("DELETE", "SELECT bng_state")) for s in statements), statements
-    # Twelve in all: the webhook's one and the worker's eleven (its claim left out above).
-    assert len(statements) <= 12, "\n".join(statements)
+    assert len(statements) <= 11, "\n".join(statements)
+
+
+async def test_an_order_costs_the_worker_sixteen_round_trips_to_postgresql(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted where they happen, at the driver: BEGIN, COMMIT and ROLLBACK are round trips
+    too. Reads and the claim run in autocommit (store/db.single_statement), so each is one;
+    the three durable writes are a transaction each (BEGIN, their statements, COMMIT)."""
+    if service.sessions.kw["bind"].dialect.name != "postgresql":
+        pytest.skip("asyncpg is PostgreSQL's driver")
+    await service.settle(await service.send("order.created", msg_id="msg_warm"))
+    trips: list[tuple[str, str]] = []
+
+    def caller() -> str | None:
+        """The m3bng function that made the call, or None for the test's own reads."""
+        frames = [
+            f for f in traceback.extract_stack() if "/m3bng/" in f.filename and "/tests/" not in f.filename
+        ]
+        return frames[-1].name if frames else None
+
+    in_transaction: dict[int, str] = {}  # connection → the task whose BEGIN was counted
+
+    def counted(original: Any, text: Any) -> Any:
+        async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            verb = text(self, args).split()[0].rstrip(";")
+            where = caller()
+            current = asyncio.current_task()
+            task = current.get_name() if current else ""
+            if verb == "BEGIN" and where is not None:
+                in_transaction[id(self)] = task
+            if verb in ("COMMIT", "ROLLBACK") and id(self) in in_transaction:
+                # SQLAlchemy ends it from another call stack, in a task of its own (shielded)
+                where, task = where or "end", in_transaction.pop(id(self))
+            if where is not None:
+                trips.append((task, f"{verb} @ {where}"))
+            return await original(self, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(
+        asyncpg.Connection, "execute", counted(asyncpg.Connection.execute, lambda _s, a: a[0])
+    )
+    monkeypatch.setattr(asyncpg.Connection, "fetch", counted(asyncpg.Connection.fetch, lambda _s, a: a[0]))
+    for name in ("fetch", "executemany"):
+        original = getattr(PreparedStatement, name)
+        monkeypatch.setattr(PreparedStatement, name, counted(original, lambda s, _a: s.get_query()))
+    event_id = await _one_order(service)
+    # The worker runs each event in a task of its own: what that task sent is the order's cost,
+    # whatever the worker's timers (leases, polls) did meanwhile.
+    worker = [trip for task, trip in trips if task == f"event-{event_id}"]
+    kinds = Counter(t.split()[0] for t in worker)
+    # Three write transactions; no read opens one.
+    assert kinds["BEGIN"] == 3 and kinds["COMMIT"] == 3 and kinds["ROLLBACK"] == 0, "\n".join(worker)
+    assert kinds["SELECT"] == 2, worker
+    assert len(worker) <= 16, "\n".join(worker)
+    # The claim is one round trip: no transaction around it.
+    assert not any(trip == "BEGIN @ claim_due_events" for _, trip in trips), trips

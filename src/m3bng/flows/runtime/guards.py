@@ -43,6 +43,7 @@ from m3bng.flows.runtime.m3 import FlowMappings, MappedFlow
 from m3bng.flows.runtime.registry import Flow
 from m3bng.mapping import Mapping
 from m3bng.store import documents
+from m3bng.store.db import single_statement
 from m3bng.timestamps import iso_utc
 
 
@@ -156,7 +157,7 @@ async def skip_if_echo(ctx: FlowContext, state: str, id_field: str, *, ignore: s
     if bng_id is None or not isinstance(data, dict):
         return
     if check:  # a record-only mapping (order.created) never reads what it would not compare
-        async with ctx.sessions() as session:
+        async with single_statement(ctx.sessions) as session:
             known = await documents.get_bng_state(session, state, str(bng_id), not_from_event=ctx.event.id)
         if is_echo(data, known, ignore=ignore, truncated_ok=False):
             raise Skipped(
@@ -197,7 +198,7 @@ async def skip_if_stale(ctx: FlowContext) -> None:
     if version is None:
         return
     key, when = version
-    async with ctx.sessions() as session:
+    async with single_statement(ctx.sessions) as session:
         applied = await documents.get_document_version(session, STALE_NOUN, key)
     if applied is not None and applied.created_at is not None and when < applied.created_at:
         raise Skipped(

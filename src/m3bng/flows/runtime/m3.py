@@ -30,6 +30,7 @@ from m3bng.flows.runtime.context import FlowContext
 from m3bng.mapping import Mapping, MappingError
 from m3bng.observability import tracing
 from m3bng.store import documents
+from m3bng.store.db import single_statement
 
 MappedFlow = Callable[[FlowContext, "FlowMappings"], Awaitable[None]]
 # Transactions per bulk request (``send_many``): an order of up to this many lines costs one
@@ -250,7 +251,7 @@ class M3Work:
         return out
 
     async def xref(self, entity: str, bng_id: str) -> str | None:
-        async with self.ctx.sessions() as session:
+        async with single_statement(self.ctx.sessions) as session:
             return await documents.get_xref(session, entity, bng_id)
 
     async def key(
