@@ -146,25 +146,37 @@ async def store_events(
         async with sessions.begin() as session:
             return await insert_events_once(session, news)
     now = utcnow().replace(tzinfo=None)
-    sources = [n.source for n in news]
-    external_ids = [n.external_id for n in news]
     async with engine.connect() as conn:
         driver = (await conn.get_raw_connection()).driver_connection
-        rows = await driver.fetch(
-            _PG_INSERT_BATCH,
-            sources,
-            external_ids,
-            [n.event_type for n in news],
-            [n.business_key for n in news],
-            [jsonfast.dumps(n.payload) for n in news],
-            [n.correlation_id for n in news],
-            now,
-        )
-        ids = {(row["source"], row["external_id"]): row["id"] for row in rows}
-        created = set(ids)
-        if len(created) < len(news):  # some were stored before (they committed: the conflict waited)
-            for row in await driver.fetch(_PG_EXISTING, sources, external_ids):
-                ids.setdefault((row["source"], row["external_id"]), row["id"])
+        try:
+            return await _pg_store(driver, news, now)
+        except BaseException:
+            # SQLAlchemy did not run the statement, so it cannot tell a dropped connection (the
+            # server restarted) from a refused row: the connection is discarded either way,
+            # never handed to the next batch broken (tests/chaos/test_database.py).
+            await conn.invalidate()
+            raise
+
+
+async def _pg_store(driver: Any, news: Sequence[NewEvent], now: datetime) -> list[tuple[int, bool]]:
+    """The batch's INSERT, then the ids of the events that were stored before."""
+    sources = [n.source for n in news]
+    external_ids = [n.external_id for n in news]
+    rows = await driver.fetch(
+        _PG_INSERT_BATCH,
+        sources,
+        external_ids,
+        [n.event_type for n in news],
+        [n.business_key for n in news],
+        [jsonfast.dumps(n.payload) for n in news],
+        [n.correlation_id for n in news],
+        now,
+    )
+    ids = {(row["source"], row["external_id"]): row["id"] for row in rows}
+    created = set(ids)
+    if len(created) < len(news):  # some were stored before (they committed: the conflict waited)
+        for row in await driver.fetch(_PG_EXISTING, sources, external_ids):
+            ids.setdefault((row["source"], row["external_id"]), row["id"])
     return _in_order(news, ids, created)
 
 
