@@ -137,6 +137,14 @@ class Settings(BaseSettings):
     reconcile_orders_fix: bool = False  # take in the orders whose webhook never arrived
     reconcile_grace_minutes: float = Field(default=10.0, ge=0)
     reconcile_sla_minutes: float = Field(default=30.0, gt=0)
+    # stock, customers and items are compared in full (no window): interval, and whether to fix
+    reconcile_stock_seconds: float = Field(default=0.0, ge=0)
+    reconcile_stock_fix: bool = False  # correct drift and missing balances in BNG from M3
+    reconcile_stock_tolerance: float = Field(default=0.0, ge=0)  # a difference up to it is matching
+    reconcile_customers_seconds: float = Field(default=0.0, ge=0)
+    reconcile_customers_fix: bool = False  # write M3's customer to BNG where missing or different
+    reconcile_items_seconds: float = Field(default=0.0, ge=0)
+    reconcile_items_fix: bool = False
 
     # --- ops API (/api/v1, /ui) -------------------------------------------------------------------
     # Entries "NAME SCOPE HASH" separated by commas; HASH is sha256:<hex> of the token

@@ -87,35 +87,50 @@ class InventoryPoller:
         return PollResult(len(self.settings.inventory_poll_warehouses), rows, changed)
 
     async def _list(self, warehouse: str) -> list[dict[str, str]]:
-        """The warehouse's whole list in one call: LstItemWarehous takes no start item to page
-        by, so a page of ``maxrecs`` rows could never be followed by the next."""
-        spec = self.mapping.call("list")
-        [record] = self.mapping.render("list", {}, {"warehouse": warehouse})
-        result = await self.m3.execute(spec.program, spec.transaction, record, maxrecs=0)
-        return [r for r in result.records if r.get("WHLO", warehouse) == warehouse and r.get("ITNO")]
+        return await list_balances(self.m3, self.mapping, warehouse)
 
     async def _enqueue_changes(self, warehouse: str, balances: list[dict[str, str]]) -> int:
         async with self.sessions() as session:
             known = await snapshots.known_digests(session, warehouse)
         now = utcnow()
-        changed = [(row, digest) for row in balances if known.get(row["ITNO"]) != (digest := _digest(row))]
+        changed = [
+            (row, digest) for row in balances if known.get(row["ITNO"]) != (digest := balance_digest(row))
+        ]
         for start in range(0, len(changed), 200):
             async with self.sessions.begin() as session:
                 for row, digest in changed[start : start + 200]:
-                    await _enqueue(session, warehouse, row, digest, now)
+                    await enqueue_balance(session, warehouse, row, digest, now)
         if changed and self.notifier is not None:
             self.notifier.notify()
         return len(changed)
 
 
-async def _enqueue(
-    session: AsyncSession, warehouse: str, row: dict[str, str], digest: str, now: datetime
-) -> None:
+async def list_balances(m3: M3Client, mapping: Mapping, warehouse: str) -> list[dict[str, str]]:
+    """The warehouse's whole list in one call: LstItemWarehous takes no start item to page by,
+    so a page of ``maxrecs`` rows could never be followed by the next."""
+    spec = mapping.call("list")
+    [record] = mapping.render("list", {}, {"warehouse": warehouse})
+    result = await m3.execute(spec.program, spec.transaction, record, maxrecs=0)
+    return [r for r in result.records if r.get("WHLO", warehouse) == warehouse and r.get("ITNO")]
+
+
+async def enqueue_balance(
+    session: AsyncSession,
+    warehouse: str,
+    row: dict[str, str],
+    digest: str,
+    now: datetime,
+    *,
+    source: str = "poller",
+) -> int:
+    """The balance's event and its new snapshot; the event id. Reconciliation's fix enqueues
+    through here too (source ``reconcile``): the same key orders it among the poller's events,
+    and the snapshot then holds what was sent, so the poller does not send it again."""
     item = row["ITNO"]
-    await queue.insert_event_once(
+    event_id, _created = await queue.insert_event_once(
         session,
         NewEvent(
-            source="poller",
+            source=source,
             # The poll time makes a balance that returns to an earlier value a new event too.
             external_id=f"{warehouse}:{item}:{now.strftime('%Y%m%dT%H%M%S%f')}:{digest[:12]}",
             event_type=EVENT_TYPE,
@@ -127,7 +142,8 @@ async def _enqueue(
     await snapshots.put_snapshot(
         session, warehouse=warehouse, item=item, balance=row, digest=digest, polled_at=now
     )
+    return event_id
 
 
-def _digest(row: dict[str, str]) -> str:
+def balance_digest(row: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()

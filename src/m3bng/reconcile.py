@@ -11,7 +11,11 @@ order in one class:
 * ``never_arrived``: no event for the order at all, and it changed longer ago than ``grace``
   (younger ones may still have their webhook on the way: ``in_flight``);
 * ``stuck``: its event was taken in but is not in M3 past ``sla`` (or is a dead letter);
-* ``in_flight``: its event was taken in recently and is being applied.
+* ``in_flight``: its event was taken in recently and is being applied;
+* ``unknown_in_bng``: an M3 order whose CUOR names no BNG order. M3 has no order list by date
+  or by CUOR: OIS100MI LstHead lists one customer's orders (ORNO, CUOR, ORDT …), so this reads
+  the orders of the customers of the window's BNG orders, keeps those whose order date (ORDT)
+  falls in the window, and asks BNG for each CUOR that is not among the window's orders.
 
 With ``fix``, an order that never arrived is taken in as an event of source ``reconcile``, with
 the order's business key and an id derived from the order id: a second run enqueues it once
@@ -20,16 +24,19 @@ the order in M3 by the cross-reference, so it never makes a second order. Nothin
 automatically: a stuck order is a dead letter or an outage to look at, a different one a
 decision for a person.
 
-Every run and its findings (all but ``matching``) are stored for the ops API.
+Every run and its findings (all but ``matching``) are stored for the ops API. ``recorded``
+does that for every kind (stock: reconcile_stock.py; customers and items: reconcile_master.py).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -39,8 +46,9 @@ from m3bng.connectors import Connectors
 from m3bng.connectors.bng.client import BngClient
 from m3bng.connectors.bng.events import business_key
 from m3bng.connectors.m3.client import M3Client
-from m3bng.connectors.m3.errors import M3NotFound
-from m3bng.errors import M3bngError
+from m3bng.connectors.m3.errors import M3DataError, M3NotFound
+from m3bng.errors import M3bngError, Refused
+from m3bng.mapping import Mapping
 from m3bng.observability import metrics
 from m3bng.ops.scheduler import ScheduledJob
 from m3bng.store import queue
@@ -53,8 +61,11 @@ log = structlog.get_logger(__name__)
 
 SOURCE = "reconcile"
 ORDER_CREATED = "order.created"
-FINDINGS = ("matching", "different", "never_arrived", "stuck", "in_flight")
+FINDINGS = ("matching", "different", "never_arrived", "stuck", "in_flight", "unknown_in_bng")
 OPEN = ("pending", "processing")
+KINDS = ("orders", "stock", "customers", "items")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # a full comparison: "changed since" the beginning
+CUNO_LENGTH = 10  # a CustomerID longer than this is no CUNO: LstHead would refuse it
 
 
 @dataclass
@@ -64,6 +75,47 @@ class Report:
     findings: list[dict[str, Any]] = field(default_factory=list)
     fixed: int = 0
     m3_calls: int = 0
+
+    def add(self, key: str, finding: str, detail: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Count the object in its class; keep it as a finding unless it matches."""
+        self.counts[finding] = self.counts.get(finding, 0) + 1
+        entry = {"key": key[:255], "finding": finding, "detail": detail or {}, "event_id": None}
+        if finding != "matching":
+            self.findings.append(entry)
+        return entry
+
+
+async def recorded(
+    sessions: async_sessionmaker[AsyncSession],
+    kind: str,
+    since: datetime,
+    classes: Sequence[str],
+    body: Callable[[Report], Awaitable[None]],
+    *,
+    fix: bool,
+) -> Report:
+    """One run of any kind, stored: started, its findings and counts when ``body`` is done, or
+    failed with the error (and raised again); the metric counts each class."""
+    async with sessions.begin() as session:
+        report = Report(
+            run_id=await store.start_run(session, kind, since, fix=fix), counts=dict.fromkeys(classes, 0)
+        )
+    try:
+        await body(report)
+    except (M3bngError, OSError) as exc:
+        async with sessions.begin() as session:
+            await store.finish_run(
+                session, report.run_id, status="failed", counts=report.counts, error=str(exc)
+            )
+        raise
+    async with sessions.begin() as session:
+        await store.add_findings(session, report.run_id, report.findings)
+        counts = {**report.counts, "fixed": report.fixed, "m3_calls": report.m3_calls}
+        await store.finish_run(session, report.run_id, status="done", counts=counts)
+    for finding, count in report.counts.items():
+        metrics.observe_reconcile(kind, finding, count)
+    log.info("reconcile.done", kind=kind, run_id=report.run_id, fixed=report.fixed, **report.counts)
+    return report
 
 
 async def reconcile_orders(
@@ -77,26 +129,12 @@ async def reconcile_orders(
     sla: timedelta = timedelta(minutes=30),
 ) -> Report:
     """One run (module docstring). ``m3`` None skips the line check (``matching`` then means
-    "linked to an M3 order")."""
-    async with sessions.begin() as session:
-        report = Report(run_id=await store.start_run(session, "orders", since, fix=fix))
-    try:
+    "linked to an M3 order") and the search for M3 orders unknown in BNG."""
+
+    async def body(report: Report) -> None:
         await _run(sessions, bng, m3, report, since=since, fix=fix, grace=grace, sla=sla)
-    except (M3bngError, OSError) as exc:
-        async with sessions.begin() as session:
-            await store.finish_run(
-                session, report.run_id, status="failed", counts=report.counts, error=str(exc)
-            )
-        raise
-    async with sessions.begin() as session:
-        await store.add_findings(session, report.run_id, report.findings)
-        await store.finish_run(
-            session, report.run_id, status="done", counts={**report.counts, "fixed": report.fixed}
-        )
-    for finding, count in report.counts.items():
-        metrics.observe_reconcile("orders", finding, count)
-    log.info("reconcile.done", kind="orders", run_id=report.run_id, fixed=report.fixed, **report.counts)
-    return report
+
+    return await recorded(sessions, "orders", since, FINDINGS, body, fix=fix)
 
 
 async def _run(
@@ -147,9 +185,9 @@ async def _run(
             }
             late = now - latest.received_at > sla
             finding = "in_flight" if latest.status in OPEN and not late else "stuck"
-        report.counts[finding] += 1
-        if finding != "matching":
-            report.findings.append({"key": oid, "finding": finding, "detail": detail, "event_id": None})
+        report.add(oid, finding, detail)
+    if m3 is not None:
+        await _unknown_in_bng(sessions, bng, m3, report, orders, since)
     if intake:
         async with sessions.begin() as session:
             stored = await queue.insert_events_once(session, [new for _, new in intake])
@@ -158,6 +196,40 @@ async def _run(
             if f["key"] in by_order and f["finding"] == "never_arrived":
                 f["event_id"] = by_order[f["key"]]
         report.fixed = sum(1 for _, created in stored if created)
+
+
+async def _unknown_in_bng(
+    sessions: async_sessionmaker[AsyncSession],
+    bng: BngClient,
+    m3: M3Client,
+    report: Report,
+    orders: list[dict[str, Any]],
+    since: datetime,
+) -> None:
+    """M3 orders of the window's customers, with an order date in the window, whose CUOR names
+    no BNG order: one LstHead per customer, one BNG GET per CUOR not among the window's orders
+    (it may be an older BNG order that has not changed since)."""
+    in_window = {str(o["OrderID"]) for o in orders}
+    customers = sorted({str(o.get("CustomerID") or "").strip() for o in orders} - {""})
+    async with sessions() as session:
+        cunos = await store.xrefs(session, "customer", customers)
+    first_day = since.astimezone(UTC).strftime("%Y%m%d")
+    candidates: dict[str, dict[str, str]] = {}
+    for cuno in sorted({cunos.get(c, c) for c in customers}):
+        if len(cuno) > CUNO_LENGTH:
+            continue
+        try:
+            report.m3_calls += 1
+            heads = (await m3.execute("OIS100MI", "LstHead", {"CUNO": cuno}, maxrecs=0)).records
+        except M3DataError:  # no such customer in M3 (the order never got there): no M3 orders
+            continue
+        for head in heads:
+            cuor, ordt = (head.get("CUOR") or "").strip(), (head.get("ORDT") or "").strip()
+            if cuor and cuor not in in_window and (not ordt or ordt >= first_day):
+                candidates.setdefault(cuor, {"orno": head.get("ORNO", ""), "cuno": cuno, "order_date": ordt})
+    for cuor, detail in sorted(candidates.items()):
+        if await bng.get(f"/orders/{quote(cuor, safe='')}") is None:
+            report.add(cuor, "unknown_in_bng", detail)
 
 
 def _event(order: dict[str, Any], key: str) -> NewEvent:
@@ -174,7 +246,7 @@ def _event(order: dict[str, Any], key: str) -> NewEvent:
     )
 
 
-def _quantity(value: Any) -> Decimal | None:
+def quantity(value: Any) -> Decimal | None:
     try:
         return Decimal(str(value).strip())
     except (InvalidOperation, ValueError):
@@ -187,7 +259,7 @@ async def _line_difference(m3: M3Client, orno: str, order: dict[str, Any]) -> di
         rows = (await m3.execute("OIS100MI", "LstLine", {"ORNO": orno}, maxrecs=0)).records
     except M3NotFound:
         return {"problem": f"order {orno} is linked but M3 does not have it"}
-    in_m3 = {(r.get("CUPO") or "").strip().lstrip("0") or "0": _quantity(r.get("ORQT")) for r in rows}
+    in_m3 = {(r.get("CUPO") or "").strip().lstrip("0") or "0": quantity(r.get("ORQT")) for r in rows}
     problems = []
     given = order.get("Lines")
     lines: list[Any] = given if isinstance(given, list) else []
@@ -195,7 +267,7 @@ async def _line_difference(m3: M3Client, orno: str, order: dict[str, Any]) -> di
         if not isinstance(line, dict):
             continue
         number = str(line.get("LineID") or position).strip().lstrip("0") or "0"
-        want, got = _quantity(line.get("Quantity")), in_m3.get(number)
+        want, got = quantity(line.get("Quantity")), in_m3.get(number)
         if number not in in_m3:
             problems.append(f"line {number}: not in M3")
         elif want is not None and got != want:
@@ -208,26 +280,87 @@ async def _line_difference(m3: M3Client, orno: str, order: dict[str, Any]) -> di
 JOB = "reconcile_orders"
 
 
-def scheduled_job(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], connectors: Connectors
-) -> ScheduledJob | None:
-    """``M3BNG_RECONCILE_ORDERS_SECONDS``: the same run on a schedule, in whichever process holds
-    the job's lease; None when off or BNG is not configured."""
-    bng = connectors.bng
-    if not settings.reconcile_orders_seconds or bng is None:
-        return None
+class ReconcileRefused(Refused):
+    """A run cannot start: an unknown kind, BNG or M3 not configured, its mapping not loaded."""
 
-    async def work() -> Report:
+    code = "reconcile_refused"
+
+
+async def run_kind(
+    kind: str,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    connectors: Connectors,
+    mappings: dict[str, Mapping],
+    *,
+    since: datetime | None = None,
+    fix: bool = False,
+    tolerance: Decimal | None = None,
+    grace: timedelta | None = None,
+    sla: timedelta | None = None,
+) -> Report:
+    """One run of ``kind``, for the command and the scheduled jobs alike; what is not given
+    comes from the settings (the window of orders, the stock tolerance, grace and SLA)."""
+    bng, m3 = connectors.bng, connectors.m3
+    if bng is None:
+        raise ReconcileRefused("BNG is not configured (set M3BNG_BNG_BASE_URL)")
+    if kind == "orders":
         return await reconcile_orders(
             sessions,
             bng,
-            connectors.m3,
-            since=utcnow() - timedelta(hours=settings.reconcile_orders_window_hours),
-            fix=settings.reconcile_orders_fix,
-            grace=timedelta(minutes=settings.reconcile_grace_minutes),
-            sla=timedelta(minutes=settings.reconcile_sla_minutes),
+            m3,
+            since=since or utcnow() - timedelta(hours=settings.reconcile_orders_window_hours),
+            fix=fix,
+            grace=grace if grace is not None else timedelta(minutes=settings.reconcile_grace_minutes),
+            sla=sla if sla is not None else timedelta(minutes=settings.reconcile_sla_minutes),
         )
+    if kind not in KINDS:
+        raise ReconcileRefused(f"reconcile {kind!r}: the kinds are {', '.join(KINDS)}")
+    if m3 is None:
+        raise ReconcileRefused(f"reconcile {kind}: M3 is not configured (set M3BNG_IONAPI_FILE)")
+    if kind == "stock":
+        from m3bng.reconcile_stock import reconcile_stock
 
-    return ScheduledJob(
-        JOB, settings.reconcile_orders_seconds, sessions, work, expected=(M3bngError, OSError)
-    )
+        mapping = mappings.get("inventory_poll")
+        if mapping is None:
+            raise ReconcileRefused("reconcile stock: mappings/inventory_poll.yaml is not loaded")
+        if tolerance is None:
+            tolerance = Decimal(str(settings.reconcile_stock_tolerance))
+        warehouses = settings.inventory_poll_warehouses
+        return await reconcile_stock(
+            sessions, bng, m3, mapping, warehouses=warehouses, fix=fix, tolerance=tolerance
+        )
+    from m3bng.reconcile_master import reconcile_master
+
+    return await reconcile_master(sessions, bng, m3, mappings, kind, fix=fix)
+
+
+def scheduled_job(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    connectors: Connectors,
+    kind: str = "orders",
+    mappings: dict[str, Mapping] | None = None,
+) -> ScheduledJob | None:
+    """``M3BNG_RECONCILE_<KIND>_SECONDS``: the same run on a schedule, in whichever process
+    holds the job's lease; None when off or BNG (or, but for orders, M3) is not configured."""
+    seconds = float(getattr(settings, f"reconcile_{kind}_seconds"))
+    if not seconds or connectors.bng is None or (kind != "orders" and connectors.m3 is None):
+        return None
+    fix = bool(getattr(settings, f"reconcile_{kind}_fix"))
+
+    async def work() -> Report:
+        return await run_kind(kind, settings, sessions, connectors, mappings or {}, fix=fix)
+
+    return ScheduledJob(f"reconcile_{kind}", seconds, sessions, work, expected=(M3bngError, OSError))
+
+
+def scheduled_jobs(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    connectors: Connectors,
+    mappings: dict[str, Mapping],
+) -> list[ScheduledJob]:
+    """One job per kind whose interval is set."""
+    jobs = (scheduled_job(settings, sessions, connectors, kind, mappings) for kind in KINDS)
+    return [job for job in jobs if job is not None]

@@ -96,12 +96,12 @@ class Runtime:
             clients = (("m3", self.connectors.m3), ("bng", self.connectors.bng))
             breakers = {name: client.breaker for name, client in clients if client is not None}
             alerter = Alerter(self.settings, self.sessions, breakers=lambda: breakers, registry=self.registry)
-            from m3bng.reconcile import scheduled_job
+            from m3bng.reconcile import scheduled_jobs
 
             jobs = (
                 alerter.job(),
                 Retention(self.settings, self.sessions).job(),
-                scheduled_job(self.settings, self.sessions, self.connectors),
+                *scheduled_jobs(self.settings, self.sessions, self.connectors, self.mappings),
             )
             for job in jobs:
                 if job is not None:  # retention with M3BNG_RETENTION_RUN_SECONDS=0: off

@@ -1,20 +1,27 @@
-"""Initial load: ``m3bng sync customers|items --to bng``.
+"""Initial load: ``m3bng sync customers|items|suppliers|stock --to bng`` and ``m3bng sync
+customers --to m3``.
 
-Event flows only carry changes; at go-live M3 already holds thousands of customers and items
-that BNG has never seen. The load reads them with M3's list transactions and enqueues each one
-as an event of source ``sync`` for the same flow and mapping a BOD of that object runs
-(``customer_to_bng``, ``product_to_bng``), so a loaded record is exactly what the event flow
-would write, retried, ordered, deduplicated and visible like any other event.
+Event flows only carry changes; at go-live M3 already holds thousands of customers, items,
+suppliers and stock balances that BNG has never seen (or, where BNG is the master of customers,
+BNG holds customers M3 has never seen). The load reads them page by page and enqueues each one
+as an event of source ``sync`` for the same flow and mapping the object's own events run
+(``customer_to_bng`` for a BOD, ``inventory_poll`` for a polled balance, ``customer_sync`` for a
+webhook …), so a loaded record is exactly what the event flow would write, retried, ordered,
+deduplicated and visible like any other event.
 
-* **Paging by key.** M3 lists from a start key (``CUNO``, ``ITNO``) and answers at most
+* **Paging.** M3's lists from a start key (``CUNO``, ``ITNO``, ``SUNO``) answer at most
   ``maxrecs`` records; the last key of a page starts the next, whose first record (that key
-  again) is dropped. One list call at a time: the load never takes more than one of the
-  installation's M3 slots, and BNG's rate limit holds because the workers apply the events.
+  again) is dropped. Stock has no start item to page by: one warehouse is a page, read whole.
+  BNG's list pages by its own cursor. One list call at a time: the load never takes more than
+  one of the installation's M3 slots, and the rate limits hold because the workers apply the
+  events.
 * **Only what changed.** Each record becomes the data its mapping reads, and a digest of it is
-  kept (``sync_records``); a record whose digest is unchanged is not enqueued, so a second run
-  over unchanged data writes nothing. The flow's echo check also skips what BNG already holds.
+  kept (``sync_records``; for stock the poller's snapshots, so the poller and the load never
+  resend each other's balances); a record whose digest is unchanged is not enqueued, so a
+  second run over unchanged data writes nothing. The flow's echo check also skips what the
+  target already holds.
 * **Resumable.** A page's events, digests and the run's cursor are one transaction; a run that
-  was killed or failed is continued by the next ``m3bng sync`` of the same entity.
+  was killed or failed is continued by the next ``m3bng sync`` of the same entity and target.
 * **Refused records** (the mapping cannot render them: no key, a required field missing) are
   counted with their reason, and enqueued all the same: the flow dead-letters them, so they
   are replayable once the data or the mapping is fixed.
@@ -27,21 +34,30 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from m3bng.connectors.bng.events import business_key
+from m3bng.connectors.bng.models import ValidationError, field_problems, validate_event_data
 from m3bng.connectors.m3.client import M3Client
 from m3bng.errors import M3bngError, Refused
 from m3bng.mapping import Mapping, MappingError
 from m3bng.mapping.engine import JMESPathError
 from m3bng.mapping.schema import BngCallSpec
-from m3bng.store import queue
+from m3bng.poller import balance_digest, enqueue_balance, list_balances
+from m3bng.store import queue, snapshots
 from m3bng.store import sync as store
 from m3bng.store.queue import NewEvent
+from m3bng.store.sql import utcnow
+
+if TYPE_CHECKING:
+    from m3bng.connectors.bng.client import BngClient
 
 log = structlog.get_logger(__name__)
 
@@ -112,9 +128,30 @@ def item_data(record: dict[str, str]) -> dict[str, Any]:
     return _compact({"ItemMasterHeader": header})
 
 
+def supplier_data(record: dict[str, str]) -> dict[str, Any]:
+    """CRS620MI LstByNumber → the SyncSupplierPartyMaster noun as the BOD parser gives it, the
+    shape ``vendor_to_bng`` reads. The list answers no address lines, city, postal code, e-mail
+    or currency (Infor's metadata: those are in GetBasicData and the supplier's addresses), so
+    a loaded vendor has name, phone, country and status; the next BOD of the supplier fills in
+    the rest."""
+    communication = []
+    if _text(record, "PHNO"):
+        communication.append({"ChannelCode": "Telephone", "DialNumber": _text(record, "PHNO")})
+    return _compact(
+        {
+            "PartyIDs": {"ID": [_text(record, "SUNO")]},
+            "Name": _text(record, "SUNM"),
+            "Location": {"Address": {"CountryCode": _text(record, "CSCD")}},
+            "Communication": communication,
+            "Status": {"Code": _text(record, "STAT")},
+        }
+    )
+
+
 @dataclass(frozen=True)
 class Entity:
-    """What ``m3bng sync NAME`` reads from M3 and which flow applies it."""
+    """A list M3 pages by key (customers, items, suppliers), and the flow that applies a record
+    into BNG as it applies the object's BOD."""
 
     name: str
     program: str
@@ -152,6 +189,17 @@ ENTITIES = {
         item_data,
         first_key="!",
     ),
+    "suppliers": Entity(
+        "suppliers",
+        "CRS620MI",
+        "LstByNumber",
+        "SUNO",
+        "vendor_to_bng",
+        "SyncSupplierPartyMaster",
+        "SupplierPartyMaster",
+        supplier_data,
+        first_key="!",  # SUNO is mandatory in LstByNumber, like ITNO in LstItmByItm
+    ),
 }
 
 
@@ -172,11 +220,47 @@ class Progress:
     refusals: list[dict[str, str]] = field(default_factory=list)
     cursor: str | None = None
     started: float = field(default_factory=time.monotonic)
+    # The total to expect: no list gives one, so it is the read count of the previous complete
+    # run of the same entity and target, an estimate (None on a first run: no ETA).
+    expected: int | None = None
+    resumed_read: int = 0  # read by the earlier processes of a continued run: not in the rate
 
     @property
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
-        return self.counts["read"] / elapsed if elapsed > 0 else 0.0
+        return (self.counts["read"] - self.resumed_read) / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate to reach ``expected``; None without an estimate, or
+        once past it (more records than last time: the estimate says nothing any more)."""
+        left = (self.expected or 0) - self.counts["read"]
+        rate = self.rate
+        return left / rate if self.expected and left > 0 and rate > 0 else None
+
+
+def format_duration(seconds: float) -> str:
+    """``45s``, ``3m 05s``, ``2h 07m``: an ETA at the precision it deserves."""
+    total = max(round(seconds), 0)
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m {total % 60:02d}s"
+    return f"{total // 3600}h {total % 3600 // 60:02d}m"
+
+
+def progress_line(label: str, progress: Progress) -> str:
+    """The CLI's progress line: counts, rate, and the ETA marked as the estimate it is."""
+    c = progress.counts
+    read = f"{c['read']:,} read"
+    eta = progress.eta
+    if progress.expected:
+        read += f" of ≈{progress.expected:,} (the last complete run's count)"
+    line = f"{label}: {read}, {progress.rate:,.0f}/s"
+    if eta is not None:
+        line += f", ETA ≈{format_duration(eta)}"
+    counts = f"{c['new']:,} new, {c['changed']:,} changed, {c['same']:,} same, {c['refused']:,} refused"
+    return f"{line}; {counts}; at {progress.cursor}"
 
 
 def payload(entity: Entity, data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -186,26 +270,295 @@ def payload(entity: Entity, data: dict[str, Any], key: str) -> dict[str, Any]:
     return {"bod": bod, "data": data, "sync": {"entity": entity.name, "key": key}}
 
 
+def record_event(
+    entity: Entity, data: dict[str, Any], key: str, *, external_id: str, source: str = SOURCE
+) -> NewEvent:
+    """The event that applies one record with its entity's flow. The business key is the same
+    whoever enqueues it (this load, reconciliation's fix), so their events are applied in order."""
+    return NewEvent(
+        source=source,
+        external_id=external_id[:255],
+        event_type=entity.event_type,
+        payload=payload(entity, data, key),
+        business_key=f"{SOURCE}:{entity.noun}:{key}"[:255],
+        correlation_id=uuid.uuid4().hex,
+    )
+
+
+def written(
+    mapping: Mapping, entity: Entity, data: dict[str, Any], key: str, bng_id: str | None = None
+) -> dict[str, Any]:
+    """The fields the flow's requests write to BNG for this record (reconciliation compares them
+    with what BNG holds); raises what the mapping raises on a record it cannot render."""
+    return bng_fields(mapping, data, payload(entity, data, key)["bod"], bng_id)
+
+
+def bng_fields(
+    mapping: Mapping, data: dict[str, Any], bod: dict[str, Any], bng_id: str | None = None
+) -> dict[str, Any]:
+    """What ``written`` says, for any mapping that writes to BNG (a polled balance has no BOD)."""
+    m3_key = mapping.key("M3Key", data, {})
+    values = {"bod": bod, "M3Key": m3_key, "BngID": bng_id or m3_key, "sum": {}}
+    fields: dict[str, Any] = {}
+    for name, spec in mapping.spec.calls.items():
+        if isinstance(spec, BngCallSpec) and not spec.if_:
+            for request in mapping.requests(name, data, values):
+                if request.method != "GET" and isinstance(request.body, dict):
+                    fields.update(request.body)
+    return fields
+
+
 def refusal(mapping: Mapping, entity: Entity, data: dict[str, Any], key: str) -> str | None:
     """Why the mapping cannot render this record (the flow would dead-letter it), or None."""
-    try:
-        m3_key = mapping.key("M3Key", data, {})
-        values = {"bod": payload(entity, data, key)["bod"], "M3Key": m3_key, "BngID": m3_key, "sum": {}}
-        for name, spec in mapping.spec.calls.items():
-            if isinstance(spec, BngCallSpec) and not spec.if_:
-                mapping.requests(name, data, values)
-    except (MappingError, JMESPathError, ValueError, TypeError) as exc:
-        return str(exc)
-    return None
+    return _refused(lambda: written(mapping, entity, data, key))
 
 
 def digest_of(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+# -- what each entity and target loads ------------------------------------------------------------
+
+# Entity → the targets it loads into → the flow (mapping) that applies a record. Customers go
+# both ways; into M3 only where the mapping declares BNG their master (``master: bng``).
+TARGETS: dict[str, dict[str, str]] = {
+    **{name: {"bng": entity.flow} for name, entity in ENTITIES.items()},
+    "stock": {"bng": "inventory_poll"},
+}
+TARGETS["customers"]["m3"] = "customer_sync"
+SYNC_FLOWS = frozenset(flow for targets in TARGETS.values() for flow in targets.values())
+CURSOR_MAX = 64  # sync_runs.cursor: a longer cursor is not stored (the run resumes a page earlier)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page a load read: its records (key, the data the mapping reads), the checkpoint to
+    store with them (None: keep the one before), and whether another page may follow."""
+
+    records: list[tuple[str, dict[str, Any]]]
+    cursor: str | None
+    more: bool
+
+
+class Load(ABC):
+    """How one ``m3bng sync ENTITY --to TARGET`` reads its source and hands a record to its flow."""
+
+    name: str
+    target: str
+    flow: str
+
+    @property
+    def records_entity(self) -> str:
+        """The digests' key in ``sync_records``: customers loaded both ways keep theirs apart."""
+        return self.name if self.target == "bng" else f"{self.name}:{self.target}"
+
+    @abstractmethod
+    async def read(self, cursor: str | None, page_size: int) -> Page: ...
+
+    @abstractmethod
+    def refusal(self, mapping: Mapping, key: str, data: dict[str, Any]) -> str | None: ...
+
+    @abstractmethod
+    async def write(
+        self, session: AsyncSession, run_id: int, records: list[tuple[str, dict[str, Any], str]]
+    ) -> list[tuple[str, str]]:
+        """Enqueue the records (key, data, digest); returns the digests to keep in sync_records."""
+
+    def digest(self, data: dict[str, Any]) -> str:
+        return digest_of(data)
+
+    async def known(self, session: AsyncSession, keys: Sequence[str]) -> dict[str, str]:
+        return await store.known_digests(session, self.records_entity, keys)
+
+
+class M3ListLoad(Load):
+    """customers, items, suppliers → BNG: M3's list paged by key, each record as its BOD's noun."""
+
+    def __init__(self, entity: Entity, m3: M3Client) -> None:
+        self.entity, self.m3 = entity, m3
+        self.name, self.target, self.flow = entity.name, "bng", entity.flow
+
+    async def read(self, cursor: str | None, page_size: int) -> Page:
+        fresh, more = await read_page(self.m3, self.entity, cursor, page_size)
+        records = [(_text(r, self.entity.key), self.entity.to_data(r)) for r in fresh]
+        return Page(records, records[-1][0] if records else cursor, more and bool(records))
+
+    def refusal(self, mapping: Mapping, key: str, data: dict[str, Any]) -> str | None:
+        return refusal(mapping, self.entity, data, key)
+
+    async def write(
+        self, session: AsyncSession, run_id: int, records: list[tuple[str, dict[str, Any], str]]
+    ) -> list[tuple[str, str]]:
+        # The run in the id: an object changed back to what an earlier run sent is sent again.
+        events = [
+            record_event(self.entity, data, key, external_id=f"{self.name}:{key}:{digest[:16]}:{run_id}")
+            for key, data, digest in records
+        ]
+        await queue.insert_events_once(session, events)
+        return [(key, digest) for key, _, digest in records]
+
+
+class StockLoad(Load):
+    """stock → BNG: MMS080MI LstItemWarehous, one call per warehouse, read whole (it takes no
+    start item to page by), each balance the event the inventory poller makes for it."""
+
+    name, target, flow = "stock", "bng", "inventory_poll"
+
+    def __init__(self, m3: M3Client, mapping: Mapping, warehouses: Sequence[str]) -> None:
+        self.m3, self.mapping = m3, mapping
+        self.warehouses = list(dict.fromkeys(w.strip() for w in warehouses if w.strip()))
+
+    async def read(self, cursor: str | None, page_size: int) -> Page:
+        # The cursor is the last warehouse done; one no longer listed starts the list again
+        # (what was sent is skipped by its digest).
+        start = self.warehouses.index(cursor) + 1 if cursor in self.warehouses else 0
+        if start >= len(self.warehouses):
+            return Page([], cursor, more=False)
+        warehouse = self.warehouses[start]
+        rows = await list_balances(self.m3, self.mapping, warehouse)
+        records = [(f"{warehouse}/{row['ITNO']}", dict(row)) for row in rows]
+        return Page(records, warehouse, more=start + 1 < len(self.warehouses))
+
+    def digest(self, data: dict[str, Any]) -> str:
+        return balance_digest(data)
+
+    async def known(self, session: AsyncSession, keys: Sequence[str]) -> dict[str, str]:
+        """The poller's snapshots: what m3bng last sent BNG of each balance, whichever sent it."""
+        found: dict[str, str] = {}
+        for warehouse in sorted({key.split("/", 1)[0] for key in keys}):
+            for item, digest in (await snapshots.known_digests(session, warehouse)).items():
+                found[f"{warehouse}/{item}"] = digest
+        return found
+
+    def refusal(self, mapping: Mapping, key: str, data: dict[str, Any]) -> str | None:
+        return _refused(lambda: bng_fields(mapping, data, {}))
+
+    async def write(
+        self, session: AsyncSession, run_id: int, records: list[tuple[str, dict[str, Any], str]]
+    ) -> list[tuple[str, str]]:
+        now = utcnow()
+        for key, row, digest in records:
+            await enqueue_balance(session, key.split("/", 1)[0], row, digest, now, source=SOURCE)
+        return []  # the snapshots written with each event are the digests
+
+
+class BngCustomersLoad(Load):
+    """customers → M3, where BNG is their master: BNG's customer list (every customer changed
+    since the epoch, in change order, by BNG's cursor), each as the ``customer.updated`` webhook
+    the ``customer_sync`` flow takes, with the customer's change time as the webhook's
+    timestamp (so a newer webhook is never overwritten by the load, nor the load by an older one)."""
+
+    name, target, flow = "customers", "m3", "customer_sync"
+    event_type = "customer.updated"
+    since = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def __init__(self, bng: BngClient) -> None:
+        self.bng = bng
+        self._next: str | None = None  # BNG's cursor for the next page of this process
+        self._changed: dict[str, str] = {}  # CustomerID → UpdatedAt, of the page being stored
+
+    async def read(self, cursor: str | None, page_size: int) -> Page:
+        items, following = await self.bng.changed_page(
+            "customers", self.since, cursor=self._next or cursor, page_size=min(page_size, 500)
+        )
+        self._next = following
+        records, self._changed = [], {}
+        for item in items:
+            data = {k: v for k, v in item.items() if k != "UpdatedAt"}
+            key = str(data.get("CustomerID") or "").strip()
+            if key:
+                records.append((key, data))
+                self._changed[key] = str(item.get("UpdatedAt") or "")
+        stored = following if following and len(following) <= CURSOR_MAX else None
+        return Page(records, stored, more=following is not None)
+
+    def refusal(self, mapping: Mapping, key: str, data: dict[str, Any]) -> str | None:
+        """What the webhook endpoint would refuse (BNG's customer model; the flow checks it again
+        and dead-letters the event), or a key the mapping cannot derive. Whether M3 takes it (Add
+        needs an address line) shows when it is applied: that depends on whether M3 has it."""
+        try:
+            validate_event_data(self.event_type, data)
+        except ValidationError as exc:
+            return "; ".join(f"{f['field']}: {f['problem']}" for f in field_problems(exc, "data."))
+        return _refused(lambda: [mapping.key(name, data) for name in mapping.spec.keys])
+
+    async def write(
+        self, session: AsyncSession, run_id: int, records: list[tuple[str, dict[str, Any], str]]
+    ) -> list[tuple[str, str]]:
+        events = []
+        for key, data, digest in records:
+            body: dict[str, Any] = {"type": self.event_type, "data": data}
+            if self._changed.get(key):
+                body["timestamp"] = self._changed[key]
+            events.append(
+                NewEvent(
+                    source=SOURCE,
+                    external_id=f"{self.records_entity}:{key}:{digest[:16]}:{run_id}"[:255],
+                    event_type=self.event_type,
+                    payload={**body, "sync": {"entity": self.name, "key": key}},
+                    business_key=business_key(self.event_type, data),
+                    correlation_id=uuid.uuid4().hex,
+                )
+            )
+        await queue.insert_events_once(session, events)
+        return [(key, digest) for key, _, digest in records]
+
+
+def _refused(render: Callable[[], object]) -> str | None:
+    """Why ``render`` (what the flow will do with the record) fails, or None."""
+    try:
+        render()
+    except (MappingError, JMESPathError, ValueError, TypeError) as exc:
+        return str(exc)
+    return None
+
+
+def make_load(
+    entity_name: str,
+    target: str,
+    mappings: dict[str, Mapping],
+    *,
+    m3: M3Client | None,
+    bng: BngClient | None = None,
+    warehouses: Sequence[str] = (),
+) -> tuple[Load, Mapping]:
+    """The load ``m3bng sync ENTITY --to TARGET`` runs, and its mapping; SyncError naming what is
+    wrong (an entity or direction that does not exist, a mapping or connector missing)."""
+    targets = TARGETS.get(entity_name)
+    if targets is None:
+        raise SyncError(f"unknown entity {entity_name!r} (known: {', '.join(sorted(TARGETS))})")
+    flow = targets.get(target)
+    if flow is None:
+        allowed = " or ".join(f"--to {t}" for t in sorted(targets))
+        raise SyncError(f"sync {entity_name} --to {target}: {entity_name} load only {allowed}")
+    mapping = mappings.get(flow)
+    if mapping is None:
+        raise SyncError(f"no mapping for flow {flow!r} is loaded: the load applies it to every record")
+    if target == "m3":
+        if mapping.spec.master != "bng":
+            raise SyncError(
+                f"sync {entity_name} --to m3: {mapping.path.name} does not declare BNG the master of "
+                f"{entity_name} (add `master: bng` at its top level, docs/mappings.md); M3 is their "
+                f"master, so they load --to bng"
+            )
+        if bng is None:
+            raise SyncError("BNG is not configured (set M3BNG_BNG_BASE_URL)")
+        return BngCustomersLoad(bng), mapping
+    if m3 is None:
+        raise SyncError("M3 is not configured (set M3BNG_IONAPI_FILE)")
+    if entity_name == "stock":
+        if not [w for w in warehouses if w.strip()]:
+            raise SyncError(
+                "sync stock: no warehouse to read; give --warehouse WHLO (repeatable) or set "
+                "M3BNG_INVENTORY_POLL_WAREHOUSES"
+            )
+        return StockLoad(m3, mapping, warehouses), mapping
+    return M3ListLoad(ENTITIES[entity_name], m3), mapping
+
+
 async def run_sync(
     sessions: async_sessionmaker[AsyncSession],
-    m3: M3Client,
+    m3: M3Client | None,
     mappings: dict[str, Mapping],
     entity_name: str,
     *,
@@ -215,30 +568,27 @@ async def run_sync(
     page_size: int = PAGE_SIZE,
     on_page: Callable[[Progress], None] | None = None,
     max_pages: int | None = None,
+    bng: BngClient | None = None,
+    warehouses: Sequence[str] = (),
 ) -> Progress:
     """Load one entity (module docstring); ``max_pages`` stops early (tests: a run cut short)."""
-    entity = ENTITIES.get(entity_name)
-    if entity is None:
-        raise SyncError(f"unknown entity {entity_name!r} (known: {', '.join(sorted(ENTITIES))})")
-    if target != "bng":
-        raise SyncError(f"sync --to {target}: only --to bng is built (M3 → BNG)")
-    mapping = mappings.get(entity.flow)
-    if mapping is None:
-        raise SyncError(f"no mapping for flow {entity.flow!r} is loaded: the load applies it to every record")
+    load, mapping = make_load(entity_name, target, mappings, m3=m3, bng=bng, warehouses=warehouses)
     progress = Progress(run_id=0)
     async with sessions.begin() as session:
         run = await store.continue_or_start(
-            session, entity.name, target, dry_run=dry_run, restart=restart, counts=progress.counts
+            session, load.name, load.target, dry_run=dry_run, restart=restart, counts=progress.counts
         )
         progress.run_id, progress.cursor = run.id, run.cursor
-        if run.cursor is not None:  # continuing: the counts so far
-            progress.counts.update(run.counts or {})
-            progress.refusals = list(run.refusals or [])
-    log.info("sync.started", entity=entity.name, run_id=run.id, cursor=run.cursor, dry_run=dry_run)
+        progress.counts.update(run.counts or {})  # continuing: the counts so far
+        progress.refusals = list(run.refusals or [])
+        progress.resumed_read = progress.counts["read"]
+        progress.expected = await store.last_read_count(session, load.name, load.target, before=run.id)
+    about = {"entity": load.name, "target": load.target, "run_id": run.id}
+    log.info("sync.started", **about, cursor=run.cursor, dry_run=dry_run)
     pages = 0
     try:
         while max_pages is None or pages < max_pages:
-            more = await _page(sessions, m3, mapping, entity, progress, dry_run=dry_run, page_size=page_size)
+            more = await _page(sessions, load, mapping, progress, dry_run=dry_run, page_size=page_size)
             pages += 1
             if on_page is not None:
                 on_page(progress)
@@ -256,79 +606,73 @@ async def run_sync(
                 refusals=progress.refusals,
                 error=str(exc),
             )
-        log.error("sync.failed", entity=entity.name, run_id=run.id, error=str(exc)[:500])
+        log.error("sync.failed", **about, error=str(exc)[:500])
         raise
     async with sessions.begin() as session:
         await store.finish_run(
             session, run.id, status="done", counts=progress.counts, refusals=progress.refusals
         )
-    log.info("sync.done", entity=entity.name, run_id=run.id, **progress.counts)
+    log.info("sync.done", **about, **progress.counts)
     return progress
 
 
-async def _page(
-    sessions: async_sessionmaker[AsyncSession],
-    m3: M3Client,
-    mapping: Mapping,
-    entity: Entity,
-    progress: Progress,
-    *,
-    dry_run: bool,
-    page_size: int,
-) -> bool:
-    """One page of M3's list, classified and (unless ``dry_run``) enqueued; False at the end."""
-    cursor = progress.cursor
+async def read_page(
+    m3: M3Client, entity: Entity, cursor: str | None, page_size: int
+) -> tuple[list[dict[str, str]], bool]:
+    """The records of one page of M3's list from ``cursor`` (None: the start) without the one
+    that repeats it, and whether another page may follow (paging by key: module docstring)."""
     result = await m3.execute(
         entity.program, entity.transaction, {entity.key: cursor or entity.first_key}, maxrecs=page_size
     )
     records = result.records
     fresh = [r for r in records if _text(r, entity.key) and (cursor is None or _text(r, entity.key) > cursor)]
-    if not fresh:
-        return False
-    keys = [_text(r, entity.key) for r in fresh]
+    return fresh, len(records) >= page_size
+
+
+async def _page(
+    sessions: async_sessionmaker[AsyncSession],
+    load: Load,
+    mapping: Mapping,
+    progress: Progress,
+    *,
+    dry_run: bool,
+    page_size: int,
+) -> bool:
+    """One page, classified and (unless ``dry_run``) enqueued with its digests and the run's
+    cursor in one transaction; False at the end."""
+    page = await load.read(progress.cursor, page_size)
+    counts = progress.counts
     async with sessions.begin() as session:
-        known = await store.known_digests(session, entity.name, keys)
-        news: list[NewEvent] = []
-        digests: list[tuple[str, str]] = []
-        counts = progress.counts
-        for key, record in zip(keys, fresh, strict=True):
-            data = entity.to_data(record)
-            digest = digest_of(data)
+        known = await load.known(session, [key for key, _ in page.records]) if page.records else {}
+        kept: list[tuple[str, dict[str, Any], str]] = []
+        for key, data in page.records:
+            digest = load.digest(data)
             counts["read"] += 1
             if known.get(key) == digest:  # enqueued before (refused then: a dead letter since)
                 counts["same"] += 1
                 continue
-            reason = refusal(mapping, entity, data, key)
+            reason = load.refusal(mapping, key, data)
             if reason is not None:
                 counts["refused"] += 1
                 if len(progress.refusals) < MAX_REFUSALS_KEPT:
                     progress.refusals.append({"key": key, "reason": reason[:500]})
             else:
                 counts["new" if key not in known else "changed"] += 1
-            digests.append((key, digest))
-            news.append(
-                NewEvent(
-                    source=SOURCE,
-                    external_id=f"{entity.name}:{key}:{digest[:16]}"[:255],
-                    event_type=entity.event_type,
-                    payload=payload(entity, data, key),
-                    business_key=f"{SOURCE}:{entity.noun}:{key}"[:255],
-                    correlation_id=uuid.uuid4().hex,
-                )
-            )
-        progress.cursor = keys[-1]
-        counts["pages"] += 1
+            kept.append((key, data, digest))
+        if page.records:
+            counts["pages"] += 1
+        if page.cursor is not None:
+            progress.cursor = page.cursor
         if dry_run:  # classified only: nothing enqueued, no digest, no cursor stored
-            return len(records) >= page_size
-        if news:
-            await queue.insert_events_once(session, news)
+            return page.more
+        digests = await load.write(session, progress.run_id, kept) if kept else []
         await store.store_page(
             session,
             progress.run_id,
-            entity.name,
+            load.records_entity,
             digests=digests,
-            cursor=keys[-1],
+            cursor=progress.cursor,
             counts=counts,
             refusals=progress.refusals,
         )
-    return len(records) >= page_size
+    return page.more

@@ -394,42 +394,53 @@ def m3_check() -> None:
 
 @app.command()
 def sync(
-    entity: Annotated[str, typer.Argument(help="What to load: customers or items.")],
-    to: Annotated[str, typer.Option("--to", help="The system to load into (bng).")] = "bng",
+    entity: Annotated[str, typer.Argument(help="What to load: customers, items, suppliers or stock.")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="The system to load into: bng, or m3 for customers where BNG is their master."
+        ),
+    ] = "bng",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Read and count (new, changed, same, refused); enqueue nothing.")
     ] = False,
     restart: Annotated[
         bool,
-        typer.Option("--restart", help="Start from the beginning of M3's list, not where a run stopped."),
+        typer.Option("--restart", help="Start from the beginning of the list, not where a run stopped."),
     ] = False,
-    page_size: Annotated[int, typer.Option(min=1, max=10000, help="Records per M3 list call.")] = 500,
+    page_size: Annotated[
+        int, typer.Option(min=1, max=10000, help="Records per list call (BNG's list: at most 500).")
+    ] = 500,
+    warehouse: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--warehouse",
+            help="stock: a warehouse to load (repeatable; default M3BNG_INVENTORY_POLL_WAREHOUSES).",
+        ),
+    ] = None,
 ) -> None:
-    """Initial load: M3's records enqueued for the flow their BOD runs (docs/sync.md).
+    """Initial load: each record enqueued for the flow its own events run (docs/sync.md).
 
     Resumable: after a kill or Ctrl-C, the same command continues after the last page it
-    stored. Workers (m3bng serve or m3bng worker) apply the events to BNG.
+    stored. Workers (m3bng serve or m3bng worker) apply the events to the target.
     """
+    if warehouse and entity != "stock":
+        _fail(f"--warehouse: only sync stock reads warehouses, not sync {entity}")
     settings = _settings()
     _check_store(settings, migrate_first=False)
     mappings = _load_mappings(settings)
 
     async def run() -> int:
-        from m3bng.sync import Progress, run_sync
+        from m3bng.sync import Progress, progress_line, run_sync
 
-        tty = sys.stderr.isatty()
+        # One line rewritten in place on a terminal; a plain line per page otherwise (a log).
+        tty = sys.stdout.isatty() and sys.stderr.isatty()
 
         def show(progress: Progress) -> None:
-            c = progress.counts
-            line = (
-                f"{entity}: {c['read']} read ({progress.rate:.0f}/s), {c['new']} new, "
-                f"{c['changed']} changed, {c['same']} same, {c['refused']} refused; at {progress.cursor}"
-            )
-            typer.echo(("\r" + line) if tty else line, err=True, nl=not tty)
+            line = progress_line(entity, progress)
+            typer.echo(("\r\x1b[K" + line) if tty else line, err=True, nl=not tty)
 
         async with _connected(settings) as (sessions, connectors):
-            if connectors.m3 is None:
-                _fail("M3 is not configured (set M3BNG_IONAPI_FILE)")
             progress = await run_sync(
                 sessions,
                 connectors.m3,
@@ -440,13 +451,15 @@ def sync(
                 restart=restart,
                 page_size=page_size,
                 on_page=show,
+                bng=connectors.bng,
+                warehouses=warehouse or settings.inventory_poll_warehouses,
             )
         if tty:
             typer.echo("", err=True)
         c = progress.counts
         what = "would enqueue" if dry_run else "enqueued"
         typer.echo(
-            f"sync {entity} run {progress.run_id}: {c['read']} read, {what} {c['new']} new and "
+            f"sync {entity} --to {to} run {progress.run_id}: {c['read']} read, {what} {c['new']} new and "
             f"{c['changed']} changed, {c['same']} unchanged, {c['refused']} refused"
         )
         for refused in progress.refusals[:20]:
@@ -504,12 +517,20 @@ def _duration(text: str, option: str) -> timedelta:
 
 @app.command()
 def reconcile(
-    kind: Annotated[str, typer.Argument(help="What to reconcile: orders.")],
+    kind: Annotated[
+        str | None,
+        typer.Argument(help="What to reconcile: orders, stock, customers or items (default: all)."),
+    ] = None,
     since: Annotated[
-        str, typer.Option(help="The window: BNG's objects changed within it (7d, 12h …).")
-    ] = "7d",
+        str | None,
+        typer.Option(help="orders: the window, BNG's orders changed within it (7d, 12h …; default 7d)."),
+    ] = None,
     fix: Annotated[
-        bool, typer.Option("--fix", help="Take in the orders whose webhook never arrived, as events.")
+        bool,
+        typer.Option(
+            "--fix",
+            help="orders: take in the lost ones; stock, customers, items: correct BNG from M3 (events).",
+        ),
     ] = False,
     grace: Annotated[
         str | None,
@@ -521,35 +542,60 @@ def reconcile(
         str | None,
         typer.Option(help="Taken in longer ago and not in M3: stuck (default: M3BNG_RECONCILE_SLA_MINUTES)."),
     ] = None,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="stock: a difference up to this is matching (default: M3BNG_RECONCILE_STOCK_TOLERANCE).",
+        ),
+    ] = None,
 ) -> None:
-    """BNG's orders against m3bng's store and M3: matching, different, never arrived, stuck
-    (docs/reconciliation.md). Exit 1 when something is never_arrived, stuck or different."""
+    """Compare BNG with m3bng and M3, store the findings (docs/reconciliation.md). Exit 1 when
+    something is left for a person: a finding --fix did not correct (or no --fix)."""
+    from m3bng.reconcile import KINDS
+
     settings = _settings()
     _check_store(settings, migrate_first=False)
-    if kind != "orders":
-        _fail(f"reconcile {kind!r}: only orders are reconciled so far (docs/reconciliation.md)")
+    if kind is not None and kind not in KINDS:
+        _fail(f"reconcile {kind!r}: the kinds are {', '.join(KINDS)} (docs/reconciliation.md)")
+    if kind not in (None, "orders"):
+        for name, value in (("--since", since), ("--grace", grace), ("--sla", sla)):
+            if value is not None:
+                _fail(f"{name} is for orders: {kind} are compared in full (docs/reconciliation.md)")
+    if kind not in (None, "stock") and tolerance is not None:
+        _fail("--tolerance is for stock")
+    kinds = [kind] if kind else list(KINDS)
     # --grace and --sla default to the settings the scheduled run uses.
-    window = _duration(since, "--since")
-    grace_time = _duration(grace, "--grace") if grace else timedelta(minutes=settings.reconcile_grace_minutes)
-    sla_time = _duration(sla, "--sla") if sla else timedelta(minutes=settings.reconcile_sla_minutes)
+    window = _duration(since or "7d", "--since")
+    grace_time = _duration(grace, "--grace") if grace else None
+    sla_time = _duration(sla, "--sla") if sla else None
 
     async def run() -> int:
-        from m3bng.reconcile import reconcile_orders
+        from decimal import Decimal
+
+        from m3bng.reconcile import run_kind
         from m3bng.store.sql import utcnow
 
+        mappings = _load_mappings(settings) if kinds != ["orders"] else {}
+        limit = None if tolerance is None else Decimal(str(tolerance))
+        left = 0
         async with _connected(settings) as (sessions, connectors):
-            if connectors.bng is None:
-                _fail("BNG is not configured (set M3BNG_BNG_BASE_URL)")
-            report = await reconcile_orders(
-                sessions, connectors.bng, connectors.m3, since=utcnow() - window, fix=fix,
-                grace=grace_time, sla=sla_time,
-            )  # fmt: skip
-        shown = ", ".join(f"{n} {name}" for name, n in report.counts.items())
-        typer.echo(f"reconcile orders run {report.run_id}: {shown}; {report.fixed} taken in")
-        for found in report.findings:
-            typer.echo(f"  {found['finding']:<14} {found['key']}  {found['detail']}")
-        bad = sum(report.counts[name] for name in ("never_arrived", "stuck", "different"))
-        return 1 if bad and not (fix and bad == report.counts["never_arrived"]) else 0
+            for one in kinds:
+                report = await run_kind(
+                    one, settings, sessions, connectors, mappings, since=utcnow() - window, fix=fix,
+                    tolerance=limit, grace=grace_time, sla=sla_time,
+                )  # fmt: skip
+                shown = ", ".join(f"{n} {name}" for name, n in report.counts.items())
+                fixed = f"{report.fixed} {'taken in' if one == 'orders' else 'corrected'}"
+                typer.echo(
+                    f"reconcile {one} run {report.run_id}: {shown}; {fixed}, {report.m3_calls} M3 calls"
+                )
+                for found in report.findings:
+                    typer.echo(f"  {found['finding']:<14} {found['key']}  {found['detail']}")
+                left += sum(
+                    1 for f in report.findings if f["event_id"] is None and f["finding"] != "in_flight"
+                )
+        return 1 if left else 0
 
     raise typer.Exit(_run_command(settings, run()))
 

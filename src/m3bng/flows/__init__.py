@@ -23,11 +23,11 @@ from m3bng.flows.to_bng import mapped_to_bng
 from m3bng.flows.vendors import vendor_sync
 from m3bng.mapping import Mapping, MappingFileError
 from m3bng.reconcile import SOURCE as RECONCILE_SOURCE
-from m3bng.sync import ENTITIES
 from m3bng.sync import SOURCE as SYNC_SOURCE
+from m3bng.sync import SYNC_FLOWS
 
-SYNC_FLOWS = {entity.flow for entity in ENTITIES.values()}
-RECONCILE_FLOWS = {"order_to_cash"}
+# Reconciliation takes in lost orders and corrects stock, customers and items in BNG.
+RECONCILE_FLOWS = {"order_to_cash", "inventory_poll", "customer_to_bng", "product_to_bng"}
 FLOWS: dict[str, MappedFlow] = {
     "order_to_cash": order_to_cash,
     "order_update": order_update,
@@ -66,7 +66,7 @@ def default_registry(mappings: dict[str, Mapping] | None = None) -> FlowRegistry
             )
             continue
         # The initial load (m3bng sync) enqueues M3's records for the flow their BOD runs;
-        # reconciliation takes in the BNG orders whose webhook never came (m3bng reconcile).
+        # reconciliation takes in lost orders and corrects BNG from M3 (m3bng reconcile --fix).
         also = (
             *((SYNC_SOURCE,) if name in SYNC_FLOWS else ()),
             *((RECONCILE_SOURCE,) if name in RECONCILE_FLOWS else ()),

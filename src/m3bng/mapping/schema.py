@@ -175,6 +175,10 @@ class MappingSpec(Strict):
     # Where the triggering events come from: BNG webhooks, ION BODs or the inventory poller.
     # Default: bng for mappings that write to M3, ion for mappings that write to BNG.
     source: Literal["bng", "ion", "poller"] | None = None
+    # Which system holds the master copy of the objects this mapping moves. ``m3bng sync ENTITY
+    # --to m3`` (an initial load from BNG into M3) runs only with a mapping that says ``bng``:
+    # loading M3 from BNG where M3 is the master would overwrite M3's data with BNG's copy.
+    master: Literal["m3", "bng"] = "m3"
     vars: dict[str, Scalar] = Field(default_factory=dict)
     options: dict[str, Scalar] = Field(default_factory=dict)
     lookups: dict[str, str] = Field(default_factory=dict)  # name -> file (relative to the mapping)

@@ -14,6 +14,8 @@ process evaluates them):
   not in M3 yet (neither done, nor skipped, nor discarded); lists the order ids.
 * ``reconcile:orders``: the newest order reconciliation found orders that never arrived (and
   were not taken in) or are stuck (``reconcile.py``); lists the order ids.
+* ``reconcile:stock``: the newest stock reconciliation found balances that drifted beyond its
+  tolerance or are missing in BNG, and did not correct them (``reconcile_stock.py``).
 
 Each alert is one row in ``alerts``. The webhook hears "firing" once, a reminder at most every
 ``M3BNG_ALERT_REPEAT_MINUTES`` while it keeps firing, and "resolved" once. ``notified_state`` and
@@ -288,25 +290,39 @@ async def order_sla_conditions(session: AsyncSession, now: datetime, minutes: fl
     return [Condition("order_sla", "order_sla", summary, detail)]
 
 
+# Per kind that alerts: the classes that fire it, and what its findings are called.
+RECONCILE_ALERTS = {
+    "orders": (("never_arrived", "stuck"), "orders", "order_id"),
+    "stock": (("drift", "missing_in_bng"), "balances", "balance"),
+}
+
+
 async def reconcile_conditions(session: AsyncSession) -> list[Condition]:
     """The newest finished order reconciliation found orders that never arrived (and were not
-    taken in) or are stuck; resolves when a later run finds none."""
-    latest = await reconcile_store.latest_open_findings(session, "orders")
-    if latest is None or not latest.findings:
-        return []
-    counts: dict[str, int] = {}
-    for finding in latest.findings:
-        counts[finding.finding] = counts.get(finding.finding, 0) + 1
-    listed = ", ".join(f.key for f in latest.findings[:MAX_LISTED_ORDERS])
-    more = len(latest.findings) - MAX_LISTED_ORDERS
-    what = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in sorted(counts.items()))
-    summary = f"Reconciliation run {latest.run_id}: {what}: {listed}{f' (+{more} more)' if more > 0 else ''}."
-    detail = {
-        "run_id": latest.run_id,
-        "counts": counts,
-        "orders": [{"order_id": f.key, "finding": f.finding} for f in latest.findings[:MAX_LISTED_ORDERS]],
-    }
-    return [Condition("reconcile:orders", "reconcile", summary, detail)]
+    taken in) or are stuck; the newest stock reconciliation found balances that drifted beyond
+    its tolerance or are missing in BNG and were not corrected. Each resolves when a later run
+    of its kind finds none."""
+    conditions = []
+    for kind, (classes, listed_as, key_name) in RECONCILE_ALERTS.items():
+        latest = await reconcile_store.latest_open_findings(session, kind, classes)
+        if latest is None or not latest.findings:
+            continue
+        counts: dict[str, int] = {}
+        for finding in latest.findings:
+            counts[finding.finding] = counts.get(finding.finding, 0) + 1
+        shown = latest.findings[:MAX_LISTED_ORDERS]
+        listed = ", ".join(f.key for f in shown)
+        more = len(latest.findings) - MAX_LISTED_ORDERS
+        what = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in sorted(counts.items()))
+        title = "Reconciliation" if kind == "orders" else f"{kind.capitalize()} reconciliation"
+        summary = f"{title} run {latest.run_id}: {what}: {listed}{f' (+{more} more)' if more > 0 else ''}."
+        detail = {
+            "run_id": latest.run_id,
+            "counts": counts,
+            listed_as: [{key_name: f.key, "finding": f.finding} for f in shown],
+        }
+        conditions.append(Condition(f"reconcile:{kind}", "reconcile", summary, detail))
+    return conditions
 
 
 def _order_id(business_key: str | None) -> str | None:
@@ -366,6 +382,8 @@ def resolved_summary(row: Alert | Notice) -> str:
         return (
             f"Every order received more than {detail.get('sla_minutes'):g} min ago is in M3 (or was closed)."
         )
+    if row.kind == "reconcile" and row.key == "reconcile:stock":
+        return "The newest stock reconciliation run found no uncorrected drift or missing balance."
     if row.kind == "reconcile":
         return "The newest reconciliation run found no lost or stuck orders."
     return f"{row.key} cleared."

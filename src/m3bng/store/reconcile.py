@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from m3bng.store.models import CrossReference, Event, ReconcileFinding, ReconcileRun
+from m3bng.store.models import BngState, CrossReference, Event, ReconcileFinding, ReconcileRun
 from m3bng.store.sql import utcnow
 
 
@@ -53,6 +53,37 @@ async def xrefs(session: AsyncSession, entity: str, bng_ids: Sequence[str]) -> d
         )
     )
     return {bng_id: m3_key for bng_id, m3_key in rows}
+
+
+async def links_by_m3(session: AsyncSession, entity: str, m3_keys: Sequence[str]) -> dict[str, str]:
+    """M3 key → BNG id, for the keys that have one (the other way round from ``xrefs``)."""
+    out: dict[str, str] = {}
+    keys = list(m3_keys)
+    for start in range(0, len(keys), 500):  # bounded IN lists, whatever the number of records
+        rows = await session.execute(
+            select(CrossReference.m3_key, CrossReference.bng_id).where(
+                CrossReference.entity == entity, CrossReference.m3_key.in_(keys[start : start + 500])
+            )
+        )
+        out.update({m3_key: bng_id for m3_key, bng_id in rows})
+    return out
+
+
+async def all_links(session: AsyncSession, entity: str) -> dict[str, str]:
+    """BNG id → M3 key of every object of ``entity`` m3bng has linked (a full comparison)."""
+    rows = await session.execute(
+        select(CrossReference.bng_id, CrossReference.m3_key).where(CrossReference.entity == entity)
+    )
+    return {bng_id: m3_key for bng_id, m3_key in rows}
+
+
+async def forget_bng_state(session: AsyncSession, entity: str, bng_ids: Sequence[str]) -> None:
+    """Drop what m3bng believed BNG holds for these objects: reconciliation read that BNG holds
+    something else, and a flow's echo check must not skip the correction on the old belief."""
+    if bng_ids:
+        await session.execute(
+            delete(BngState).where(BngState.entity == entity, BngState.bng_id.in_(list(bng_ids)))
+        )
 
 
 async def start_run(session: AsyncSession, kind: str, since: datetime, *, fix: bool) -> int:
@@ -116,9 +147,12 @@ class OpenFindings:
     findings: list[ReconcileFinding]
 
 
-async def latest_open_findings(session: AsyncSession, kind: str) -> OpenFindings | None:
-    """The newest finished run of ``kind`` and its findings that want a person: never arrived and
-    not taken in, or stuck (what the ``reconcile`` alert reports)."""
+async def latest_open_findings(
+    session: AsyncSession, kind: str, classes: Sequence[str] = ("never_arrived", "stuck")
+) -> OpenFindings | None:
+    """The newest finished run of ``kind`` and its findings of ``classes`` that its ``--fix``
+    did not correct (no event): what the ``reconcile`` alerts report. For orders: never arrived
+    and not taken in, or stuck."""
     run_id = await session.scalar(
         select(ReconcileRun.id)
         .where(ReconcileRun.kind == kind, ReconcileRun.status == "done")
@@ -131,9 +165,41 @@ async def latest_open_findings(session: AsyncSession, kind: str) -> OpenFindings
         select(ReconcileFinding)
         .where(
             ReconcileFinding.run_id == run_id,
-            ((ReconcileFinding.finding == "never_arrived") & ReconcileFinding.event_id.is_(None))
-            | (ReconcileFinding.finding == "stuck"),
+            ReconcileFinding.finding.in_(list(classes)),
+            ReconcileFinding.event_id.is_(None),
         )
         .order_by(ReconcileFinding.id)
     )
     return OpenFindings(run_id, list(rows))
+
+
+OPEN_LIMIT = 50
+
+
+async def latest_runs(session: AsyncSession, *, kind: str | None = None) -> list[ReconcileRun]:
+    """The newest run of each kind, or of ``kind`` (whatever its status: a failed one is news too)."""
+    newest = select(func.max(ReconcileRun.id)).group_by(ReconcileRun.kind)
+    if kind:
+        newest = newest.where(ReconcileRun.kind == kind)
+    rows = await session.scalars(
+        select(ReconcileRun).where(ReconcileRun.id.in_(newest)).order_by(ReconcileRun.kind)
+    )
+    return list(rows.all())
+
+
+async def open_findings(
+    session: AsyncSession, run_id: int, *, limit: int = OPEN_LIMIT
+) -> list[ReconcileFinding]:
+    """A run's findings that still want a person: not corrected by its ``--fix`` (no event) and
+    not merely in flight."""
+    rows = await session.scalars(
+        select(ReconcileFinding)
+        .where(
+            ReconcileFinding.run_id == run_id,
+            ReconcileFinding.event_id.is_(None),
+            ReconcileFinding.finding != "in_flight",
+        )
+        .order_by(ReconcileFinding.id)
+        .limit(limit)
+    )
+    return list(rows.all())

@@ -1,5 +1,6 @@
-"""The initial load's memory (``m3bng sync``): the digest of each M3 object last enqueued, and
-the runs with their cursor in M3's list.
+"""The initial load's memory (``m3bng sync``): the digest of each object last enqueued (keyed by
+its source's key: an M3 key, or BNG's id for ``customers:m3``, the load into M3), and the runs
+with their cursor in the source's list.
 
 A page is one transaction: its events, its digests and the run's new cursor are stored
 together, so a run killed anywhere continues after the last page it stored and enqueues
@@ -81,7 +82,7 @@ async def store_page(
     entity: str,
     *,
     digests: Sequence[tuple[str, str]],
-    cursor: str,
+    cursor: str | None,
     counts: dict[str, Any],
     refusals: list[dict[str, str]],
 ) -> None:
@@ -125,6 +126,20 @@ async def finish_run(
             finished_at=None if status == UNFINISHED else now,
         )
     )
+
+
+async def last_read_count(session: AsyncSession, entity: str, target: str, *, before: int) -> int | None:
+    """How many records the newest complete run of this entity and target read: M3's lists give
+    no total, so this is the only estimate of one (the progress line's ETA)."""
+    counts = await session.scalar(
+        select(SyncRun.counts)
+        .where(SyncRun.entity == entity, SyncRun.target == target, SyncRun.id < before)
+        .where(SyncRun.status == "done")
+        .order_by(SyncRun.id.desc())
+        .limit(1)
+    )
+    read = counts.get("read") if isinstance(counts, dict) else None
+    return int(read) if isinstance(read, int) and read > 0 else None
 
 
 async def list_runs(session: AsyncSession, *, entity: str | None = None, limit: int = 50) -> list[SyncRun]:

@@ -46,6 +46,7 @@ REQUIRED: dict[tuple[str, str], Scope] = {
     ("GET", "/sync/runs"): READ,
     ("GET", "/reconcile/runs"): READ,
     ("GET", "/reconcile/runs/{}/findings"): READ,
+    ("GET", "/reconcile/latest"): READ,
     ("GET", "/audit"): ADMIN,
     ("POST", "/retention/purge"): ADMIN,
     ("POST", "/retention/erase"): ADMIN,

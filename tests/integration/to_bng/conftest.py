@@ -21,6 +21,8 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from m3bng.config import Settings
+from m3bng.connectors.m3.client import M3Client
+from m3bng.mapping import Mapping, load_mappings
 from m3bng.sim.bng import DEFAULT_API_KEY
 from m3bng.store.models import Event
 from tests.conftest import LiveServer
@@ -174,3 +176,25 @@ async def settled(service: Outbound) -> bool:
             select(func.count()).select_from(Event).where(Event.status.in_(["pending", "processing"]))
         )
     return waiting == 0
+
+
+@pytest.fixture
+async def m3(outbound_settings: Callable[..., Settings]) -> AsyncIterator[M3Client]:
+    """An M3 client of the simulator, for loads run in this process (``run_sync``)."""
+    client = M3Client.from_settings(outbound_settings())
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def mappings(outbound_settings: Callable[..., Settings]) -> dict[str, Mapping]:
+    return load_mappings(outbound_settings().mappings_folder)
+
+
+async def sync_events(service: Outbound, event_type: str) -> list[Event]:
+    """The events the initial load enqueued of one type, oldest first."""
+    async with service.sessions() as session:
+        rows = await session.scalars(
+            select(Event).where(Event.source == "sync", Event.event_type == event_type).order_by(Event.id)
+        )
+        return list(rows)

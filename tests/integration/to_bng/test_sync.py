@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import select
 
 from m3bng.connectors.m3.client import M3Client
-from m3bng.mapping import Mapping, load_mappings
+from m3bng.mapping import Mapping
 from m3bng.store.models import DeadLetter, Event, EventStatus, SyncRun
 from m3bng.sync import run_sync
 from tests.conftest import LiveServer
-from tests.integration.to_bng.conftest import Outbound, cli_env, m3bng_cli, settled, wait_for
+from tests.integration.to_bng.conftest import Outbound, cli_env, m3bng_cli, settled, sync_events, wait_for
 from tests.support.ops import OPS_TOKEN_ENTRIES, READ, bearer
 
 CUSTOMERS = 230
@@ -56,26 +56,6 @@ async def loaded(outbound: Outbound) -> AsyncIterator[Outbound]:
         }
         (await control.post("/_sim/seed", json=seed)).raise_for_status()
     yield outbound
-
-
-@pytest.fixture
-async def m3(outbound_settings: Callable[..., Any]) -> AsyncIterator[M3Client]:
-    client = M3Client.from_settings(outbound_settings())
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def mappings(outbound_settings: Callable[..., Any]) -> dict[str, Mapping]:
-    return load_mappings(outbound_settings().mappings_folder)
-
-
-async def sync_events(service: Outbound, entity_type: str) -> list[Event]:
-    async with service.sessions() as session:
-        rows = await session.scalars(
-            select(Event).where(Event.source == "sync", Event.event_type == entity_type).order_by(Event.id)
-        )
-        return list(rows)
 
 
 async def test_customers_load_completes_after_a_cut_and_a_third_run_writes_nothing(
@@ -131,6 +111,8 @@ async def test_a_changed_item_is_sent_again_and_a_refused_one_is_a_dead_letter(
     assert dead is not None and dead.payload["sync"]["key"] == "L-0008"
 
 
+# CLI processes: PostgreSQL only (suite time)
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 async def test_the_ops_api_lists_the_runs_and_the_cli_loads_with_a_summary(
     loaded: Outbound, outbound_settings: Callable[..., Any], live_server: Callable[..., LiveServer]
 ) -> None:
@@ -151,6 +133,8 @@ async def test_the_ops_api_lists_the_runs_and_the_cli_loads_with_a_summary(
     assert run["counts"]["new"] >= ITEMS and run["counts"]["pages"] >= 3
 
 
+# CLI processes: PostgreSQL only (suite time)
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 async def test_a_load_killed_mid_run_is_completed_by_the_next_run_with_nothing_twice(
     loaded: Outbound, outbound_settings: Callable[..., Any]
 ) -> None:

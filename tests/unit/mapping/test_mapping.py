@@ -162,6 +162,18 @@ def test_invalid_yaml_and_duplicate_triggers(tmp_path: Path) -> None:
         load_mappings(tmp_path)
 
 
+def test_master_names_bng_or_m3(tmp_path: Path) -> None:
+    """``master`` decides whether ``m3bng sync --to m3`` may load M3 from BNG: only a known value."""
+    one = BASE.replace("lookups: {category: lookups/category.yaml}\n", "") + "      ITNO: SKU\n"
+    assert load_mapping(write(tmp_path, one)).spec.master == "m3"  # the default
+    assert (
+        load_mapping(write(tmp_path, one.replace("version: 1\n", "version: 1\nmaster: bng\n"))).spec.master
+        == "bng"
+    )
+    with pytest.raises(MappingFileError, match=r"flow.yaml:2: master: Input should be 'm3' or 'bng'"):
+        load_mapping(write(tmp_path, one.replace("version: 1\n", "version: 1\nmaster: web\n")))
+
+
 def test_shipped_mappings_load_and_hash_changes_with_content(tmp_path: Path) -> None:
     mappings = load_mappings(REPO / "mappings")
     assert set(mappings) == {

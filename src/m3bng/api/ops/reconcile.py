@@ -1,5 +1,5 @@
-"""``GET /api/v1/reconcile/runs`` and ``…/runs/{id}/findings``: what reconciliation found
-(``reconcile.py``), for the dashboard and for whoever follows up a finding."""
+"""``GET /api/v1/reconcile/runs``, ``…/runs/{id}/findings`` and ``…/latest``: what
+reconciliation found (``reconcile.py``), for the dashboard and for whoever follows up a finding."""
 
 from __future__ import annotations
 
@@ -16,16 +16,39 @@ from m3bng.store import reconcile as store
 
 router = APIRouter(tags=["ops"])
 RunId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the reconciliation run")]
-Finding = Literal["different", "never_arrived", "stuck", "in_flight"]
+Kind = Literal["orders", "stock", "customers", "items"]
+KindFilter = Annotated[Kind | None, Query(description="one kind")]
+Finding = Literal[
+    "different",
+    "never_arrived",
+    "stuck",
+    "in_flight",
+    "unknown_in_bng",
+    "drift",
+    "missing_in_bng",
+    "unknown_in_m3",
+    "refused",
+]
+BusinessKey = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="one business key: a BNG order id, WAREHOUSE/SKU, a CUNO or ITNO",
+    ),
+]
 
 
 class ReconcileRunOut(BaseModel):
     id: int
-    kind: str = Field(description="orders")
-    since: datetime = Field(description="the window's start: BNG's objects changed since then")
+    kind: str = Field(description="orders, stock, customers, items")
+    since: datetime = Field(description="orders: the window's start; the others are compared in full (1970)")
     fix: bool
     status: str = Field(description="running, done, failed")
-    counts: dict[str, Any] = Field(description="objects per class, and how many were taken in (fixed)")
+    counts: dict[str, Any] = Field(
+        description="objects per class, how many --fix took in or corrected (fixed), and M3 calls made"
+    )
     error: str | None
     started_at: datetime
     finished_at: datetime | None
@@ -36,10 +59,10 @@ class ReconcileRunList(BaseModel):
 
 
 class FindingOut(BaseModel):
-    key: str = Field(description="the BNG id (OrderID)")
-    finding: str = Field(description="different, never_arrived, stuck, in_flight")
+    key: str = Field(description="the business key: OrderID (or CUOR), WAREHOUSE/SKU, CUNO, ITNO")
+    finding: str = Field(description="its class (docs/reconciliation.md)")
     detail: dict[str, Any]
-    event_id: int | None = Field(description="the event --fix took in for it")
+    event_id: int | None = Field(description="the event --fix took in or enqueued for it")
 
 
 class FindingList(BaseModel):
@@ -50,7 +73,7 @@ class FindingList(BaseModel):
 async def list_reconcile_runs(
     caller: ReadCaller,
     runtime: RuntimeDep,
-    kind: Literal["orders"] | None = None,
+    kind: KindFilter = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> ReconcileRunList:
     """Newest first."""
@@ -65,9 +88,7 @@ async def list_findings(
     runtime: RuntimeDep,
     run_id: RunId,
     finding: Annotated[Finding | None, Query(description="one class")] = None,
-    key: Annotated[
-        str | None, Query(max_length=255, pattern=r"^[^\x00-\x1f]*$", description="one BNG id")
-    ] = None,
+    key: BusinessKey = None,
 ) -> FindingList:
     """A run's findings (everything but "matching"), in the order found."""
     async with runtime.sessions() as session:
@@ -75,3 +96,33 @@ async def list_findings(
             raise ApiError(404, "not_found", f"no reconciliation run {run_id}")
         rows = await store.list_findings(session, run_id, finding=finding, key=key)
     return FindingList(items=[FindingOut.model_validate(r, from_attributes=True) for r in rows])
+
+
+class LatestRun(BaseModel):
+    run: ReconcileRunOut
+    open: list[FindingOut] = Field(
+        description="its findings still left for a person (not corrected by --fix, not in flight), "
+        f"the first {store.OPEN_LIMIT}"
+    )
+
+
+class LatestList(BaseModel):
+    items: list[LatestRun]
+
+
+@router.get("/reconcile/latest", response_model=LatestList)
+async def latest_reconcile_runs(
+    caller: ReadCaller, runtime: RuntimeDep, kind: KindFilter = None
+) -> LatestList:
+    """The newest run of each kind and its open findings: the dashboard's reconciliation panel."""
+    items = []
+    async with runtime.sessions() as session:
+        for run in await store.latest_runs(session, kind=kind):
+            found = await store.open_findings(session, run.id)
+            items.append(
+                LatestRun(
+                    run=ReconcileRunOut.model_validate(run, from_attributes=True),
+                    open=[FindingOut.model_validate(f, from_attributes=True) for f in found],
+                )
+            )
+    return LatestList(items=items)

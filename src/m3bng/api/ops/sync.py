@@ -18,11 +18,15 @@ router = APIRouter(tags=["ops"])
 
 class SyncRunOut(BaseModel):
     id: int
-    entity: str = Field(description="customers or items")
-    target: str
+    entity: str = Field(description="customers, items, suppliers or stock")
+    target: str = Field(
+        description="the system loaded into: bng, or m3 (customers where BNG is their master)"
+    )
     dry_run: bool
     status: str = Field(description="running (or stopped mid-way: the next run continues it), done, failed")
-    cursor: str | None = Field(description="the M3 key of the last record of the last page stored")
+    cursor: str | None = Field(
+        description="how far the run got: the last M3 key, the last warehouse done (stock), BNG's cursor"
+    )
     counts: dict[str, Any] = Field(description="read, new, changed, same, refused, pages")
     refusals: list[dict[str, Any]] = Field(description="key and reason of refused records (first 100)")
     error: str | None
@@ -39,7 +43,7 @@ class SyncRunList(BaseModel):
 async def list_sync_runs(
     caller: ReadCaller,
     runtime: RuntimeDep,
-    entity: Literal["customers", "items"] | None = None,
+    entity: Literal["customers", "items", "suppliers", "stock"] | None = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> SyncRunList:
     """Initial-load runs; a handful per go-live, so the newest ``limit`` without paging."""

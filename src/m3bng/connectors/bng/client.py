@@ -218,16 +218,24 @@ class BngClient:
         items: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
-            params = {"updated_since": since.astimezone(UTC).isoformat(), "limit": str(page_size)}
-            if cursor:
-                params["cursor"] = cursor
-            body = (await self.request("GET", f"/{collection}", params=params)).body
-            if not isinstance(body, dict) or not isinstance(body.get("items"), list):
-                raise BngDataError(f"GET /{collection}: the answer has no `items` list")
-            items += [item for item in body["items"] if isinstance(item, dict)]
-            cursor = body.get("next_cursor") or None
+            page, cursor = await self.changed_page(collection, since, cursor=cursor, page_size=page_size)
+            items += page
             if cursor is None:
                 return items
+
+    async def changed_page(
+        self, collection: str, since: datetime, *, cursor: str | None = None, page_size: int = 100
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of ``changed_since`` and the cursor of the next (None after the last): for a
+        reader that stores where it is between pages (the initial load from BNG)."""
+        params = {"updated_since": since.astimezone(UTC).isoformat(), "limit": str(page_size)}
+        if cursor:
+            params["cursor"] = cursor
+        body = (await self.request("GET", f"/{collection}", params=params)).body
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise BngDataError(f"GET /{collection}: the answer has no `items` list")
+        items = [item for item in body["items"] if isinstance(item, dict)]
+        return items, str(body.get("next_cursor") or "") or None
 
     # -- the guarded call -------------------------------------------------------------------------
 

@@ -538,6 +538,12 @@ def crs620_update(state: State, r: Record) -> list[Record]:
     return []
 
 
+@handler("CRS620MI", "LstByNumber")
+def crs620_list(state: State, r: Record) -> list[Record]:
+    """Suppliers from the given SUNO on, in SUNO order (a caller pages by the last key)."""
+    return [{"CONO": state.cono, **s} for _, s in _key_order(state.suppliers, r.get("SUNO", ""))]
+
+
 @handler("CRS620MI", "GetBasicData")
 def crs620_get(state: State, r: Record) -> list[Record]:
     supplier = _find(state.suppliers, r, "SUNO", "Supplier")

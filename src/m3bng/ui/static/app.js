@@ -292,6 +292,7 @@
       }),
       api("GET", "/alerts" + query({ state: "firing" })).then((a) => current(id) && renderAlerts(a.items), (e) => current(id) && panelError($("alerts"), e)),
       api("GET", "/dead-letters/summary").then((d) => current(id) && renderDeadLetterGroups(d), (e) => current(id) && panelError($("dlq-groups"), e)),
+      api("GET", "/reconcile/latest").then((r) => current(id) && renderReconcile(r.items), (e) => current(id) && panelError($("reconcile"), e)),
     ];
     await Promise.all(parts);
     if (current(id)) $("refreshed").textContent = "updated " + fmtTime(new Date().toISOString());
@@ -425,6 +426,40 @@
     }
     fill($("alerts"),
       h("ul", { class: "alerts" }, items.map((a) => h("li", { class: "alert" }, h("span", { class: "badge status-dead" }, a.kind), " ", h("strong", {}, a.summary), h("div", { class: "muted" }, "since ", time(a.first_fired_at), ", last seen ", time(a.last_seen_at))))),
+    );
+  }
+
+  // The newest reconciliation run of each kind (m3bng reconcile), with its counts per class and
+  // the findings it left for a person: what "both systems agree" rests on.
+  function renderReconcile(items) {
+    if (!items.length) {
+      fill($("reconcile"), h("p", { class: "muted" }, "No reconciliation has run (m3bng reconcile)."));
+      return;
+    }
+    const counts = (c) =>
+      Object.entries(c)
+        .filter(([name, n]) => n && name !== "m3_calls")
+        .map(([name, n]) => `${n} ${name.replaceAll("_", " ")}`)
+        .join(", ");
+    const rows = items.map(({ run, open }) =>
+      h(
+        "tr",
+        { "data-kind": run.kind },
+        h("td", {}, run.kind),
+        h("td", {}, time(run.finished_at || run.started_at)),
+        h("td", {}, h("span", { class: `badge status-${run.status === "done" ? "done" : "dead"}` }, run.status), run.error ? " " + run.error : ""),
+        h("td", {}, counts(run.counts)),
+        h(
+          "td",
+          { class: "findings" },
+          open.length
+            ? h("ul", {}, open.map((f) => h("li", { "data-finding": f.finding }, h("strong", {}, f.finding.replaceAll("_", " ")), " ", h("code", {}, f.key))))
+            : h("span", { class: "muted ok" }, "none"),
+        ),
+      ),
+    );
+    fill($("reconcile"),
+      h("table", { class: "list" }, h("thead", {}, h("tr", {}, h("th", {}, "kind"), h("th", {}, "run"), h("th", {}, "status"), h("th", {}, "classes"), h("th", {}, "open findings"))), h("tbody", {}, rows)),
     );
   }
 
