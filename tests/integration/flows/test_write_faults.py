@@ -26,13 +26,14 @@ pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
 State = dict[str, Any]
 
-# name → simulator fault settings (the simulator applies them to the named write only)
+# name → simulator fault settings (the simulator applies them to the named write only). One
+# gateway status stands for all: the client turns every 5xx into the same M3ServerError (one
+# branch, status >= 500), and tests/integration/m3/test_gateway_faults.py proves 502, 503 and
+# 504 each on a write; here 504 before and after M3 committed is what a flow must tell apart.
+# (502 and 503 here too were 57 more runs of the same paths: two minutes of the suite.)
 FAULTS: dict[str, dict[str, Any]] = {
-    "502_after": {"gateway_rate": 1.0, "gateway_status": 502, "gateway_after": True},
     "504_after": {"gateway_rate": 1.0, "gateway_status": 504, "gateway_after": True},
-    "502_before": {"gateway_rate": 1.0, "gateway_status": 502, "gateway_after": False},
     "504_before": {"gateway_rate": 1.0, "gateway_status": 504, "gateway_after": False},
-    "503_before": {"gateway_rate": 1.0, "gateway_status": 503, "gateway_after": False},
     "429": {"throttle": {"rate": 1.0, "retry_after": 0}},
     "timeout_after": {"drop_response_rate": 1.0, "drop_seconds": 1.5},  # client timeout is 1 s
     "reset_after": {"reset_rate": 1.0},
