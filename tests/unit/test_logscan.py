@@ -19,6 +19,7 @@ import pytest
 import structlog
 
 from m3bng.connectors.bng.samples import sample
+from m3bng.observability.logging import configure_logging
 from tests.conftest import REPO_ROOT
 from tests.support import logscan
 from tests.support.webhooks import TEST_SECRET
@@ -81,6 +82,9 @@ def test_app_lines_below_the_console_level_are_captured_with_the_test(
     text is not, and the scan finds it."""
     capture = logscan.CAPTURE
     assert capture is not None, "tests/conftest.py installs the capture"
+    # The suite's console, as tests/conftest.py sets it: a CLI command an earlier test ran in
+    # this process configured logging as the command does (INFO to stderr).
+    configure_logging("WARNING", "console")
     log = structlog.get_logger("m3bng.planted")
     with capture.diverted() as lines:
         log.info(f"planted {TEST_SECRET}", client_secret=TEST_SECRET, customer={"Email": EMAIL}, note=EMAIL)
