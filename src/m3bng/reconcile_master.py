@@ -5,7 +5,7 @@ Customers and items are born in M3 and reach BNG by BODs (``customer_to_bng``,
 ``product_to_bng``) or the initial load (``m3bng sync``). A lost BOD, a change made by hand in
 BNG, or an object deleted on one side leaves the two apart without any event saying so. This
 reads M3's whole list the way the load does (CRS610MI LstByNumber, MMS200MI LstItmByItm, paged
-by key: ``sync.read_page``), turns each record into the data its BOD would carry and renders
+by key: ``sync.M3ListLoad``), turns each record into the data its BOD would carry and renders
 the flow's mapping for it (``sync.written``): the fields the flow would write. It reads BNG's
 whole collection (``customers``, ``products``) and compares field by field the way the flow's
 echo check does (numbers as numbers, empty as empty, BNG's truncation of a long value as the
@@ -41,7 +41,7 @@ from m3bng.mapping.engine import JMESPathError
 from m3bng.reconcile import EPOCH, SOURCE, ReconcileRefused, Report, recorded
 from m3bng.store import queue
 from m3bng.store import reconcile as store
-from m3bng.sync import ENTITIES, PAGE_SIZE, Entity, read_page, record_event, written
+from m3bng.sync import ENTITIES, PAGE_SIZE, Entity, M3ListLoad, record_event, written
 
 CLASSES = ("matching", "different", "missing_in_bng", "unknown_in_m3", "refused")
 # Where BNG keeps each kind, and the field that is its id.
@@ -75,20 +75,18 @@ async def reconcile_master(
         ignore = split_names(mapping.option("echo_ignore"))
         fixes: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
         in_m3: set[str] = set()
+        load = M3ListLoad(entity, m3)  # the load's paging by key, record by record as it reads
         cursor, more = None, True
         while more:
-            records, more = await read_page(m3, entity, cursor, page_size)
+            page = await load.read(cursor, page_size)
             report.m3_calls += 1
-            for record in records:
-                key = str(record[entity.key]).strip()
+            for key, data in page.records:
                 bng_id = bng_id_of.get(key, key)
                 in_m3.add(bng_id)
-                data = entity.to_data(record)
                 entry = _classify(report, mapping, entity, data, key, bng_id, held.get(bng_id), ignore)
                 if fix and entry is not None:
                     fixes.append((data, key, entry))
-            cursor = str(records[-1][entity.key]).strip() if records else None
-            more = more and cursor is not None
+            cursor, more = page.cursor, page.more
         for bng_id in sorted(set(held) - in_m3):
             report.add(bng_id, "unknown_in_m3", {"m3_key": linked.get(bng_id)})
         if fixes:
