@@ -14,6 +14,11 @@ URL layout as on a real tenant (facts.md §1–2)::
 plus a control API under ``/_sim/`` (state, seed, reset, faults, locks, calls, stats, and
 ``ion/messages``: what was sent to ION) that a real tenant does not have. Works mounted under a
 prefix (``app.mount("/_sim/m3", sim)``).
+
+Companies: as in M3 all data is per company (CONO). ``Runtime.state`` is the default company (the
+seed file's ``cono``); ``POST /_sim/seed`` with ``"company"`` creates and seeds another one. A call
+runs in the company its ``cono`` option names (matrix ``;cono=`` or, for the bulk endpoint, query
+``?cono=`` or body ``cono``); none means the default one, an unknown one is an MI error.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import secrets
 import time
 import zlib
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,10 +60,38 @@ class Runtime:
     max_in_flight: int = 0
     rng: random.Random = field(default_factory=random.Random)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    companies: dict[str, State] = field(default_factory=dict)  # CONO -> State, besides ``state``
+
+    def company(self, cono: str | int | None) -> State:
+        """The state a call naming this company runs against: the default one (``state``) for no
+        company or its own CONO, another seeded one, or M3's MI error for an unknown company."""
+        key = _cono_key(cono)
+        if not key or key == _cono_key(self.state.cono):
+            return self.state
+        state = self.companies.get(key)
+        if state is None:
+            # Text, code and field are the simulator's own: what a real tenant answers for a
+            # company that does not exist is unverified.
+            raise MIError(f"Company {key} does not exist", code="XRE0103", field="CONO")
+        return state
+
+    def seed_company(self, cono: str | int, data: dict[str, Any], divi: str | None = None) -> State:
+        """Seed the company ``cono`` (the default one or another, created on first use)."""
+        key = _cono_key(cono)
+        data = {k: v for k, v in data.items() if k not in ("cono", "company", "divi")}
+        if not key or key == _cono_key(self.state.cono):
+            state = self.state
+        else:
+            state = self.companies.setdefault(key, State(cono=key))
+        if divi:
+            state.divi = str(divi)
+        state.seed(data)
+        return state
 
     def reset(self) -> None:
         self.state = State()
         self.state.seed(load_seed(self.config.seed_file))
+        self.companies.clear()
         self.faults = self.config.faults.model_copy(deep=True)
         self.outage_until = (
             time.monotonic() + self.faults.outage_seconds if self.faults.outage_seconds else 0.0
@@ -67,6 +101,12 @@ class Runtime:
         self.stats.clear()
         self.max_in_flight = 0
         self.rng.seed(self.config.random_seed)
+
+
+def _cono_key(cono: str | int | None) -> str:
+    """A company number as the simulator keys it: ``100``, ``"100"`` and ``"0100"`` are one."""
+    text = "" if cono is None else str(cono).strip()
+    return str(int(text)) if text.isdigit() else text
 
 
 # -- OAuth ------------------------------------------------------------------------------------------
@@ -233,23 +273,24 @@ async def _after(rt: Runtime, fault: Response | str | int | None, response: Resp
     return response
 
 
-async def _run(rt: Runtime, program: str, transaction: str, record: dict[str, str]) -> list[dict[str, str]]:
+async def _run(
+    rt: Runtime, program: str, transaction: str, record: dict[str, str], options: Mapping[str, str]
+) -> list[dict[str, str]]:
+    """Run one transaction in the company the call's ``cono`` option names (see Runtime.company)."""
     async with rt.lock:  # M3 applies one transaction at a time per record; keep the state consistent
+        cono, divi = options.get("cono"), options.get("divi")
+        call: dict[str, Any] = {"program": program, "transaction": transaction, "record": record}
         try:
-            rows = execute(rt.state, program, transaction, record)
+            state = rt.company(cono)
+            call.update(cono=state.cono, divi=str(divi or state.divi))
+            rows = execute(state, program, transaction, record)
         except MIError as exc:
-            rt.calls.append(
-                {
-                    "program": program,
-                    "transaction": transaction,
-                    "record": record,
-                    "outcome": "error",
-                    "error": exc.message,
-                }
-            )
+            call.setdefault("cono", _cono_key(cono))
+            call.setdefault("divi", str(divi or ""))
+            rt.calls.append({**call, "outcome": "error", "error": exc.message})
             rt.stats["mi_errors"] += 1
             raise
-        rt.calls.append({"program": program, "transaction": transaction, "record": record, "outcome": "ok"})
+        rt.calls.append({**call, "outcome": "ok"})
         return rows
 
 
@@ -290,7 +331,7 @@ async def _answer(
 ) -> Response:
     """Run the transaction and answer as M3 does in the requested API version."""
     try:
-        rows = _select(await _run(rt, program, transaction, record), options)
+        rows = _select(await _run(rt, program, transaction, record, options), options)
     except MIError as exc:
         if version == 1:
             body = {
@@ -393,13 +434,16 @@ async def mi_bulk(request: Request) -> Response:
         if isinstance(fault, Response):
             return fault
         options = {k.lower(): v for k, v in request.query_params.items()}
+        for name in ("cono", "divi"):  # the company: query parameters first, then the JSON body
+            if not options.get(name) and body.get(name) not in (None, ""):
+                options[name] = str(body[name])
         results, failed = [], 0
         for entry in transactions:
             transaction = str(entry.get("transaction", ""))
             record = {str(k): str(v) for k, v in (entry.get("record") or {}).items()}
             rt.stats[f"{program}/{transaction}"] += 1
             try:
-                rows = _select(await _run(rt, program, transaction, record), options)
+                rows = _select(await _run(rt, program, transaction, record, options), options)
                 cols = entry.get("selectedColumns")
                 if cols:
                     rows = [{c: r.get(c, "") for c in cols} for r in rows]
@@ -499,7 +543,13 @@ async def get_ion_messages(request: Request) -> Response:
 
 
 async def get_state(request: Request) -> Response:
-    return JSONResponse(request.app.state.sim.state.snapshot())
+    """The default company's state, or with ``?company=200`` that company's."""
+    rt: Runtime = request.app.state.sim
+    try:
+        state = rt.company(request.query_params.get("company"))
+    except MIError as exc:
+        return JSONResponse({"error": exc.message}, status_code=404)
+    return JSONResponse(state.snapshot())
 
 
 async def reset(request: Request) -> Response:
@@ -508,7 +558,14 @@ async def reset(request: Request) -> Response:
 
 
 async def seed(request: Request) -> Response:
-    request.app.state.sim.state.seed(await request.json())
+    """Add data to the default company, or with ``"company"`` (and optionally ``"divi"``) in the
+    body to that company, created if it does not exist yet."""
+    rt: Runtime = request.app.state.sim
+    data = await request.json()
+    if isinstance(data, dict) and data.get("company") not in (None, ""):
+        state = rt.seed_company(data["company"], data, data.get("divi"))
+        return JSONResponse({"status": "seeded", "company": state.cono, "divi": state.divi})
+    rt.state.seed(data)
     return JSONResponse({"status": "seeded"})
 
 

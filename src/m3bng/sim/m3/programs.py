@@ -53,7 +53,9 @@ class MIError(M3bngError):
 
 @dataclass
 class State:
-    """Everything the simulated tenant holds; reset and seeded through the control API."""
+    """Everything one company (CONO) of the simulated tenant holds; reset and seeded through the
+    control API. The tenant (app.Runtime) holds one State per company: data and number series
+    are per company, as in M3."""
 
     cono: str = "100"
     divi: str = "AAA"
