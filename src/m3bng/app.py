@@ -24,10 +24,12 @@ class M3bngApp(FastAPI):
     stack cost more per request than storing the event."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == webhooks.FAST_PATH:
-            scope["app"] = self
-            await webhooks.fast_path(self.state.runtime, scope, receive, send)
-            return
+        if scope["type"] == "http" and scope["method"] == "POST":
+            instance = webhooks.fast_path_instance(scope["path"])
+            if instance is not None:
+                scope["app"] = self
+                await webhooks.fast_path(self.state.runtime, scope, receive, send, instance)
+                return
         await super().__call__(scope, receive, send)
 
 

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     # package; outside sandbox mode a folder must be named (``mappings_folder``).
     mappings_dir: Path | None = None
 
+    # --- BNG instances (instances.py) ------------------------------------------------------------
+    # Unset: one BNG, the instance ``default`` made of the settings below.
+    instances_file: Path | None = None
+
     # --- inbound webhooks from BNG ----------------------------------------------------------------
     webhook_scheme: Literal["standard", "shopify", "stripe"] = "standard"
     webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

@@ -5,20 +5,26 @@ from __future__ import annotations
 import asyncio
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
 from m3bng.connectors import Connectors
+
+if TYPE_CHECKING:
+    from m3bng.connectors.bng.client import BngClient
 from m3bng.connectors.m3.client import M3Client
 from m3bng.connectors.m3.metadata import M3Metadata
 from m3bng.connectors.shares import PERIOD, SharedLimit, ShareKeeper
 from m3bng.flows import default_registry
+from m3bng.flows.routing import BodRouter
 from m3bng.flows.runtime import FlowRegistry
 from m3bng.inbox.ingest import GroupCommit, Notifier
 from m3bng.inbox.worker import Worker, new_worker_id
+from m3bng.instances import DEFAULT, Instance, Instances, load_instances
 from m3bng.mapping import Mapping, MappingFileError, load_mappings
 from m3bng.observability.tracing import configure_tracing
 from m3bng.ops.auth import Authenticator
@@ -39,11 +45,13 @@ class Runtime:
     connectors: Connectors = field(default_factory=Connectors)
     mappings: dict[str, Mapping] = field(default_factory=dict)
     webhook_secrets: list[str] = field(default_factory=list)
+    instances: Instances | None = None  # None: built from the settings alone (one instance)
     notifier: Notifier = field(default_factory=Notifier)
     ingest_group: GroupCommit | None = None  # the webhook route's group commit (built in build)
     workers: list[Worker] = field(default_factory=list)
     authenticator: Authenticator | None = None
     sandbox_ops_token: str | None = None
+    _router: BodRouter | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _shares: ShareKeeper | None = None
@@ -59,6 +67,8 @@ class Runtime:
         elif settings.mappings_dir is not None or settings.sandbox:
             folder = settings.mappings_folder
             mappings = load_mappings(folder) if folder.is_dir() else {}
+        secrets = webhook_secrets(settings)
+        instances = sandbox_secrets(load_instances(settings), settings, secrets)
         sandbox_token = None
         if settings.sandbox and not settings.ops_tokens and not settings.ops_jwt_enabled:
             from m3bng.sandbox import sandbox_ops_token
@@ -69,13 +79,22 @@ class Runtime:
             engine=engine,
             sessions=sessions,
             registry=registry,
-            connectors=build_connectors(settings, sessions),
+            connectors=build_connectors(settings, sessions, instances),
             mappings=mappings,
-            webhook_secrets=webhook_secrets(settings),
+            webhook_secrets=secrets,
+            instances=instances,
             authenticator=Authenticator(settings, sandbox_token=sandbox_token),
             sandbox_ops_token=sandbox_token,
             ingest_group=GroupCommit(sessions),
         )
+
+    @property
+    def bod_router(self) -> BodRouter:
+        """Which instance(s) a received BOD is stored for (flows/routing.py)."""
+        if self._router is None:
+            configured = self.instances if self.settings.instances_file is not None else None
+            self._router = BodRouter(configured, self.mappings, self.sessions)
+        return self._router
 
     async def start(self, *, workers: bool) -> None:
         if self.settings.should_migrate_on_start:
@@ -95,6 +114,8 @@ class Runtime:
 
             clients = (("m3", self.connectors.m3), ("bng", self.connectors.bng))
             breakers = {name: client.breaker for name, client in clients if client is not None}
+            # Each instance's BNG has a breaker of its own (bng:us …), alerted on its own.
+            breakers |= {client.name: client.breaker for client in self.connectors.bng_clients.values()}
             alerter = Alerter(self.settings, self.sessions, breakers=lambda: breakers, registry=self.registry)
             from m3bng.reconcile import scheduled_jobs
 
@@ -132,6 +153,8 @@ class Runtime:
             self.registry,
             connectors=self.connectors,
             on_dead_letter=ConfirmOnDeadLetter(self.settings, self.sessions, self.notifier),
+            # Without an instances file every event is the default instance's: the plain claim.
+            instances=self.instances if self.settings.instances_file is not None else None,
         )
         self.workers.append(worker)
         return worker
@@ -171,8 +194,32 @@ def webhook_secrets(settings: Settings) -> list[str]:
     return [sandbox_webhook_secret(settings)]
 
 
-def build_connectors(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> Connectors:
-    """Production connectors from the settings; in sandbox mode the simulators stand in."""
+def instance(runtime: Runtime, instance_id: str) -> Instance | None:
+    """A configured instance, by id (the webhook path's ``{instance}``)."""
+    if runtime.instances is None:
+        return None
+    return runtime.instances.get(instance_id)
+
+
+def sandbox_secrets(instances: Instances, settings: Settings, secrets: list[str]) -> Instances:
+    """The default instance verifies with ``secrets`` (the sandbox's generated one when nothing
+    is configured), and so does a sandbox instance without a secret of its own."""
+    by_id = {}
+    for item in instances:
+        if item.id == DEFAULT or (settings.sandbox and not item.webhook_secrets):
+            item = replace(item, webhook_secrets=tuple(secrets))
+        by_id[item.id] = item
+    return Instances(by_id)
+
+
+def build_connectors(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], instances: Instances | None = None
+) -> Connectors:
+    """Production connectors from the settings; in sandbox mode the simulators stand in.
+
+    With several instances, each other instance gets a BNG client of its own (its credentials,
+    rate limit, concurrency cap and circuit breaker); a sandbox instance without a BNG URL gets
+    its own in-process BNG simulator."""
     from m3bng.connectors.bng.client import BngClient
     from m3bng.connectors.ion.client import IonClient
 
@@ -194,7 +241,27 @@ def build_connectors(settings: Settings, sessions: async_sessionmaker[AsyncSessi
     metadata = M3Metadata(m3, sessions, ttl_hours=settings.m3_metadata_ttl_hours) if m3 else None
     # ConfirmBODs go to ION with the same .ionapi credentials (and OAuth token) as MI calls.
     ion = IonClient.from_m3(m3, settings) if m3 is not None else None
-    return Connectors(m3=m3, m3_metadata=metadata, bng=bng, ion=ion, extras=extras)
+    clients: dict[str, BngClient] = {}
+    for item in instances or ():
+        if item.id == DEFAULT:
+            continue
+        if item.settings.bng_base_url is not None:
+            clients[item.id] = BngClient.from_settings(item.settings, name=f"bng:{item.id}")
+        elif settings.sandbox:
+            from m3bng.sandbox import sandbox_bng_client
+
+            clients[item.id], extras[f"bng_sim_app:{item.id}"] = sandbox_bng_client(
+                item.settings, name=f"bng:{item.id}"
+            )
+    return Connectors(
+        m3=m3,
+        m3_metadata=metadata,
+        bng=bng,
+        ion=ion,
+        extras=extras,
+        instances=instances if settings.instances_file is not None else None,
+        bng_clients=clients,
+    )
 
 
 def load_registry(settings: Settings) -> FlowRegistry:
@@ -237,16 +304,22 @@ def shared_limits(settings: Settings, connectors: Connectors) -> list[SharedLimi
         limits.append(
             SharedLimit("m3.concurrency", settings.m3_max_concurrency, ttl, m3.gate.grow, m3.gate.shrink)
         )
-    if bng is not None:
-        ttl = settings.bng_timeout + 3 * PERIOD
-        limits.append(
-            SharedLimit("bng.concurrency", settings.bng_max_concurrency, ttl, bng.gate.grow, bng.gate.shrink)
-        )
-        limiter = bng.limiter
-        if not limiter.unlimited:
+    # Each BNG instance's limits hold for the installation, apart from the other instances'.
+    for suffix, client in (("", bng), *((f":{i}", c) for i, c in connectors.bng_clients.items())):
+        if client is not None:
+            limits.extend(_bng_limits(suffix, client, settings.bng_timeout + 3 * PERIOD))
+    return limits
 
-            async def grow(slots: int) -> None:
-                limiter.grow(slots)
 
-            limits.append(SharedLimit("bng.rate", limiter.slots, ttl, grow, limiter.shrink))
+def _bng_limits(suffix: str, bng: BngClient, ttl: float) -> list[SharedLimit]:
+    gate, limiter = bng.gate, bng.limiter
+    limits = [
+        SharedLimit(f"bng.concurrency{suffix}", bng.config.max_concurrency, ttl, gate.grow, gate.shrink)
+    ]
+    if not limiter.unlimited:
+
+        async def grow(slots: int) -> None:
+            limiter.grow(slots)
+
+        limits.append(SharedLimit(f"bng.rate{suffix}", limiter.slots, ttl, grow, limiter.shrink))
     return limits

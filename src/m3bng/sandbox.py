@@ -42,7 +42,7 @@ def sandbox_m3_client(settings: Settings) -> tuple[M3Client, Any]:
     return client, sim_app
 
 
-def sandbox_bng_client(settings: Settings) -> tuple[BngClient, Any]:
+def sandbox_bng_client(settings: Settings, *, name: str = "bng") -> tuple[BngClient, Any]:
     """A production BNG client wired to an in-process simulator (API-key auth), and its ASGI app."""
     from m3bng.sim.bng import DEFAULT_API_KEY, BngSimConfig, create_app
 
@@ -56,7 +56,7 @@ def sandbox_bng_client(settings: Settings) -> tuple[BngClient, Any]:
             "bng_oauth_token_url": None,
         }
     )
-    client = BngClient.from_settings(wired, transport=httpx.ASGITransport(app=sim_app))
+    client = BngClient.from_settings(wired, transport=httpx.ASGITransport(app=sim_app), name=name)
     return client, sim_app
 
 

@@ -73,6 +73,7 @@ async def test_find_an_order_and_replay_its_dead_letter(ops: Ops, page: Page) ->
     await expect(page.locator("#targets tr[data-target='m3']")).to_be_visible()
     await expect(page.locator("#dlq-groups")).to_contain_text("order.created")
     await expect(page.locator("#alerts")).not_to_be_empty()
+    await expect(page.locator("#instances-panel")).to_be_hidden()  # the default instance alone
     await expect(page.locator("#overview-view [role=alert]")).to_have_count(0)  # every panel loaded
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "dashboard.png"

@@ -3,9 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from m3bng.config import Settings
 from m3bng.store import migrate
@@ -89,3 +91,46 @@ async def test_migrations_on_fresh_postgresql() -> None:
         await _up_down_up(postgres.async_url(name))
     finally:
         await postgres.drop_database(name)
+
+
+async def test_upgrading_to_instances_keeps_rows_as_the_default_instance(tmp_path: Path) -> None:
+    """0008 (several BNG instances): rows written before it belong to ``default``, and the same
+    ids can then be taken by another instance without breaking the old keys."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(Settings(database_url=url))
+    try:
+        await migrate.upgrade(engine, "0007")
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO events (source, external_id, event_type, correlation_id, status, attempts,"
+                    " next_attempt_at, received_at, updated_at, checkpoint) VALUES ('bng', 'msg_1',"
+                    " 'order.created', 'c', 'done', 1, '2026-12-01', '2026-12-01', '2026-12-01', '{}')"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO xrefs (entity, bng_id, m3_key, created_at, updated_at)"
+                    " VALUES ('order', 'SO-1', '1000001', '2026-12-01', '2026-12-01')"
+                )
+            )
+        await migrate.upgrade(engine)
+        async with engine.begin() as conn:
+            assert (await conn.execute(text("SELECT instance FROM events"))).scalar_one() == "default"
+            assert (await conn.execute(text("SELECT instance FROM xrefs"))).scalar_one() == "default"
+            await conn.execute(
+                text(
+                    "INSERT INTO xrefs (instance, entity, bng_id, m3_key, created_at, updated_at)"
+                    " VALUES ('us', 'order', 'SO-1', '1000001', '2026-12-01', '2026-12-01')"
+                )
+            )
+        with pytest.raises(IntegrityError):  # within one instance the keys stay unique
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "INSERT INTO xrefs (entity, bng_id, m3_key, created_at, updated_at)"
+                        " VALUES ('order', 'SO-1', '1000002', '2026-12-01', '2026-12-01')"
+                    )
+                )
+    finally:
+        await engine.dispose()

@@ -51,6 +51,7 @@ def bod(
     minutes: int = 0,
     confirmation: str = "OnError",
     bodid: str | None = None,
+    accounting_entity: str = ACCOUNTING_ENTITY,
 ) -> bytes:
     """A whole BOD: ApplicationArea, the verb with its action, and the noun built from ``body``."""
     created = (_T0 + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -68,13 +69,13 @@ def bod(
                 },
                 "CreationDateTime": created,
                 "BODID": bodid
-                or f"infor-nid:{TENANT}:{ACCOUNTING_ENTITY}::{document_id}:{variation}?{noun}&verb={verb}"
+                or f"infor-nid:{TENANT}:{accounting_entity}::{document_id}:{variation}?{noun}&verb={verb}"
                 f"&variationID={variation}",
             },
             "DataArea": {
                 verb: {
                     "TenantID": TENANT,
-                    "AccountingEntityID": ACCOUNTING_ENTITY,
+                    "AccountingEntityID": accounting_entity,
                     "ActionCriteria": {"ActionExpression": {"@actionCode": action}},
                 },
                 noun: body,

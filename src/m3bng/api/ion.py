@@ -173,12 +173,14 @@ async def _store(
     message_id: str | None,
     accepted_status: int,
 ) -> JSONResponse:
+    payload = parsed.to_payload(ims)
     result = await ingest_bod(
         runtime.sessions,
         parsed,
-        payload=parsed.to_payload(ims),
+        payload=payload,
         message_id=message_id,
         notifier=runtime.notifier,
+        instances=await runtime.bod_router.instances_for(parsed.bod_type, payload),
     )
     supported = runtime.registry.get("ion", parsed.bod_type) is not None
     if not supported and not result.duplicate:

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from m3bng.api.deps import RuntimeDep
+from m3bng.api.ops.instances import instance_ids
 from m3bng.observability import metrics
 from m3bng.observability.metrics import StoreGauges
 from m3bng.ops import backlog
@@ -47,7 +48,7 @@ async def read_store_gauges(runtime: Runtime) -> StoreGauges | None:
     try:
         async with asyncio.timeout(STORE_TIMEOUT_SECONDS):
             async with runtime.sessions() as session:
-                return await backlog.store_gauges(session, runtime.registry)
+                return await backlog.store_gauges(session, runtime.registry, instances=instance_ids(runtime))
     except Exception as exc:  # TimeoutError, a database that is down: serve the rest
         log.warning("metrics.store_unavailable", error=repr(exc)[:300])
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -20,6 +21,7 @@ from m3bng.connectors.bng.signatures import SignatureError, verify_shopify, veri
 from m3bng.connectors.untrusted_json import UntrustedJsonError, parse_json
 from m3bng.errors import Refused
 from m3bng.inbox.ingest import ingest_event
+from m3bng.instances import DEFAULT
 from m3bng.runtime import Runtime
 
 router = APIRouter(tags=["inbound"])
@@ -32,21 +34,21 @@ class Accepted(BaseModel):
     correlation_id: str
 
 
-def verify_signature(runtime: Runtime, request: Request, body: bytes) -> str:
-    """Check the signature by the configured scheme; returns the message id (dedup key)."""
+def verify_signature(
+    runtime: Runtime, request: Request, body: bytes, secrets: Sequence[str] | None = None
+) -> str:
+    """Check the signature by the configured scheme with the instance's secrets (``secrets``;
+    None: the default instance's); returns the message id (dedup key)."""
     settings = runtime.settings
     headers = request.headers
+    keys = runtime.webhook_secrets if secrets is None else secrets
     try:
         if settings.webhook_scheme == "shopify":
-            return verify_shopify(headers, body, runtime.webhook_secrets).message_id
+            return verify_shopify(headers, body, keys).message_id
         if settings.webhook_scheme == "stripe":
-            verify_stripe(
-                headers, body, runtime.webhook_secrets, tolerance=settings.webhook_tolerance_seconds
-            )
+            verify_stripe(headers, body, keys, tolerance=settings.webhook_tolerance_seconds)
             return ""  # Stripe-style senders carry the id in the body
-        verified = verify_standard(
-            headers, body, runtime.webhook_secrets, tolerance=settings.webhook_tolerance_seconds
-        )
+        verified = verify_standard(headers, body, keys, tolerance=settings.webhook_tolerance_seconds)
         return verified.message_id
     except SignatureError as exc:
         raise refusal(exc, message=f"webhook signature rejected: {exc}") from None
@@ -123,14 +125,45 @@ async def receive_bng_webhook(request: Request, runtime: RuntimeDep) -> Any:
 
     Standard Webhooks headers by default (``M3BNG_WEBHOOK_SCHEME``); the signature is checked
     over the raw body before anything is parsed, and nothing is stored for a rejected request.
+    The event belongs to the instance ``default``.
     """
     return await handle_webhook(runtime, request)
 
 
-async def handle_webhook(runtime: Runtime, request: Request) -> Response:
+@router.post(
+    "/webhooks/bng/{instance}",
+    status_code=202,
+    response_model=Accepted,
+    responses={
+        200: {"model": Accepted, "description": "Already received (duplicate webhook-id) by this instance"},
+        400: {"description": "Body that is not JSON"},
+        401: {"description": "Signature missing, stale or not matching any of this instance's secrets"},
+        404: {"description": "No BNG instance of this id is configured (M3BNG_INSTANCES_FILE)"},
+        413: {"description": "Body too large"},
+        415: {"description": "Not application/json"},
+        422: {"description": "Envelope or event data invalid, or unknown event type"},
+    },
+    openapi_extra={"parameters": _HEADERS_DOC},
+)
+async def receive_instance_webhook(instance: str, request: Request, runtime: RuntimeDep) -> Any:
+    """The same as ``POST /webhooks/bng`` for one BNG instance among several: checked with that
+    instance's secrets, and its keys (the webhook id, order ids …) are that instance's own."""
+    return await handle_webhook(runtime, request, instance)
+
+
+async def handle_webhook(runtime: Runtime, request: Request, instance_id: str = DEFAULT) -> Response:
     """The whole webhook path. Served by ``fast_path`` below, past FastAPI's routing and
     dependency injection, which cost more CPU than storing the event (docs/benchmarks.md); the
     route above is the same code, and what the OpenAPI schema shows."""
+    secrets: Sequence[str] | None = None
+    if instance_id != DEFAULT:
+        found = runtime.instances.get(instance_id) if runtime.instances is not None else None
+        if found is None:
+            shown = instance_id if len(instance_id) <= 64 else instance_id[:64] + "…"
+            raise ApiError(
+                404, "unknown_instance", f"no BNG instance {shown!r} is configured (M3BNG_INSTANCES_FILE)"
+            )
+        secrets = found.webhook_secrets
     for name, limit in _HEADER_LIMITS:
         value = request.headers.get(name)
         if value is not None and len(value) > limit:
@@ -143,7 +176,7 @@ async def handle_webhook(runtime: Runtime, request: Request) -> Response:
             )
     check_content_type(request.headers.get("content-type"))
     body = await read_body(request, runtime.settings.max_body_bytes)
-    message_id = verify_signature(runtime, request, body)
+    message_id = verify_signature(runtime, request, body, secrets)
     try:
         raw = parse_json(body)
     except UntrustedJsonError as exc:
@@ -169,6 +202,7 @@ async def handle_webhook(runtime: Runtime, request: Request) -> Response:
         correlation_id=request.headers.get("x-correlation-id"),
         notifier=runtime.notifier,
         group=runtime.ingest_group,
+        instance=instance_id,
     )
     answer = {
         "event_id": result.event_id,
@@ -183,14 +217,30 @@ async def handle_webhook(runtime: Runtime, request: Request) -> Response:
 
 
 FAST_PATH = "/webhooks/bng"
+INSTANCE_PREFIX = FAST_PATH + "/"
 
 
-async def fast_path(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
-    """``POST /webhooks/bng`` as a plain ASGI call (m3bng.app routes it here first): the same
-    handler and error shape as the route, without the framework's per-request machinery."""
+def fast_path_instance(path: str) -> str | None:
+    """The instance a webhook path names: ``default`` for ``/webhooks/bng``, the last segment
+    of ``/webhooks/bng/{instance}``; None for any other path."""
+    if path == FAST_PATH:
+        return DEFAULT
+    if path.startswith(INSTANCE_PREFIX):
+        rest = path[len(INSTANCE_PREFIX) :]
+        if rest and "/" not in rest:
+            return rest
+    return None
+
+
+async def fast_path(
+    runtime: Runtime, scope: Scope, receive: Receive, send: Send, instance_id: str = DEFAULT
+) -> None:
+    """``POST /webhooks/bng[/{instance}]`` as a plain ASGI call (m3bng.app routes it here
+    first): the same handler and error shape as the route, without the framework's per-request
+    machinery."""
     request = Request(scope, receive)
     try:
-        response = await handle_webhook(runtime, request)
+        response = await handle_webhook(runtime, request, instance_id)
     except (ApiError, Refused) as exc:
         response = error_response(exc)
     except Exception as exc:  # the store is down, a bug: 5xx, so that BNG retries later

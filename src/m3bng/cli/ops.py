@@ -53,6 +53,7 @@ class Mode(enum.StrEnum):
 class Kind(enum.StrEnum):
     FLOW = "flow"
     TARGET = "target"
+    INSTANCE = "instance"
 
 
 class Resolved(enum.StrEnum):
@@ -100,6 +101,9 @@ Key = Annotated[
 Reason = Annotated[
     str | None,
     typer.Option("--reason", help="Dead-letter reason: permanent_error, retries_exhausted, no_flow."),
+]
+Instance = Annotated[
+    str | None, typer.Option("--instance", help="BNG instance id (m3bng ops instances lists them).")
 ]
 
 
@@ -313,6 +317,7 @@ def tx_list(
     error_class: ErrorClass = None,
     program: Program = None,
     key: Key = None,
+    instance: Instance = None,
     limit: Limit = None,
     cursor: Cursor = None,
     follow: All = False,
@@ -328,6 +333,7 @@ def tx_list(
         "error_class": error_class,
         "program": program,
         "q": key,
+        "instance": instance,
         "limit": limit,
         "cursor": cursor,
     }
@@ -338,11 +344,13 @@ def tx_list(
 def tx_find(
     ctx: typer.Context,
     key: Annotated[str, typer.Argument(help="BNG id, M3 ORNO, CUNO, BODID, webhook-id …")],
+    instance: Instance = None,
     follow: All = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Where is it? Every transaction a business key belongs to."""
-    _listing(_cli(ctx, as_json), "/transactions", {"q": key}, TX_COLUMNS, follow=follow)
+    params: dict[str, QueryValue] = {"q": key, "instance": instance}
+    _listing(_cli(ctx, as_json), "/transactions", params, TX_COLUMNS, follow=follow)
 
 
 @tx_app.command("show")
@@ -456,6 +464,7 @@ def dlq_list(
     resolved: Annotated[
         Resolved, typer.Option(help="Open (false), resolved (true) or all.")
     ] = Resolved.FALSE,
+    instance: Instance = None,
     limit: Limit = None,
     cursor: Cursor = None,
     follow: All = False,
@@ -470,6 +479,7 @@ def dlq_list(
         "since": _when(since),
         "until": _when(until),
         "resolved": resolved.value,
+        "instance": instance,
         "limit": limit,
         "cursor": cursor,
     }
@@ -600,6 +610,7 @@ def bulk_replay(
     error_class: ErrorClass = None,
     program: Program = None,
     key: Key = None,
+    instance: Instance = None,
     dead_reason: Annotated[
         str | None,
         typer.Option(
@@ -628,6 +639,7 @@ def bulk_replay(
         "program": program,
         "q": key,
         "reason": dead_reason,
+        "instance": instance,
     }
     bulk_filter = {k: v for k, v in bulk_filter.items() if v not in (None, [], "")}
     body: dict[str, Any] = {"filter": bulk_filter, "mode": mode.value, "rate": rate, "reason": reason}
@@ -756,8 +768,12 @@ def bulk_cancel(
 
 # -- control -----------------------------------------------------------------------------------
 
-KindArg = Annotated[Kind, typer.Argument(help="flow (an event type) or target (m3, bng).")]
-NameArg = Annotated[str, typer.Argument(help="Event type, e.g. order.created, or target, e.g. m3.")]
+KindArg = Annotated[
+    Kind, typer.Argument(help="flow (an event type), target (m3, bng, ion) or instance (a BNG instance).")
+]
+NameArg = Annotated[
+    str, typer.Argument(help="Event type, e.g. order.created; target, e.g. m3; or instance id, e.g. eu.")
+]
 
 
 def _set_paused(
@@ -779,7 +795,7 @@ def pause(
     reason: Annotated[str, typer.Option(help="Why (shown in ops status and the audit log).")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Stop workers claiming a flow's or a target's events; they queue, nothing is lost."""
+    """Stop workers claiming a flow's, a target's or a BNG instance's events; they queue, nothing is lost."""
     _set_paused(ctx, "pause", kind, name, reason, as_json)
 
 
@@ -791,7 +807,7 @@ def resume(
     reason: Annotated[str | None, typer.Option(help="Why (kept in the audit log).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Let workers claim a paused flow's or target's events again, in order."""
+    """Let workers claim a paused flow's, target's or instance's events again, in order."""
     _set_paused(ctx, "resume", kind, name, reason, as_json)
 
 
@@ -832,6 +848,24 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         )
 
     _emit(cli, control, human)
+
+
+@ops_app.command()
+def instances(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """BNG instances: paused or not, events pending and dead of each."""
+    cli = _cli(ctx, as_json)
+    with _api(cli) as api:
+        answer = api.get("/instances")
+    columns = [
+        ("id", "INSTANCE"),
+        ("description", "DESCRIPTION"),
+        ("bng_host", "BNG"),
+        ("paused", "PAUSED"),
+        ("pending", "PENDING"),
+        ("dead", "DEAD"),
+        ("reason", "REASON"),
+    ]
+    _emit(cli, answer, lambda: _table(answer.get("items") or [], columns))
 
 
 @ops_app.command()

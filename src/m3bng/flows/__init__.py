@@ -10,6 +10,7 @@ closed as ``skipped`` (unsupported).
 
 from __future__ import annotations
 
+from m3bng.errors import Skipped
 from m3bng.flows.confirm import CONFIRM_EVENT, confirm_bod
 from m3bng.flows.customers import customer_sync
 from m3bng.flows.inventory import inventory_adjustment
@@ -18,6 +19,7 @@ from m3bng.flows.orders import order_to_cash, order_update
 from m3bng.flows.payables import supplier_invoice
 from m3bng.flows.products import product_sync
 from m3bng.flows.purchasing import purchase_order
+from m3bng.flows.routing import routed_to
 from m3bng.flows.runtime import Flow, FlowContext, FlowMappings, FlowRegistry, MappedFlow, guarded
 from m3bng.flows.to_bng import mapped_to_bng
 from m3bng.flows.vendors import vendor_sync
@@ -84,8 +86,26 @@ def default_registry(mappings: dict[str, Mapping] | None = None) -> FlowRegistry
 
 
 def _to_bng(mapping: Mapping) -> Flow:
+    per_instance: dict[str, Mapping] = {}  # with each instance's vars, built once
+
+    linked = bool(mapping.option("require_link", False))
+
     async def run(ctx: FlowContext) -> None:
-        await mapped_to_bng(ctx, mapping)
+        instance = ctx.connectors.instance
+        if instance is None:
+            await mapped_to_bng(ctx, mapping)
+            return
+        bod = ctx.payload.get("bod") if isinstance(ctx.payload, dict) else None
+        if not linked and not routed_to(ctx.connectors.instances, instance.id, bod):
+            raise Skipped(
+                f"not routed: instance {instance.id}'s routing rule does not select accounting entity "
+                f"{(bod or {}).get('accounting_entity')!r} / location {(bod or {}).get('location')!r}",
+                error_class="not_routed",
+            )
+        view = per_instance.get(instance.id)
+        if view is None:
+            view = per_instance[instance.id] = mapping.with_vars(instance.vars)
+        await mapped_to_bng(ctx, view)
 
     run.__name__ = run.__qualname__ = mapping.flow
     return run

@@ -121,7 +121,9 @@ class BngWork:
         bng_id: str | None = None
         if entity:
             async with self.ctx.sessions() as session:
-                bng_id = await documents.get_xref_by_m3(session, str(entity), m3_key)
+                bng_id = await documents.get_xref_by_m3(
+                    session, str(entity), m3_key, instance=self.ctx.event.instance
+                )
         if bng_id is None and "BngID" in self.mapping.spec.keys:
             try:
                 bng_id = self.mapping.key("BngID", self.data, self.values)
@@ -155,7 +157,11 @@ class BngWork:
             return None
         async with self.ctx.sessions() as session:
             return await documents.get_bng_state(
-                session, str(entity), bng_id, not_from_event=self.ctx.event.id
+                session,
+                str(entity),
+                bng_id,
+                not_from_event=self.ctx.event.id,
+                instance=self.ctx.event.instance,
             )
 
     async def send(self, name: str, index: int, request: BngRequest) -> Any:
@@ -187,10 +193,18 @@ class BngWork:
             return
         async with self.ctx.sessions.begin() as session:
             if state is None:
-                await documents.delete_bng_state(session, str(entity), bng_id)
+                await documents.delete_bng_state(
+                    session, str(entity), bng_id, instance=self.ctx.event.instance
+                )
             else:
                 await documents.put_bng_state(
-                    session, str(entity), bng_id, state, origin="m3bng", event_id=self.ctx.event.id
+                    session,
+                    str(entity),
+                    bng_id,
+                    state,
+                    origin="m3bng",
+                    event_id=self.ctx.event.id,
+                    instance=self.ctx.event.instance,
                 )
 
     def link_with_outcome(self, m3_key: str, bng_id: str) -> None:
@@ -198,7 +212,10 @@ class BngWork:
         proves BNG holds ``bng_id``, so that a later BOD without BNG's id finds it."""
         entity = self.mapping.option("entity")
         if entity and self.mapping.option("link", False):
-            self.ctx.defer(lambda session: documents.put_xref(session, str(entity), bng_id, m3_key))
+            instance = self.ctx.event.instance
+            self.ctx.defer(
+                lambda session: documents.put_xref(session, str(entity), bng_id, m3_key, instance=instance)
+            )
 
     async def finish(self, m3_key: str, bng_id: str) -> None:
         """One transaction: the link and the variation applied (BNG's state is recorded already)."""
@@ -206,7 +223,9 @@ class BngWork:
         document = self._document()
         async with self.ctx.sessions.begin() as session:
             if entity and self.mapping.option("link", False):
-                await documents.put_xref(session, str(entity), bng_id, m3_key)
+                await documents.put_xref(
+                    session, str(entity), bng_id, m3_key, instance=self.ctx.event.instance
+                )
             if document is not None and self.bod is not None:
                 await documents.put_document_version(
                     session,

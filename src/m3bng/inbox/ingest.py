@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.observability import metrics, tracing
 from m3bng.store import queue
+from m3bng.store.models import DEFAULT_INSTANCE
 from m3bng.store.queue import NewEvent
 
 log = structlog.get_logger(__name__)
@@ -122,6 +123,7 @@ async def ingest_event(
     correlation_id: str | None = None,
     notifier: Notifier | None = None,
     group: GroupCommit | None = None,
+    instance: str = DEFAULT_INSTANCE,
 ) -> IngestResult:
     """Store one inbound event exactly once per (source, external_id) and commit it.
 
@@ -138,6 +140,7 @@ async def ingest_event(
         payload=payload,
         business_key=business_key,
         correlation_id=cid,
+        instance=instance,
     )
     with tracing.span("ingest", correlation_id=cid, source=source, event_type=event_type):
         if group is not None:
@@ -145,7 +148,7 @@ async def ingest_event(
         else:
             async with sessions.begin() as session:
                 event_id, created = await queue.insert_event_once(session, new)
-    metrics.observe_received(source, event_type, duplicate=not created)
+    metrics.observe_received(source, event_type, duplicate=not created, instance=instance)
     if created:
         if group is None:  # the group commit logs its batch
             _log_received([(new, event_id)])

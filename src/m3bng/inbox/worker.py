@@ -25,6 +25,7 @@ from m3bng.connectors import Connectors
 from m3bng.errors import PermanentError, ProcessingError, Skipped, TargetUnavailable
 from m3bng.flows.runtime import FlowContext, FlowRegistry, LeaseLost
 from m3bng.inbox.retry import RetryPolicy
+from m3bng.instances import DEFAULT, Instances
 from m3bng.observability import metrics, tracing
 from m3bng.ops.controls import PausedFlows
 from m3bng.ops.keys import event_keys
@@ -62,8 +63,13 @@ class Worker:
         policy: RetryPolicy | None = None,
         connectors: Connectors | None = None,
         on_dead_letter: DeadLetterHook | None = None,
+        instances: Instances | None = None,
     ) -> None:
+        """``instances``: the installation's BNG instances; the worker claims only their events,
+        fairly between them (store/queue.py). None: every event, as one instance."""
         self.settings = settings
+        self.instances = instances
+        self._turn = 0  # which instance goes first among equals in the next claim
         self.on_dead_letter = on_dead_letter
         self.sessions = sessions
         self.registry = registry
@@ -115,6 +121,7 @@ class Worker:
             return 0
         try:
             paused = await self.paused.event_types()
+            instances = await self._claimable_instances()
             async with single_statement(self.sessions) as session:
                 events = await queue.claim_due_events(
                     session,
@@ -123,6 +130,7 @@ class Worker:
                     self.settings.lease_seconds,
                     paused_types=sorted(paused),
                     busy=sorted(self._inflight),
+                    instances=instances,
                 )
         except Exception as exc:  # database restarting, network blip: keep the worker alive
             log.warning("worker.claim_failed", error=repr(exc)[:MAX_ERROR_CHARS])
@@ -133,6 +141,19 @@ class Worker:
             self._inflight[event.id] = task
             task.add_done_callback(self._task_done(event.id))
         return len(events)
+
+    async def _claimable_instances(self) -> list[str]:
+        """The instances not paused, each claim starting with the next one, so that among
+        instances with due work none is always last (the fairness bound, docs/instances.md).
+        Without an instances file only ``default``: events of an instance that was removed from
+        the file wait for it, never going to the default instance's BNG or company instead."""
+        paused = await self.paused.instances()
+        configured = self.instances.ids if self.instances is not None else [DEFAULT]
+        ids = [i for i in configured if i not in paused]
+        if len(ids) > 1:
+            self._turn = (self._turn + 1) % len(ids)
+            ids = ids[self._turn :] + ids[: self._turn]
+        return ids
 
     def _task_done(self, event_id: int) -> Callable[[asyncio.Task[None]], None]:
         def done(_task: asyncio.Task[None]) -> None:
@@ -204,7 +225,10 @@ class Worker:
     async def _process_traced(self, event: ClaimedEvent) -> None:
         flow = self.registry.get(event.source, event.event_type)
         ctx = FlowContext(
-            event=event, owner=self.worker_id, sessions=self.sessions, connectors=self.connectors
+            event=event,
+            owner=self.worker_id,
+            sessions=self.sessions,
+            connectors=self.connectors.for_instance(event.instance),
         )
         try:
             if event.attempts > self.policy.max_attempts:
@@ -252,7 +276,7 @@ class Worker:
             if await self._finish(
                 queue.mark_skipped, ctx, reason=str(exc)[:MAX_ERROR_CHARS], error_class=exc.error_class
             ):
-                metrics.observe_outcome(event.source, event.event_type, "skipped")
+                metrics.observe_outcome(event.source, event.event_type, "skipped", instance=event.instance)
                 log.info("event.skipped", reason=str(exc), error_class=exc.error_class)
         except PermanentError as exc:
             await self._dead(ctx, "permanent_error", exc)
@@ -266,13 +290,15 @@ class Worker:
                 error=str(exc)[:MAX_ERROR_CHARS],
                 refund_attempt=True,
             )
-            metrics.observe_outcome(event.source, event.event_type, "waiting", exc.error_class)
+            metrics.observe_outcome(
+                event.source, event.event_type, "waiting", exc.error_class, instance=event.instance
+            )
             log.info("event.waiting_for_target", target=exc.target, retry_after=exc.retry_after)
         except Exception as exc:
             await self._retry_or_dead(ctx, exc)
         else:
             if await self._finish(queue.mark_done, ctx):
-                metrics.observe_outcome(event.source, event.event_type, "done")
+                metrics.observe_outcome(event.source, event.event_type, "done", instance=event.instance)
                 log.info("event.done", attempts=event.attempts)
         finally:
             structlog.contextvars.unbind_contextvars("correlation_id", "event_id", "event_type")
@@ -286,7 +312,9 @@ class Worker:
             return
         message = _describe(exc)
         await self._finish(queue.reschedule, ctx, delay_seconds=delay, error_class=error_class, error=message)
-        metrics.observe_outcome(ctx.event.source, ctx.event.event_type, "retry", error_class)
+        metrics.observe_outcome(
+            ctx.event.source, ctx.event.event_type, "retry", error_class, instance=ctx.event.instance
+        )
         log.warning(
             "event.retry_scheduled",
             attempt=ctx.event.attempts,
@@ -306,7 +334,9 @@ class Worker:
             error=message,
             failed_step_id=ctx.last_failed_step_id,
         ):
-            metrics.observe_outcome(ctx.event.source, ctx.event.event_type, "dead", error_class)
+            metrics.observe_outcome(
+                ctx.event.source, ctx.event.event_type, "dead", error_class, instance=ctx.event.instance
+            )
             log.error("event.dead_lettered", reason=reason, error_class=error_class, error=message)
             if self.on_dead_letter is not None:
                 try:

@@ -84,6 +84,16 @@ class Mapping:
     def flow(self) -> str:
         return self.spec.flow
 
+    def with_vars(self, overrides: MappingABC[str, Any]) -> Mapping:
+        """This mapping with a BNG instance's values for the ``vars`` it declares (instances.py:
+        warehouse, order type … per instance); itself when none differ. Vars the mapping does
+        not declare are not added: an instance's vars serve all of its mappings."""
+        changed = {k: v for k, v in overrides.items() if k in self.spec.vars and self.spec.vars[k] != v}
+        if not changed:
+            return self
+        spec = self.spec.model_copy(update={"vars": {**self.spec.vars, **changed}})
+        return Mapping(spec=spec, path=self.path, content_hash=self.content_hash, tables=self.tables)
+
     def _any_call(self, name: str) -> CallSpec | BngCallSpec:
         try:
             return self.spec.calls[name]

@@ -1,7 +1,9 @@
 """Prometheus metrics. Names are part of the contract with dashboards: change them deliberately.
 
 Label values are bounded sets (event types and flows come from mapping files, programs and
-transactions from mapping files, outcomes from the error classes), so cardinality stays small.
+transactions from mapping files, outcomes from the error classes, instances from the instances
+file), so cardinality stays small. The BNG instance is the label ``bng_instance``: Prometheus
+sets ``instance`` on every series to the scraped target (host:port) and would rename ours.
 Gauges about the store (backlog, dead letters) are read from the database when Prometheus
 scrapes (api/metrics.py), so every process reports the same, true numbers.
 """
@@ -28,15 +30,17 @@ M3_CALL_SECONDS = Histogram(
 CIRCUIT_OPEN = Gauge("m3bng_circuit_open", "1 while the circuit to a target is open or half-open", ["target"])
 
 EVENTS_RECEIVED = Counter(
-    "m3bng_events_received_total", "Inbound events stored (duplicates excluded)", ["source", "event_type"]
+    "m3bng_events_received_total",
+    "Inbound events stored (duplicates excluded) by BNG instance, source and event type",
+    ["bng_instance", "source", "event_type"],
 )
 EVENTS_DUPLICATE = Counter(
-    "m3bng_events_duplicate_total", "Inbound deliveries recognised as duplicates", ["source"]
+    "m3bng_events_duplicate_total", "Inbound deliveries recognised as duplicates", ["bng_instance", "source"]
 )
 EVENTS_FINISHED = Counter(
     "m3bng_events_finished_total",
     "Processing attempts by outcome: done, skipped, dead, retry, waiting (target unavailable)",
-    ["source", "event_type", "outcome"],
+    ["bng_instance", "source", "event_type", "outcome"],
 )
 ATTEMPTS_BY_ERROR = Counter(
     "m3bng_attempt_errors_total",
@@ -67,22 +71,24 @@ LIMIT_SHARE = Gauge(
 # flows) or disappears (an event type no flow handles), never its last non-zero value.
 BACKLOG = Gauge(
     "m3bng_backlog_events",
-    "Open events per flow by status (pending: waiting for a worker or a retry; processing: claimed)",
-    ["source", "event_type", "status"],
+    "Open events per instance and flow by status (pending: waiting for a worker or a retry; "
+    "processing: claimed)",
+    ["bng_instance", "source", "event_type", "status"],
 )
 BACKLOG_OLDEST = Gauge(
     "m3bng_backlog_oldest_age_seconds",
-    "Seconds since the oldest open (pending or processing) event of a flow was received; 0 when none",
-    ["source", "event_type"],
+    "Seconds since the oldest open (pending or processing) event of a flow was received, per "
+    "instance; 0 when none",
+    ["bng_instance", "source", "event_type"],
 )
 DEAD_LETTERS = Gauge(
     "m3bng_dead_letters",
-    "Unresolved dead letters (events still dead, neither replayed nor discarded) per flow",
-    ["source", "event_type"],
+    "Unresolved dead letters (events still dead, neither replayed nor discarded) per instance and flow",
+    ["bng_instance", "source", "event_type"],
 )
 PAUSED = Gauge(
     "m3bng_paused",
-    "1 while a flow (name = event type) or a target (m3, bng, ion) is paused by an operator",
+    "1 while a flow (name = event type), a target (m3, bng, ion) or a BNG instance is paused by an operator",
     ["kind", "name"],
 )
 # Labelled by the store's backend (sqlite, postgresql) so that only processes that read the store
@@ -120,9 +126,9 @@ def refresh_circuits(states: dict[str, str]) -> None:
 class StoreGauges:
     """One scrape's reading of the store (ops/backlog.py builds it)."""
 
-    backlog: dict[tuple[str, str, str], int]  # (source, event_type, status) → count
-    oldest_age: dict[tuple[str, str], float]  # (source, event_type) → seconds
-    dead_letters: dict[tuple[str, str], int]  # (source, event_type) → count
+    backlog: dict[tuple[str, str, str, str], int]  # (instance, source, event_type, status) → count
+    oldest_age: dict[tuple[str, str, str], float]  # (instance, source, event_type) → seconds
+    dead_letters: dict[tuple[str, str, str], int]  # (instance, source, event_type) → count
     paused: dict[tuple[str, str], bool]  # (kind, name) → paused
 
 
@@ -136,12 +142,12 @@ def set_store_gauges(gauges: StoreGauges | None, seconds: float, backend: str) -
         STORE_UP.labels(backend).set(0)
         return
     STORE_UP.labels(backend).set(1)
-    for (source, event_type, status), count in gauges.backlog.items():
-        BACKLOG.labels(source, event_type, status).set(count)
-    for (source, event_type), age in gauges.oldest_age.items():
-        BACKLOG_OLDEST.labels(source, event_type).set(age)
-    for (source, event_type), count in gauges.dead_letters.items():
-        DEAD_LETTERS.labels(source, event_type).set(count)
+    for (instance, source, event_type, status), count in gauges.backlog.items():
+        BACKLOG.labels(instance, source, event_type, status).set(count)
+    for (instance, source, event_type), age in gauges.oldest_age.items():
+        BACKLOG_OLDEST.labels(instance, source, event_type).set(age)
+    for (instance, source, event_type), count in gauges.dead_letters.items():
+        DEAD_LETTERS.labels(instance, source, event_type).set(count)
     for (kind, name), paused in gauges.paused.items():
         PAUSED.labels(kind, name).set(1 if paused else 0)
 
@@ -155,17 +161,19 @@ def observe_outbound(target: str, operation: str, step: str, status: str, second
     OUTBOUND_SECONDS.labels(target, program[:32], transaction[:64], status).observe(seconds)
 
 
-def observe_outcome(source: str, event_type: str, outcome: str, error_class: str | None = None) -> None:
-    EVENTS_FINISHED.labels(source, event_type, outcome).inc()
+def observe_outcome(
+    source: str, event_type: str, outcome: str, error_class: str | None = None, instance: str = "default"
+) -> None:
+    EVENTS_FINISHED.labels(instance, source, event_type, outcome).inc()
     if error_class and outcome in ("dead", "retry", "waiting"):
         ATTEMPTS_BY_ERROR.labels(event_type, error_class).inc()
 
 
-def observe_received(source: str, event_type: str, duplicate: bool) -> None:
+def observe_received(source: str, event_type: str, duplicate: bool, instance: str = "default") -> None:
     if duplicate:
-        EVENTS_DUPLICATE.labels(source).inc()
+        EVENTS_DUPLICATE.labels(instance, source).inc()
     else:
-        EVENTS_RECEIVED.labels(source, event_type).inc()
+        EVENTS_RECEIVED.labels(instance, source, event_type).inc()
 
 
 def observe_reconcile(kind: str, finding: str, count: int) -> None:

@@ -5,11 +5,13 @@ Conditions (evaluated from the store every ``M3BNG_ALERT_CHECK_SECONDS``, so the
 process evaluates them):
 
 * ``dead_letters:<flow>``: the flow has unresolved dead letters (retries exhausted, permanent
-  error, no flow); resolves ("recovered", Svix's word) when none is left, replayed or discarded.
+  error, no flow), counted per BNG instance in the detail (``instances``); resolves
+  ("recovered", Svix's word) when none is left, replayed or discarded.
 * ``circuit:<target>``: the circuit breaker toward M3 or BNG is open. Breakers live in each
   process; this is the view of the process running the alerter (the one holding the lease).
 * ``backlog:<flow>``: the flow's oldest open event (pending or processing) waits longer than
-  ``M3BNG_ALERT_BACKLOG_MINUTES``: a paused flow, a target that is down, a stuck worker.
+  ``M3BNG_ALERT_BACKLOG_MINUTES``: a paused flow or instance, a target that is down, a stuck
+  worker; the detail counts the open events per BNG instance (``instances``).
 * ``order_sla``: BNG orders received more than ``M3BNG_ALERT_ORDER_SLA_MINUTES`` ago that are
   not in M3 yet (neither done, nor skipped, nor discarded); lists the order ids.
 * ``reconcile:orders``: the newest order reconciliation found orders that never arrived (and
@@ -51,7 +53,7 @@ from m3bng.store import control as control_store
 from m3bng.store import reconcile as reconcile_store
 from m3bng.store.alerts import FIRING as FIRING  # the alert states, re-exported for the API
 from m3bng.store.alerts import RESOLVED as RESOLVED
-from m3bng.store.models import OPEN_STATUSES, Alert, EventStatus
+from m3bng.store.models import DEFAULT_INSTANCE, OPEN_STATUSES, Alert, EventStatus
 from m3bng.store.sql import utcnow
 
 log = structlog.get_logger(__name__)
@@ -193,10 +195,12 @@ async def dead_letter_conditions(session: AsyncSession) -> list[Condition]:
             f"{dead.reason}"
             + (f" ({dead.error_class})" if dead.error_class else "")
             + (f": {error}" if error else ".")
+            + _in_instances(group.instances)
         )
         detail = {
             "flow": flow,
             "count": count,
+            "instances": dict(group.instances),
             "latest": {
                 "event_id": dead.event_id,
                 "dead_letter_id": dead.id,
@@ -208,6 +212,14 @@ async def dead_letter_conditions(session: AsyncSession) -> list[Condition]:
         }
         conditions.append(Condition(f"dead_letters:{flow}", "dead_letters", summary, detail))
     return conditions
+
+
+def _in_instances(counts: Mapping[str, int]) -> str:
+    """The BNG instances concerned (`` Instances: eu 3, us 1.``); nothing when it is only the
+    default one, so an installation without an instances file reads as before."""
+    if not counts or set(counts) == {DEFAULT_INSTANCE}:
+        return ""
+    return " Instances: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) + "."
 
 
 def error_excerpt(error: str | None) -> str | None:
@@ -237,21 +249,26 @@ async def backlog_conditions(
 ) -> list[Condition]:
     limit = now - timedelta(minutes=minutes)
     groups = await alert_store.open_events_by_flow(session)
-    late = [(g.flow, g.count, g.oldest_received_at) for g in groups if g.oldest_received_at < limit]
+    late = [
+        (g.flow, g.count, g.oldest_received_at, g.instances) for g in groups if g.oldest_received_at < limit
+    ]
     if not late:
         return []
     paused = await _paused_flows(session, registry)
     conditions = []
-    for flow, count, oldest in late:
+    for flow, count, oldest, instances in late:
         age = (now - oldest).total_seconds() / 60
         is_paused = flow in paused
         summary = (
             f"Backlog in flow {flow}: the oldest of {count} open events has waited {age:.0f} min "
-            f"(limit {minutes:g} min)" + ("; the flow or its target is paused." if is_paused else ".")
+            f"(limit {minutes:g} min)"
+            + ("; the flow or its target is paused." if is_paused else ".")
+            + _in_instances(instances)
         )
         detail = {
             "flow": flow,
             "open": count,
+            "instances": dict(instances),
             "oldest_received_at": oldest.isoformat(),
             "oldest_age_minutes": round(age, 1),
             "limit_minutes": minutes,

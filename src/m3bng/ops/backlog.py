@@ -12,7 +12,7 @@ paused flow or a slow M3. The backlog alerts (ops/alerts.py) measure the same th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -23,7 +23,7 @@ from m3bng.flows.runtime import FlowInfo, FlowRegistry
 from m3bng.observability.metrics import StoreGauges
 from m3bng.ops.controls import TARGETS, ControlState, list_controls
 from m3bng.store import control as control_store
-from m3bng.store.models import EventStatus
+from m3bng.store.models import DEFAULT_INSTANCE, EventStatus
 from m3bng.store.sql import utcnow
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from m3bng.connectors.protection import CircuitBreaker
 
 FlowKey = tuple[str, str]  # (source, event_type)
+InstanceFlowKey = tuple[str, str, str]  # (instance, source, event_type)
 
 
 @dataclass
@@ -55,17 +56,30 @@ class Backlog:
             self.oldest_received_at = other.oldest_received_at
 
 
-async def backlog_by_flow(session: AsyncSession) -> dict[FlowKey, Backlog]:
-    """Open events by (source, event type), pending and processing counted apart."""
-    out: dict[FlowKey, Backlog] = {}
+async def backlog_by_instance(session: AsyncSession) -> dict[InstanceFlowKey, Backlog]:
+    """Open events by (instance, source, event type), pending and processing counted apart."""
+    out: dict[InstanceFlowKey, Backlog] = {}
     for group in await control_store.open_events(session):
         part = (
             Backlog(pending=group.count, oldest_received_at=group.oldest_received_at)
             if group.status == EventStatus.PENDING.value
             else Backlog(processing=group.count, oldest_received_at=group.oldest_received_at)
         )
-        out.setdefault((group.source, group.event_type), Backlog()).add(part)
+        out.setdefault((group.instance, group.source, group.event_type), Backlog()).add(part)
     return out
+
+
+def by_flow(backlog: Mapping[InstanceFlowKey, Backlog]) -> dict[FlowKey, Backlog]:
+    """The same summed over the instances: (source, event type)."""
+    out: dict[FlowKey, Backlog] = {}
+    for (_instance, source, event_type), part in backlog.items():
+        out.setdefault((source, event_type), Backlog()).add(part)
+    return out
+
+
+async def backlog_by_flow(session: AsyncSession) -> dict[FlowKey, Backlog]:
+    """Open events by (source, event type), pending and processing counted apart."""
+    return by_flow(await backlog_by_instance(session))
 
 
 def flow_backlog(
@@ -98,27 +112,35 @@ def target_breakers(connectors: Connectors) -> dict[str, CircuitBreaker]:
 
 
 async def store_gauges(
-    session: AsyncSession, registry: FlowRegistry, now: datetime | None = None
+    session: AsyncSession,
+    registry: FlowRegistry,
+    now: datetime | None = None,
+    instances: Sequence[str] = (DEFAULT_INSTANCE,),
 ) -> StoreGauges:
     """Everything ``/metrics`` reads from the store, with every registered flow and target
-    present (0 when idle), so a drained backlog reads 0 rather than its last value."""
+    present (0 when idle) for every configured instance, so a drained backlog reads 0 rather
+    than its last value."""
     now = now or utcnow()
-    backlog = await backlog_by_flow(session)
+    backlog = await backlog_by_instance(session)
     dead = await control_store.dead_letter_depth(session)
     controls = await list_controls(session)
     flows = registry.describe()
-    for key in _idle_keys(flows, backlog):
-        backlog[key] = Backlog()
-    for key in _idle_keys(flows, dead):
-        dead[key] = 0
-    counts: dict[tuple[str, str, str], int] = {}
-    ages: dict[FlowKey, float] = {}
-    for (source, event_type), part in backlog.items():
-        counts[(source, event_type, EventStatus.PENDING.value)] = part.pending
-        counts[(source, event_type, EventStatus.PROCESSING.value)] = part.processing
-        ages[(source, event_type)] = part.oldest_age_seconds(now) or 0.0
+    for instance in instances:
+        present = {(s, t): b for (i, s, t), b in backlog.items() if i == instance}
+        for source, event_type in _idle_keys(flows, present):
+            backlog[(instance, source, event_type)] = Backlog()
+        present_dead = {(s, t): n for (i, s, t), n in dead.items() if i == instance}
+        for source, event_type in _idle_keys(flows, present_dead):
+            dead[(instance, source, event_type)] = 0
+    counts: dict[tuple[str, str, str, str], int] = {}
+    ages: dict[InstanceFlowKey, float] = {}
+    for (instance, source, event_type), part in backlog.items():
+        counts[(instance, source, event_type, EventStatus.PENDING.value)] = part.pending
+        counts[(instance, source, event_type, EventStatus.PROCESSING.value)] = part.processing
+        ages[(instance, source, event_type)] = part.oldest_age_seconds(now) or 0.0
     paused = {("flow", info.event_type): False for info in flows}
     paused.update({("target", target): False for target in TARGETS})
+    paused.update({("instance", instance): False for instance in instances})
     paused.update({(c.kind, c.name): c.paused for c in controls})
     return StoreGauges(backlog=counts, oldest_age=ages, dead_letters=dead, paused=paused)
 

@@ -1,5 +1,5 @@
-"""Pause and resume: a flow (one event type) or a target (m3, bng, ion, i.e. every flow that
-writes to it).
+"""Pause and resume: a flow (one event type), a target (m3, bng, ion, i.e. every flow that
+writes to it) or a BNG instance (every event of that instance, instances.py).
 
 A pause is a row in ``controls``, so it holds for every worker process on the database and
 survives restarts. Workers stop *claiming* paused events; an event already in flight finishes
@@ -21,7 +21,7 @@ from m3bng.store.db import single_statement
 from m3bng.store.models import Control
 from m3bng.store.sql import utcnow
 
-KINDS = ("flow", "target")
+KINDS = ("flow", "target", "instance")
 TARGETS = ("m3", "bng", "ion")
 CACHE_SECONDS = 1.0
 
@@ -62,7 +62,7 @@ async def paused_event_types(session: AsyncSession, registry: FlowRegistry) -> s
     for kind, name in await control_store.paused_switches(session):
         if kind == "flow":
             types.add(name)
-        else:
+        elif kind == "target":
             types |= registry.event_types_for_target(name)
     return types
 
@@ -75,14 +75,31 @@ class PausedFlows:
         self.sessions = sessions
         self.registry = registry
         self._types: set[str] = set()
+        self._instances: set[str] = set()
         self._read_at = float("-inf")
 
     async def event_types(self) -> set[str]:
+        await self._refresh()
+        return self._types
+
+    async def instances(self) -> set[str]:
+        """The BNG instances whose events workers must not claim."""
+        await self._refresh()
+        return self._instances
+
+    async def _refresh(self) -> None:
         if time.monotonic() - self._read_at >= CACHE_SECONDS:
             async with single_statement(self.sessions) as session:
-                self._types = await paused_event_types(session, self.registry)
+                switches = await control_store.paused_switches(session)
+            types: set[str] = set()
+            for kind, name in switches:
+                if kind == "flow":
+                    types.add(name)
+                elif kind == "target":
+                    types |= self.registry.event_types_for_target(name)
+            self._types = types
+            self._instances = {name for kind, name in switches if kind == "instance"}
             self._read_at = time.monotonic()
-        return self._types
 
     def invalidate(self) -> None:
         self._read_at = float("-inf")

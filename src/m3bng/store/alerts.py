@@ -9,7 +9,7 @@ moves all the rows in one transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -40,55 +40,79 @@ def still_dead_letters(*columns: Any) -> Select[Any]:
 
 @dataclass(frozen=True)
 class DeadLetterGroup:
-    """A flow's unresolved dead letters: how many, and the latest of them in full."""
+    """A flow's unresolved dead letters: how many, the latest of them in full, and how many of
+    them per BNG instance."""
 
     flow: str
     count: int
     latest: DeadLetter
+    instances: dict[str, int] = field(default_factory=dict)
 
 
 async def dead_letters_by_flow(session: AsyncSession) -> list[DeadLetterGroup]:
     """Per event type (in name order): the count of ``still_dead_letters`` and the latest one.
 
-    Two queries whatever the backlog: one ``GROUP BY`` for the counts and the highest id, then
-    the latest rows by primary key, so a flow with thousands of dead letters loads one row.
+    Two queries whatever the backlog: one ``GROUP BY`` (event type and instance) for the counts
+    and the highest id, then the latest rows by primary key, so a flow with thousands of dead
+    letters loads one row.
     """
-    groups = (
+    rows = (
         await session.execute(
-            still_dead_letters(Event.event_type, func.count(DeadLetter.id), func.max(DeadLetter.id))
-            .group_by(Event.event_type)
-            .order_by(Event.event_type)
+            still_dead_letters(
+                Event.event_type, Event.instance, func.count(DeadLetter.id), func.max(DeadLetter.id)
+            )
+            .group_by(Event.event_type, Event.instance)
+            .order_by(Event.event_type, Event.instance)
         )
     ).all()
-    if not groups:
+    if not rows:
         return []
-    latest_ids = [latest for _flow, _count, latest in groups]
+    flows: dict[str, tuple[int, dict[str, int]]] = {}
+    for flow, instance, count, latest_id in rows:
+        highest, by_instance = flows.get(flow, (0, {}))
+        by_instance[instance] = int(count)
+        flows[flow] = (max(highest, int(latest_id)), by_instance)
+    latest_ids = [highest for highest, _by in flows.values()]
     latest = {
         row.id: row
         for row in (await session.execute(select(DeadLetter).where(DeadLetter.id.in_(latest_ids)))).scalars()
     }
-    return [DeadLetterGroup(flow, int(count), latest[latest_id]) for flow, count, latest_id in groups]
+    return [
+        DeadLetterGroup(flow, sum(by.values()), latest[highest], by) for flow, (highest, by) in flows.items()
+    ]
 
 
 @dataclass(frozen=True)
 class OpenFlow:
-    """A flow's open (pending or processing) events: how many, and when the oldest arrived."""
+    """A flow's open (pending or processing) events: how many, when the oldest arrived, and how
+    many per BNG instance."""
 
     flow: str
     count: int
     oldest_received_at: datetime
+    instances: dict[str, int] = field(default_factory=dict)
 
 
 async def open_events_by_flow(session: AsyncSession) -> list[OpenFlow]:
     """Open events per event type (in name order): one ``GROUP BY`` over pending and processing
     events, by ``received_at`` so a paused flow or a stuck worker shows as age, not as count."""
     rows = await session.execute(
-        select(Event.event_type, func.count(Event.id), func.min(Event.received_at))
+        select(Event.event_type, Event.instance, func.count(Event.id), func.min(Event.received_at))
         .where(Event.status.in_(OPEN_STATUSES))
-        .group_by(Event.event_type)
-        .order_by(Event.event_type)
+        .group_by(Event.event_type, Event.instance)
+        .order_by(Event.event_type, Event.instance)
     )
-    return [OpenFlow(flow, int(count), oldest) for flow, count, oldest in rows.all()]
+    flows: dict[str, OpenFlow] = {}
+    for flow, instance, count, oldest in rows.all():
+        found = flows.get(flow)
+        if found is None:
+            flows[flow] = OpenFlow(flow, int(count), oldest, {instance: int(count)})
+        else:
+            found.instances[instance] = int(count)
+            flows[flow] = OpenFlow(
+                flow, found.count + int(count), min(found.oldest_received_at, oldest), found.instances
+            )
+    return list(flows.values())
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from m3bng.store import sql
 from m3bng.store.alerts import still_dead_letters
-from m3bng.store.models import OPEN_STATUSES, Control, DeadLetter, Event, SchedulerLease
+from m3bng.store.models import OPEN_STATUSES, Control, DeadLetter, Event, EventStatus, SchedulerLease
 
 # --- pause switches --------------------------------------------------------------------------
 
@@ -108,8 +108,9 @@ async def take_lease(
 
 @dataclass(frozen=True)
 class OpenEvents:
-    """The open events of one (source, event type) in one status."""
+    """The open events of one (instance, source, event type) in one status."""
 
+    instance: str
     source: str
     event_type: str
     status: str
@@ -118,28 +119,55 @@ class OpenEvents:
 
 
 async def open_events(session: AsyncSession) -> list[OpenEvents]:
-    """Pending and processing events by source, event type and status: one ``GROUP BY`` served
-    by ``ix_events_event_type_status``, whatever the number of flows. "Oldest" is by
+    """Pending and processing events by instance, source, event type and status: one
+    ``GROUP BY`` over the open events, whatever the number of flows. "Oldest" is by
     ``received_at``: how long the oldest unfinished event has waited since it arrived."""
     rows = await session.execute(
         select(
-            Event.source, Event.event_type, Event.status, func.count(Event.id), func.min(Event.received_at)
+            Event.instance,
+            Event.source,
+            Event.event_type,
+            Event.status,
+            func.count(Event.id),
+            func.min(Event.received_at),
         )
         .where(Event.status.in_(OPEN_STATUSES))
-        .group_by(Event.source, Event.event_type, Event.status)
+        .group_by(Event.instance, Event.source, Event.event_type, Event.status)
     )
     return [
-        OpenEvents(source, event_type, status, int(count), oldest)
-        for source, event_type, status, count, oldest in rows.all()
+        OpenEvents(instance, source, event_type, status, int(count), oldest)
+        for instance, source, event_type, status, count, oldest in rows.all()
     ]
 
 
-async def dead_letter_depth(session: AsyncSession) -> dict[tuple[str, str], int]:
-    """Unresolved dead letters of events that are still dead, by (source, event type): the same
-    two conditions as the dead-letter alerts (``still_dead_letters``)."""
+async def dead_letter_depth(session: AsyncSession) -> dict[tuple[str, str, str], int]:
+    """Unresolved dead letters of events that are still dead, by (instance, source, event type):
+    the same two conditions as the dead-letter alerts (``still_dead_letters``)."""
+    key = (Event.instance, Event.source, Event.event_type)
+    rows = await session.execute(still_dead_letters(*key, func.count(DeadLetter.id)).group_by(*key))
+    return {(instance, source, event_type): int(count) for instance, source, event_type, count in rows.all()}
+
+
+@dataclass(frozen=True)
+class InstanceCounts:
+    """One BNG instance's events waiting (pending) and given up (dead)."""
+
+    pending: int = 0
+    dead: int = 0
+
+
+async def counts_by_instance(session: AsyncSession) -> dict[str, InstanceCounts]:
+    """Pending and dead events per instance, in one ``GROUP BY`` (instances with none are absent)."""
+    pending, dead = EventStatus.PENDING.value, EventStatus.DEAD.value
     rows = await session.execute(
-        still_dead_letters(Event.source, Event.event_type, func.count(DeadLetter.id)).group_by(
-            Event.source, Event.event_type
-        )
+        select(Event.instance, Event.status, func.count(Event.id))
+        .where(Event.status.in_((pending, dead)))
+        .group_by(Event.instance, Event.status)
     )
-    return {(source, event_type): int(count) for source, event_type, count in rows.all()}
+    found: dict[str, dict[str, int]] = {}
+    for instance, status, count in rows.all():
+        found.setdefault(str(instance), {})[str(status)] = int(count)
+    return {
+        instance: InstanceCounts(pending=by.get(pending, 0), dead=by.get(dead, 0))
+        for instance, by in found.items()
+    }

@@ -11,32 +11,60 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from m3bng.store.models import BngState, CrossReference, DocumentVersion
+from m3bng.store.models import DEFAULT_INSTANCE, BngState, CrossReference, DocumentVersion
 from m3bng.store.sql import dialect_name, insert_ignore, upsert, upserts, utcnow
 
 _XREFS = cast(Table, CrossReference.__table__)
 _BNG_STATE = cast(Table, BngState.__table__)
 # Built once (Core, bound per call): these run for most events a worker applies.
 _GET_XREF = select(_XREFS.c.m3_key).where(
-    _XREFS.c.entity == bindparam("entity"), _XREFS.c.bng_id == bindparam("bng_id")
+    _XREFS.c.instance == bindparam("instance"),
+    _XREFS.c.entity == bindparam("entity"),
+    _XREFS.c.bng_id == bindparam("bng_id"),
 )
-_PUT_BNG_STATE = upserts(_BNG_STATE, ["entity", "bng_id"], ["data", "origin", "event_id", "updated_at"])
+_PUT_BNG_STATE = upserts(
+    _BNG_STATE, ["instance", "entity", "bng_id"], ["data", "origin", "event_id", "updated_at"]
+)
+
+# Every key below is per BNG instance (instances.py): the same BNG id in two instances is two
+# objects, each with its own link to M3.
 
 
-async def get_xref(session: AsyncSession, entity: str, bng_id: str) -> str | None:
+async def get_xref(
+    session: AsyncSession, entity: str, bng_id: str, *, instance: str = DEFAULT_INSTANCE
+) -> str | None:
     """The M3 key BNG's ``bng_id`` was last applied to, if m3bng has seen the object before."""
-    result = await session.execute(_GET_XREF, {"entity": entity, "bng_id": bng_id})
+    result = await session.execute(_GET_XREF, {"instance": instance, "entity": entity, "bng_id": bng_id})
     return result.scalar_one_or_none()
 
 
-async def get_xref_by_m3(session: AsyncSession, entity: str, m3_key: str) -> str | None:
+async def get_xref_by_m3(
+    session: AsyncSession, entity: str, m3_key: str, *, instance: str = DEFAULT_INSTANCE
+) -> str | None:
     result = await session.execute(
-        select(CrossReference.bng_id).where(CrossReference.entity == entity, CrossReference.m3_key == m3_key)
+        select(CrossReference.bng_id).where(
+            CrossReference.instance == instance,
+            CrossReference.entity == entity,
+            CrossReference.m3_key == m3_key,
+        )
     )
     return result.scalar_one_or_none()
 
 
-async def put_xref(session: AsyncSession, entity: str, bng_id: str, m3_key: str) -> None:
+async def instances_of_m3(session: AsyncSession, entity: str, m3_key: str) -> list[str]:
+    """The instances that hold a link to this M3 object: where its changes (an order's status,
+    a customer's address) go back to."""
+    result = await session.execute(
+        select(CrossReference.instance)
+        .where(CrossReference.entity == entity, CrossReference.m3_key == m3_key)
+        .order_by(CrossReference.instance)
+    )
+    return list(result.scalars())
+
+
+async def put_xref(
+    session: AsyncSession, entity: str, bng_id: str, m3_key: str, *, instance: str = DEFAULT_INSTANCE
+) -> None:
     """Link ``bng_id`` ⇄ ``m3_key``, replacing an older link of either id.
 
     Both directions are unique: an M3 key that BNG re-used for another object (or a BNG id that
@@ -49,19 +77,30 @@ async def put_xref(session: AsyncSession, entity: str, bng_id: str, m3_key: str)
     A new link, the common case, is that insert alone.
     """
     now = utcnow()
-    row = {"entity": entity, "bng_id": bng_id, "m3_key": m3_key, "created_at": now, "updated_at": now}
+    row = {
+        "instance": instance,
+        "entity": entity,
+        "bng_id": bng_id,
+        "m3_key": m3_key,
+        "created_at": now,
+        "updated_at": now,
+    }
     # The usual case, a new object: one statement. Either unique key taken: look closer.
     if (await session.execute(insert_ignore(session, _XREFS, row).returning(_XREFS.c.id))).first():
         return
     same = await session.execute(
         select(CrossReference.id).where(
-            CrossReference.entity == entity, CrossReference.bng_id == bng_id, CrossReference.m3_key == m3_key
+            CrossReference.instance == instance,
+            CrossReference.entity == entity,
+            CrossReference.bng_id == bng_id,
+            CrossReference.m3_key == m3_key,
         )
     )
     if same.first() is not None:  # already linked: nothing to move
         return
     await session.execute(
         delete(CrossReference).where(
+            CrossReference.instance == instance,
             CrossReference.entity == entity,
             (CrossReference.bng_id == bng_id) | (CrossReference.m3_key == m3_key),
         )
@@ -114,7 +153,12 @@ async def put_document_version(
 
 
 async def get_bng_state(
-    session: AsyncSession, entity: str, bng_id: str, *, not_from_event: int | None = None
+    session: AsyncSession,
+    entity: str,
+    bng_id: str,
+    *,
+    not_from_event: int | None = None,
+    instance: str = DEFAULT_INSTANCE,
 ) -> dict[str, Any] | None:
     """What BNG holds for the object as far as m3bng knows.
 
@@ -122,7 +166,9 @@ async def get_bng_state(
     an event must not take its own unfinished work for an echo.
     """
     result = await session.execute(
-        select(BngState.data, BngState.event_id).where(BngState.entity == entity, BngState.bng_id == bng_id)
+        select(BngState.data, BngState.event_id).where(
+            BngState.instance == instance, BngState.entity == entity, BngState.bng_id == bng_id
+        )
     )
     row = result.one_or_none()
     if row is None or (not_from_event is not None and row.event_id == not_from_event):
@@ -131,11 +177,31 @@ async def get_bng_state(
 
 
 async def put_bng_state(
-    session: AsyncSession, entity: str, bng_id: str, data: dict[str, Any], *, origin: str, event_id: int
+    session: AsyncSession,
+    entity: str,
+    bng_id: str,
+    data: dict[str, Any],
+    *,
+    origin: str,
+    event_id: int,
+    instance: str = DEFAULT_INSTANCE,
 ) -> None:
-    row = {"entity": entity, "bng_id": bng_id, "data": data, "origin": origin, "event_id": event_id}
+    row = {
+        "instance": instance,
+        "entity": entity,
+        "bng_id": bng_id,
+        "data": data,
+        "origin": origin,
+        "event_id": event_id,
+    }
     await session.execute(_PUT_BNG_STATE[dialect_name(session)], {**row, "updated_at": utcnow()})
 
 
-async def delete_bng_state(session: AsyncSession, entity: str, bng_id: str) -> None:
-    await session.execute(delete(BngState).where(BngState.entity == entity, BngState.bng_id == bng_id))
+async def delete_bng_state(
+    session: AsyncSession, entity: str, bng_id: str, *, instance: str = DEFAULT_INSTANCE
+) -> None:
+    await session.execute(
+        delete(BngState).where(
+            BngState.instance == instance, BngState.entity == entity, BngState.bng_id == bng_id
+        )
+    )

@@ -5,7 +5,8 @@ external id) was seen before; ``connectors/ion/ingest.py`` says why both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from sqlalchemy import insert, select
@@ -35,7 +36,11 @@ async def event_for_message(session: AsyncSession, message_id: str) -> int | Non
 
 
 async def insert_bod_once(
-    sessions: async_sessionmaker[AsyncSession], new: NewEvent, *, message_id: str | None
+    sessions: async_sessionmaker[AsyncSession],
+    new: NewEvent,
+    *,
+    message_id: str | None,
+    instances: Sequence[str] = (),
 ) -> StoredBod:
     """Store the BOD's event and its messageId unless either the messageId or the BODID is
     known, and commit before returning.
@@ -51,14 +56,20 @@ async def insert_bod_once(
     transaction back, event included, and answers "duplicate" with the winner's event id.
     SQLite serialises writers (BEGIN IMMEDIATE), so there the check before the insert already
     sees the winner. Any other integrity error, or one without a messageId, is raised.
+
+    ``instances``: the BNG instances the BOD goes to (flows/routing.py), one event each, all in
+    the same transaction (``new.instance`` when empty). The BODID is a duplicate only when every
+    instance holds it already; the first event stands for the delivery.
     """
+    news = [replace(new, instance=i) for i in instances] or [new]
     try:
         async with sessions.begin() as session:
             known = await event_for_message(session, message_id) if message_id else None
             if known is not None:
                 return StoredBod(known, "messageId")
-            event_id, created = await queue.insert_event_once(session, new)
-            if not created:
+            results = await queue.insert_events_once(session, news)
+            event_id = next((i for i, created in results if created), results[0][0])
+            if not any(created for _, created in results):
                 return StoredBod(event_id, "BODID")
             if message_id:
                 await session.execute(

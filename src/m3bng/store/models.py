@@ -85,6 +85,9 @@ class EventStatus(enum.StrEnum):
     SKIPPED = "skipped"
 
 
+DEFAULT_INSTANCE = "default"  # the single-instance settings' BNG (instances.py)
+InstanceId = String(32)
+
 # Statuses that still hold their place in a business key's queue (see store/queue.py).
 OPEN_STATUSES = (EventStatus.PENDING.value, EventStatus.PROCESSING.value)
 
@@ -104,8 +107,9 @@ class Event(Base):
 
     __tablename__ = "events"
     __table_args__ = (
-        UniqueConstraint("source", "external_id"),
+        UniqueConstraint("instance", "source", "external_id"),
         Index("ix_events_due", "status", "next_attempt_at"),
+        Index("ix_events_instance_due", "instance", "status", "next_attempt_at"),  # the fair claim
         Index("ix_events_business_key_id", "business_key", "id"),
         Index("ix_events_received_at", "received_at"),
         Index("ix_events_finished_at", "finished_at"),
@@ -113,6 +117,10 @@ class Event(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # The BNG instance the event came from or is for (instances.py); keys are per instance.
+    instance: Mapped[str] = mapped_column(
+        String(32), default=DEFAULT_INSTANCE, server_default=DEFAULT_INSTANCE
+    )
     source: Mapped[str] = mapped_column(String(32))
     external_id: Mapped[str] = mapped_column(String(255))
     event_type: Mapped[str] = mapped_column(String(128))
@@ -250,11 +258,14 @@ class CrossReference(Base):
 
     __tablename__ = "xrefs"
     __table_args__ = (
-        UniqueConstraint("entity", "bng_id"),
-        UniqueConstraint("entity", "m3_key"),
+        UniqueConstraint("instance", "entity", "bng_id"),
+        UniqueConstraint("instance", "entity", "m3_key"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    instance: Mapped[str] = mapped_column(
+        String(32), default=DEFAULT_INSTANCE, server_default=DEFAULT_INSTANCE
+    )
     entity: Mapped[str] = mapped_column(String(64))  # customer, order, item, supplier ...
     bng_id: Mapped[str] = mapped_column(String(255))
     m3_key: Mapped[str] = mapped_column(String(255))
@@ -310,9 +321,12 @@ class BngState(Base):
     body m3bng last wrote to it. Echo suppression compares against this in both directions."""
 
     __tablename__ = "bng_state"
-    __table_args__ = (UniqueConstraint("entity", "bng_id"),)
+    __table_args__ = (UniqueConstraint("instance", "entity", "bng_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    instance: Mapped[str] = mapped_column(
+        String(32), default=DEFAULT_INSTANCE, server_default=DEFAULT_INSTANCE
+    )
     entity: Mapped[str] = mapped_column(String(64))
     bng_id: Mapped[str] = mapped_column(String(255))
     data: Mapped[Any] = mapped_column(Json)

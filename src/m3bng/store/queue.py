@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng import jsonfast
-from m3bng.store.models import DeadLetter, Event, EventStatus, UTCDateTime
+from m3bng.store.models import DEFAULT_INSTANCE, DeadLetter, Event, EventStatus, UTCDateTime
 from m3bng.store.sql import is_sqlite, utcnow
 
 
@@ -32,6 +32,11 @@ class NewEvent:
     payload: Any
     business_key: str | None
     correlation_id: str
+    instance: str = DEFAULT_INSTANCE  # keys are per instance: (instance, source, external_id)
+
+
+# What identifies a stored event: its instance, source and external id.
+EventKey = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class ClaimedEvent:
     attempts: int
     checkpoint: dict[str, Any]
     received_at: datetime
+    instance: str = DEFAULT_INSTANCE
 
 
 # Built once, with the values bound per call: an ORM ``insert(Event).values(...)`` built per
@@ -53,14 +59,15 @@ class ClaimedEvent:
 _EVENTS = cast(Table, Event.__table__)
 _INSERT_MANY = {
     name: dialect.insert(_EVENTS)
-    .on_conflict_do_nothing(index_elements=["source", "external_id"])
-    .returning(_EVENTS.c.id, _EVENTS.c.source, _EVENTS.c.external_id)
+    .on_conflict_do_nothing(index_elements=["instance", "source", "external_id"])
+    .returning(_EVENTS.c.id, _EVENTS.c.instance, _EVENTS.c.source, _EVENTS.c.external_id)
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
 
 
 def _event_row(new: NewEvent, now: datetime) -> dict[str, Any]:
     return {
+        "instance": new.instance,
         "source": new.source,
         "external_id": new.external_id,
         "event_type": new.event_type,
@@ -80,7 +87,7 @@ async def insert_events_once(session: AsyncSession, news: Sequence[NewEvent]) ->
     """``insert_event_once`` for several events in one statement (group commit, inbox/ingest.py):
     ``(event_id, created)`` per event, in order.
 
-    The same arbiter: ``ON CONFLICT (source, external_id) DO NOTHING`` with the key columns
+    The same arbiter: ``ON CONFLICT (instance, source, external_id) DO NOTHING`` with the key columns
     returned, so each inserted row is matched to its event by key, not by position. An event
     already stored, or repeated within the batch (only its first copy is created), reads its
     id afterwards in the same transaction.
@@ -88,27 +95,27 @@ async def insert_events_once(session: AsyncSession, news: Sequence[NewEvent]) ->
     now = utcnow()
     stmt = _INSERT_MANY[session.get_bind().dialect.name]
     result = await session.execute(stmt, [_event_row(new, now) for new in news])
-    ids = {(row.source, row.external_id): row.id for row in result}
+    ids = {(row.instance, row.source, row.external_id): row.id for row in result}
     created = set(ids)
-    missing = {(n.source, n.external_id) for n in news} - created
+    missing = {(n.instance, n.source, n.external_id) for n in news} - created
     if missing:
         rows = await session.execute(
-            select(_EVENTS.c.id, _EVENTS.c.source, _EVENTS.c.external_id).where(
-                tuple_(_EVENTS.c.source, _EVENTS.c.external_id).in_(sorted(missing))
+            select(_EVENTS.c.id, _EVENTS.c.instance, _EVENTS.c.source, _EVENTS.c.external_id).where(
+                tuple_(_EVENTS.c.instance, _EVENTS.c.source, _EVENTS.c.external_id).in_(sorted(missing))
             )
         )
-        ids.update({(row.source, row.external_id): row.id for row in rows})
+        ids.update({(row.instance, row.source, row.external_id): row.id for row in rows})
     return _in_order(news, ids, created)
 
 
 def _in_order(
-    news: Sequence[NewEvent], ids: Mapping[tuple[str, str], int], created: set[tuple[str, str]]
+    news: Sequence[NewEvent], ids: Mapping[EventKey, int], created: set[EventKey]
 ) -> list[tuple[int, bool]]:
     """``(event_id, created)`` per event of the batch; a second copy of one in the same batch
     is a duplicate of the first."""
     out: list[tuple[int, bool]] = []
     for new in news:
-        key = (new.source, new.external_id)
+        key = (new.instance, new.source, new.external_id)
         out.append((ids[key], key in created))
         created.discard(key)
     return out
@@ -119,16 +126,18 @@ def _in_order(
 # round trip stores the batch atomically ("2xx only after commit" holds when it returns), with
 # no session, statement compilation or per-row bind processing (docs/benchmarks.md, ingest).
 _PG_INSERT_BATCH = """
-INSERT INTO events (source, external_id, event_type, business_key, payload, correlation_id,
+INSERT INTO events (instance, source, external_id, event_type, business_key, payload, correlation_id,
                     status, attempts, next_attempt_at, received_at, updated_at, checkpoint)
-SELECT s, x, t, k, p::jsonb, c, 'pending', 0, $7::timestamp, $7::timestamp, $7::timestamp, '{}'::jsonb
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(s, x, t, k, p, c)
-ON CONFLICT (source, external_id) DO NOTHING
-RETURNING id, source, external_id
+SELECT i, s, x, t, k, p::jsonb, c, 'pending', 0, $7::timestamp, $7::timestamp, $7::timestamp, '{}'::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[])
+     AS u(s, x, t, k, p, c, i)
+ON CONFLICT (instance, source, external_id) DO NOTHING
+RETURNING id, instance, source, external_id
 """
 _PG_EXISTING = """
-SELECT e.id, e.source, e.external_id FROM events e
-JOIN unnest($1::text[], $2::text[]) AS u(s, x) ON e.source = u.s AND e.external_id = u.x
+SELECT e.id, e.instance, e.source, e.external_id FROM events e
+JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(s, x, i)
+  ON e.instance = u.i AND e.source = u.s AND e.external_id = u.x
 """
 
 
@@ -162,6 +171,7 @@ async def _pg_store(driver: Any, news: Sequence[NewEvent], now: datetime) -> lis
     """The batch's INSERT, then the ids of the events that were stored before."""
     sources = [n.source for n in news]
     external_ids = [n.external_id for n in news]
+    instances = [n.instance for n in news]
     rows = await driver.fetch(
         _PG_INSERT_BATCH,
         sources,
@@ -171,12 +181,13 @@ async def _pg_store(driver: Any, news: Sequence[NewEvent], now: datetime) -> lis
         [jsonfast.dumps(n.payload) for n in news],
         [n.correlation_id for n in news],
         now,
+        instances,
     )
-    ids = {(row["source"], row["external_id"]): row["id"] for row in rows}
+    ids = {(row["instance"], row["source"], row["external_id"]): row["id"] for row in rows}
     created = set(ids)
     if len(created) < len(news):  # some were stored before (they committed: the conflict waited)
-        for row in await driver.fetch(_PG_EXISTING, sources, external_ids):
-            ids.setdefault((row["source"], row["external_id"]), row["id"])
+        for row in await driver.fetch(_PG_EXISTING, sources, external_ids, instances):
+            ids.setdefault((row["instance"], row["source"], row["external_id"]), row["id"])
     return _in_order(news, ids, created)
 
 
@@ -210,34 +221,70 @@ async def insert_event_once(session: AsyncSession, new: NewEvent) -> tuple[int, 
 #   expire while that attempt is stuck (the database was away), and the fence below is by
 #   worker, so a second attempt in the same process could not be told from the first. Another
 #   worker may take it over; the stuck attempt's writes then match no row.
-_CLAIM_SQL = """
+#
+# Several BNG instances (instances.py): keys and ordering are per instance, and the claim is
+# *fair*: each instance's due events are ranked by age within that instance, and the claim takes
+# the first of every instance before the second of any, instances with equal rank in the order
+# the caller gives (workers rotate it). One instance's flood of old events therefore never holds
+# back another instance's next event by more than one claim per instance with work
+# (docs/instances.md). PostgreSQL reads each instance's head of line by its own index
+# (``ix_events_instance_due``); SQLite ranks the due events with a window function.
+_CLAIM_UPDATE = """
 UPDATE events
 SET status = 'processing',
     lease_owner = :owner,
     lease_expires_at = :lease_expires_at,
     attempts = attempts + 1,
     updated_at = :now
-WHERE id IN (
-    SELECT e.id FROM events AS e
-    WHERE ((e.status = 'pending' AND e.next_attempt_at <= :now)
+WHERE id IN ({pick})
+RETURNING id, instance, source, external_id, event_type, business_key, payload, correlation_id,
+          attempts, checkpoint, received_at
+"""
+_DUE = """((e.status = 'pending' AND e.next_attempt_at <= :now)
         OR (e.status = 'processing' AND e.lease_expires_at <= :now))
       AND NOT EXISTS (
         SELECT 1 FROM events AS prior
         WHERE prior.business_key = e.business_key
+          AND prior.instance = e.instance
           AND prior.id < e.id
           AND prior.status IN ('pending', 'processing'))
       {paused}
-      {busy}
+      {busy}"""
+# One instance, or any instance (``instances=None``): oldest due first.
+_PICK_ANY = """
+    SELECT e.id FROM events AS e
+    WHERE {due} {only}
     ORDER BY e.next_attempt_at, e.id
     LIMIT :limit
-    {lock}
-)
-RETURNING id, source, external_id, event_type, business_key, payload, correlation_id,
-          attempts, checkpoint, received_at
-"""
+    {lock}"""
+_PICK_FAIR_PG = """
+    SELECT ranked.id FROM (
+        SELECT pick.id, pick.next_attempt_at, i.ord,
+               ROW_NUMBER() OVER (PARTITION BY i.ord ORDER BY pick.next_attempt_at, pick.id) AS turn
+        FROM unnest(CAST(:instances AS text[])) WITH ORDINALITY AS i(name, ord)
+        CROSS JOIN LATERAL (
+            SELECT e.id, e.next_attempt_at FROM events AS e
+            WHERE e.instance = i.name AND {due}
+            ORDER BY e.next_attempt_at, e.id
+            LIMIT :limit
+            FOR UPDATE OF e SKIP LOCKED
+        ) AS pick
+    ) AS ranked
+    ORDER BY ranked.turn, ranked.ord
+    LIMIT :limit"""
+_PICK_FAIR_SQLITE = """
+    SELECT ranked.id FROM (
+        SELECT e.id, instr(:order, ',' || e.instance || ',') AS ord,
+               ROW_NUMBER() OVER (PARTITION BY e.instance ORDER BY e.next_attempt_at, e.id) AS turn
+        FROM events AS e
+        WHERE e.instance IN :instances AND {due}
+    ) AS ranked
+    ORDER BY ranked.turn, ranked.ord
+    LIMIT :limit"""
 
 _CLAIM_COLUMNS = (
     Event.id,
+    Event.instance,
     Event.source,
     Event.external_id,
     Event.event_type,
@@ -250,25 +297,38 @@ _CLAIM_COLUMNS = (
 )
 
 
-def _claim_statement(dialect: str, *, with_paused: bool, with_busy: bool) -> Any:
-    lock = "FOR UPDATE OF e SKIP LOCKED" if dialect == "postgresql" else ""
+def _claim_statement(dialect: str, *, with_paused: bool, with_busy: bool, mode: str) -> Any:
+    """``mode``: ``any`` (every instance, oldest first), ``one`` (one instance) or ``fair``."""
     # Paused flows (ops control): their events stay pending, untouched, until resumed.
     paused = "AND e.event_type NOT IN :paused" if with_paused else ""
     busy = "AND e.id NOT IN :busy" if with_busy else ""
+    due = _DUE.format(paused=paused, busy=busy)
     params = [bindparam("now", type_=UTCDateTime()), bindparam("lease_expires_at", type_=UTCDateTime())]
+    if mode == "fair" and dialect == "postgresql":
+        pick = _PICK_FAIR_PG.format(due=due)
+    elif mode == "fair":
+        pick = _PICK_FAIR_SQLITE.format(due=due)
+        params.append(bindparam("instances", expanding=True))
+    else:
+        lock = "FOR UPDATE OF e SKIP LOCKED" if dialect == "postgresql" else ""
+        only = "AND e.instance = :instance" if mode == "one" else ""
+        pick = _PICK_ANY.format(due=due, only=only, lock=lock)
     if with_paused:
         params.append(bindparam("paused", expanding=True))
     if with_busy:
         params.append(bindparam("busy", expanding=True))
-    sql = _CLAIM_SQL.format(lock=lock, paused=paused, busy=busy)
+    sql = _CLAIM_UPDATE.format(pick=pick)
     return text(sql).bindparams(*params).columns(*_CLAIM_COLUMNS)
 
 
 _CLAIM_STATEMENTS = {
-    (dialect, with_paused, with_busy): _claim_statement(dialect, with_paused=with_paused, with_busy=with_busy)
+    (dialect, with_paused, with_busy, mode): _claim_statement(
+        dialect, with_paused=with_paused, with_busy=with_busy, mode=mode
+    )
     for dialect in ("postgresql", "sqlite")
     for with_paused in (False, True)
     for with_busy in (False, True)
+    for mode in ("any", "one", "fair")
 }
 
 
@@ -280,15 +340,27 @@ async def claim_due_events(
     *,
     paused_types: Sequence[str] = (),
     busy: Sequence[int] = (),
+    instances: Sequence[str] | None = None,
 ) -> list[ClaimedEvent]:
+    """Lease up to ``limit`` due events. ``instances``: only these instances' events, fairly
+    (above), those first in the list first among equals; None: any instance, oldest first."""
+    if instances is not None and not instances:
+        return []  # every instance paused
+    names = list(instances or ())
+    mode = "any" if instances is None else "one" if len(names) == 1 else "fair"
     now = utcnow()
-    stmt = _CLAIM_STATEMENTS[(session.get_bind().dialect.name, bool(paused_types), bool(busy))]
+    stmt = _CLAIM_STATEMENTS[(session.get_bind().dialect.name, bool(paused_types), bool(busy), mode)]
     params: dict[str, Any] = {
         "owner": owner,
         "now": now,
         "lease_expires_at": now + timedelta(seconds=lease_seconds),
         "limit": limit,
     }
+    if mode == "one":
+        params["instance"] = names[0]
+    elif mode == "fair":
+        params["instances"] = names
+        params["order"] = "," + ",".join(names) + ","
     if paused_types:
         params["paused"] = list(paused_types)
     if busy:
@@ -306,6 +378,7 @@ async def claim_due_events(
             attempts=row.attempts,
             checkpoint=dict(row.checkpoint or {}),
             received_at=row.received_at,
+            instance=row.instance,
         )
         for row in result
     ]

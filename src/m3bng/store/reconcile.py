@@ -1,4 +1,7 @@
-"""Reconciliation's reads of what m3bng holds about an object, and its runs and findings."""
+"""Reconciliation's reads of what m3bng holds about an object, and its runs and findings.
+
+Reconciliation compares the instance ``default``'s BNG (instances.py): every read here is of
+that instance's events, links and BNG state, never another instance's object of the same id."""
 
 from __future__ import annotations
 
@@ -10,8 +13,17 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from m3bng.store.models import BngState, CrossReference, Event, ReconcileFinding, ReconcileRun
+from m3bng.store.models import (
+    DEFAULT_INSTANCE,
+    BngState,
+    CrossReference,
+    Event,
+    ReconcileFinding,
+    ReconcileRun,
+)
 from m3bng.store.sql import utcnow
+
+_LINKS = CrossReference.instance == DEFAULT_INSTANCE
 
 
 @dataclass(frozen=True)
@@ -33,7 +45,11 @@ async def events_by_key(
         return out
     rows = await session.execute(
         select(Event.id, Event.source, Event.event_type, Event.status, Event.received_at, Event.business_key)
-        .where(Event.business_key.in_(list(keys)), Event.event_type.in_(list(event_types)))
+        .where(
+            Event.instance == DEFAULT_INSTANCE,
+            Event.business_key.in_(list(keys)),
+            Event.event_type.in_(list(event_types)),
+        )
         .order_by(Event.id)
     )
     for row in rows:
@@ -49,7 +65,7 @@ async def xrefs(session: AsyncSession, entity: str, bng_ids: Sequence[str]) -> d
         return {}
     rows = await session.execute(
         select(CrossReference.bng_id, CrossReference.m3_key).where(
-            CrossReference.entity == entity, CrossReference.bng_id.in_(list(bng_ids))
+            _LINKS, CrossReference.entity == entity, CrossReference.bng_id.in_(list(bng_ids))
         )
     )
     return {bng_id: m3_key for bng_id, m3_key in rows}
@@ -62,7 +78,7 @@ async def links_by_m3(session: AsyncSession, entity: str, m3_keys: Sequence[str]
     for start in range(0, len(keys), 500):  # bounded IN lists, whatever the number of records
         rows = await session.execute(
             select(CrossReference.m3_key, CrossReference.bng_id).where(
-                CrossReference.entity == entity, CrossReference.m3_key.in_(keys[start : start + 500])
+                _LINKS, CrossReference.entity == entity, CrossReference.m3_key.in_(keys[start : start + 500])
             )
         )
         out.update({m3_key: bng_id for m3_key, bng_id in rows})
@@ -72,7 +88,7 @@ async def links_by_m3(session: AsyncSession, entity: str, m3_keys: Sequence[str]
 async def all_links(session: AsyncSession, entity: str) -> dict[str, str]:
     """BNG id → M3 key of every object of ``entity`` m3bng has linked (a full comparison)."""
     rows = await session.execute(
-        select(CrossReference.bng_id, CrossReference.m3_key).where(CrossReference.entity == entity)
+        select(CrossReference.bng_id, CrossReference.m3_key).where(_LINKS, CrossReference.entity == entity)
     )
     return {bng_id: m3_key for bng_id, m3_key in rows}
 
@@ -82,7 +98,11 @@ async def forget_bng_state(session: AsyncSession, entity: str, bng_ids: Sequence
     something else, and a flow's echo check must not skip the correction on the old belief."""
     if bng_ids:
         await session.execute(
-            delete(BngState).where(BngState.entity == entity, BngState.bng_id.in_(list(bng_ids)))
+            delete(BngState).where(
+                BngState.instance == DEFAULT_INSTANCE,
+                BngState.entity == entity,
+                BngState.bng_id.in_(list(bng_ids)),
+            )
         )
 
 

@@ -57,6 +57,7 @@ class EventFilter:
     program: str | None = None  # M3 program (OIS100MI) or program/transaction (OIS100MI/Confirm)
     q: str | None = None  # a business key: BNG order id, M3 ORNO, customer number, BODID, ...
     reason: str | None = None  # dead-letter reason (permanent_error, retries_exhausted, no_flow)
+    instance: str | None = None  # the BNG instance (instances.py)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -93,6 +94,8 @@ def event_conditions(flt: EventFilter) -> list[ColumnElement[bool]]:
         where.append(Event.event_type.in_(flt.event_type))
     if flt.source:
         where.append(Event.source == flt.source)
+    if flt.instance:
+        where.append(Event.instance == flt.instance)
     if flt.since is not None:
         where.append(Event.received_at >= flt.since)
     if flt.until is not None:

@@ -4,6 +4,7 @@ real HTTP, tokens for each scope, and helpers to make transactions and dead lett
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -93,6 +94,13 @@ async def ops(
     sessions: Sessions,
 ) -> AsyncIterator[Ops]:
     server = live_server(ops_settings(make_settings, m3_sim), run_workers=True)
+    async with running_ops(server, m3_sim, sessions) as ops:
+        yield ops
+
+
+@contextlib.asynccontextmanager
+async def running_ops(server: LiveServer, m3_sim: SimHandle, sessions: Sessions) -> AsyncIterator[Ops]:  # noqa: F811
+    """The server started, with a client per token (none, admin, replay, read)."""
     async with server:
         plain, admin, replay, read = clients = [server.client() for _ in range(4)]
         for client, token in ((admin, ADMIN), (replay, REPLAY), (read, READ)):

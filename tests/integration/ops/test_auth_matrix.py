@@ -39,6 +39,7 @@ REQUIRED: dict[tuple[str, str], Scope] = {
     ("GET", "/replays/bulk/{}"): READ,
     ("POST", "/replays/bulk/{}/cancel"): REPLAY,
     ("GET", "/control"): READ,
+    ("GET", "/instances"): READ,
     ("POST", "/control/pause"): ADMIN,
     ("POST", "/control/resume"): ADMIN,
     ("GET", "/stats"): READ,

@@ -249,3 +249,17 @@ async def test_pause_resume_and_status(ops: Ops, cli: Callable[..., Any]) -> Non
 
     wrong_kind = await cli(ADMIN, "pause", "queue", "x", "--reason", "r")
     assert wrong_kind.code == 2
+
+
+async def test_instances_pause_and_filter(ops: Ops, cli: Callable[..., Any]) -> None:
+    unknown = await cli(ADMIN, "pause", "instance", "nope", "--reason", "r")
+    assert unknown.code == 1 and "default" in unknown.stderr, unknown.stderr
+    paused = await cli(ADMIN, "pause", "instance", "default", "--reason", "shop migration")
+    assert paused.code == 0, paused.stderr
+    assert paused.stdout.strip() == "instance default paused"
+    listed = await cli(READ, "--json", "instances")
+    assert listed.code == 0, listed.stderr
+    assert [(i["id"], i["paused"]) for i in listed.json()["items"]] == [("default", True)]
+    assert (await cli(ADMIN, "resume", "instance", "default")).code == 0
+    none = await cli(READ, "--json", "tx", "list", "--instance", "elsewhere")
+    assert none.code == 0 and none.json()["items"] == [], none.stderr

@@ -54,7 +54,7 @@ async def test_counters_and_gauges_after_a_done_order_a_dead_letter_and_a_replay
     dead_id = await ops.dead_order()
     after = await scrape(ops)
 
-    order = {"source": "bng", "event_type": "order.created"}
+    order = {"bng_instance": "default", "source": "bng", "event_type": "order.created"}
     assert delta(before, after, "m3bng_events_received_total", **order) == 2
     assert delta(before, after, "m3bng_events_finished_total", **order, outcome="done") == 1
     assert delta(before, after, "m3bng_events_finished_total", **order, outcome="dead") == 1
@@ -78,12 +78,25 @@ async def test_counters_and_gauges_after_a_done_order_a_dead_letter_and_a_replay
     # gauges from the store: every registered flow present, idle ones at 0
     assert store_up(after, ops) == 1
     assert value(after, "m3bng_dead_letters", **order) == 1
-    assert value(after, "m3bng_dead_letters", source="bng", event_type="customer.created") == 0
+    assert (
+        value(
+            after, "m3bng_dead_letters", bng_instance="default", source="bng", event_type="customer.created"
+        )
+        == 0
+    )
     assert value(after, "m3bng_backlog_events", **order, status="pending") == 0
     assert value(after, "m3bng_backlog_events", **order, status="processing") == 0
     assert value(after, "m3bng_backlog_oldest_age_seconds", **order) == 0
     assert (
-        value(after, "m3bng_backlog_events", source="ion", event_type="SyncSalesOrder", status="pending") == 0
+        value(
+            after,
+            "m3bng_backlog_events",
+            bng_instance="default",
+            source="ion",
+            event_type="SyncSalesOrder",
+            status="pending",
+        )
+        == 0
     )
     assert value(after, "m3bng_paused", kind="flow", name="order.created") == 0
     assert value(after, "m3bng_paused", kind="target", name="m3") == 0
@@ -104,7 +117,7 @@ async def test_counters_and_gauges_after_a_done_order_a_dead_letter_and_a_replay
 
 
 async def test_backlog_and_paused_gauges_follow_the_store_back_to_zero(ops: Ops) -> None:
-    customer = {"source": "bng", "event_type": "customer.created"}
+    customer = {"bng_instance": "default", "source": "bng", "event_type": "customer.created"}
     pause = {"kind": "flow", "name": "customer.created", "reason": "metrics test"}
     assert (await ops.admin.post("/api/v1/control/pause", json=pause)).status_code == 200
     event_id = await ops.send("customer.created", {**sample("customer.created"), "CustomerID": "C-GAUGE"})
@@ -142,7 +155,10 @@ async def test_a_broken_store_costs_only_the_store_gauges(ops: Ops) -> None:
 
     healed = await scrape(ops)
     assert store_up(healed, ops) == 1
-    assert value(healed, "m3bng_dead_letters", source="bng", event_type="order.created") == 0
+    assert (
+        value(healed, "m3bng_dead_letters", bng_instance="default", source="bng", event_type="order.created")
+        == 0
+    )
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)

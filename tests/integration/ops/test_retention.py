@@ -98,7 +98,7 @@ async def test_old_payloads_go_recent_and_open_ones_stay_and_dedup_still_holds(o
                 sql.upsert(
                     session,
                     BngState.__table__,
-                    ["entity", "bng_id"],
+                    ["instance", "entity", "bng_id"],
                     {
                         "entity": "customer",
                         "bng_id": bng_id,

@@ -1,7 +1,8 @@
 """``/api/v1/control``: what is paused, what is waiting, and the switches.
 
-Pausing a flow (one event type) or a target (every flow writing to m3, bng or ion) stops
-workers *claiming* its events, within a second in every worker process. Events already in
+Pausing a flow (one event type), a target (every flow writing to m3, bng or ion) or a BNG
+instance (every event of that instance, ``GET /api/v1/instances``) stops workers *claiming* its
+events, within a second in every worker process. Events already in
 flight finish; paused events stay ``pending`` with their attempts untouched, and nothing is
 failed or dead-lettered. Resuming lets them through again, oldest first per business key.
 """
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field
 from m3bng.api.deps import RuntimeDep
 from m3bng.api.errors import ApiError
 from m3bng.api.ops.auth import AdminCaller, ReadCaller
+from m3bng.api.ops.instances import instance_ids
 from m3bng.ops import backlog, controls
 from m3bng.runtime import Runtime
 from m3bng.store import audit
@@ -58,8 +60,12 @@ class ControlOverview(BaseModel):
 
 
 class ControlChange(BaseModel):
-    kind: Literal["flow", "target"]
-    name: str = Field(min_length=1, max_length=128, description="an event type, or m3 / bng / ion")
+    kind: Literal["flow", "target", "instance"]
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        description="an event type, m3 / bng / ion, or a BNG instance id (GET /api/v1/instances)",
+    )
     reason: str | None = Field(default=None, max_length=1000)
 
 
@@ -114,6 +120,17 @@ async def _switch(runtime: Runtime, change: ControlChange, *, paused: bool, acto
 
 
 def _check_name(runtime: Runtime, change: ControlChange) -> None:
+    if change.kind == "instance":
+        ids = instance_ids(runtime)
+        if change.name not in ids:
+            shown = change.name if len(change.name) <= 64 else change.name[:64] + "…"
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"name: unknown instance {shown!r}; instances are {', '.join(ids)}",
+                fields=[{"field": "name", "problem": f"unknown instance {shown!r}"}],
+            )
+        return
     if change.kind == "target":
         if change.name not in controls.TARGETS:
             raise ApiError(

@@ -20,6 +20,7 @@ from m3bng.api.ops.transactions import (
     CursorParam,
     ErrorClassParam,
     EventTypeParam,
+    InstanceParam,
     LimitParam,
     ProgramParam,
     QueryParam,
@@ -45,6 +46,7 @@ ResolvedParam = Annotated[
 class DeadLetterItem(BaseModel):
     id: int
     event_id: int
+    instance: str = Field(description="the BNG instance of the event")
     event_type: str
     source: str
     business_key: str | None
@@ -83,6 +85,7 @@ def dead_letter_filter(
     until: UntilParam = None,
     program: ProgramParam = None,
     q: QueryParam = None,
+    instance: InstanceParam = None,
 ) -> EventFilter:
     return EventFilter(
         reason=reason or None,
@@ -93,6 +96,7 @@ def dead_letter_filter(
         until=timestamp("until", until),
         program=program or None,
         q=(q or "").strip() or None,
+        instance=instance or None,
     )
 
 
@@ -119,6 +123,7 @@ async def list_dead_letters(
         DeadLetterItem(
             id=dead.id,
             event_id=event.id,
+            instance=event.instance,
             event_type=event.event_type,
             source=event.source,
             business_key=event.business_key,

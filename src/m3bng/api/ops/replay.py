@@ -159,8 +159,11 @@ class BulkFilter(BaseModel):
     program: str | None = Field(default=None, max_length=64)
     q: str | None = Field(default=None, max_length=255, description="a business key (order id, ORNO, ...)")
     reason: str | None = Field(default=None, max_length=64, description="dead-letter reason")
+    instance: str | None = Field(default=None, max_length=32, description="the BNG instance; default: all")
 
-    _text = field_validator("event_type", "source", "error_class", "program", "q", "reason")(_no_nul)
+    _text = field_validator("event_type", "source", "error_class", "program", "q", "reason", "instance")(
+        _no_nul
+    )
 
     @field_validator("since", "until")
     @classmethod
@@ -197,6 +200,7 @@ class BulkFilter(BaseModel):
             program=self.program or None,
             q=(self.q or "").strip() or None,
             reason=self.reason or None,
+            instance=self.instance or None,
         )
 
 

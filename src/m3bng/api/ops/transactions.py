@@ -61,6 +61,10 @@ QueryParam = Annotated[
 ]
 LimitParam = Annotated[int, Query(ge=1, le=1000, description="page size (at most M3BNG_OPS_PAGE_SIZE_MAX)")]
 CursorParam = Annotated[str | None, Query(description="next_cursor of the previous page, unchanged")]
+InstanceParam = Annotated[
+    str | None,
+    Query(max_length=32, description="the BNG instance (GET /api/v1/instances lists them); default: all"),
+]
 
 
 def invalid(exc: FilterError) -> ApiError:
@@ -102,6 +106,7 @@ def _text(value: str | None, caller: Principal) -> str | None:
 
 class TxSummary(BaseModel):
     id: int
+    instance: str = Field(description="the BNG instance it came from or is for (default: the only one)")
     source: str
     event_type: str
     external_id: str = Field(description="the sender's id: webhook-id, or the BODID")
@@ -120,6 +125,7 @@ class TxSummary(BaseModel):
     def of(cls, event: Event, caller: Principal) -> TxSummary:
         return cls(
             id=event.id,
+            instance=event.instance,
             source=event.source,
             event_type=event.event_type,
             external_id=event.external_id,
@@ -216,6 +222,7 @@ def transaction_filter(
     error_class: ErrorClassParam = None,
     program: ProgramParam = None,
     q: QueryParam = None,
+    instance: InstanceParam = None,
 ) -> EventFilter:
     return EventFilter(
         status=tuple(s.value for s in status or ()),
@@ -226,6 +233,7 @@ def transaction_filter(
         error_class=error_class or None,
         program=program or None,
         q=(q or "").strip() or None,
+        instance=instance or None,
     )
 
 

@@ -123,8 +123,11 @@ class BngClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         limiter: RateLimiter | None = None,
+        name: str = "bng",
     ) -> None:
-        """``limiter``: pass one to share a rate limit between clients of the same BNG."""
+        """``limiter``: pass one to share a rate limit between clients of the same BNG.
+        ``name``: the circuit breaker's, in metrics and alerts (``bng:us`` for an instance)."""
+        self.name = name
         self.config = config
         self.limiter = limiter or RateLimiter(config.rate_limit, max_wait=config.max_inline_wait)
         self.tokens: ClientCredentialsTokens | None = None
@@ -159,7 +162,7 @@ class BngClient:
         # Calls in flight; resized when the cap is shared between worker processes (shares.py).
         self.gate = Gate(config.max_concurrency)
         self.breaker = CircuitBreaker(
-            "bng",
+            name,
             failure_threshold=config.circuit_failures,
             reset_seconds=config.circuit_reset_seconds,
             on_change=metrics.set_circuit_state,
@@ -167,9 +170,9 @@ class BngClient:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+        cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None, name: str = "bng"
     ) -> BngClient:
-        return cls(BngClientConfig.from_settings(settings), transport=transport)
+        return cls(BngClientConfig.from_settings(settings), transport=transport, name=name)
 
     async def aclose(self) -> None:
         await self._http.aclose()

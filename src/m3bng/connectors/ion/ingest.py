@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -67,8 +68,10 @@ async def ingest_bod(
     payload: dict[str, Any],
     message_id: str | None,
     notifier: Notifier | None = None,
+    instances: Sequence[str] = (),
 ) -> BodIngestResult:
-    """Store one BOD unless its messageId or BODID is known, and commit before returning."""
+    """Store one BOD unless its messageId or BODID is known, and commit before returning.
+    ``instances``: the BNG instances it goes to, an event each (flows/routing.py)."""
     cid = uuid.uuid4().hex
     new = NewEvent(
         source=SOURCE,
@@ -79,10 +82,11 @@ async def ingest_bod(
         correlation_id=cid,
     )
     with tracing.span("ingest", correlation_id=cid, source=SOURCE, event_type=parsed.bod_type):
-        stored = await insert_bod_once(sessions, new, message_id=message_id)
+        stored = await insert_bod_once(sessions, new, message_id=message_id, instances=instances)
         if stored.duplicate_by is not None:
             return _duplicate(stored.event_id, cid, message_id, stored.duplicate_by)
-    metrics.observe_received(SOURCE, parsed.bod_type, duplicate=False)
+    for instance in instances or (new.instance,):  # an event each
+        metrics.observe_received(SOURCE, parsed.bod_type, duplicate=False, instance=instance)
     log.info(
         "event.received",
         event_id=stored.event_id,
@@ -90,6 +94,7 @@ async def ingest_bod(
         event_type=parsed.bod_type,
         external_id=new.external_id,
         message_id=message_id,
+        instances=list(instances) or None,
         correlation_id=cid,
     )
     if notifier is not None:

@@ -15,9 +15,10 @@ come after M3 committed the write (docs/m3.md, "Unknown outcomes").
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -181,6 +182,17 @@ class M3Client:
         if settings.ionapi_file is None:
             raise ValueError("M3BNG_IONAPI_FILE is not set")
         return cls.from_ionapi(settings, load_ionapi(settings.ionapi_file))
+
+    def for_company(self, cono: int | None, divi: str | None) -> M3Client:
+        """This client running its calls in another company/division (a BNG instance's,
+        instances.py): the same connections, token, concurrency cap and circuit breaker, since
+        it is the same M3 tenant. Closed with the client it came from, never on its own."""
+        if cono == self.config.cono and divi == self.config.divi:
+            return self
+        view = copy.copy(self)
+        view.config = replace(self.config, cono=cono, divi=divi)
+        view._company = None
+        return view
 
     async def aclose(self) -> None:
         if self.tokens is not None:

@@ -44,6 +44,7 @@ from m3bng.flows.runtime.registry import Flow
 from m3bng.mapping import Mapping
 from m3bng.store import documents
 from m3bng.store.db import single_statement
+from m3bng.store.models import DEFAULT_INSTANCE
 from m3bng.timestamps import iso_utc
 
 
@@ -140,7 +141,7 @@ def guarded(flow: MappedFlow, mappings: FlowMappings, mapping: Mapping) -> Flow:
             await skip_if_stale(ctx)
         if state and id_field:
             await skip_if_echo(ctx, str(state), str(id_field), ignore=ignore, check=check)
-        await flow(ctx, mappings)
+        await flow(ctx, mappings.for_instance(ctx.connectors.instance))
         if skip_stale:
             record_version(ctx)  # applied: only now does it make older changes stale
 
@@ -158,7 +159,9 @@ async def skip_if_echo(ctx: FlowContext, state: str, id_field: str, *, ignore: s
         return
     if check:  # a record-only mapping (order.created) never reads what it would not compare
         async with single_statement(ctx.sessions) as session:
-            known = await documents.get_bng_state(session, state, str(bng_id), not_from_event=ctx.event.id)
+            known = await documents.get_bng_state(
+                session, state, str(bng_id), not_from_event=ctx.event.id, instance=ctx.event.instance
+            )
         if is_echo(data, known, ignore=ignore, truncated_ok=False):
             raise Skipped(
                 f"echo: {state} {bng_id} holds nothing m3bng did not already know (BNG announcing "
@@ -169,7 +172,13 @@ async def skip_if_echo(ctx: FlowContext, state: str, id_field: str, *, ignore: s
     # first, so that M3's BOD for this change is recognised even if it overtakes this flow.
     ctx.defer(
         lambda session: documents.put_bng_state(
-            session, state, str(bng_id), data, origin="bng", event_id=ctx.event.id
+            session,
+            state,
+            str(bng_id),
+            data,
+            origin="bng",
+            event_id=ctx.event.id,
+            instance=ctx.event.instance,
         )
     )
 
@@ -179,6 +188,8 @@ STALE_NOUN = "bng"  # document_versions rows of BNG objects, keyed by the event'
 
 def _version_of(ctx: FlowContext) -> tuple[str, datetime] | None:
     key = ctx.event.business_key
+    if key is not None and ctx.event.instance != DEFAULT_INSTANCE:
+        key = f"{ctx.event.instance}/{key}"  # per instance; the default keeps its keys as they were
     when = _timestamp(ctx.payload.get("timestamp") if isinstance(ctx.payload, dict) else None)
     return None if key is None or when is None else (key, when)
 

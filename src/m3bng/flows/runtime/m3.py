@@ -27,6 +27,7 @@ from m3bng.connectors.m3.errors import M3Duplicate, M3NotFound
 from m3bng.connectors.m3.metadata import check_record
 from m3bng.errors import PermanentError, TargetUnavailable
 from m3bng.flows.runtime.context import FlowContext
+from m3bng.instances import Instance
 from m3bng.mapping import Mapping, MappingError
 from m3bng.observability import tracing
 from m3bng.store import documents
@@ -68,6 +69,18 @@ class UnresolvedOutcome(PermanentError):
 
 class FlowMappings(dict[str, Mapping]):
     """Every loaded mapping by flow name; a flow may borrow another's calls (order → customer)."""
+
+    def for_instance(self, instance: Instance | None) -> FlowMappings:
+        """The mappings with a BNG instance's ``vars`` (warehouse, order type …), built once."""
+        if instance is None or not instance.vars:
+            return self
+        views: dict[str, FlowMappings] = self.__dict__.setdefault("_views", {})
+        view = views.get(instance.id)
+        if view is None:
+            view = views[instance.id] = FlowMappings(
+                {name: mapping.with_vars(instance.vars) for name, mapping in self.items()}
+            )
+        return view
 
     def need(self, flow: str) -> Mapping:
         try:
@@ -252,7 +265,7 @@ class M3Work:
 
     async def xref(self, entity: str, bng_id: str) -> str | None:
         async with single_statement(self.ctx.sessions) as session:
-            return await documents.get_xref(session, entity, bng_id)
+            return await documents.get_xref(session, entity, bng_id, instance=self.ctx.event.instance)
 
     async def key(
         self,
@@ -275,7 +288,8 @@ class M3Work:
     async def link(self, entity: str, bng_id: str, m3_key: str) -> None:
         """BNG id ⇄ M3 key, stored with the flow's next write (at the latest with its outcome,
         before any later event of the same business key runs)."""
-        self.ctx.defer(lambda session: documents.put_xref(session, entity, bng_id, m3_key))
+        instance = self.ctx.event.instance
+        self.ctx.defer(lambda session: documents.put_xref(session, entity, bng_id, m3_key, instance=instance))
 
 
 async def note_mapping_version(ctx: FlowContext, mapping: Mapping) -> None:

@@ -20,6 +20,7 @@
   let renderId = 0; // bumped on every navigation: late answers for an old view are dropped
   let refreshTimer = null;
   let eventTypes = [];
+  let instances = null; // GET /instances: [{id, description, paused, pending, dead, ...}], default first
 
   // ---------------------------------------------------------------- DOM building (no HTML parsing)
 
@@ -217,6 +218,7 @@
 
   function logout() {
     sessionStorage.removeItem(TOKEN_KEY);
+    instances = null;
     clearMessages();
     if (location.hash && location.hash !== "#/") location.hash = "#/";
     showLogin();
@@ -293,6 +295,7 @@
       api("GET", "/alerts" + query({ state: "firing" })).then((a) => current(id) && renderAlerts(a.items), (e) => current(id) && panelError($("alerts"), e)),
       api("GET", "/dead-letters/summary").then((d) => current(id) && renderDeadLetterGroups(d), (e) => current(id) && panelError($("dlq-groups"), e)),
       api("GET", "/reconcile/latest").then((r) => current(id) && renderReconcile(r.items), (e) => current(id) && panelError($("reconcile"), e)),
+      api("GET", "/instances").then((r) => current(id) && renderInstances(r.items), (e) => current(id) && panelError($("instances"), e)),
     ];
     await Promise.all(parts);
     if (current(id)) $("refreshed").textContent = "updated " + fmtTime(new Date().toISOString());
@@ -553,6 +556,57 @@
     );
   }
 
+  // ---------------------------------------------------------------- BNG instances
+
+  // Shown only when the installation has several instances: with 'default' alone the filter,
+  // the column and the panel would say nothing.
+  function setInstances(items) {
+    instances = items;
+    const several = items.length > 1;
+    document.body.classList.toggle("several-instances", several);
+    $("instance-filter").hidden = !several;
+    $("instances-panel").hidden = !several;
+    const chosen = $("instance").value;
+    fill($("instance"), h("option", { value: "" }, "any"), ...items.map((i) => h("option", { value: i.id }, i.description ? `${i.id}: ${i.description}` : i.id)));
+    $("instance").value = items.some((i) => i.id === chosen) ? chosen : "";
+  }
+
+  async function ensureInstances() {
+    if (instances) return;
+    try {
+      setInstances((await api("GET", "/instances")).items);
+    } catch {
+      // the filter is only shown when known
+    }
+  }
+
+  function renderInstances(items) {
+    setInstances(items);
+    fill($("instances"),
+      h(
+        "table",
+        { class: "list" },
+        h("thead", {}, h("tr", {}, h("th", {}, "instance"), h("th", {}, "BNG"), h("th", { class: "num" }, "pending"), h("th", { class: "num" }, "dead"), h("th", {}, "state"), h("th", {}, ""))),
+        h(
+          "tbody",
+          {},
+          items.map((i) =>
+            h(
+              "tr",
+              { "data-instance": i.id },
+              h("td", {}, h("a", { href: "#/tx" + query({ instance: i.id }) }, i.id), i.description ? h("span", { class: "muted" }, " " + i.description) : null),
+              h("td", {}, i.bng_host ?? ""),
+              h("td", { class: "num" }, h("a", { href: "#/tx" + query({ instance: i.id, status: "pending" }) }, String(i.pending))),
+              h("td", { class: "num" }, h("a", { href: "#/tx" + query({ instance: i.id, status: "dead" }) }, String(i.dead))),
+              h("td", {}, pausedCell(i)),
+              h("td", {}, pauseButton("instance", i.id, i.paused)),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+
   // ---------------------------------------------------------------- transaction list
 
   let listState = null; // { params, cursor }
@@ -575,6 +629,9 @@
     $("status").value = params.get("status") || "";
     $("event-type").value = params.get("event_type") || "";
     $("error-class").value = params.get("error_class") || "";
+    await ensureInstances();
+    if (!current(id)) return;
+    $("instance").value = params.get("instance") || "";
     fill($("tx-rows"));
     $("tx-empty").hidden = true;
     $("more").hidden = true;
@@ -586,7 +643,7 @@
   async function loadPage() {
     const state = listState;
     const filter = {};
-    for (const key of ["q", "status", "event_type", "error_class", "source", "since", "until", "program"]) {
+    for (const key of ["q", "status", "event_type", "error_class", "source", "since", "until", "program", "instance"]) {
       filter[key] = state.params.get(key);
     }
     filter.limit = 50;
@@ -611,6 +668,7 @@
       "tr",
       { "data-tx": tx.id },
       h("td", {}, txLink(tx.id)),
+      h("td", { class: "instance-col" }, tx.instance ?? ""),
       h("td", {}, time(tx.received_at)),
       h("td", {}, tx.event_type),
       h("td", {}, tx.business_key ? txLink(tx.id, tx.business_key) : ""),
@@ -626,7 +684,7 @@
 
   function search(event) {
     event.preventDefault();
-    const params = query({ q: $("q").value.trim(), status: $("status").value, event_type: $("event-type").value.trim(), error_class: $("error-class").value.trim() });
+    const params = query({ q: $("q").value.trim(), status: $("status").value, event_type: $("event-type").value.trim(), error_class: $("error-class").value.trim(), instance: $("instance").value });
     const target = "#/tx" + params;
     if (location.hash === target) route();
     else location.hash = target;
@@ -687,6 +745,7 @@
           "dl",
           { class: "fields" },
           field("event type", tx.event_type),
+          instances && instances.length > 1 ? field("instance", tx.instance) : null,
           field("source", tx.source),
           field("business key", tx.business_key ?? ""),
           field("external id", h("code", {}, tx.external_id)),

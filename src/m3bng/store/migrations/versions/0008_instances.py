@@ -1,0 +1,58 @@
+"""BNG instances: events, cross-references and BNG state keyed per instance (instances.py).
+
+Existing rows move to the instance ``default`` (the single-instance settings), so an
+installation upgrading keeps its keys: the unique keys gain ``instance`` as their first column.
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-07
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0008"
+down_revision: str | None = "0007"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# table → (old unique keys, new unique keys), each a tuple of columns
+KEYS: dict[str, tuple[list[tuple[str, ...]], list[tuple[str, ...]]]] = {
+    "events": ([("source", "external_id")], [("instance", "source", "external_id")]),
+    "xrefs": (
+        [("entity", "bng_id"), ("entity", "m3_key")],
+        [("instance", "entity", "bng_id"), ("instance", "entity", "m3_key")],
+    ),
+    "bng_state": ([("entity", "bng_id")], [("instance", "entity", "bng_id")]),
+}
+
+
+def _name(table: str, columns: tuple[str, ...]) -> str:
+    return f"uq_{table}_{'_'.join(columns)}"
+
+
+def upgrade() -> None:
+    for table, (old, new) in KEYS.items():
+        with op.batch_alter_table(table) as batch:
+            batch.add_column(
+                sa.Column("instance", sa.String(length=32), server_default="default", nullable=False)
+            )
+            for columns in old:
+                batch.drop_constraint(op.f(_name(table, columns)), type_="unique")
+            for columns in new:
+                batch.create_unique_constraint(op.f(_name(table, columns)), list(columns))
+    # The fair claim reads each instance's head of line (store/queue.py).
+    op.create_index("ix_events_instance_due", "events", ["instance", "status", "next_attempt_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_events_instance_due", table_name="events")
+    for table, (old, new) in KEYS.items():
+        with op.batch_alter_table(table) as batch:
+            for columns in new:
+                batch.drop_constraint(op.f(_name(table, columns)), type_="unique")
+            for columns in old:
+                batch.create_unique_constraint(op.f(_name(table, columns)), list(columns))
+            batch.drop_column("instance")

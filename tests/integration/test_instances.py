@@ -1,0 +1,176 @@
+"""Several BNG instances in one installation (issue 18's proof), end to end over real HTTP: the
+app with its workers, the M3 simulator with two companies, a BNG simulator per instance.
+
+Two instances send an order with the same OrderID (and even the same webhook id): two M3
+orders, each in its instance's company with its instance's warehouse and order type; the M3
+status BOD of each order goes back to the instance it came from, and only there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from m3bng.config import Settings
+from m3bng.sim.bng import DEFAULT_API_KEY
+from m3bng.store.models import CrossReference, Event
+from tests.conftest import LiveServer
+from tests.integration.flows.conftest import Service
+from tests.integration.m3.conftest import SimHandle, m3_sim  # noqa: F401  (fixture)
+from tests.integration.to_bng.conftest import ION, order, wait_for
+from tests.support.bng import BngSim, running_bng_sim
+from tests.support.bods import ims_parts, sales_order
+from tests.support.webhooks import TEST_SECRET, signed_headers
+
+US_SECRET = "whsec_VVNpbnN0YW5jZXNlY3JldDAxMjM0NTY3"
+US_ION_TOKEN = "ion-test-token-0123456789"
+ITEMS = [{"ITNO": "BIKE-100", "ITDS": "Bike", "STAT": "20", "UNMS": "EA"}]
+
+
+@pytest.fixture
+async def two_bngs() -> AsyncIterator[tuple[BngSim, BngSim]]:
+    async with running_bng_sim() as eu, running_bng_sim() as us:
+        yield eu, us
+
+
+@pytest.fixture
+async def service(
+    m3_sim: SimHandle,  # noqa: F811
+    two_bngs: tuple[BngSim, BngSim],
+    make_settings: Callable[..., Settings],
+    live_server: Callable[..., LiveServer],
+    sessions: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Service]:
+    eu, us = two_bngs
+    # Company 200 holds its own customer and item (M3 data is per company).
+    seeded = await m3_sim.control.post(
+        "/_sim/seed",
+        json={
+            "company": "200",
+            "divi": "BBB",
+            "customers": [{"CUNO": "10001", "CUNM": "US Bikes", "STAT": "20"}],
+            "items": ITEMS,
+            "warehouses": [{"WHLO": "200", "WHNM": "US"}],
+        },
+    )
+    assert seeded.status_code == 200, seeded.text
+    instances = tmp_path / "instances.yaml"
+    instances.write_text(
+        "instances:\n"
+        "  us:\n"
+        f"    bng_base_url: {us.url}\n"
+        "    cono: 200\n"
+        "    divi: BBB\n"
+        '    vars: {warehouse: "200", order_type: "A02"}\n'
+    )
+    monkeypatch.setenv("M3BNG_INSTANCE_US_WEBHOOK_SECRETS", US_SECRET)
+    monkeypatch.setenv("M3BNG_INSTANCE_US_BNG_API_KEY", DEFAULT_API_KEY)
+    settings = make_settings(
+        ionapi_file=m3_sim.ionapi,
+        m3_timeout=2.0,
+        m3_max_inline_wait=0.2,
+        bng_base_url=eu.url,
+        bng_api_key=SecretStr(DEFAULT_API_KEY),
+        bng_rate_limit=0.0,
+        ion_inbound_token=SecretStr(US_ION_TOKEN),
+        retry_schedule=[0.05] * 6,
+        worker_poll_interval=0.05,
+        instances_file=instances,
+    )
+    server = live_server(settings, run_workers=True)
+    async with server, server.client() as client:
+        yield Service(client, m3_sim, sessions)
+
+
+async def _post(client: httpx.AsyncClient, path: str, body: dict[str, Any], msg_id: str, secret: str) -> Any:
+    content = httpx.Request("POST", "/", json=body).content
+    return await client.post(path, content=content, headers=signed_headers(content, msg_id, secret=secret))
+
+
+async def test_two_instances_same_order_id_make_two_orders_and_statuses_go_home(
+    service: Service,
+    two_bngs: tuple[BngSim, BngSim],
+    m3_sim: SimHandle,  # noqa: F811
+) -> None:
+    eu, us = two_bngs
+    body = {
+        "type": "order.created",
+        "timestamp": "2026-12-07T10:00:00Z",
+        "data": {
+            "OrderID": "SO-1",
+            "CustomerID": "10001",
+            "OrderDate": "2026-12-07",
+            "Currency": "EUR",
+            "Lines": [{"SKU": "BIKE-100", "Quantity": 2, "UnitPrice": 100}],
+        },
+    }
+    msg = f"msg_{time.monotonic_ns()}"
+    first = await _post(service.client, "/webhooks/bng", body, msg, TEST_SECRET)
+    second = await _post(service.client, "/webhooks/bng/us", body, msg, US_SECRET)
+    assert (first.status_code, second.status_code) == (202, 202), (first.text, second.text)
+    assert first.json()["event_id"] != second.json()["event_id"]  # the same webhook id, two instances
+    # Each instance's secret only: the US secret does not sign for the default instance.
+    wrong = await _post(service.client, "/webhooks/bng", body, "msg_wrong", US_SECRET)
+    assert wrong.status_code == 401
+    unknown = await _post(service.client, "/webhooks/bng/nowhere", body, "msg_x", US_SECRET)
+    assert unknown.status_code == 404 and "nowhere" in unknown.text
+
+    for response in (first, second):
+        event = await service.settle(response.json()["event_id"])
+        assert event.status == "done", event.last_error
+
+    default_orders = [o for o in (await m3_sim.state())["orders"].values() if o["head"]["CUOR"] == "SO-1"]
+    us_state = (await m3_sim.control.get("/_sim/state", params={"company": "200"})).json()
+    us_orders = [o for o in us_state["orders"].values() if o["head"]["CUOR"] == "SO-1"]
+    assert len(default_orders) == len(us_orders) == 1
+    eu_head, us_head = default_orders[0]["head"], us_orders[0]["head"]
+    assert (eu_head["WHLO"], eu_head["ORTP"]) == ("100", "A01")  # the mapping's own vars
+    assert (us_head["WHLO"], us_head["ORTP"]) == ("200", "A02")  # the instance's vars
+    assert all(line["WHLO"] == "200" for line in us_orders[0]["lines"])
+
+    async with service.sessions() as session:
+        links = {
+            row.instance: row.m3_key
+            for row in await session.scalars(select(CrossReference).where(CrossReference.entity == "order"))
+        }
+    assert set(links) == {"default", "us"}
+    assert links["default"] == eu_head["ORNO"] and links["us"] == us_head["ORNO"]
+
+    # M3's status of each order goes back to the instance it came from, and only there.
+    await eu.seed({"orders": {"SO-1": order("SO-1")}})
+    await us.seed({"orders": {"SO-1": order("SO-1")}})
+    for orno, entity in ((us_head["ORNO"], "200_BBB"), (eu_head["ORNO"], "100_AAA")):
+        xml = sales_order(
+            orno, cuor="SO-1", status="22" if entity == "200_BBB" else "66", accounting_entity=entity
+        )
+        response = await service.client.post(
+            "/ion/service/v3/multipartMessage",
+            files=ims_parts(xml),
+            headers=ION | {"Authorization": f"Bearer {US_ION_TOKEN}"},
+        )
+        assert response.status_code in (200, 201, 202), response.text
+
+    async def statuses_arrived() -> bool:
+        async with service.sessions() as session:
+            rows = list(await session.scalars(select(Event).where(Event.source == "ion")))
+        return len(rows) == 2 and all(e.status in ("done", "dead", "skipped") for e in rows)
+
+    await wait_for(statuses_arrived, timeout=30)
+    async with service.sessions() as session:
+        bods = {e.instance: e for e in await session.scalars(select(Event).where(Event.source == "ion"))}
+    assert set(bods) == {"default", "us"}
+    assert all(e.status == "done" for e in bods.values()), [e.last_error for e in bods.values()]
+    assert (await us.state())["orders"]["SO-1"]["M3Status"] == "22"
+    assert (await eu.state())["orders"]["SO-1"]["M3Status"] == "66"
+    us_writes = [c for c in await us.calls() if c.get("method") == "PATCH"]
+    eu_writes = [c for c in await eu.calls() if c.get("method") == "PATCH"]
+    assert len(us_writes) == len(eu_writes) == 1
