@@ -18,7 +18,8 @@ import asyncio
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import structlog
@@ -28,6 +29,7 @@ from m3bng.config import Settings
 from m3bng.connectors.m3.client import M3Client
 from m3bng.errors import M3bngError
 from m3bng.inbox.ingest import Notifier
+from m3bng.instances import Instances
 from m3bng.mapping import Mapping
 from m3bng.ops.scheduler import ScheduledJob, take_turn
 from m3bng.store import queue, snapshots
@@ -57,8 +59,12 @@ class InventoryPoller:
         notifier: Notifier | None = None,
         *,
         owner: str | None = None,
+        instances: Instances | None = None,
     ) -> None:
+        """``instances``: a warehouse's balances go to each BNG instance whose routing selects
+        the warehouse (``locations``, or ``all``), an event each (docs/instances.md)."""
         self.settings, self.sessions, self.m3, self.mapping = settings, sessions, m3, mapping
+        self.instances = instances
         self.notifier = notifier
         self.owner = owner or f"poller-{uuid.uuid4().hex[:12]}"
         self.interval = float(settings.inventory_poll_seconds or 300)
@@ -96,10 +102,11 @@ class InventoryPoller:
         changed = [
             (row, digest) for row in balances if known.get(row["ITNO"]) != (digest := balance_digest(row))
         ]
+        routed = self.instances.routed(None, warehouse) if self.instances is not None else []
         for start in range(0, len(changed), 200):
             async with self.sessions.begin() as session:
                 for row, digest in changed[start : start + 200]:
-                    await enqueue_balance(session, warehouse, row, digest, now)
+                    await enqueue_balance(session, warehouse, row, digest, now, instances=routed)
         if changed and self.notifier is not None:
             self.notifier.notify()
         return len(changed)
@@ -122,23 +129,24 @@ async def enqueue_balance(
     now: datetime,
     *,
     source: str = "poller",
+    instances: Sequence[str] = (),
 ) -> int:
     """The balance's event and its new snapshot; the event id. Reconciliation's fix enqueues
     through here too (source ``reconcile``): the same key orders it among the poller's events,
-    and the snapshot then holds what was sent, so the poller does not send it again."""
+    and the snapshot then holds what was sent, so the poller does not send it again.
+    ``instances``: an event for each of these BNG instances (none given: ``default``)."""
     item = row["ITNO"]
-    event_id, _created = await queue.insert_event_once(
-        session,
-        NewEvent(
-            source=source,
-            # The poll time makes a balance that returns to an earlier value a new event too.
-            external_id=f"{warehouse}:{item}:{now.strftime('%Y%m%dT%H%M%S%f')}:{digest[:12]}",
-            event_type=EVENT_TYPE,
-            payload={"data": row, "poll": {"warehouse": warehouse, "polled_at": now.isoformat()}},
-            business_key=f"inventory:{warehouse}:{item}",
-            correlation_id=uuid.uuid4().hex,
-        ),
+    new = NewEvent(
+        source=source,
+        # The poll time makes a balance that returns to an earlier value a new event too.
+        external_id=f"{warehouse}:{item}:{now.strftime('%Y%m%dT%H%M%S%f')}:{digest[:12]}",
+        event_type=EVENT_TYPE,
+        payload={"data": row, "poll": {"warehouse": warehouse, "polled_at": now.isoformat()}},
+        business_key=f"inventory:{warehouse}:{item}",
+        correlation_id=uuid.uuid4().hex,
     )
+    news = [replace(new, instance=i) for i in instances] or [new]
+    [(event_id, _created), *_] = await queue.insert_events_once(session, news)
     await snapshots.put_snapshot(
         session, warehouse=warehouse, item=item, balance=row, digest=digest, polled_at=now
     )

@@ -172,7 +172,14 @@ class Runtime:
                 else "no mappings/inventory_poll.yaml",
             )
             return None
-        return InventoryPoller(self.settings, self.sessions, self.connectors.m3, mapping, self.notifier)
+        return InventoryPoller(
+            self.settings,
+            self.sessions,
+            self.connectors.m3,
+            mapping,
+            self.notifier,
+            instances=self.instances if self.settings.instances_file is not None else None,
+        )
 
     async def stop(self) -> None:
         """Graceful: workers finish in-flight events (up to the grace period) or release them."""

@@ -1,4 +1,5 @@
-"""Several BNG instances share the workers fairly (store/queue.py, the fair claim), on both stores.
+"""Several BNG instances share the workers fairly (store/queue.py, the fair claim), and the
+inventory poller routes each warehouse to its instances; on both stores.
 
 One instance's flood of old events must not delay another instance's next event by more than one
 claim per instance with work; keys (dedup, per-key order) are per instance.
@@ -8,14 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
 from m3bng.flows.runtime import FlowContext, FlowRegistry
 from m3bng.inbox.worker import Worker
-from m3bng.instances import Instance, Instances
+from m3bng.instances import Instance, Instances, Routing
+from m3bng.mapping import load_mappings
+from m3bng.poller import InventoryPoller
 from m3bng.store import queue
+from m3bng.store.models import Event
 from m3bng.store.queue import NewEvent
+from tests.conftest import REPO_ROOT
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -85,11 +91,32 @@ async def test_a_flood_on_one_instance_delays_the_other_by_one_claim_at_most(
 
     registry = FlowRegistry()
     registry.register("test.record", flow)
-    await queue.store_events(sessions, [new("a", n) for n in range(300)])
+    await queue.store_events(sessions, [new("a", n) for n in range(120)])
     await queue.store_events(sessions, [new("b", n) for n in range(3)])
     await Worker(settings, sessions, registry, instances=two(settings)).run_until_idle(120)
-    assert len(order) == 303
+    assert len(order) == 123
     # One event at a time, the instances taking turns while both have work: b's three events
-    # are done within the first six, not after a's 300.
+    # are done within the first six, not after a's 120.
     positions = [i for i, instance in enumerate(order) if instance == "b"]
     assert positions[-1] < 6, positions
+
+
+async def test_the_poller_sends_a_warehouse_to_the_instances_routed_to_it(
+    make_settings: Callable[..., Settings], sessions: Sessions
+) -> None:
+    settings = make_settings()
+    instances = Instances(
+        {
+            "a": Instance(id="a", webhook_secrets=(), settings=settings, routing=Routing(locations=("100",))),
+            "b": Instance(id="b", webhook_secrets=(), settings=settings, routing=Routing(locations=("200",))),
+            "c": Instance(id="c", webhook_secrets=(), settings=settings, routing=Routing(all=True)),
+        }
+    )
+    mapping = load_mappings(REPO_ROOT / "mappings")["inventory_poll"]
+    poller = InventoryPoller(settings, sessions, None, mapping, instances=instances)  # type: ignore[arg-type]
+    balance = {"WHLO": "100", "ITNO": "BIKE-100", "STQT": "5"}
+    assert await poller._enqueue_changes("100", [balance]) == 1
+    async with sessions() as session:
+        stored = {e.instance: e.external_id for e in await session.scalars(select(Event))}
+    assert sorted(stored) == ["a", "c"] and len(set(stored.values())) == 1  # one balance, two events
+    assert await poller._enqueue_changes("100", [balance]) == 0  # unchanged: nothing for anyone

@@ -79,35 +79,59 @@ async def _series(
     return {int(bucket): int(count) for bucket, count in rows.all() if 0 <= bucket < grid.count}
 
 
-async def received_per_bucket(session: AsyncSession, grid: BucketGrid) -> dict[int, int]:
+# ``instance``: one BNG instance's events only (instances.py); None: all of them.
+
+
+def _of(instance: str | None) -> list[ColumnElement[bool]]:
+    return [] if instance is None else [Event.instance == instance]
+
+
+def _dead_of(instance: str | None) -> list[ColumnElement[bool]]:
+    """A dead letter's instance is its event's."""
+    if instance is None:
+        return []
+    return [DeadLetter.event_id.in_(select(Event.id).where(Event.instance == instance))]
+
+
+async def received_per_bucket(
+    session: AsyncSession, grid: BucketGrid, instance: str | None = None
+) -> dict[int, int]:
     """Events by when they arrived, so the chart shows the load offered, whatever became of it.
     Buckets with no event are absent."""
-    return await _series(session, grid, Event.received_at)
+    return await _series(session, grid, Event.received_at, *_of(instance))
 
 
-async def finished_per_bucket(session: AsyncSession, grid: BucketGrid, status: EventStatus) -> dict[int, int]:
+async def finished_per_bucket(
+    session: AsyncSession, grid: BucketGrid, status: EventStatus, instance: str | None = None
+) -> dict[int, int]:
     """Events now in ``status`` by when they finished: throughput is measured when work ends, not
     when it arrived. Buckets with no event are absent."""
-    return await _series(session, grid, Event.finished_at, Event.status == status.value)
+    return await _series(session, grid, Event.finished_at, Event.status == status.value, *_of(instance))
 
 
-async def dead_letters_per_bucket(session: AsyncSession, grid: BucketGrid) -> dict[int, int]:
+async def dead_letters_per_bucket(
+    session: AsyncSession, grid: BucketGrid, instance: str | None = None
+) -> dict[int, int]:
     """Dead letters by when they were written: a replay later does not erase the error from
     history. Buckets with none are absent."""
-    return await _series(session, grid, DeadLetter.created_at)
+    return await _series(session, grid, DeadLetter.created_at, *_dead_of(instance))
 
 
-async def count_by_status(session: AsyncSession) -> dict[str, int]:
+async def count_by_status(session: AsyncSession, instance: str | None = None) -> dict[str, int]:
     """How many events are in each status, in one ``GROUP BY`` (statuses with no event are
     absent: the caller decides how to show them)."""
-    rows = await session.execute(select(Event.status, func.count()).group_by(Event.status))
+    rows = await session.execute(
+        select(Event.status, func.count()).where(*_of(instance)).group_by(Event.status)
+    )
     return {str(status): int(count) for status, count in rows.all()}
 
 
-async def count_unresolved_dead_letters(session: AsyncSession) -> int:
+async def count_unresolved_dead_letters(session: AsyncSession, instance: str | None = None) -> int:
     """Dead letters nobody has replayed or discarded yet: the ones an operator still owes a look."""
     unresolved = await session.scalar(
-        select(func.count()).select_from(DeadLetter).where(DeadLetter.resolved_at.is_(None))
+        select(func.count())
+        .select_from(DeadLetter)
+        .where(DeadLetter.resolved_at.is_(None), *_dead_of(instance))
     )
     return int(unresolved or 0)
 

@@ -103,6 +103,14 @@ async def test_lists_search_detail_and_bulk_replay_carry_and_filter_the_instance
     assert (await ops.read.get("/api/v1/dead-letters", params={"instance": "default"})).json()["items"] == []
     summary = await ops.read.get("/api/v1/dead-letters/summary", params={"instance": "default"})
     assert summary.json()["total"] == 0
+    for instance, (pending, dead, letters) in (("eu", (1, 1, 1)), ("default", (1, 0, 0)), (None, (2, 1, 1))):
+        stats = (
+            await ops.read.get("/api/v1/stats", params={"instance": instance} if instance else {})
+        ).json()
+        counts = stats["status_counts"]
+        assert (counts["pending"], counts["dead"], stats["dead_letters"]) == (pending, dead, letters), (
+            instance
+        )
 
     for instance, matched in (("default", 0), ("eu", 1)):
         body = {"filter": {"instance": instance}, "dry_run": True}

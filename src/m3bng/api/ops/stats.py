@@ -67,12 +67,14 @@ class Stats(BaseModel):
     backlog: int
 
 
-async def compute_stats(session: AsyncSession, hours: int, now: datetime | None = None) -> Stats:
+async def compute_stats(
+    session: AsyncSession, hours: int, now: datetime | None = None, *, instance: str | None = None
+) -> Stats:
     window = Window.ending_at(now or utcnow(), hours)
-    received = await store.received_per_bucket(session, window)
-    done = await store.finished_per_bucket(session, window, EventStatus.DONE)
-    skipped = await store.finished_per_bucket(session, window, EventStatus.SKIPPED)
-    dead = await store.dead_letters_per_bucket(session, window)
+    received = await store.received_per_bucket(session, window, instance)
+    done = await store.finished_per_bucket(session, window, EventStatus.DONE, instance)
+    skipped = await store.finished_per_bucket(session, window, EventStatus.SKIPPED, instance)
+    dead = await store.dead_letters_per_bucket(session, window, instance)
     buckets = [
         Bucket(
             start=window.start + timedelta(seconds=i * window.seconds),
@@ -84,13 +86,13 @@ async def compute_stats(session: AsyncSession, hours: int, now: datetime | None 
         for i in range(window.count)
     ]
     status_counts = {status.value: 0 for status in EventStatus}
-    status_counts.update(await store.count_by_status(session))
+    status_counts.update(await store.count_by_status(session, instance))
     return Stats(
         hours=hours,
         bucket_seconds=window.seconds,
         buckets=buckets,
         status_counts=status_counts,
-        dead_letters=await store.count_unresolved_dead_letters(session),
+        dead_letters=await store.count_unresolved_dead_letters(session, instance),
         backlog=sum(status_counts.get(status, 0) for status in OPEN_STATUSES),
     )
 
@@ -100,6 +102,9 @@ async def stats(
     caller: ReadCaller,
     runtime: RuntimeDep,
     hours: Annotated[int, Query(ge=1, le=MAX_HOURS, description="window, 1 to 168 hours")] = 24,
+    instance: Annotated[
+        str | None, Query(max_length=32, description="one BNG instance's events only (GET /instances)")
+    ] = None,
 ) -> Stats:
     async with runtime.sessions() as session:
-        return await compute_stats(session, hours)
+        return await compute_stats(session, hours, instance=instance)

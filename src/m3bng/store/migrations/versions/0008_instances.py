@@ -43,11 +43,17 @@ def upgrade() -> None:
                 batch.drop_constraint(op.f(_name(table, columns)), type_="unique")
             for columns in new:
                 batch.create_unique_constraint(op.f(_name(table, columns)), list(columns))
-    # The fair claim reads each instance's head of line (store/queue.py).
-    op.create_index("ix_events_instance_due", "events", ["instance", "status", "next_attempt_at"])
+    # The claim reads each instance's head of line in its order (store/queue.py): with ``id`` in
+    # the index no sort is needed, so a claim stops after the rows it takes even when the
+    # planner's statistics are those of an empty table (a flood before autoanalyze ran).
+    op.create_index("ix_events_instance_due", "events", ["instance", "status", "next_attempt_at", "id"])
+    op.drop_index("ix_events_due", table_name="events")
+    op.create_index("ix_events_due", "events", ["status", "next_attempt_at", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_events_due", table_name="events")
+    op.create_index("ix_events_due", "events", ["status", "next_attempt_at"])
     op.drop_index("ix_events_instance_due", table_name="events")
     for table, (old, new) in KEYS.items():
         with op.batch_alter_table(table) as batch:
