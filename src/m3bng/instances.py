@@ -37,12 +37,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from m3bng.config import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from m3bng.mapping import Mapping
 
 DEFAULT = "default"
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
@@ -152,6 +155,14 @@ class Instances:
     def routed(self, accounting_entity: str | None, location: str | None) -> list[str]:
         """The instances M3 master data of this accounting entity / location goes to."""
         return [i.id for i in self if i.receives(accounting_entity, location)]
+
+
+def with_instance_vars(mappings: dict[str, Mapping], instance: Instance | None) -> dict[str, Mapping]:
+    """The mappings as an instance's flows run them (its ``vars``): what a load or a
+    reconciliation for the instance renders. Unchanged without an instance or vars."""
+    if instance is None or not instance.vars:
+        return mappings
+    return {flow: mapping.with_vars(instance.vars) for flow, mapping in mappings.items()}
 
 
 def env_name(instance_id: str, what: str) -> str:

@@ -130,11 +130,14 @@ async def enqueue_balance(
     *,
     source: str = "poller",
     instances: Sequence[str] = (),
+    snapshot: bool = True,
 ) -> int:
-    """The balance's event and its new snapshot; the event id. Reconciliation's fix enqueues
+    """The balance's event and (``snapshot``) its new snapshot; the event id. Reconciliation's fix enqueues
     through here too (source ``reconcile``): the same key orders it among the poller's events,
     and the snapshot then holds what was sent, so the poller does not send it again.
-    ``instances``: an event for each of these BNG instances (none given: ``default``)."""
+    ``instances``: an event for each of these BNG instances (none given: ``default``).
+    ``snapshot`` False: the snapshot is left alone (a load or fix for one instance other than
+    default must not make the poller skip a change it has not yet sent to the others)."""
     item = row["ITNO"]
     new = NewEvent(
         source=source,
@@ -147,6 +150,8 @@ async def enqueue_balance(
     )
     news = [replace(new, instance=i) for i in instances] or [new]
     [(event_id, _created), *_] = await queue.insert_events_once(session, news)
+    if not snapshot:
+        return event_id
     await snapshots.put_snapshot(
         session, warehouse=warehouse, item=item, balance=row, digest=digest, polled_at=now
     )

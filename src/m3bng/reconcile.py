@@ -26,6 +26,9 @@ decision for a person.
 
 Every run and its findings (all but ``matching``) are stored for the ops API. ``recorded``
 does that for every kind (stock: reconcile_stock.py; customers and items: reconcile_master.py).
+
+Each run compares one BNG instance (``instance``, instances.py; ``m3bng reconcile --instance``):
+its BNG, M3 in its company, its events and cross-references; a fix is an event of that instance.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from m3bng.observability import metrics
 from m3bng.ops.scheduler import ScheduledJob
 from m3bng.store import queue
 from m3bng.store import reconcile as store
+from m3bng.store.models import DEFAULT_INSTANCE
 from m3bng.store.queue import NewEvent
 from m3bng.store.sql import utcnow
 from m3bng.timestamps import iso_utc
@@ -93,12 +97,14 @@ async def recorded(
     body: Callable[[Report], Awaitable[None]],
     *,
     fix: bool,
+    instance: str = DEFAULT_INSTANCE,
 ) -> Report:
     """One run of any kind, stored: started, its findings and counts when ``body`` is done, or
     failed with the error (and raised again); the metric counts each class."""
     async with sessions.begin() as session:
         report = Report(
-            run_id=await store.start_run(session, kind, since, fix=fix), counts=dict.fromkeys(classes, 0)
+            run_id=await store.start_run(session, kind, since, fix=fix, instance=instance),
+            counts=dict.fromkeys(classes, 0),
         )
     try:
         await body(report)
@@ -114,7 +120,14 @@ async def recorded(
         await store.finish_run(session, report.run_id, status="done", counts=counts)
     for finding, count in report.counts.items():
         metrics.observe_reconcile(kind, finding, count)
-    log.info("reconcile.done", kind=kind, run_id=report.run_id, fixed=report.fixed, **report.counts)
+    log.info(
+        "reconcile.done",
+        instance=instance,
+        kind=kind,
+        run_id=report.run_id,
+        fixed=report.fixed,
+        **report.counts,
+    )
     return report
 
 
@@ -127,14 +140,16 @@ async def reconcile_orders(
     fix: bool = False,
     grace: timedelta = timedelta(minutes=10),
     sla: timedelta = timedelta(minutes=30),
+    instance: str = DEFAULT_INSTANCE,
 ) -> Report:
-    """One run (module docstring). ``m3`` None skips the line check (``matching`` then means
-    "linked to an M3 order") and the search for M3 orders unknown in BNG."""
+    """One run (module docstring) for the BNG ``instance``, whose BNG ``bng`` is (and ``m3``
+    runs in its company). ``m3`` None skips the line check (``matching`` then means "linked to
+    an M3 order") and the search for M3 orders unknown in BNG."""
 
     async def body(report: Report) -> None:
-        await _run(sessions, bng, m3, report, since=since, fix=fix, grace=grace, sla=sla)
+        await _run(sessions, bng, m3, report, since=since, fix=fix, grace=grace, sla=sla, instance=instance)
 
-    return await recorded(sessions, "orders", since, FINDINGS, body, fix=fix)
+    return await recorded(sessions, "orders", since, FINDINGS, body, fix=fix, instance=instance)
 
 
 async def _run(
@@ -147,13 +162,14 @@ async def _run(
     fix: bool,
     grace: timedelta,
     sla: timedelta,
+    instance: str,
 ) -> None:
     orders = [o for o in await bng.changed_since("orders", since) if str(o.get("OrderID") or "")]
     ids = [str(o["OrderID"]) for o in orders]
     keys = {oid: business_key(ORDER_CREATED, {"OrderID": oid}) or f"order:{oid}" for oid in ids}
     async with sessions() as session:
-        known = await store.events_by_key(session, list(keys.values()), [ORDER_CREATED])
-        linked = await store.xrefs(session, "order", ids)
+        known = await store.events_by_key(session, instance, list(keys.values()), [ORDER_CREATED])
+        linked = await store.xrefs(session, instance, "order", ids)
     now = utcnow()
     intake: list[tuple[str, NewEvent]] = []
     for order in orders:
@@ -175,7 +191,7 @@ async def _run(
             else:
                 finding, detail = "never_arrived", {"updated_at": order.get("UpdatedAt")}
                 if fix:
-                    intake.append((oid, _event(order, keys[oid])))
+                    intake.append((oid, _event(order, keys[oid], instance)))
         else:
             latest = events[-1]
             detail = {
@@ -187,7 +203,7 @@ async def _run(
             finding = "in_flight" if latest.status in OPEN and not late else "stuck"
         report.add(oid, finding, detail)
     if m3 is not None:
-        await _unknown_in_bng(sessions, bng, m3, report, orders, since)
+        await _unknown_in_bng(sessions, bng, m3, report, orders, since, instance)
     if intake:
         async with sessions.begin() as session:
             stored = await queue.insert_events_once(session, [new for _, new in intake])
@@ -205,6 +221,7 @@ async def _unknown_in_bng(
     report: Report,
     orders: list[dict[str, Any]],
     since: datetime,
+    instance: str,
 ) -> None:
     """M3 orders of the window's customers, with an order date in the window, whose CUOR names
     no BNG order: one LstHead per customer, one BNG GET per CUOR not among the window's orders
@@ -212,7 +229,7 @@ async def _unknown_in_bng(
     in_window = {str(o["OrderID"]) for o in orders}
     customers = sorted({str(o.get("CustomerID") or "").strip() for o in orders} - {""})
     async with sessions() as session:
-        cunos = await store.xrefs(session, "customer", customers)
+        cunos = await store.xrefs(session, instance, "customer", customers)
     first_day = since.astimezone(UTC).strftime("%Y%m%d")
     candidates: dict[str, dict[str, str]] = {}
     for cuno in sorted({cunos.get(c, c) for c in customers}):
@@ -232,7 +249,7 @@ async def _unknown_in_bng(
             report.add(cuor, "unknown_in_bng", detail)
 
 
-def _event(order: dict[str, Any], key: str) -> NewEvent:
+def _event(order: dict[str, Any], key: str, instance: str) -> NewEvent:
     """The order as its ``order.created`` webhook would have carried it."""
     data = {k: v for k, v in order.items() if k != "UpdatedAt"}
     payload = {"type": ORDER_CREATED, "data": data, "timestamp": order.get("UpdatedAt")}
@@ -243,6 +260,7 @@ def _event(order: dict[str, Any], key: str) -> NewEvent:
         payload=payload,
         business_key=key,
         correlation_id=uuid.uuid4().hex,
+        instance=instance,
     )
 
 
@@ -298,11 +316,20 @@ async def run_kind(
     tolerance: Decimal | None = None,
     grace: timedelta | None = None,
     sla: timedelta | None = None,
+    instance: str = DEFAULT_INSTANCE,
 ) -> Report:
-    """One run of ``kind``, for the command and the scheduled jobs alike; what is not given
-    comes from the settings (the window of orders, the stock tolerance, grace and SLA)."""
-    bng, m3 = connectors.bng, connectors.m3
+    """One run of ``kind`` for the BNG ``instance``, for the command and the scheduled jobs
+    alike; what is not given comes from the settings (the window of orders, the stock tolerance,
+    grace and SLA). ``connectors`` are the installation's: the run uses the instance's BNG, M3
+    in its company, and the mappings with its vars (what its flows write)."""
+    from m3bng.instances import with_instance_vars
+
+    view = connectors.for_instance(instance)
+    bng, m3 = view.bng, view.m3
+    mappings = with_instance_vars(mappings, view.instance)
     if bng is None:
+        if instance != DEFAULT_INSTANCE:
+            raise ReconcileRefused(f"instance {instance!r} has no BNG (is it in M3BNG_INSTANCES_FILE?)")
         raise ReconcileRefused("BNG is not configured (set M3BNG_BNG_BASE_URL)")
     if kind == "orders":
         return await reconcile_orders(
@@ -313,6 +340,7 @@ async def run_kind(
             fix=fix,
             grace=grace if grace is not None else timedelta(minutes=settings.reconcile_grace_minutes),
             sla=sla if sla is not None else timedelta(minutes=settings.reconcile_sla_minutes),
+            instance=instance,
         )
     if kind not in KINDS:
         raise ReconcileRefused(f"reconcile {kind!r}: the kinds are {', '.join(KINDS)}")
@@ -328,11 +356,18 @@ async def run_kind(
             tolerance = Decimal(str(settings.reconcile_stock_tolerance))
         warehouses = settings.inventory_poll_warehouses
         return await reconcile_stock(
-            sessions, bng, m3, mapping, warehouses=warehouses, fix=fix, tolerance=tolerance
+            sessions,
+            bng,
+            m3,
+            mapping,
+            warehouses=warehouses,
+            fix=fix,
+            tolerance=tolerance,
+            instance=instance,
         )
     from m3bng.reconcile_master import reconcile_master
 
-    return await reconcile_master(sessions, bng, m3, mappings, kind, fix=fix)
+    return await reconcile_master(sessions, bng, m3, mappings, kind, fix=fix, instance=instance)
 
 
 def scheduled_job(
@@ -341,18 +376,25 @@ def scheduled_job(
     connectors: Connectors,
     kind: str = "orders",
     mappings: dict[str, Mapping] | None = None,
+    instance: str = DEFAULT_INSTANCE,
 ) -> ScheduledJob | None:
     """``M3BNG_RECONCILE_<KIND>_SECONDS``: the same run on a schedule, in whichever process
-    holds the job's lease; None when off or BNG (or, but for orders, M3) is not configured."""
+    holds the job's lease (``reconcile_<kind>``, ``reconcile_<kind>:<instance>`` for another
+    instance than default); None when off or the instance's BNG (or, but for orders, M3) is not
+    configured."""
     seconds = float(getattr(settings, f"reconcile_{kind}_seconds"))
-    if not seconds or connectors.bng is None or (kind != "orders" and connectors.m3 is None):
+    view = connectors.for_instance(instance)
+    if not seconds or view.bng is None or (kind != "orders" and view.m3 is None):
         return None
     fix = bool(getattr(settings, f"reconcile_{kind}_fix"))
 
     async def work() -> Report:
-        return await run_kind(kind, settings, sessions, connectors, mappings or {}, fix=fix)
+        return await run_kind(
+            kind, settings, sessions, connectors, mappings or {}, fix=fix, instance=instance
+        )
 
-    return ScheduledJob(f"reconcile_{kind}", seconds, sessions, work, expected=(M3bngError, OSError))
+    name = f"reconcile_{kind}" if instance == DEFAULT_INSTANCE else f"reconcile_{kind}:{instance}"
+    return ScheduledJob(name, seconds, sessions, work, expected=(M3bngError, OSError))
 
 
 def scheduled_jobs(
@@ -361,6 +403,11 @@ def scheduled_jobs(
     connectors: Connectors,
     mappings: dict[str, Mapping],
 ) -> list[ScheduledJob]:
-    """One job per kind whose interval is set."""
-    jobs = (scheduled_job(settings, sessions, connectors, kind, mappings) for kind in KINDS)
+    """One job per kind whose interval is set, for each configured BNG instance."""
+    instances = connectors.instances.ids if connectors.instances is not None else [DEFAULT_INSTANCE]
+    jobs = (
+        scheduled_job(settings, sessions, connectors, kind, mappings, instance)
+        for instance in instances
+        for kind in KINDS
+    )
     return [job for job in jobs if job is not None]

@@ -41,6 +41,7 @@ from m3bng.mapping.engine import JMESPathError
 from m3bng.reconcile import EPOCH, SOURCE, ReconcileRefused, Report, recorded
 from m3bng.store import queue
 from m3bng.store import reconcile as store
+from m3bng.store.models import DEFAULT_INSTANCE
 from m3bng.sync import ENTITIES, PAGE_SIZE, Entity, M3ListLoad, record_event, written
 
 CLASSES = ("matching", "different", "missing_in_bng", "unknown_in_m3", "refused")
@@ -57,6 +58,7 @@ async def reconcile_master(
     *,
     fix: bool = False,
     page_size: int = PAGE_SIZE,
+    instance: str = DEFAULT_INSTANCE,
 ) -> Report:
     """One run (module docstring)."""
     entity = ENTITIES.get(kind)
@@ -70,7 +72,7 @@ async def reconcile_master(
     async def body(report: Report) -> None:
         held = {str(r[id_field]): r for r in await bng.changed_since(collection, EPOCH) if r.get(id_field)}
         async with sessions() as session:
-            linked = await store.all_links(session, str(mapping.option("entity") or entity.name))
+            linked = await store.all_links(session, instance, str(mapping.option("entity") or entity.name))
         bng_id_of = {m3_key: bng_id for bng_id, m3_key in linked.items()}
         ignore = split_names(mapping.option("echo_ignore"))
         fixes: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
@@ -90,9 +92,9 @@ async def reconcile_master(
         for bng_id in sorted(set(held) - in_m3):
             report.add(bng_id, "unknown_in_m3", {"m3_key": linked.get(bng_id)})
         if fixes:
-            await _enqueue(sessions, report, mapping, entity, fixes)
+            await _enqueue(sessions, report, mapping, entity, fixes, instance)
 
-    return await recorded(sessions, kind, EPOCH, CLASSES, body, fix=fix)
+    return await recorded(sessions, kind, EPOCH, CLASSES, body, fix=fix, instance=instance)
 
 
 def _classify(
@@ -130,17 +132,25 @@ async def _enqueue(
     mapping: Mapping,
     entity: Entity,
     fixes: list[tuple[dict[str, Any], str, dict[str, Any]]],
+    instance: str,
 ) -> None:
     """The load's events for these records, once per run (the run id is in the event id)."""
     state = str(mapping.option("echo_state") or "")
     stale = [entry["detail"]["bng_id"] for _, _, entry in fixes if entry["finding"] == "different"]
     news = [
-        record_event(entity, data, key, external_id=f"{entity.name}:{key}:run{report.run_id}", source=SOURCE)
+        record_event(
+            entity,
+            data,
+            key,
+            external_id=f"{entity.name}:{key}:run{report.run_id}",
+            source=SOURCE,
+            instance=instance,
+        )
         for data, key, _ in fixes
     ]
     async with sessions.begin() as session:
         if state:
-            await store.forget_bng_state(session, state, stale)
+            await store.forget_bng_state(session, instance, state, stale)
         stored = await queue.insert_events_once(session, news)
     for (_, _, entry), (event_id, _created) in zip(fixes, stored, strict=True):
         entry["event_id"] = event_id

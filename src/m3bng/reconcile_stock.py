@@ -35,6 +35,7 @@ from m3bng.connectors.m3.client import M3Client
 from m3bng.mapping import Mapping, MappingError
 from m3bng.poller import balance_digest, enqueue_balance, list_balances
 from m3bng.reconcile import EPOCH, SOURCE, Report, quantity, recorded
+from m3bng.store.models import DEFAULT_INSTANCE
 from m3bng.store.sql import utcnow
 
 CLASSES = ("matching", "drift", "missing_in_bng", "unknown_in_m3", "refused")
@@ -51,8 +52,11 @@ async def reconcile_stock(
     warehouses: list[str],
     fix: bool = False,
     tolerance: Decimal = Decimal(0),
+    instance: str = DEFAULT_INSTANCE,
 ) -> Report:
-    """One run (module docstring)."""
+    """One run (module docstring) for the BNG ``instance``. A fix for another instance than
+    default leaves the poller's snapshots alone (they are shared: writing one would make the
+    poller skip a change it has not yet sent to the other instances)."""
 
     async def body(report: Report) -> None:
         held: dict[tuple[str, str], dict[str, Any]] = {}
@@ -78,11 +82,18 @@ async def reconcile_stock(
                 for warehouse, row, entry in corrections[start : start + BATCH]:
                     digest = balance_digest(row)
                     entry["event_id"] = await enqueue_balance(
-                        session, warehouse, row, digest, now, source=SOURCE
+                        session,
+                        warehouse,
+                        row,
+                        digest,
+                        now,
+                        source=SOURCE,
+                        instances=[instance],
+                        snapshot=instance == DEFAULT_INSTANCE,
                     )
         report.fixed = len(corrections)
 
-    return await recorded(sessions, "stock", EPOCH, CLASSES, body, fix=fix)
+    return await recorded(sessions, "stock", EPOCH, CLASSES, body, fix=fix, instance=instance)
 
 
 def _classify(

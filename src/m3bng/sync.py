@@ -26,6 +26,10 @@ deduplicated and visible like any other event.
   counted with their reason, and enqueued all the same: the flow dead-letters them, so they
   are replayable once the data or the mapping is fixed.
 * ``dry_run`` reads and classifies (new, changed, same, refused) and writes no event.
+* **Per BNG instance** (``instance``, instances.py): the events are the instance's (its BNG,
+  its M3 company, its vars), and its runs and digests are its own. Stock for the instance
+  ``default`` shares the poller's snapshots; for another instance its digests are in
+  ``sync_records`` and the poller's snapshots are neither read nor written (docs/sync.md).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from m3bng.mapping.schema import BngCallSpec
 from m3bng.poller import balance_digest, enqueue_balance, list_balances
 from m3bng.store import queue, snapshots
 from m3bng.store import sync as store
+from m3bng.store.models import DEFAULT_INSTANCE
 from m3bng.store.queue import NewEvent
 from m3bng.store.sql import utcnow
 
@@ -271,10 +276,17 @@ def payload(entity: Entity, data: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def record_event(
-    entity: Entity, data: dict[str, Any], key: str, *, external_id: str, source: str = SOURCE
+    entity: Entity,
+    data: dict[str, Any],
+    key: str,
+    *,
+    external_id: str,
+    source: str = SOURCE,
+    instance: str = DEFAULT_INSTANCE,
 ) -> NewEvent:
-    """The event that applies one record with its entity's flow. The business key is the same
-    whoever enqueues it (this load, reconciliation's fix), so their events are applied in order."""
+    """The event that applies one record with its entity's flow, for the BNG ``instance``. The
+    business key is the same whoever enqueues it (this load, reconciliation's fix), so their
+    events are applied in order."""
     return NewEvent(
         source=source,
         external_id=external_id[:255],
@@ -282,6 +294,7 @@ def record_event(
         payload=payload(entity, data, key),
         business_key=f"{SOURCE}:{entity.noun}:{key}"[:255],
         correlation_id=uuid.uuid4().hex,
+        instance=instance,
     )
 
 
@@ -346,6 +359,7 @@ class Load(ABC):
     name: str
     target: str
     flow: str
+    instance: str = DEFAULT_INSTANCE  # the BNG instance loaded (or read, --to m3)
 
     @property
     def records_entity(self) -> str:
@@ -368,14 +382,14 @@ class Load(ABC):
         return digest_of(data)
 
     async def known(self, session: AsyncSession, keys: Sequence[str]) -> dict[str, str]:
-        return await store.known_digests(session, self.records_entity, keys)
+        return await store.known_digests(session, self.records_entity, keys, instance=self.instance)
 
 
 class M3ListLoad(Load):
     """customers, items, suppliers → BNG: M3's list paged by key, each record as its BOD's noun."""
 
-    def __init__(self, entity: Entity, m3: M3Client) -> None:
-        self.entity, self.m3 = entity, m3
+    def __init__(self, entity: Entity, m3: M3Client, instance: str = DEFAULT_INSTANCE) -> None:
+        self.entity, self.m3, self.instance = entity, m3, instance
         self.name, self.target, self.flow = entity.name, "bng", entity.flow
 
     async def read(self, cursor: str | None, page_size: int) -> Page:
@@ -391,7 +405,13 @@ class M3ListLoad(Load):
     ) -> list[tuple[str, str]]:
         # The run in the id: an object changed back to what an earlier run sent is sent again.
         events = [
-            record_event(self.entity, data, key, external_id=f"{self.name}:{key}:{digest[:16]}:{run_id}")
+            record_event(
+                self.entity,
+                data,
+                key,
+                external_id=f"{self.name}:{key}:{digest[:16]}:{run_id}",
+                instance=self.instance,
+            )
             for key, data, digest in records
         ]
         await queue.insert_events_once(session, events)
@@ -400,12 +420,21 @@ class M3ListLoad(Load):
 
 class StockLoad(Load):
     """stock → BNG: MMS080MI LstItemWarehous, one call per warehouse, read whole (it takes no
-    start item to page by), each balance the event the inventory poller makes for it."""
+    start item to page by), each balance the event the inventory poller makes for it.
+
+    For the instance ``default`` the digests are the poller's snapshots (what m3bng last sent of
+    each balance, whichever sent it). The snapshots are shared by every instance the poller
+    sends to, so a load for another instance keeps digests of its own (``sync_records``) and
+    leaves the snapshots alone: writing one would make the poller skip a change it has not yet
+    sent to the other instances."""
 
     name, target, flow = "stock", "bng", "inventory_poll"
 
-    def __init__(self, m3: M3Client, mapping: Mapping, warehouses: Sequence[str]) -> None:
-        self.m3, self.mapping = m3, mapping
+    def __init__(
+        self, m3: M3Client, mapping: Mapping, warehouses: Sequence[str], instance: str = DEFAULT_INSTANCE
+    ) -> None:
+        self.m3, self.mapping, self.instance = m3, mapping, instance
+        self.shared = instance == DEFAULT_INSTANCE  # digests: the poller's snapshots
         self.warehouses = list(dict.fromkeys(w.strip() for w in warehouses if w.strip()))
 
     async def read(self, cursor: str | None, page_size: int) -> Page:
@@ -423,7 +452,10 @@ class StockLoad(Load):
         return balance_digest(data)
 
     async def known(self, session: AsyncSession, keys: Sequence[str]) -> dict[str, str]:
-        """The poller's snapshots: what m3bng last sent BNG of each balance, whichever sent it."""
+        """The poller's snapshots: what m3bng last sent BNG of each balance, whichever sent it
+        (another instance than default: its own digests)."""
+        if not self.shared:
+            return await super().known(session, keys)
         found: dict[str, str] = {}
         for warehouse in sorted({key.split("/", 1)[0] for key in keys}):
             for item, digest in (await snapshots.known_digests(session, warehouse)).items():
@@ -438,8 +470,18 @@ class StockLoad(Load):
     ) -> list[tuple[str, str]]:
         now = utcnow()
         for key, row, digest in records:
-            await enqueue_balance(session, key.split("/", 1)[0], row, digest, now, source=SOURCE)
-        return []  # the snapshots written with each event are the digests
+            await enqueue_balance(
+                session,
+                key.split("/", 1)[0],
+                row,
+                digest,
+                now,
+                source=SOURCE,
+                instances=[self.instance],
+                snapshot=self.shared,
+            )
+        # the snapshots written with each event are the default instance's digests
+        return [] if self.shared else [(key, digest) for key, _, digest in records]
 
 
 class BngCustomersLoad(Load):
@@ -452,8 +494,8 @@ class BngCustomersLoad(Load):
     event_type = "customer.updated"
     since = datetime(1970, 1, 1, tzinfo=UTC)
 
-    def __init__(self, bng: BngClient) -> None:
-        self.bng = bng
+    def __init__(self, bng: BngClient, instance: str = DEFAULT_INSTANCE) -> None:
+        self.bng, self.instance = bng, instance
         self._next: str | None = None  # BNG's cursor for the next page of this process
         self._changed: dict[str, str] = {}  # CustomerID → UpdatedAt, of the page being stored
 
@@ -498,6 +540,7 @@ class BngCustomersLoad(Load):
                     payload={**body, "sync": {"entity": self.name, "key": key}},
                     business_key=business_key(self.event_type, data),
                     correlation_id=uuid.uuid4().hex,
+                    instance=self.instance,
                 )
             )
         await queue.insert_events_once(session, events)
@@ -521,6 +564,7 @@ def make_load(
     m3: M3Client | None,
     bng: BngClient | None = None,
     warehouses: Sequence[str] = (),
+    instance: str = DEFAULT_INSTANCE,
 ) -> tuple[Load, Mapping]:
     """The load ``m3bng sync ENTITY --to TARGET`` runs, and its mapping; SyncError naming what is
     wrong (an entity or direction that does not exist, a mapping or connector missing)."""
@@ -543,7 +587,7 @@ def make_load(
             )
         if bng is None:
             raise SyncError("BNG is not configured (set M3BNG_BNG_BASE_URL)")
-        return BngCustomersLoad(bng), mapping
+        return BngCustomersLoad(bng, instance), mapping
     if m3 is None:
         raise SyncError("M3 is not configured (set M3BNG_IONAPI_FILE)")
     if entity_name == "stock":
@@ -552,8 +596,8 @@ def make_load(
                 "sync stock: no warehouse to read; give --warehouse WHLO (repeatable) or set "
                 "M3BNG_INVENTORY_POLL_WAREHOUSES"
             )
-        return StockLoad(m3, mapping, warehouses), mapping
-    return M3ListLoad(ENTITIES[entity_name], m3), mapping
+        return StockLoad(m3, mapping, warehouses, instance), mapping
+    return M3ListLoad(ENTITIES[entity_name], m3, instance), mapping
 
 
 async def run_sync(
@@ -570,20 +614,32 @@ async def run_sync(
     max_pages: int | None = None,
     bng: BngClient | None = None,
     warehouses: Sequence[str] = (),
+    instance: str = DEFAULT_INSTANCE,
 ) -> Progress:
-    """Load one entity (module docstring); ``max_pages`` stops early (tests: a run cut short)."""
-    load, mapping = make_load(entity_name, target, mappings, m3=m3, bng=bng, warehouses=warehouses)
+    """Load one entity (module docstring) for the BNG ``instance``, whose connectors ``m3`` (in
+    its company) and ``bng`` are; ``max_pages`` stops early (tests: a run cut short)."""
+    load, mapping = make_load(
+        entity_name, target, mappings, m3=m3, bng=bng, warehouses=warehouses, instance=instance
+    )
     progress = Progress(run_id=0)
     async with sessions.begin() as session:
         run = await store.continue_or_start(
-            session, load.name, load.target, dry_run=dry_run, restart=restart, counts=progress.counts
+            session,
+            load.name,
+            load.target,
+            dry_run=dry_run,
+            restart=restart,
+            counts=progress.counts,
+            instance=instance,
         )
         progress.run_id, progress.cursor = run.id, run.cursor
         progress.counts.update(run.counts or {})  # continuing: the counts so far
         progress.refusals = list(run.refusals or [])
         progress.resumed_read = progress.counts["read"]
-        progress.expected = await store.last_read_count(session, load.name, load.target, before=run.id)
-    about = {"entity": load.name, "target": load.target, "run_id": run.id}
+        progress.expected = await store.last_read_count(
+            session, load.name, load.target, before=run.id, instance=instance
+        )
+    about = {"instance": instance, "entity": load.name, "target": load.target, "run_id": run.id}
     log.info("sync.started", **about, cursor=run.cursor, dry_run=dry_run)
     pages = 0
     try:
@@ -674,5 +730,6 @@ async def _page(
             cursor=progress.cursor,
             counts=counts,
             refusals=progress.refusals,
+            instance=load.instance,
         )
     return page.more

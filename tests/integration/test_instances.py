@@ -19,14 +19,20 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from m3bng.config import Settings
+from m3bng.instances import load_instances
+from m3bng.mapping import load_mappings
+from m3bng.reconcile import run_kind
+from m3bng.runtime import build_connectors
 from m3bng.sim.bng import DEFAULT_API_KEY
 from m3bng.store.models import CrossReference, Event
+from m3bng.sync import Progress, run_sync
 from tests.conftest import LiveServer
 from tests.integration.flows.conftest import Service
 from tests.integration.m3.conftest import SimHandle, m3_sim  # noqa: F401  (fixture)
 from tests.integration.to_bng.conftest import ION, order, wait_for
 from tests.support.bng import BngSim, running_bng_sim
 from tests.support.bods import ims_parts, sales_order
+from tests.support.ops import OPS_TOKEN_ENTRIES, READ, bearer
 from tests.support.webhooks import TEST_SECRET, signed_headers
 
 US_SECRET = "whsec_VVNpbnN0YW5jZXNlY3JldDAxMjM0NTY3"
@@ -41,15 +47,14 @@ async def two_bngs() -> AsyncIterator[tuple[BngSim, BngSim]]:
 
 
 @pytest.fixture
-async def service(
+async def settings(
     m3_sim: SimHandle,  # noqa: F811
     two_bngs: tuple[BngSim, BngSim],
     make_settings: Callable[..., Settings],
-    live_server: Callable[..., LiveServer],
-    sessions: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[Service]:
+) -> Settings:
+    """The instances default (BNG ``eu``, company 100) and ``us`` (its own BNG, company 200)."""
     eu, us = two_bngs
     # Company 200 holds its own customer and item (M3 data is per company).
     seeded = await m3_sim.control.post(
@@ -74,7 +79,7 @@ async def service(
     )
     monkeypatch.setenv("M3BNG_INSTANCE_US_WEBHOOK_SECRETS", US_SECRET)
     monkeypatch.setenv("M3BNG_INSTANCE_US_BNG_API_KEY", DEFAULT_API_KEY)
-    settings = make_settings(
+    return make_settings(
         ionapi_file=m3_sim.ionapi,
         m3_timeout=2.0,
         m3_max_inline_wait=0.2,
@@ -85,7 +90,17 @@ async def service(
         retry_schedule=[0.05] * 6,
         worker_poll_interval=0.05,
         instances_file=instances,
+        ops_tokens=OPS_TOKEN_ENTRIES,
     )
+
+
+@pytest.fixture
+async def service(
+    m3_sim: SimHandle,  # noqa: F811
+    settings: Settings,
+    live_server: Callable[..., LiveServer],
+    sessions: Any,
+) -> AsyncIterator[Service]:
     server = live_server(settings, run_workers=True)
     async with server, server.client() as client:
         yield Service(client, m3_sim, sessions)
@@ -174,3 +189,61 @@ async def test_two_instances_same_order_id_make_two_orders_and_statuses_go_home(
     us_writes = [c for c in await us.calls() if c.get("method") == "PATCH"]
     eu_writes = [c for c in await eu.calls() if c.get("method") == "PATCH"]
     assert len(us_writes) == len(eu_writes) == 1
+
+
+# One store is enough for the per-instance keys (suite time); test_migrations checks both schemas.
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_sync_and_reconcile_per_instance(
+    service: Service,
+    settings: Settings,
+    two_bngs: tuple[BngSim, BngSim],
+) -> None:
+    """``m3bng sync items --instance us`` loads company 200's items into us's BNG only, with digests
+    of its own (a second run writes nothing, the default instance's load still loads everything);
+    ``m3bng reconcile items --instance us`` compares us's BNG, and the ops API shows the instance."""
+    eu, us = two_bngs
+    mappings = load_mappings(settings.mappings_folder)
+    connectors = build_connectors(settings, service.sessions, load_instances(settings))
+    view = connectors.for_instance("us")
+
+    async def sync(instance: str) -> Progress:
+        on = connectors.for_instance(instance)
+        return await run_sync(service.sessions, on.m3, mappings, "items", bng=on.bng, instance=instance)
+
+    async def sync_events(instance: str) -> list[Event]:
+        async with service.sessions() as session:
+            query = select(Event).where(Event.source == "sync", Event.instance == instance)
+            return list(await session.scalars(query))
+
+    async def applied(instance: str) -> bool:
+        events = await sync_events(instance)
+        return bool(events) and all(e.status in ("done", "dead", "skipped") for e in events)
+
+    try:
+        first = await sync("us")
+        assert (first.counts["read"], first.counts["new"]) == (1, 1)  # company 200's one item
+        await wait_for(lambda: applied("us"), timeout=30)
+        [event] = await sync_events("us")
+        assert event.status == "done", event.last_error
+        assert (await us.state())["products"]["BIKE-100"]["Name"] == "Bike"
+        assert "BIKE-100" not in (await eu.state())["products"]
+        again = await sync("us")
+        assert again.run_id != first.run_id and again.counts["same"] == 1 and again.counts["new"] == 0
+        assert len(await sync_events("us")) == 1
+
+        report = await run_kind("items", settings, service.sessions, connectors, mappings, instance="us")
+        assert report.counts["matching"] == 1 and report.counts["missing_in_bng"] == 0, report.findings
+
+        default = await sync("default")  # its own digests: company 100's items, all new
+        assert default.counts["new"] == default.counts["read"] >= 4
+        assert {e.instance for e in await sync_events("default")} == {"default"}
+        assert view.bng is not None and view.bng is not connectors.bng
+    finally:
+        await connectors.aclose()
+    runs = await service.client.get("/api/v1/sync/runs", headers=bearer(READ))
+    assert [r["instance"] for r in runs.json()["items"]] == ["default", "us", "us"]
+    latest = await service.client.get(
+        "/api/v1/reconcile/latest", params={"instance": "us"}, headers=bearer(READ)
+    )
+    [item] = latest.json()["items"]
+    assert (item["run"]["instance"], item["run"]["kind"]) == ("us", "items")

@@ -201,3 +201,13 @@ def test_a_simulator_on_a_busy_port_prints_no_address(simulator: str, busy_port:
     assert f"cannot listen on 127.0.0.1:{busy_port}" in one_line_failure(result)
     assert "simulator:" not in result.output
     assert not ionapi.exists()
+
+
+@pytest.mark.parametrize("command", [["sync", "items"], ["reconcile", "orders"]])
+def test_sync_and_reconcile_name_an_unknown_instance_and_the_known_ones(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "instances.yaml").write_text("instances:\n  us: {}\n")  # sandbox: no URL, no secret
+    monkeypatch.setenv("M3BNG_INSTANCES_FILE", str(tmp_path / "instances.yaml"))
+    line = one_line_failure(run(*command, "--instance", "nowhere"))
+    assert "--instance 'nowhere'" in line and "known: default, us" in line

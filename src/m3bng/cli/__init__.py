@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from m3bng.connectors import Connectors
+    from m3bng.instances import Instances
 
     Sessions = async_sessionmaker[AsyncSession]
     from m3bng.mapping import Mapping
@@ -392,6 +393,13 @@ def m3_check() -> None:
     raise typer.Exit(code)
 
 
+_INSTANCE_OPTION = typer.Option(
+    "--instance",
+    metavar="ID",
+    help="The BNG instance (M3BNG_INSTANCES_FILE): its BNG, its M3 company (docs/instances.md).",
+)
+
+
 @app.command()
 def sync(
     entity: Annotated[str, typer.Argument(help="What to load: customers, items, suppliers or stock.")],
@@ -418,6 +426,7 @@ def sync(
             help="stock: a warehouse to load (repeatable; default M3BNG_INVENTORY_POLL_WAREHOUSES).",
         ),
     ] = None,
+    instance: Annotated[str, _INSTANCE_OPTION] = "default",
 ) -> None:
     """Initial load: each record enqueued for the flow its own events run (docs/sync.md).
 
@@ -427,6 +436,7 @@ def sync(
     if warehouse and entity != "stock":
         _fail(f"--warehouse: only sync stock reads warehouses, not sync {entity}")
     settings = _settings()
+    instances = _instances(settings, instance)
     _check_store(settings, migrate_first=False)
     mappings = _load_mappings(settings)
 
@@ -440,26 +450,31 @@ def sync(
             line = progress_line(entity, progress)
             typer.echo(("\r\x1b[K" + line) if tty else line, err=True, nl=not tty)
 
-        async with _connected(settings) as (sessions, connectors):
+        from m3bng.instances import with_instance_vars
+
+        async with _connected(settings, instances) as (sessions, connectors):
+            view = connectors.for_instance(instance)  # its BNG, M3 in its company
             progress = await run_sync(
                 sessions,
-                connectors.m3,
-                mappings,
+                view.m3,
+                with_instance_vars(mappings, view.instance),
                 entity,
                 target=to,
                 dry_run=dry_run,
                 restart=restart,
                 page_size=page_size,
                 on_page=show,
-                bng=connectors.bng,
+                bng=view.bng,
                 warehouses=warehouse or settings.inventory_poll_warehouses,
+                instance=instance,
             )
         if tty:
             typer.echo("", err=True)
         c = progress.counts
         what = "would enqueue" if dry_run else "enqueued"
+        label = f"sync {entity} --to {to}" + (f" --instance {instance}" if instance != "default" else "")
         typer.echo(
-            f"sync {entity} --to {to} run {progress.run_id}: {c['read']} read, {what} {c['new']} new and "
+            f"{label} run {progress.run_id}: {c['read']} read, {what} {c['new']} new and "
             f"{c['changed']} changed, {c['same']} unchanged, {c['refused']} refused"
         )
         for refused in progress.refusals[:20]:
@@ -469,21 +484,40 @@ def sync(
     raise typer.Exit(_run_command(settings, run()))
 
 
+def _instances(settings: Settings, instance_id: str | None = None) -> Instances:
+    """The installation's BNG instances; with ``instance_id``, one line naming ``--instance``
+    and the known ids (exit 2) when it is not one of them."""
+    from m3bng.instances import load_instances
+
+    try:
+        instances = load_instances(settings)
+    except SettingsError as exc:
+        _fail(str(exc), exc)
+    if instance_id is not None and instance_id not in instances:
+        _fail(
+            f"--instance {instance_id!r}: no such BNG instance (known: {', '.join(instances.ids)}; "
+            "M3BNG_INSTANCES_FILE, docs/instances.md)"
+        )
+    return instances
+
+
 @asynccontextmanager
 async def _connected(
-    settings: Settings,
+    settings: Settings, instances: Instances | None = None
 ) -> AsyncIterator[tuple[async_sessionmaker[AsyncSession], Connectors]]:
-    """The store and the connectors of a one-shot command (m3 check, sync, reconcile), closed
-    when it ends however it ends; connectors m3bng cannot build (an .ionapi file it cannot
-    use) are one line and exit 2."""
+    """The store and the connectors of a one-shot command (m3 check, sync, reconcile), every
+    BNG instance's (``connectors.for_instance``), closed when it ends however it ends;
+    connectors m3bng cannot build (an .ionapi file it cannot use) are one line and exit 2."""
     from m3bng.runtime import build_connectors
     from m3bng.store.db import create_engine, session_factory
 
+    if instances is None:
+        instances = _instances(settings)
     engine = create_engine(settings)
     try:
         sessions = session_factory(engine)
         try:
-            connectors = build_connectors(settings, sessions)
+            connectors = build_connectors(settings, sessions, instances)
         except M3bngError as exc:
             _fail(str(exc), exc)
         try:
@@ -549,12 +583,14 @@ def reconcile(
             help="stock: a difference up to this is matching (default: M3BNG_RECONCILE_STOCK_TOLERANCE).",
         ),
     ] = None,
+    instance: Annotated[str, _INSTANCE_OPTION] = "default",
 ) -> None:
     """Compare BNG with m3bng and M3, store the findings (docs/reconciliation.md). Exit 1 when
     something is left for a person: a finding --fix did not correct (or no --fix)."""
     from m3bng.reconcile import KINDS
 
     settings = _settings()
+    instances = _instances(settings, instance)
     _check_store(settings, migrate_first=False)
     if kind is not None and kind not in KINDS:
         _fail(f"reconcile {kind!r}: the kinds are {', '.join(KINDS)} (docs/reconciliation.md)")
@@ -579,16 +615,17 @@ def reconcile(
         mappings = _load_mappings(settings) if kinds != ["orders"] else {}
         limit = None if tolerance is None else Decimal(str(tolerance))
         left = 0
-        async with _connected(settings) as (sessions, connectors):
+        async with _connected(settings, instances) as (sessions, connectors):
             for one in kinds:
                 report = await run_kind(
                     one, settings, sessions, connectors, mappings, since=utcnow() - window, fix=fix,
-                    tolerance=limit, grace=grace_time, sla=sla_time,
+                    tolerance=limit, grace=grace_time, sla=sla_time, instance=instance,
                 )  # fmt: skip
                 shown = ", ".join(f"{n} {name}" for name, n in report.counts.items())
                 fixed = f"{report.fixed} {'taken in' if one == 'orders' else 'corrected'}"
+                of = f" --instance {instance}" if instance != "default" else ""
                 typer.echo(
-                    f"reconcile {one} run {report.run_id}: {shown}; {fixed}, {report.m3_calls} M3 calls"
+                    f"reconcile {one}{of} run {report.run_id}: {shown}; {fixed}, {report.m3_calls} M3 calls"
                 )
                 for found in report.findings:
                     typer.echo(f"  {found['finding']:<14} {found['key']}  {found['detail']}")

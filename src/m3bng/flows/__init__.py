@@ -96,7 +96,10 @@ def _to_bng(mapping: Mapping) -> Flow:
             await mapped_to_bng(ctx, mapping)
             return
         bod = ctx.payload.get("bod") if isinstance(ctx.payload, dict) else None
-        if not linked and not routed_to(ctx.connectors.instances, instance.id, bod):
+        # A record of ``m3bng sync|reconcile --instance`` (payload ``sync``) was read in the
+        # instance's own company for the instance an operator named: no routing rule to apply.
+        directed = isinstance(ctx.payload, dict) and "sync" in ctx.payload
+        if not linked and not directed and not routed_to(ctx.connectors.instances, instance.id, bod):
             raise Skipped(
                 f"not routed: instance {instance.id}'s routing rule does not select accounting entity "
                 f"{(bod or {}).get('accounting_entity')!r} / location {(bod or {}).get('location')!r}",

@@ -318,28 +318,38 @@ async def reconcile_conditions(session: AsyncSession) -> list[Condition]:
     """The newest finished order reconciliation found orders that never arrived (and were not
     taken in) or are stuck; the newest stock reconciliation found balances that drifted beyond
     its tolerance or are missing in BNG and were not corrected. Each resolves when a later run
-    of its kind finds none."""
+    of its kind finds none. Per BNG instance: each instance's newest run of the kind."""
     conditions = []
     for kind, (classes, listed_as, key_name) in RECONCILE_ALERTS.items():
-        latest = await reconcile_store.latest_open_findings(session, kind, classes)
-        if latest is None or not latest.findings:
-            continue
-        counts: dict[str, int] = {}
-        for finding in latest.findings:
-            counts[finding.finding] = counts.get(finding.finding, 0) + 1
-        shown = latest.findings[:MAX_LISTED_ORDERS]
-        listed = ", ".join(f.key for f in shown)
-        more = len(latest.findings) - MAX_LISTED_ORDERS
-        what = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in sorted(counts.items()))
-        title = "Reconciliation" if kind == "orders" else f"{kind.capitalize()} reconciliation"
-        summary = f"{title} run {latest.run_id}: {what}: {listed}{f' (+{more} more)' if more > 0 else ''}."
-        detail = {
-            "run_id": latest.run_id,
-            "counts": counts,
-            listed_as: [{key_name: f.key, "finding": f.finding} for f in shown],
-        }
-        conditions.append(Condition(f"reconcile:{kind}", "reconcile", summary, detail))
+        for instance in await reconcile_store.run_instances(session, kind):
+            latest = await reconcile_store.latest_open_findings(session, kind, classes, instance=instance)
+            if latest is not None and latest.findings:
+                conditions.append(_reconcile_condition(kind, instance, latest, listed_as, key_name))
     return conditions
+
+
+def _reconcile_condition(
+    kind: str, instance: str, latest: reconcile_store.OpenFindings, listed_as: str, key_name: str
+) -> Condition:
+    counts: dict[str, int] = {}
+    for finding in latest.findings:
+        counts[finding.finding] = counts.get(finding.finding, 0) + 1
+    shown = latest.findings[:MAX_LISTED_ORDERS]
+    listed = ", ".join(f.key for f in shown)
+    more = len(latest.findings) - MAX_LISTED_ORDERS
+    what = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in sorted(counts.items()))
+    title = "Reconciliation" if kind == "orders" else f"{kind.capitalize()} reconciliation"
+    if instance != DEFAULT_INSTANCE:
+        title += f" of instance {instance}"
+    summary = f"{title} run {latest.run_id}: {what}: {listed}{f' (+{more} more)' if more > 0 else ''}."
+    detail: dict[str, Any] = {
+        "run_id": latest.run_id,
+        "counts": counts,
+        listed_as: [{key_name: f.key, "finding": f.finding} for f in shown],
+    }
+    if instance == DEFAULT_INSTANCE:
+        return Condition(f"reconcile:{kind}", "reconcile", summary, detail)
+    return Condition(f"reconcile:{kind}:{instance}", "reconcile", summary, {**detail, "instance": instance})
 
 
 def _order_id(business_key: str | None) -> str | None:

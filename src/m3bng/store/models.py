@@ -430,6 +430,10 @@ class SyncRecord(Base):
 
     __tablename__ = "sync_records"
 
+    # The BNG instance the load was for (instances.py): each instance's digests are its own.
+    instance: Mapped[str] = mapped_column(
+        String(32), primary_key=True, default=DEFAULT_INSTANCE, server_default=DEFAULT_INSTANCE
+    )
     entity: Mapped[str] = mapped_column(String(32), primary_key=True)  # customers, items
     m3_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     digest: Mapped[str] = mapped_column(String(64))
@@ -444,6 +448,9 @@ class SyncRun(Base):
     __tablename__ = "sync_runs"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    instance: Mapped[str] = mapped_column(
+        String(32), default=DEFAULT_INSTANCE, server_default=DEFAULT_INSTANCE
+    )  # the BNG instance it loads (or reads, --to m3)
     entity: Mapped[str] = mapped_column(String(32), index=True)
     target: Mapped[str] = mapped_column(String(16))
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -464,6 +471,9 @@ class ReconcileRun(Base):
     __tablename__ = "reconcile_runs"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    instance: Mapped[str] = mapped_column(
+        String(32), default=DEFAULT_INSTANCE, server_default=DEFAULT_INSTANCE
+    )  # the BNG instance compared
     kind: Mapped[str] = mapped_column(String(32), index=True)  # orders
     since: Mapped[datetime] = mapped_column(UTCDateTime())
     fix: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -128,6 +128,7 @@ async def test_the_cli_reports_and_the_ops_api_lists_runs_and_findings(
     async with server, server.client() as client:
         runs = (await client.get("/api/v1/reconcile/runs", headers=bearer(READ))).json()["items"]
         assert runs[0]["kind"] == "orders" and runs[0]["counts"]["never_arrived"] == 1
+        assert runs[0]["instance"] == "default"
         answer = await client.get(
             f"/api/v1/reconcile/runs/{runs[0]['id']}/findings?finding=never_arrived", headers=bearer(READ)
         )

@@ -216,6 +216,7 @@ async def test_cli_scheduled_jobs_and_the_ops_api(
             (f"{first}?finding=bogus", "finding"),
             (f"{first}?key=a%01b", "key"),
             ("/api/v1/reconcile/latest?kind=x", "kind"),
+            ("/api/v1/reconcile/runs?instance=NO%20SUCH", "instance"),
         ):
             refused = await client.get(bad, headers=bearer(READ))
             assert refused.status_code == 422 and field in refused.text, (bad, refused.text)

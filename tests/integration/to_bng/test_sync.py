@@ -130,6 +130,7 @@ async def test_the_ops_api_lists_the_runs_and_the_cli_loads_with_a_summary(
     assert response.status_code == 200, response.text
     [run] = response.json()["items"]
     assert run["entity"] == "items" and run["dry_run"] is True and run["status"] == "done"
+    assert run["instance"] == "default"
     assert run["counts"]["new"] >= ITEMS and run["counts"]["pages"] >= 3
 
 

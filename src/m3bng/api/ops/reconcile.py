@@ -12,12 +12,16 @@ from pydantic import BaseModel, Field
 from m3bng.api.deps import RuntimeDep
 from m3bng.api.errors import ApiError
 from m3bng.api.ops.auth import ReadCaller
+from m3bng.instances import ID_PATTERN
 from m3bng.store import reconcile as store
 
 router = APIRouter(tags=["ops"])
 RunId = Annotated[int, Path(ge=1, le=2**63 - 1, description="the reconciliation run")]
 Kind = Literal["orders", "stock", "customers", "items"]
 KindFilter = Annotated[Kind | None, Query(description="one kind")]
+InstanceFilter = Annotated[
+    str | None, Query(pattern=ID_PATTERN, description="one BNG instance (docs/instances.md)")
+]
 Finding = Literal[
     "different",
     "never_arrived",
@@ -42,6 +46,7 @@ BusinessKey = Annotated[
 
 class ReconcileRunOut(BaseModel):
     id: int
+    instance: str = Field(description="the BNG instance compared (docs/instances.md)")
     kind: str = Field(description="orders, stock, customers, items")
     since: datetime = Field(description="orders: the window's start; the others are compared in full (1970)")
     fix: bool
@@ -74,11 +79,12 @@ async def list_reconcile_runs(
     caller: ReadCaller,
     runtime: RuntimeDep,
     kind: KindFilter = None,
+    instance: InstanceFilter = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> ReconcileRunList:
     """Newest first."""
     async with runtime.sessions() as session:
-        rows = await store.list_runs(session, kind=kind, limit=limit)
+        rows = await store.list_runs(session, kind=kind, instance=instance, limit=limit)
     return ReconcileRunList(items=[ReconcileRunOut.model_validate(r, from_attributes=True) for r in rows])
 
 
@@ -112,12 +118,13 @@ class LatestList(BaseModel):
 
 @router.get("/reconcile/latest", response_model=LatestList)
 async def latest_reconcile_runs(
-    caller: ReadCaller, runtime: RuntimeDep, kind: KindFilter = None
+    caller: ReadCaller, runtime: RuntimeDep, kind: KindFilter = None, instance: InstanceFilter = None
 ) -> LatestList:
-    """The newest run of each kind and its open findings: the dashboard's reconciliation panel."""
+    """The newest run of each instance and kind and its open findings: the dashboard's
+    reconciliation panel."""
     items = []
     async with runtime.sessions() as session:
-        for run in await store.latest_runs(session, kind=kind):
+        for run in await store.latest_runs(session, kind=kind, instance=instance):
             found = await store.open_findings(session, run.id)
             items.append(
                 LatestRun(
