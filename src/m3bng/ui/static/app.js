@@ -447,8 +447,8 @@
     const rows = items.map(({ run, open }) =>
       h(
         "tr",
-        { "data-kind": run.kind },
-        h("td", {}, run.kind),
+        { "data-kind": run.kind, "data-instance": run.instance },
+        h("td", {}, run.instance && run.instance !== "default" ? `${run.kind} (${run.instance})` : run.kind),
         h("td", {}, time(run.finished_at || run.started_at)),
         h("td", {}, h("span", { class: `badge status-${run.status === "done" ? "done" : "dead"}` }, run.status), run.error ? " " + run.error : ""),
         h("td", {}, counts(run.counts)),
