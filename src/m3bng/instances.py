@@ -169,6 +169,15 @@ def env_name(instance_id: str, what: str) -> str:
     return f"M3BNG_INSTANCE_{instance_id.upper().replace('-', '_')}_{what}"
 
 
+def _environment() -> dict[str, str]:
+    """The process environment over the ``.env`` file, as the settings themselves are read: an
+    instance's secrets may sit in ``.env`` beside ``M3BNG_WEBHOOK_SECRETS``."""
+    from dotenv import dotenv_values
+
+    found = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    return {**found, **os.environ}
+
+
 def _secret(instance_id: str, what: str, environ: dict[str, str]) -> str | None:
     """A secret from ``M3BNG_INSTANCE_<ID>_<WHAT>``, or from the file ``…_FILE`` names."""
     name = env_name(instance_id, what)
@@ -187,7 +196,7 @@ def _secret(instance_id: str, what: str, environ: dict[str, str]) -> str | None:
 def load_instances(settings: Settings, environ: dict[str, str] | None = None) -> Instances:
     """The installation's instances: ``default`` from the single-instance settings, then those of
     ``M3BNG_INSTANCES_FILE``. A problem stops start-up with the file and the field named."""
-    env = dict(os.environ if environ is None else environ)
+    env = _environment() if environ is None else dict(environ)
     specs = _read_file(settings.instances_file) if settings.instances_file is not None else {}
     default_spec = specs.pop(DEFAULT, InstanceSpec())
     problems = [

@@ -185,3 +185,28 @@ async def test_each_broken_piece_fails_its_check_with_the_fix(deployment: Deploy
     assert failed == {name}, report
     if broken == "a field M3 does not list":
         assert "CUCD is not an input field of CRS610MI/Add" in checks[name]["detail"]
+
+
+async def test_every_bng_instance_is_checked(deployment: Deployment) -> None:
+    """With an instances file: the file and its secrets (from .env), each instance's BNG, and M3
+    in each instance's company; a broken instance fails its own check only."""
+    async with running_bng_sim() as us_bng:
+        (deployment.folder / "instances.yaml").write_text(
+            "instances:\n"
+            f"  us:\n    bng_base_url: {us_bng.url}\n    cono: 100\n    divi: AAA\n"
+            f"  eu:\n    bng_base_url: {us_bng.url}\n    cono: 300\n"
+        )
+        deployment.set_env("INSTANCES_FILE", "instances.yaml")
+        with (deployment.folder / ".env").open("a") as env:
+            for instance, key in (("US", DEFAULT_API_KEY), ("EU", "not-the-key")):
+                env.write(f"M3BNG_INSTANCE_{instance}_WEBHOOK_SECRETS={TEST_SECRET}\n")
+                env.write(f"M3BNG_INSTANCE_{instance}_BNG_API_KEY={key}\n")
+        code, report = await deployment.doctor()
+    checks = by_name(report)
+    assert code == 1, report
+    assert checks["instances"]["status"] == "ok" and "default, us, eu" in checks["instances"]["detail"]
+    assert (checks["bng:us"]["status"], checks["m3:us"]["status"]) == ("ok", "ok"), report
+    # eu: its key is refused, and M3 has no company 300.
+    assert checks["bng:eu"]["status"] == "fail" and "M3BNG_INSTANCE_EU_BNG_API_KEY" in checks["bng:eu"]["fix"]
+    assert checks["m3:eu"]["status"] == "fail" and "cono/divi of eu" in checks["m3:eu"]["fix"]
+    assert {c["name"] for c in report["checks"] if c["status"] == "fail"} == {"bng:eu", "m3:eu"}

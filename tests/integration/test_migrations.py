@@ -10,9 +10,10 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from m3bng.config import Settings
-from m3bng.store import migrate
-from m3bng.store.db import create_engine
+from m3bng.store import documents, migrate, queue
+from m3bng.store.db import create_engine, session_factory
 from m3bng.store.models import Base
+from m3bng.store.queue import NewEvent
 from tests.support import postgres
 
 TABLES = {
@@ -114,10 +115,24 @@ async def test_upgrading_to_instances_keeps_rows_as_the_default_instance(tmp_pat
                     " VALUES ('order', 'SO-1', '1000001', '2026-12-01', '2026-12-01')"
                 )
             )
+            await conn.execute(
+                text(
+                    "INSERT INTO bng_state (entity, bng_id, data, origin, updated_at)"
+                    " VALUES ('order', 'SO-1', '{}', 'bng', '2026-12-01')"
+                )
+            )
         await migrate.upgrade(engine)
         async with engine.begin() as conn:
-            assert (await conn.execute(text("SELECT instance FROM events"))).scalar_one() == "default"
-            assert (await conn.execute(text("SELECT instance FROM xrefs"))).scalar_one() == "default"
+            for table in ("events", "xrefs", "bng_state"):
+                assert (await conn.execute(text(f"SELECT instance FROM {table}"))).scalar_one() == "default"
+        sessions = session_factory(engine)
+        async with sessions.begin() as session:
+            # The same webhook again is still a duplicate, and the link and BNG state still found.
+            again = NewEvent("bng", "msg_1", "order.created", {}, None, "c2")
+            assert (await queue.insert_event_once(session, again))[1] is False
+            assert await documents.get_xref(session, "order", "SO-1") == "1000001"
+            assert await documents.get_bng_state(session, "order", "SO-1") == {}
+        async with engine.begin() as conn:
             await conn.execute(
                 text(
                     "INSERT INTO xrefs (instance, entity, bng_id, m3_key, created_at, updated_at)"

@@ -373,9 +373,6 @@ def clock_skew(date_header: str, local: float) -> float | None:
 
 
 async def _check_bng(state: _State) -> None:
-    from m3bng.connectors.bng.client import BngClient
-    from m3bng.connectors.bng.errors import BngAuthError
-
     s = state.settings
     if not s.bng_base_url:
         if "bng" in state.targets():
@@ -383,31 +380,89 @@ async def _check_bng(state: _State) -> None:
         else:
             state.add("bng", "skip", "no M3 → BNG flows in the mappings")
         return
+    await _probe_bng(state, "bng", s, key="M3BNG_BNG_API_KEY", url="M3BNG_BNG_BASE_URL")
+
+
+async def _probe_bng(state: _State, name: str, s: Settings, *, key: str, url: str) -> None:
+    """One BNG API (the single-instance one, or an instance's): reachable, credentials accepted."""
+    from m3bng.connectors.bng.client import BngClient
+    from m3bng.connectors.bng.errors import BngAuthError
+
     try:
         client = BngClient.from_settings(_probe_settings(s))
     except ValueError as exc:
-        state.add("bng", "fail", str(exc), "set M3BNG_BNG_API_KEY or the OAuth2 settings (docs/bng-api.md)")
+        state.add(name, "fail", str(exc), f"set {key} or the OAuth2 settings (docs/bng-api.md)")
         return
     try:
         await client.get(BNG_PROBE_PATH)
     except BngAuthError as exc:
         state.add(
-            "bng",
+            name,
             "fail",
             f"{s.bng_base_url}: credentials refused: {exc}",
-            "check M3BNG_BNG_API_KEY (and M3BNG_BNG_API_KEY_HEADER) or the OAuth2 client id/secret",
+            f"check {key} (and the API key header) or the OAuth2 client id/secret",
         )
     except M3bngError as exc:
         state.add(
-            "bng",
+            name,
             "fail",
             f"{s.bng_base_url}: {exc}",
-            "check M3BNG_BNG_BASE_URL, that BNG is up, and the network/firewall between them",
+            f"check {url}, that BNG is up, and the network/firewall between them",
         )
     else:
-        state.add("bng", "ok", f"{s.bng_base_url}: reachable, credentials accepted")
+        state.add(name, "ok", f"{s.bng_base_url}: reachable, credentials accepted")
     finally:
         await client.aclose()
+
+
+async def _check_instances(state: _State) -> None:
+    """Every BNG instance of the instances file (docs/instances.md): the file and its secrets
+    load, each instance's BNG answers, and M3 answers in each instance's company. Without the
+    file the single-instance checks above are the instance ``default``'s."""
+    from m3bng.instances import DEFAULT, env_name, load_instances
+
+    s = state.settings
+    if s.instances_file is None:
+        return
+    try:
+        instances = load_instances(s)
+    except SettingsError as exc:
+        state.add(
+            "instances",
+            "fail",
+            str(exc),
+            "fix the instances file, or set the environment variables it names (docs/instances.md)",
+        )
+        return
+    state.add("instances", "ok", f"{len(instances)} BNG instances: {', '.join(instances.ids)}")
+    for instance in instances:
+        if instance.id != DEFAULT:
+            where = f"bng_base_url of {instance.id} in {s.instances_file}"
+            await _probe_bng(
+                state,
+                f"bng:{instance.id}",
+                instance.settings,
+                key=env_name(instance.id, "BNG_API_KEY"),
+                url=where,
+            )
+        if instance.cono is None and not instance.divi:
+            continue
+        company = f"CONO {instance.cono} / DIVI {instance.divi or 'default'}"
+        if state.m3 is None or not state.m3_ok:
+            state.add(f"m3:{instance.id}", "skip", f"{company}: M3 is not reachable")
+            continue
+        try:
+            await state.m3.for_company(instance.cono, instance.divi).execute("MNS150MI", "GetUserData")
+        except M3bngError as exc:
+            state.add(
+                f"m3:{instance.id}",
+                "fail",
+                f"{company}: {exc}",
+                f"check cono/divi of {instance.id} in {s.instances_file}, and that M3's service account "
+                "may work in that company and division",
+            )
+        else:
+            state.add(f"m3:{instance.id}", "ok", f"{company}: M3 answers in it")
 
 
 def _check_ion_inbound(state: _State) -> None:
@@ -495,6 +550,7 @@ async def diagnose(settings: Settings, *, webhook_secret_missing: bool = False) 
         lambda: _check_clock(state),
         lambda: _check_mappings_m3(state),
         lambda: _check_bng(state),
+        lambda: _check_instances(state),
         lambda: _check_ion_inbound(state),
         lambda: _check_ion_outbound(state),
         lambda: _check_webhooks(state, webhook_secret_missing),
