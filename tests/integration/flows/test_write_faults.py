@@ -30,11 +30,12 @@ State = dict[str, Any]
 # gateway status stands for all: the client turns every 5xx into the same M3ServerError (one
 # branch, status >= 500), and tests/integration/m3/test_gateway_faults.py proves 502, 503 and
 # 504 each on a write; here 504 before and after M3 committed is what a flow must tell apart.
-# (502 and 503 here too were 57 more runs of the same paths: two minutes of the suite.)
+# (502 and 503 here too were 57 more runs of the same paths: two minutes of the suite.) A 429
+# is not here either: it says the write never ran, so the client retries it before any flow
+# sees it, whatever the write (tests/integration/m3/test_gateway_faults.py proves that once).
 FAULTS: dict[str, dict[str, Any]] = {
     "504_after": {"gateway_rate": 1.0, "gateway_status": 504, "gateway_after": True},
     "504_before": {"gateway_rate": 1.0, "gateway_status": 504, "gateway_after": False},
-    "429": {"throttle": {"rate": 1.0, "retry_after": 0}},
     "timeout_after": {"drop_response_rate": 1.0, "drop_seconds": 1.5},  # client timeout is 1 s
     "reset_after": {"reset_rate": 1.0},
 }

@@ -32,7 +32,7 @@ from tests.support.ops import ADMIN
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
-ADMIN_EXAMPLES = 25  # per operation and generation mode (valid and invalid input)
+ADMIN_EXAMPLES = 15  # per operation and generation mode (valid and invalid input)
 ANONYMOUS_EXAMPLES = 8  # per operation, valid input only: auth is checked before anything else
 
 
