@@ -109,13 +109,13 @@ def test_each_instance_has_its_own_bng_client_breaker_and_rate_and_shares_m3(tmp
     connectors = build_connectors(config, sessions=None, instances=instances)  # type: ignore[arg-type]
     connectors.m3 = M3Client(M3ClientConfig(base_url="http://m3.example", cono=100))
     eu, us = connectors.for_instance(DEFAULT), connectors.for_instance("us")
-    assert eu.bng is connectors.bng and us.bng is not None and us.bng is not eu.bng
+    assert eu.bng is not None and eu.bng is connectors.bng and us.bng is not None and us.bng is not eu.bng
     assert us.bng.config.base_url == "http://us.example" and us.bng.limiter.rate == 2
     assert us.bng.breaker is not eu.bng.breaker and us.bng.breaker.name == "bng:us"
     for _ in range(us.bng.breaker.failure_threshold):
         us.bng.breaker.record_failure()
     assert us.bng.breaker.before_call() is not None  # us is open …
-    assert eu.bng is not None and eu.bng.breaker.before_call() is None  # … default is not
+    assert eu.bng.breaker.before_call() is None  # … default is not
     # One M3 tenant: the same gate (concurrency cap) and breaker, in each instance's company.
     assert us.m3 is not None and eu.m3 is not None
     assert us.m3.gate is eu.m3.gate and us.m3.breaker is eu.m3.breaker
