@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from m3bng.config import Settings
 from m3bng.instances import load_instances
@@ -24,7 +24,7 @@ from m3bng.mapping import load_mappings
 from m3bng.reconcile import run_kind
 from m3bng.runtime import build_connectors
 from m3bng.sim.bng import DEFAULT_API_KEY
-from m3bng.store.models import CrossReference, Event
+from m3bng.store.models import CrossReference, Event, InventorySnapshot
 from m3bng.sync import Progress, run_sync
 from tests.conftest import LiveServer
 from tests.integration.flows.conftest import Service
@@ -65,6 +65,7 @@ async def settings(
             "customers": [{"CUNO": "10001", "CUNM": "US Bikes", "STAT": "20"}],
             "items": ITEMS,
             "warehouses": [{"WHLO": "200", "WHNM": "US"}],
+            "stock": [{"WHLO": "200", "ITNO": "BIKE-100", "STQT": 7, "ALQT": 0}],
         },
     )
     assert seeded.status_code == 200, seeded.text
@@ -199,7 +200,8 @@ async def test_sync_and_reconcile_per_instance(
     two_bngs: tuple[BngSim, BngSim],
 ) -> None:
     """``m3bng sync items --instance us`` loads company 200's items into us's BNG only, with digests
-    of its own (a second run writes nothing, the default instance's load still loads everything);
+    of its own (a second run writes nothing, the default instance's load still loads everything),
+    and ``sync stock --instance us`` likewise, leaving the poller's snapshots alone;
     ``m3bng reconcile items --instance us`` compares us's BNG, and the ops API shows the instance."""
     eu, us = two_bngs
     mappings = load_mappings(settings.mappings_folder)
@@ -234,6 +236,23 @@ async def test_sync_and_reconcile_per_instance(
         report = await run_kind("items", settings, service.sessions, connectors, mappings, instance="us")
         assert report.counts["matching"] == 1 and report.counts["missing_in_bng"] == 0, report.findings
 
+        # Stock of company 200's warehouse to us's BNG, with digests of its own: the poller's
+        # snapshots (shared by every instance) are neither read nor written.
+        on = connectors.for_instance("us")
+        stock = await run_sync(
+            service.sessions, on.m3, mappings, "stock", bng=on.bng, warehouses=["200"], instance="us"
+        )
+        assert (stock.counts["read"], stock.counts["new"]) == (1, 1)
+        await wait_for(lambda: applied("us"), timeout=30)
+        assert (await us.state())["inventory"]["200/BIKE-100"]["Available"] == 7
+        assert "200/BIKE-100" not in (await eu.state()).get("inventory", {})
+        async with service.sessions() as session:
+            assert await session.scalar(select(func.count()).select_from(InventorySnapshot)) == 0
+        stock_again = await run_sync(
+            service.sessions, on.m3, mappings, "stock", bng=on.bng, warehouses=["200"], instance="us"
+        )
+        assert (stock_again.counts["same"], stock_again.counts["new"]) == (1, 0)
+
         default = await sync("default")  # its own digests: company 100's items, all new
         assert default.counts["new"] == default.counts["read"] >= 4
         assert {e.instance for e in await sync_events("default")} == {"default"}
@@ -241,7 +260,7 @@ async def test_sync_and_reconcile_per_instance(
     finally:
         await connectors.aclose()
     runs = await service.client.get("/api/v1/sync/runs", headers=bearer(READ))
-    assert [r["instance"] for r in runs.json()["items"]] == ["default", "us", "us"]
+    assert [r["instance"] for r in runs.json()["items"]] == ["default", "us", "us", "us", "us"]
     latest = await service.client.get(
         "/api/v1/reconcile/latest", params={"instance": "us"}, headers=bearer(READ)
     )
