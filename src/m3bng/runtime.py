@@ -13,9 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
 from m3bng.connectors import Connectors
-
-if TYPE_CHECKING:
-    from m3bng.connectors.bng.client import BngClient
 from m3bng.connectors.m3.client import M3Client
 from m3bng.connectors.m3.metadata import M3Metadata
 from m3bng.connectors.shares import PERIOD, SharedLimit, ShareKeeper
@@ -24,7 +21,7 @@ from m3bng.flows.routing import BodRouter
 from m3bng.flows.runtime import FlowRegistry
 from m3bng.inbox.ingest import GroupCommit, Notifier
 from m3bng.inbox.worker import Worker, new_worker_id
-from m3bng.instances import DEFAULT, Instance, Instances, load_instances
+from m3bng.instances import DEFAULT, Instances, load_instances
 from m3bng.mapping import Mapping, MappingFileError, load_mappings
 from m3bng.observability.tracing import configure_tracing
 from m3bng.ops.auth import Authenticator
@@ -32,6 +29,9 @@ from m3bng.ops.bulk import run_bulk_replays
 from m3bng.poller import InventoryPoller
 from m3bng.store import migrate
 from m3bng.store.db import create_engine, session_factory
+
+if TYPE_CHECKING:
+    from m3bng.connectors.bng.client import BngClient
 
 log = structlog.get_logger(__name__)
 
@@ -199,13 +199,6 @@ def webhook_secrets(settings: Settings) -> list[str]:
     from m3bng.sandbox import sandbox_webhook_secret
 
     return [sandbox_webhook_secret(settings)]
-
-
-def instance(runtime: Runtime, instance_id: str) -> Instance | None:
-    """A configured instance, by id (the webhook path's ``{instance}``)."""
-    if runtime.instances is None:
-        return None
-    return runtime.instances.get(instance_id)
 
 
 def sandbox_secrets(instances: Instances, settings: Settings, secrets: list[str]) -> Instances:

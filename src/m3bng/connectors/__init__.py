@@ -65,9 +65,6 @@ class Connectors:
             _views=self._views,
         )
 
-    def bng_for(self, instance_id: str) -> BngClient | None:
-        return self.for_instance(instance_id).bng
-
     async def aclose(self) -> None:
         if self.m3 is not None:
             await self.m3.aclose()

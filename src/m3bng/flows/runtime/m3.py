@@ -27,7 +27,7 @@ from m3bng.connectors.m3.errors import M3Duplicate, M3NotFound
 from m3bng.connectors.m3.metadata import check_record
 from m3bng.errors import PermanentError, TargetUnavailable
 from m3bng.flows.runtime.context import FlowContext
-from m3bng.instances import Instance
+from m3bng.instances import Instance, with_instance_vars
 from m3bng.mapping import Mapping, MappingError
 from m3bng.observability import tracing
 from m3bng.store import documents
@@ -77,9 +77,7 @@ class FlowMappings(dict[str, Mapping]):
         views: dict[str, FlowMappings] = self.__dict__.setdefault("_views", {})
         view = views.get(instance.id)
         if view is None:
-            view = views[instance.id] = FlowMappings(
-                {name: mapping.with_vars(instance.vars) for name, mapping in self.items()}
-            )
+            view = views[instance.id] = FlowMappings(with_instance_vars(self, instance))
         return view
 
     def need(self, flow: str) -> Mapping:
