@@ -54,7 +54,8 @@ def client(**overrides: Any) -> BngClient:
         "rate_limit": 0,
     }
     values.update(overrides)
-    return BngClient(BngClientConfig(**values))
+    # respx intercepts httpx's own transport; production sends through aiohttp (connectors/wire.py)
+    return BngClient(BngClientConfig(**values), transport=httpx.AsyncHTTPTransport())
 
 
 def oauth_client(**overrides: Any) -> BngClient:

@@ -59,7 +59,8 @@ def v2(records: list[dict[str, Any]], transaction: str = "GetBasicData") -> dict
 def client(**overrides: Any) -> M3Client:
     values: dict[str, Any] = {"base_url": BASE, "call_attempts": 3, "max_inline_wait": 0.05}
     values.update(overrides)
-    return M3Client(M3ClientConfig(**values))
+    # respx intercepts httpx's own transport; production sends through aiohttp (connectors/wire.py)
+    return M3Client(M3ClientConfig(**values), transport=httpx.AsyncHTTPTransport())
 
 
 @pytest.fixture
@@ -308,7 +309,8 @@ async def test_one_token_for_concurrent_calls_and_renewal_on_401(ionapi_file: Pa
 
     respx.get(url__startswith=BASE).mock(side_effect=api)
     m3 = M3Client.from_settings(
-        Settings(ionapi_file=ionapi_file, m3_max_concurrency=32, webhook_secrets=[TEST_SECRET])
+        Settings(ionapi_file=ionapi_file, m3_max_concurrency=32, webhook_secrets=[TEST_SECRET]),
+        httpx.AsyncHTTPTransport(),
     )
     await asyncio.gather(*(m3.execute("CRS610MI", "GetBasicData") for _ in range(20)))
     assert token_route.call_count == 1
@@ -326,7 +328,9 @@ async def test_one_token_for_concurrent_calls_and_renewal_on_401(ionapi_file: Pa
 @respx.mock
 async def test_refused_grant_waits_instead_of_failing_events(ionapi_file: Path) -> None:
     respx.post(TOKEN_URL).respond(400, json={"error": "invalid_grant"})
-    m3 = M3Client.from_settings(Settings(ionapi_file=ionapi_file, webhook_secrets=[TEST_SECRET]))
+    m3 = M3Client.from_settings(
+        Settings(ionapi_file=ionapi_file, webhook_secrets=[TEST_SECRET]), httpx.AsyncHTTPTransport()
+    )
     with pytest.raises(M3Unavailable) as info:
         await m3.execute("CRS610MI", "GetBasicData")
     assert "invalid_grant" in str(info.value)

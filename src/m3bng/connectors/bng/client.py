@@ -42,6 +42,7 @@ from m3bng.connectors.bng.errors import (
 from m3bng.connectors.limits import Gate
 from m3bng.connectors.protection import CircuitBreaker, CircuitState, inline_retrying
 from m3bng.connectors.ratelimit import RateLimitedTransport, RateLimiter, RateLimitPaused
+from m3bng.connectors.wire import AiohttpTransport
 from m3bng.observability import metrics
 
 log = structlog.get_logger(__name__)
@@ -149,9 +150,7 @@ class BngClient:
             auth = ApiKeyAuth(config.api_key_header, config.api_key)
         else:
             raise ValueError("BNG needs an API key or OAuth2 client credentials")
-        inner = transport or httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=config.max_concurrency * 2)
-        )
+        inner = transport or AiohttpTransport(limits=httpx.Limits(max_connections=config.max_concurrency * 2))
         self._http = httpx.AsyncClient(
             base_url=config.base_url,
             auth=auth,

@@ -49,6 +49,7 @@ from m3bng.connectors.m3.protection import (
     maintenance_seconds_left,
 )
 from m3bng.connectors.protection import inline_retrying
+from m3bng.connectors.wire import AiohttpTransport
 from m3bng.observability import metrics
 
 log = structlog.get_logger(__name__)
@@ -145,12 +146,13 @@ class M3Client:
         # Shared with the ION client (ConfirmBODs go through the same gateway): connectors/ion.
         self.transport = transport
         self.credentials: IonApiCredentials | None = None
+        limits = httpx.Limits(max_connections=config.max_concurrency * 2)
         self._http = httpx.AsyncClient(
             base_url=config.base_url,
             auth=IonApiAuth(tokens) if tokens is not None else None,
             timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
-            limits=httpx.Limits(max_connections=config.max_concurrency * 2),
-            transport=transport,
+            limits=limits,
+            transport=transport or AiohttpTransport(limits=limits),
             headers={"Accept": "application/json"},
         )
         self._company: dict[str, str] | None = None
@@ -177,11 +179,11 @@ class M3Client:
         return client
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> M3Client:
+    def from_settings(cls, settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> M3Client:
         """Production wiring: the .ionapi file is loaded (and checked) here, at start-up."""
         if settings.ionapi_file is None:
             raise ValueError("M3BNG_IONAPI_FILE is not set")
-        return cls.from_ionapi(settings, load_ionapi(settings.ionapi_file))
+        return cls.from_ionapi(settings, load_ionapi(settings.ionapi_file), transport)
 
     def for_company(self, cono: int | None, divi: str | None) -> M3Client:
         """This client running its calls in another company/division (a BNG instance's,
