@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from m3bng.store.models import DEFAULT_INSTANCE, SyncRecord, SyncRun
@@ -77,11 +77,42 @@ async def continue_or_start(
     return run
 
 
+# One primary-key lookup per key, whatever the planner believes of the table. ``m3_key IN (…)``
+# (or ``= ANY``) is planned from the statistics, and a table the load is filling has stale ones
+# (empty when last analyzed): PostgreSQL then scans every digest of the entity and compares it
+# with each key of the page, 0.1-0.4 s a page of 500 by the 10,000th record (docs/benchmarks.md,
+# initial load). The LIMIT keeps the lateral subquery from being flattened into that plan.
+_PG_KNOWN = text(
+    """
+SELECT u.k, d.digest FROM unnest(CAST(:keys AS text[])) AS u(k)
+CROSS JOIN LATERAL (
+    SELECT r.digest FROM sync_records r
+    WHERE r.instance = :instance AND r.entity = :entity AND r.m3_key = u.k LIMIT 1
+) AS d
+"""
+)
+
+
+# The page's digests as two arrays in one statement: SQLAlchemy's insert of the same 500 rows
+# binds and processes every value of every row in Python.
+_PG_PUT_RECORDS = text(
+    """
+INSERT INTO sync_records (instance, entity, m3_key, digest, synced_at)
+SELECT :instance, :entity, u.k, u.d, CAST(:now AS timestamp)
+FROM unnest(CAST(:keys AS text[]), CAST(:digests AS text[])) AS u(k, d)
+ON CONFLICT (instance, entity, m3_key) DO UPDATE SET digest = excluded.digest, synced_at = excluded.synced_at
+"""
+)
+
+
 async def known_digests(
     session: AsyncSession, entity: str, keys: Sequence[str], *, instance: str = DEFAULT_INSTANCE
 ) -> dict[str, str]:
     if not keys:
         return {}
+    if dialect_name(session) == "postgresql":
+        found = await session.execute(_PG_KNOWN, {"keys": list(keys), "instance": instance, "entity": entity})
+        return {key: digest for key, digest in found}
     rows = await session.execute(
         select(SyncRecord.m3_key, SyncRecord.digest).where(
             SyncRecord.instance == instance, SyncRecord.entity == entity, SyncRecord.m3_key.in_(list(keys))
@@ -104,7 +135,19 @@ async def store_page(
     """The page's digests and the run's progress, in the caller's transaction (with the page's
     events): the unit a killed run restarts after."""
     now = utcnow()
-    if digests:
+    if digests and dialect_name(session) == "postgresql":
+        last = dict(digests)  # a key twice in one statement is an error; one after the other, the last wins
+        await session.execute(
+            _PG_PUT_RECORDS,
+            {
+                "instance": instance,
+                "entity": entity,
+                "now": now.replace(tzinfo=None),  # UTC, as UTCDateTime stores it
+                "keys": list(last),
+                "digests": list(last.values()),
+            },
+        )
+    elif digests:
         await session.execute(
             _PUT_RECORD[dialect_name(session)],
             [
