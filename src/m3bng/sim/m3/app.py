@@ -283,7 +283,7 @@ async def _run(
         try:
             state = rt.company(cono)
             call.update(cono=state.cono, divi=str(divi or state.divi))
-            rows = execute(state, program, transaction, record)
+            rows = execute(state, program, transaction, record, maxrecs=_maxrecs(options))
         except MIError as exc:
             call.setdefault("cono", _cono_key(cono))
             call.setdefault("divi", str(divi or ""))
@@ -297,8 +297,12 @@ async def _run(
 DEFAULT_MAXRECS = 100  # what a list answers when the caller sends no maxrecs (0 = all)
 
 
+def _maxrecs(options: Mapping[str, str]) -> int:
+    return int(options.get("maxrecs") or DEFAULT_MAXRECS)
+
+
 def _select(rows: list[dict[str, str]], options: dict[str, str]) -> list[dict[str, str]]:
-    maxrecs = int(options.get("maxrecs") or DEFAULT_MAXRECS)
+    maxrecs = _maxrecs(options)
     if maxrecs:
         rows = rows[:maxrecs]
     if options.get("returncols"):
