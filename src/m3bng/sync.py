@@ -14,7 +14,9 @@ deduplicated and visible like any other event.
   again) is dropped. Stock has no start item to page by: one warehouse is a page, read whole.
   BNG's list pages by its own cursor. One list call at a time: the load never takes more than
   one of the installation's M3 slots, and the rate limits hold because the workers apply the
-  events.
+  events. The list is asked for the fields the load reads alone (``Entity.columns``), and the
+  next page is read while one is classified and stored (``Load.prefetch``; the next page's
+  start is the last key of the one before).
 * **Only what changed.** Each record becomes the data its mapping reads, and a digest of it is
   kept (``sync_records``; for stock the poller's snapshots, so the poller and the load never
   resend each other's balances); a record whose digest is unchanged is not enqueued, so a
@@ -22,6 +24,7 @@ deduplicated and visible like any other event.
   target already holds.
 * **Resumable.** A page's events, digests and the run's cursor are one transaction; a run that
   was killed or failed is continued by the next ``m3bng sync`` of the same entity and target.
+  A page read ahead is stored only in its turn, with its own cursor.
 * **Refused records** (the mapping cannot render them: no key, a required field missing) are
   counted with their reason, and enqueued all the same: the flow dead-letters them, so they
   are replayable once the data or the mapping is fixed.
@@ -34,6 +37,7 @@ deduplicated and visible like any other event.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -166,6 +170,9 @@ class Entity:
     event_type: str  # the BOD type that mapping is triggered by
     noun: str
     to_data: Callable[[dict[str, str]], dict[str, Any]]
+    # The fields ``to_data`` reads: the list is asked for these alone (``returncols``), not the
+    # 30-110 fields M3 answers by default, a fifth of the answer to send, parse and trim.
+    columns: tuple[str, ...]
     # Where the first page starts. MMS200MI LstItmByItm has ITNO mandatory, so a blank start is
     # refused; "!" is the lowest printable character that is not blank. Unverified against a
     # real M3: an item number below "!" in the database's collation would be missed.
@@ -182,6 +189,21 @@ ENTITIES = {
         "SyncCustomerPartyMaster",
         "CustomerPartyMaster",
         customer_data,
+        (
+            "CUNO",
+            "CUNM",
+            "CUA1",
+            "CUA2",
+            "CUA3",
+            "CUA4",
+            "TOWN",
+            "PONO",
+            "CSCD",
+            "PHNO",
+            "MAIL",
+            "STAT",
+            "CUCD",
+        ),
     ),
     "items": Entity(
         "items",
@@ -192,6 +214,7 @@ ENTITIES = {
         "SyncItemMaster",
         "ItemMaster",
         item_data,
+        ("ITNO", "ITDS", "FUDS", "UNMS", "ITGR", "STAT"),
         first_key="!",
     ),
     "suppliers": Entity(
@@ -203,6 +226,7 @@ ENTITIES = {
         "SyncSupplierPartyMaster",
         "SupplierPartyMaster",
         supplier_data,
+        ("SUNO", "SUNM", "PHNO", "CSCD", "STAT"),
         first_key="!",  # SUNO is mandatory in LstByNumber, like ITNO in LstItmByItm
     ),
 }
@@ -360,6 +384,8 @@ class Load(ABC):
     target: str
     flow: str
     instance: str = DEFAULT_INSTANCE  # the BNG instance loaded (or read, --to m3)
+    # Its read depends on the cursor alone, so the next page may be read while one is stored.
+    prefetch: bool = True
 
     @property
     def records_entity(self) -> str:
@@ -414,7 +440,7 @@ class M3ListLoad(Load):
             )
             for key, data, digest in records
         ]
-        await queue.insert_events_once(session, events)
+        await queue.insert_events_in(session, events)
         return [(key, digest) for key, _, digest in records]
 
 
@@ -492,6 +518,7 @@ class BngCustomersLoad(Load):
 
     name, target, flow = "customers", "m3", "customer_sync"
     event_type = "customer.updated"
+    prefetch = False  # read keeps BNG's cursor and the page's change times (write's timestamps)
     since = datetime(1970, 1, 1, tzinfo=UTC)
 
     def __init__(self, bng: BngClient, instance: str = DEFAULT_INSTANCE) -> None:
@@ -543,7 +570,7 @@ class BngCustomersLoad(Load):
                     instance=self.instance,
                 )
             )
-        await queue.insert_events_once(session, events)
+        await queue.insert_events_in(session, events)
         return [(key, digest) for key, _, digest in records]
 
 
@@ -641,15 +668,27 @@ async def run_sync(
         )
     about = {"instance": instance, "entity": load.name, "target": load.target, "run_id": run.id}
     log.info("sync.started", **about, cursor=run.cursor, dry_run=dry_run)
-    pages = 0
+    pages, cursor = 0, progress.cursor
+    reading: asyncio.Future[Page] | None = None  # the next page, read while this one is stored
     try:
         while max_pages is None or pages < max_pages:
-            more = await _page(sessions, load, mapping, progress, dry_run=dry_run, page_size=page_size)
+            if reading is None:
+                reading = asyncio.ensure_future(load.read(cursor, page_size))
+            page = await reading
+            reading = None
+            following = page.cursor if page.cursor is not None else cursor
+            if load.prefetch and page.more and (max_pages is None or pages + 1 < max_pages):
+                # The next page's start is known now: M3 answers it while this one is classified
+                # and stored. Only this page's cursor is stored with its events; the next page
+                # is lost with the process if it dies, and read again by the run that continues.
+                reading = asyncio.ensure_future(load.read(following, page_size))
+            await _page(sessions, load, mapping, progress, page, dry_run=dry_run)
             pages += 1
             if on_page is not None:
                 on_page(progress)
-            if not more:
+            if not page.more:
                 break
+            cursor = following
         else:
             return progress  # cut short: the run stays unfinished, the next one continues it
     except (M3bngError, OSError) as exc:
@@ -664,6 +703,9 @@ async def run_sync(
             )
         log.error("sync.failed", **about, error=str(exc)[:500])
         raise
+    finally:
+        if reading is not None:  # this page failed: the next one is not wanted
+            _drop(reading)
     async with sessions.begin() as session:
         await store.finish_run(
             session, run.id, status="done", counts=progress.counts, refusals=progress.refusals
@@ -678,11 +720,23 @@ async def read_page(
     """The records of one page of M3's list from ``cursor`` (None: the start) without the one
     that repeats it, and whether another page may follow (paging by key: module docstring)."""
     result = await m3.execute(
-        entity.program, entity.transaction, {entity.key: cursor or entity.first_key}, maxrecs=page_size
+        entity.program,
+        entity.transaction,
+        {entity.key: cursor or entity.first_key},
+        maxrecs=page_size,
+        returncols=entity.columns,
     )
     records = result.records
     fresh = [r for r in records if _text(r, entity.key) and (cursor is None or _text(r, entity.key) > cursor)]
     return fresh, len(records) >= page_size
+
+
+def _drop(reading: asyncio.Future[Page]) -> None:
+    if reading.done():
+        if not reading.cancelled():
+            reading.exception()  # retrieved: the error that ends the run is the earlier one
+    else:
+        reading.cancel()
 
 
 async def _page(
@@ -690,13 +744,12 @@ async def _page(
     load: Load,
     mapping: Mapping,
     progress: Progress,
+    page: Page,
     *,
     dry_run: bool,
-    page_size: int,
-) -> bool:
+) -> None:
     """One page, classified and (unless ``dry_run``) enqueued with its digests and the run's
-    cursor in one transaction; False at the end."""
-    page = await load.read(progress.cursor, page_size)
+    cursor in one transaction."""
     counts = progress.counts
     async with sessions.begin() as session:
         known = await load.known(session, [key for key, _ in page.records]) if page.records else {}
@@ -720,7 +773,7 @@ async def _page(
         if page.cursor is not None:
             progress.cursor = page.cursor
         if dry_run:  # classified only: nothing enqueued, no digest, no cursor stored
-            return page.more
+            return
         digests = await load.write(session, progress.run_id, kept) if kept else []
         await store.store_page(
             session,
@@ -732,4 +785,3 @@ async def _page(
             refusals=progress.refusals,
             instance=load.instance,
         )
-    return page.more

@@ -191,6 +191,19 @@ async def _pg_store(driver: Any, news: Sequence[NewEvent], now: datetime) -> lis
     return _in_order(news, ids, created)
 
 
+async def insert_events_in(session: AsyncSession, news: Sequence[NewEvent]) -> list[tuple[int, bool]]:
+    """``insert_events_once`` in the session's open transaction, with the events of other writes
+    (the initial load stores a page's events with its digests and cursor): on PostgreSQL the
+    group commit's one statement (``_pg_store``) on the transaction's connection, a third of
+    the time of SQLAlchemy's insert of the same rows; elsewhere ``insert_events_once``."""
+    if session.get_bind().dialect.name == "postgresql":
+        conn = await session.connection()
+        driver = (await conn.get_raw_connection()).driver_connection
+        if driver is not None and driver.is_in_transaction():  # not yet: the driver autocommits
+            return await _pg_store(driver, news, utcnow().replace(tzinfo=None))
+    return await insert_events_once(session, news)
+
+
 async def insert_event_once(session: AsyncSession, new: NewEvent) -> tuple[int, bool]:
     """Store an inbound event unless (source, external_id) is already there.
 
