@@ -15,6 +15,14 @@ database (tests/support/cluster.py).
 
     .venv/bin/python bench/sync.py [--records 10000] [--latency-ms 20] [--page-size 500]
                                    [--workers 1] [--pg-dsn DSN]
+
+``--read-only`` times the read alone (no proof, no workers): ``m3bng sync items`` on a store
+emptied before each run, then once more over the unchanged data (which must enqueue nothing),
+``--rounds`` times. ``--compare DIR`` runs each of those with the m3bng of another checkout too
+(its ``src/`` first on ``PYTHONPATH``, its ``mappings/``), in alternation, against the same
+simulators and database: the code before and after a change, side by side in one run.
+
+    .venv/bin/python bench/sync.py --read-only --rounds 2 --compare /tmp/before
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -35,7 +44,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: bench/ is sys.path[0], no
 
 import httpx  # noqa: E402
 import uvloop  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
 from tests.support.cluster import Cluster, ClusterConfig  # noqa: E402
 
 from bench.e2e import DEFAULT_PG_DSN, pg_admin  # noqa: E402
@@ -68,24 +77,114 @@ async def sync_events(cluster: Cluster, event_type: str) -> int:
         return int((await conn.execute(query)).scalar_one())
 
 
-async def sync(cluster: Cluster, *args: str) -> asyncio.subprocess.Process:
+async def sync(cluster: Cluster, *args: str, code: Path | None = None) -> asyncio.subprocess.Process:
+    env = {**os.environ, **cluster.app_settings()}
+    if code is not None:  # another checkout's m3bng (--compare): its code and its mappings
+        env["PYTHONPATH"] = str(code / "src")
+        env["M3BNG_MAPPINGS_DIR"] = str(code / "mappings")
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "m3bng",
         "sync",
         *args,
-        env={**os.environ, **cluster.app_settings()},
+        env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
 
 
 async def finished(process: asyncio.subprocess.Process, what: str) -> str:
+    return (await finished_both(process, what))[0]
+
+
+async def finished_both(process: asyncio.subprocess.Process, what: str) -> tuple[str, str]:
     out, err = await process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"{what} failed ({process.returncode}): {err.decode()[-2000:]}")
-    return out.decode().strip()
+    return out.decode().strip(), err.decode()
+
+
+# The CLI's progress line: "items: 10,005 read, 1,234/s; …" (the rate since the run started,
+# process start excluded)
+PROGRESS = re.compile(r"^items: ([\d,]+) read.*?, ([\d,]+)/s", re.MULTILINE)
+
+SUMMARY = re.compile(r"(\d+) read, enqueued (\d+) new")
+
+
+async def timed_sync(cluster: Cluster, page: str, code: Path | None) -> tuple[float, int, str]:
+    """One ``m3bng sync items``: seconds from the command's start to its end, the run's own
+    rate (its last progress line) and its summary line."""
+    started = time.monotonic()
+    out, err = await finished_both(await sync(cluster, "items", "--page-size", page, code=code), "items")
+    seconds = time.monotonic() - started
+    rates = PROGRESS.findall(err)
+    return seconds, int(rates[-1][1].replace(",", "")) if rates else 0, out.splitlines()[-1]
+
+
+async def read_only(args: argparse.Namespace) -> int:
+    """--read-only: the read timed, this checkout and --compare's in alternation (module doc)."""
+    n, problems = args.records, []
+    name = f"m3bng_sync_{os.getpid()}"
+    base = args.pg_dsn.rsplit("/", 1)[0]
+    await pg_admin(args.pg_dsn, f'CREATE DATABASE "{name}"')
+    url = f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+    codes: list[tuple[str, Path | None]] = [("this", None)]
+    if args.compare:
+        codes.append((f"compare ({args.compare})", args.compare))
+    rows: list[tuple[str, int, float, int, float, int]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="m3bng-sync-") as tmp:
+            config = ClusterConfig(url, workers=0, m3_latency_ms=args.latency_ms)
+            async with Cluster(config, Path(tmp)) as cluster, httpx.AsyncClient(timeout=120) as http:
+                seed = {"items": [item(i) for i in range(n)]}
+                (await http.post(f"{cluster.m3_url}/_sim/seed", json=seed)).raise_for_status()
+                page = str(args.page_size)
+                for round_ in range(1, args.rounds + 1):
+                    for label, code in codes:
+                        async with cluster.engine.begin() as conn:  # a first load, every time
+                            await conn.execute(text("TRUNCATE events, sync_records, sync_runs CASCADE"))
+                        first, first_rate, summary = await timed_sync(cluster, page, code)
+                        done = SUMMARY.search(summary)
+                        if done is None or int(done[2]) != int(done[1]) or int(done[1]) < n:
+                            problems.append(f"{label}, round {round_}: not every item enqueued: {summary}")
+                        enqueued = await sync_events(cluster, "SyncItemMaster")
+                        again, again_rate, summary = await timed_sync(cluster, page, code)
+                        if "enqueued 0 new and 0 changed" not in summary:
+                            problems.append(f"{label}, round {round_}, second run wrote: {summary}")
+                        if await sync_events(cluster, "SyncItemMaster") != enqueued:
+                            problems.append(f"{label}, round {round_}: the second run enqueued events")
+                        rows.append((label, round_, first, first_rate, again, again_rate))
+                        print(
+                            f"{label} round {round_}: first {first:.2f} s ({first_rate:,}/s in the run), "
+                            f"unchanged {again:.2f} s ({again_rate:,}/s)",
+                            flush=True,
+                        )
+    finally:
+        await pg_admin(args.pg_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    limit = args.page_size / (args.latency_ms / 1000)
+    print()
+    print(
+        f"{n:,} items, M3 latency {args.latency_ms:g} ms, page {args.page_size}; "
+        f"a key-paged scan's M3 bound (page ÷ latency): {limit:,.0f} records/s"
+    )
+    print()
+    print(
+        "| code | round | first load: start to end | ratio | the run's own rate | ratio "
+        "| unchanged data: start to end | the run's own rate |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, round_, first, first_rate, again, again_rate in rows:
+        print(
+            f"| {label} | {round_} | {n / first:,.0f} records/s ({first:.2f} s) | {n / first / limit:.3f} "
+            f"| {first_rate:,} records/s | {first_rate / limit:.3f} "
+            f"| {n / again:,.0f} records/s ({again:.2f} s) | {again_rate:,} records/s |"
+        )
+    if problems:
+        print(f"\nFAILED: {problems}", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def bench(args: argparse.Namespace) -> int:
@@ -198,14 +297,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--bng-rate", type=float, default=0.0, help="M3BNG_BNG_RATE_LIMIT for the workers (default 0: none)"
     )
     parser.add_argument("--pg-dsn", default=DEFAULT_PG_DSN, help="admin DSN; a fresh database for the run")
+    parser.add_argument(
+        "--read-only", action="store_true", help="time the read alone, no proof and no workers (module doc)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="--read-only: runs of each code (default 1)")
+    parser.add_argument(
+        "--compare", type=Path, metavar="DIR", help="--read-only: also run the m3bng of this checkout"
+    )
     args = parser.parse_args(argv)
-    if min(args.records, args.page_size, args.workers) < 1 or args.latency_ms <= 0:
-        parser.error("records, page size, workers and latency must be positive")
+    if min(args.records, args.page_size, args.workers, args.rounds) < 1 or args.latency_ms <= 0:
+        parser.error("records, page size, workers, rounds and latency must be positive")
+    if args.compare and not args.read_only:
+        parser.error("--compare times the read alone: give --read-only too")
+    if args.compare and not (args.compare / "src" / "m3bng").is_dir():
+        parser.error(f"--compare {args.compare}: no src/m3bng there")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return uvloop.run(bench(parse_args(argv)))
+    args = parse_args(argv)
+    return uvloop.run(read_only(args) if args.read_only else bench(args))
 
 
 if __name__ == "__main__":
