@@ -139,3 +139,14 @@ async def test_m3_write_whose_connection_drops_is_an_unknown_outcome_sent_once()
         finally:
             await m3.aclose()
         assert len(seen) == 1
+
+
+def test_proxy_from_the_environment_once_per_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("no_proxy", "m3.internal")
+    wire = AiohttpTransport(limits=httpx.Limits(max_connections=1))
+    assert wire._proxy(httpx.URL("http://bng.example/api")) == "http://proxy.example:3128"
+    assert wire._proxy(httpx.URL("http://m3.internal/m3api-rest")) is None
+    assert wire._proxy(httpx.URL("https://bng.example/api")) is None  # no https_proxy
+    monkeypatch.delenv("http_proxy")
+    assert wire._proxy(httpx.URL("http://bng.example/x")) == "http://proxy.example:3128"  # read once

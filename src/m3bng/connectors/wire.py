@@ -108,9 +108,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         them (trust_env), read once per scheme and host."""
         key = (url.scheme, url.host)
         if key not in self._proxies:
-            proxies = urllib.request.getproxies_environment()
-            bypass = urllib.request.proxy_bypass_environment(url.host, proxies)
-            self._proxies[key] = None if bypass else proxies.get(url.scheme)
+            proxy = urllib.request.getproxies_environment().get(url.scheme)
+            self._proxies[key] = None if proxy is None or urllib.request.proxy_bypass(url.host) else proxy
         return self._proxies[key]
 
     async def aclose(self) -> None:
