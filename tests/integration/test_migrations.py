@@ -37,6 +37,8 @@ TABLES = {
     "sync_runs",
     "reconcile_runs",
     "reconcile_findings",
+    "mapping_versions",
+    "mapping_conflicts",
     "alembic_version",
 }
 
@@ -149,3 +151,51 @@ async def test_upgrading_to_instances_keeps_rows_as_the_default_instance(tmp_pat
                 )
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_upgrading_from_0008_adds_mapping_versions_with_one_live_per_flow(
+    backend: str, tmp_path: Path
+) -> None:
+    """0009 (mapping versions): an installation at 0008 keeps its events and gains the versions
+    table, whose partial unique index lets no flow have two live versions."""
+    name = None
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    else:
+        await postgres.ensure_running()
+        name = postgres.unique_name("m3bng_mig9")
+        await postgres.create_database(name)
+        url = postgres.async_url(name)
+    engine = create_engine(Settings(database_url=url))
+    row = (
+        "INSERT INTO mapping_versions (flow, version, file_name, text, content_hash, source, state,"
+        " author, created_at) VALUES ('order_to_cash', {n}, 'o.yaml', 't', 'h', 'file', '{state}', 'x',"
+        " '2026-12-07')"
+    )
+    try:
+        await migrate.upgrade(engine, "0008")
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO events (source, external_id, event_type, correlation_id, status, attempts,"
+                    " next_attempt_at, received_at, updated_at, checkpoint, mapping_hash) VALUES ('bng',"
+                    " 'msg_1', 'order.created', 'c', 'done', 1, '2026-12-01', '2026-12-01', '2026-12-01',"
+                    " '{}', 'h')"
+                )
+            )
+        await migrate.upgrade(engine)
+        assert await migrate.is_up_to_date(engine)
+        async with engine.begin() as conn:
+            assert (await conn.execute(text("SELECT mapping_hash FROM events"))).scalar_one() == "h"
+            await conn.execute(text(row.format(n=1, state="superseded")))
+            await conn.execute(text(row.format(n=2, state="live")))
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as conn:
+                await conn.execute(text(row.format(n=3, state="live")))
+        await migrate.downgrade(engine, "0008")
+        assert "mapping_versions" not in await _tables(url)
+    finally:
+        await engine.dispose()
+        if name is not None:
+            await postgres.drop_database(name)

@@ -5,14 +5,16 @@
 """
 
 from m3bng.mapping.engine import CallPreview, Mapping, MappingError, render_call
-from m3bng.mapping.loader import MappingFileError, load_mapping, load_mappings
+from m3bng.mapping.loader import MappingFileError, combine, load_mapping, load_mappings, parse_mapping
 
 __all__ = [
     "CallPreview",
     "Mapping",
     "MappingError",
     "MappingFileError",
+    "combine",
     "load_mapping",
     "load_mappings",
+    "parse_mapping",
     "render_call",
 ]

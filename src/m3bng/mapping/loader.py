@@ -44,8 +44,8 @@ def _node_line(root: yaml.Node | None, loc: Iterable[Any]) -> int | None:
     return line
 
 
-def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None, bytes]:
-    raw = path.read_bytes()
+def _read_yaml(path: Path, raw: bytes | None = None) -> tuple[Any, yaml.Node | None, bytes]:
+    raw = path.read_bytes() if raw is None else raw
     try:
         text = raw.decode("utf-8")
         return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader), raw
@@ -79,7 +79,15 @@ def _rules(spec: MappingSpec) -> Iterable[tuple[list[Any], FieldRule | str]]:
 
 
 def load_mapping(path: Path) -> Mapping:
-    data, root, raw = _read_yaml(path)
+    return parse_mapping(path.read_bytes(), path)
+
+
+def parse_mapping(raw: bytes, path: Path, *, lookups_dir: Path | None = None) -> Mapping:
+    """A mapping from its text, checked exactly as a file is: a version kept in the store is
+    parsed here, with ``path`` naming it in errors and its lookup tables read from
+    ``lookups_dir`` (the mappings folder; default: the path's folder). The content hash is the
+    same as the file's would be, so an event's ``mapping_hash`` names the version it ran with."""
+    data, root, raw = _read_yaml(path, raw)
     try:
         spec = MappingSpec.model_validate(data)
     except ValidationError as exc:
@@ -100,7 +108,7 @@ def load_mapping(path: Path) -> Mapping:
     tables: dict[str, dict[str, str]] = {}
     digest = hashlib.sha256(raw)
     for name, file_name in spec.lookups.items():
-        table_path = (path.parent / file_name).resolve()
+        table_path = ((lookups_dir or path.parent) / file_name).resolve()
         if not table_path.is_file():
             problems.append(
                 f"{path}:{_node_line(root, ['lookups', name])}: lookup table file {file_name} not found"
@@ -150,14 +158,23 @@ def load_mapping(path: Path) -> Mapping:
 def load_mappings(folder: Path) -> dict[str, Mapping]:
     """Every ``*.yaml`` directly in ``folder`` (lookup tables live in ``lookups/``), by flow name."""
     problems: list[str] = []
-    mappings: dict[str, Mapping] = {}
-    triggers: dict[str, str] = {}
+    loaded: list[Mapping] = []
     for path in sorted(folder.glob("*.yaml")):
         try:
-            mapping = load_mapping(path)
+            loaded.append(load_mapping(path))
         except MappingFileError as exc:
             problems.extend(exc.problems)
-            continue
+    return combine(loaded, problems)
+
+
+def combine(loaded: Iterable[Mapping], problems: list[str] | None = None) -> dict[str, Mapping]:
+    """Mappings by flow name, refusing two for one flow or two flows for one trigger (files or
+    store versions alike)."""
+    problems = list(problems or [])
+    mappings: dict[str, Mapping] = {}
+    triggers: dict[str, str] = {}
+    for mapping in loaded:
+        path = mapping.path
         if mapping.flow in mappings:
             problems.append(
                 f"{path}: flow {mapping.flow!r} is already defined in {mappings[mapping.flow].path}"

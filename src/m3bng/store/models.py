@@ -38,6 +38,9 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import (
+    text as sql_text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -498,3 +501,57 @@ class ReconcileFinding(Base):
     finding: Mapped[str] = mapped_column(String(32))  # never_arrived, stuck, different, in_flight
     detail: Mapped[Any] = mapped_column(Json)
     event_id: Mapped[int | None] = mapped_column(BigId, nullable=True)  # the event --fix took in
+
+
+class MappingVersionRow(Base):
+    """One version of a flow's mapping: its YAML text, numbered per flow (ops/mapping_versions.py).
+
+    At most one version per flow is ``live`` (a partial unique index), so two processes
+    publishing or importing at once cannot both win; the loser retries against the new state.
+    ``content_hash`` is what ``Mapping.content_hash`` gives for the text (with the lookup tables
+    of the time), so an event's ``mapping_hash`` finds the version it ran with. ``file_hash`` is
+    the sha256 of the mapping file's bytes when this version was imported from it or found in
+    it: how a later start-up tells a file changed since from one that was not."""
+
+    __tablename__ = "mapping_versions"
+    __table_args__ = (
+        UniqueConstraint("flow", "version"),
+        Index(
+            "ux_mapping_versions_live",
+            "flow",
+            unique=True,
+            sqlite_where=sql_text("state = 'live'"),
+            postgresql_where=sql_text("state = 'live'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    flow: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    file_name: Mapped[str] = mapped_column(String(255))  # the file it came from / is exported to
+    text: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(16))  # file, studio, bundle
+    state: Mapped[str] = mapped_column(String(16))  # draft, live, superseded
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    author: Mapped[str] = mapped_column(String(128))
+    file_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    based_on: Mapped[int | None] = mapped_column(Integer, nullable=True)  # rollback: the version copied
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+
+
+class MappingConflict(Base):
+    """A mapping file that changed after the live version was published from the studio or a
+    bundle: found at start-up, kept until the file matches the live version again (export it,
+    or publish the file's text), so that any process's API can report it."""
+
+    __tablename__ = "mapping_conflicts"
+
+    flow: Mapped[str] = mapped_column(String(64), primary_key=True)
+    file_name: Mapped[str] = mapped_column(String(255))
+    file_hash: Mapped[str] = mapped_column(String(64))
+    content_hash: Mapped[str] = mapped_column(String(64))  # the file's mapping hash
+    live_version: Mapped[int] = mapped_column(Integer)
+    file_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # last imported from the file
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime())
