@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # Unset: in sandbox mode ./mappings when it exists, else the default mappings shipped in the
     # package; outside sandbox mode a folder must be named (``mappings_folder``).
     mappings_dir: Path | None = None
+    # How often a process asks the store whether a mapping version was published (0: only at
+    # start-up). Workers then run the new live versions without a restart.
+    mappings_refresh_seconds: float = Field(default=5.0, ge=0, le=3600)
 
     # --- BNG instances (instances.py) ------------------------------------------------------------
     # Unset: one BNG, the instance ``default`` made of the settings below.

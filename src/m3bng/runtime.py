@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -24,8 +25,10 @@ from m3bng.inbox.worker import Worker, new_worker_id
 from m3bng.instances import DEFAULT, Instances, load_instances
 from m3bng.mapping import Mapping, MappingFileError, load_mappings
 from m3bng.observability.tracing import configure_tracing
+from m3bng.ops import mapping_versions
 from m3bng.ops.auth import Authenticator
 from m3bng.ops.bulk import run_bulk_replays
+from m3bng.ops.mapping_versions import Refresher
 from m3bng.poller import InventoryPoller
 from m3bng.store import migrate
 from m3bng.store.db import create_engine, session_factory
@@ -55,6 +58,10 @@ class Runtime:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _shares: ShareKeeper | None = None
+    # True when the runtime built the registry from the mappings itself: only then does it run
+    # the store's live mapping versions and rebuild the registry when one is published.
+    own_registry: bool = False
+    mapping_refresher: Refresher | None = None
 
     @classmethod
     def build(cls, settings: Settings, registry: FlowRegistry | None = None) -> Runtime:
@@ -62,6 +69,7 @@ class Runtime:
         engine = create_engine(settings)
         sessions = session_factory(engine)
         mappings: dict[str, Mapping] = {}
+        own_registry = registry is None
         if registry is None:
             registry, mappings = load_registry_and_mappings(settings)
         elif settings.mappings_dir is not None or settings.sandbox:
@@ -86,6 +94,7 @@ class Runtime:
             authenticator=Authenticator(settings, sandbox_token=sandbox_token),
             sandbox_ops_token=sandbox_token,
             ingest_group=GroupCommit(sessions),
+            own_registry=own_registry,
         )
 
     @property
@@ -97,10 +106,14 @@ class Runtime:
         return self._router
 
     async def start(self, *, workers: bool) -> None:
+        up_to_date = True
         if self.settings.should_migrate_on_start:
             await migrate.upgrade(self.engine)
         elif not await migrate.is_up_to_date(self.engine):
+            up_to_date = False
             log.warning("store.migrations_pending", hint="run `m3bng db upgrade`")
+        if self.own_registry and up_to_date:
+            await self.use_mapping_versions()
         if workers:
             await self.share_limits()
             worker = self.new_worker()
@@ -133,6 +146,53 @@ class Runtime:
                     name="bulk-replays",
                 )
             )
+
+    async def use_mapping_versions(self) -> None:
+        """Import the mapping files into the store's versions (ops/mapping_versions.py), run the
+        live versions, and from now on follow publications made by any process."""
+        report = await mapping_versions.import_files(self.sessions, self.settings.mappings_folder)
+        if report.imported or report.conflicts:
+            log.info("mapping.import", imported=report.imported, conflicts=report.conflicts, kept=report.kept)
+        self.mapping_refresher = mapping_versions.Refresher(
+            self.sessions, self.settings.mappings_refresh_seconds
+        )
+        await self.reload_mappings()
+        if self.settings.mappings_refresh_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._follow_publications(), name="mapping-refresh"))
+
+    async def reload_mappings(self) -> None:
+        """The live versions as this process's mappings and registry; workers take the new
+        registry for the next event they claim (events in flight finish with the old one)."""
+        mark, mappings = await mapping_versions.load_live(self.sessions, self.settings.mappings_folder)
+        registry = build_registry(self.settings, mappings)
+        self.mappings, self.registry, self._router = mappings, registry, None
+        for worker in self.workers:
+            worker.registry = registry
+            worker.paused.registry = registry
+            worker.paused.invalidate()
+        if self.mapping_refresher is not None:
+            self.mapping_refresher.mark = mark
+
+    async def mappings_published(self) -> None:
+        """A version was published through this process: run it here at once (other processes
+        see it within ``M3BNG_MAPPINGS_REFRESH_SECONDS``)."""
+        if self.own_registry and self.mapping_refresher is not None:
+            await self.reload_mappings()
+
+    async def _follow_publications(self) -> None:
+        refresher = self.mapping_refresher
+        assert refresher is not None
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=min(1.0, refresher.seconds))
+            if self._stop.is_set():
+                return
+            try:
+                if await refresher.changed():
+                    await self.reload_mappings()
+                    log.info("mapping.reloaded", flows=len(self.mappings))
+            except Exception as exc:  # a bad version or a store blip: keep running the current ones
+                log.error("mapping.reload_failed", error=str(exc)[:500])
 
     async def share_limits(self) -> None:
         """Before this process's workers make their first call: take this process's share of
@@ -283,6 +343,12 @@ def load_registry_and_mappings(settings: Settings) -> tuple[FlowRegistry, dict[s
             ]
         )
     mappings = load_mappings(folder)
+    return build_registry(settings, mappings), mappings
+
+
+def build_registry(settings: Settings, mappings: dict[str, Mapping]) -> FlowRegistry:
+    """The built-in flows for these mappings plus any ``M3BNG_FLOW_PLUGINS`` (``module:function``
+    taking the registry); built again when a mapping version is published."""
     registry = default_registry(mappings)
     for spec in settings.flow_plugins:
         module_name, _, attr = spec.partition(":")
@@ -290,7 +356,7 @@ def load_registry_and_mappings(settings: Settings) -> tuple[FlowRegistry, dict[s
             raise ValueError(f"M3BNG_FLOW_PLUGINS entry {spec!r} must look like package.module:function")
         register: Callable[[FlowRegistry], None] = getattr(importlib.import_module(module_name), attr)
         register(registry)
-    return registry, mappings
+    return registry
 
 
 def shared_limits(settings: Settings, connectors: Connectors) -> list[SharedLimit]:

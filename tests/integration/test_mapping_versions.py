@@ -207,3 +207,56 @@ async def test_bundle_round_trip_from_sqlite_to_postgresql(
         other_store, folder, flow=ORDER, version=2, comment="promote", actor="ops"
     )
     assert published.content_hash == (await live(sessions)).content_hash
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_cli_export_and_bundle_between_two_installations(
+    db_url: str, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`m3bng mappings export` writes the live versions back; `bundle export|import` carries
+    them to another store, checked against the (sandbox simulator's) M3 metadata there."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from m3bng.cli import app
+
+    monkeypatch.setenv("M3BNG_MAPPINGS_DIR", str(folder))
+    monkeypatch.setenv("M3BNG_DATABASE_URL", db_url)
+    engine = create_engine(Settings(database_url=db_url))
+
+    async def prepare() -> None:
+        sessions = session_factory(engine)
+        await versions.import_files(sessions, folder)
+        text = (folder / "order_to_cash.yaml").read_text(encoding="utf-8").replace('"A01"', '"A07"')
+        await versions.create_draft(sessions, folder, flow=ORDER, text=text, author="dev")
+        await versions.publish(sessions, folder, flow=ORDER, version=2, comment="A07", actor="dev")
+        await engine.dispose()
+
+    asyncio.run(prepare())
+    runner = CliRunner()
+    exported = runner.invoke(app, ["mappings", "export", str(tmp_path / "out")])
+    assert exported.exit_code == 0, exported.output
+    assert '"A07"' in (tmp_path / "out" / "order_to_cash.yaml").read_text(encoding="utf-8")
+
+    bundle_file = tmp_path / "bundle.json"
+    made = runner.invoke(app, ["mappings", "bundle", "export", str(bundle_file), "--flow", ORDER])
+    assert made.exit_code == 0, made.output
+    assert json.loads(bundle_file.read_text())["manifest"]["flows"][0]["version"] == 2
+
+    other = tmp_path / "other"
+    other.mkdir()
+    other_url = f"sqlite+aiosqlite:///{other / 'store.db'}"
+    monkeypatch.setenv("M3BNG_DATABASE_URL", other_url)
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    landed = runner.invoke(app, ["mappings", "bundle", "import", str(bundle_file)])
+    assert landed.exit_code == 0, landed.output
+    assert "draft order_to_cash v1" in landed.output and "bundle: version 2" in landed.output
+    assert "metadata checks skipped" not in landed.output  # the sandbox simulator answered MRS001MI
+
+    broken = json.loads(bundle_file.read_text())
+    broken["texts"][ORDER] = broken["texts"][ORDER].replace("ORTP: {var: order_type}", "ORTP: {var: nope}")
+    broken["manifest"]["flows"][0]["sha256"] = versions.sha256(broken["texts"][ORDER])
+    bundle_file.write_text(json.dumps(broken))
+    refused = runner.invoke(app, ["mappings", "bundle", "import", str(bundle_file)])
+    assert refused.exit_code == 1 and "unknown var 'nope'" in refused.output

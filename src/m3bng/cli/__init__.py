@@ -667,7 +667,7 @@ def mappings_check(
 
 
 async def _check_against_m3(settings: Settings, mappings: dict[str, Mapping]) -> int:
-    from m3bng.cli.doctor import check_mappings_against_m3
+    from m3bng.mapping.m3check import check_mappings_against_m3
     from m3bng.runtime import build_connectors
     from m3bng.store import migrate
     from m3bng.store.db import create_engine, session_factory
@@ -827,6 +827,105 @@ def webhook_send(
         _fail(f"cannot reach {target}: {reason} (is `m3bng serve` running there?)", exc)
     typer.echo(f"{response.status_code} {response.text}")
     raise typer.Exit(0 if response.is_success else 1)
+
+
+# -- mapping versions (ops/mapping_versions.py, docs/mapping-studio.md) ------------------------------
+
+bundle_app = typer.Typer(help="Bundles of mapping versions, to promote them to another installation.")
+mappings_app.add_typer(bundle_app, name="bundle")
+
+
+@mappings_app.command("export")
+def mappings_export(
+    folder: Annotated[Path, typer.Argument(help="Folder to write the YAML files to (created if missing).")],
+) -> None:
+    """Write the live mapping versions from the store back as YAML files (for version control)."""
+    from m3bng.ops import mapping_versions
+
+    settings = _settings()
+    _check_store(settings, migrate_first=False)
+
+    async def run() -> int:
+        async with _connected(settings) as (sessions, _connectors):
+            written = await mapping_versions.export_files(sessions, folder)
+        if not written:
+            typer.echo(
+                "the store holds no mapping versions yet (they are imported when serve or worker starts)",
+                err=True,
+            )
+            return 1
+        for path in written:
+            typer.echo(f"wrote {path}")
+        return 0
+
+    raise typer.Exit(_run_command(settings, run()))
+
+
+@bundle_app.command("export")
+def bundle_export(
+    file: Annotated[Path, typer.Argument(help="The bundle file to write (JSON).")],
+    flow: Annotated[
+        list[str] | None, typer.Option("--flow", help="Only this flow (repeat); default: all.")
+    ] = None,
+) -> None:
+    """Write the live versions (or those of --flow) as a bundle: a manifest with each text's sha256."""
+    import json
+
+    from m3bng.ops import mapping_versions
+
+    settings = _settings()
+    _check_store(settings, migrate_first=False)
+
+    async def run() -> int:
+        async with _connected(settings) as (sessions, _connectors), sessions() as session:
+            bundle = await mapping_versions.export_bundle(session, flow or ())
+        try:
+            file.write_text(json.dumps(bundle, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        except OSError as exc:
+            _fail(f"cannot write bundle {str(file)!r}: {exc.strerror or exc}", exc)
+        flows = ", ".join(f"{e['flow']} v{e['version']}" for e in bundle["manifest"]["flows"])
+        typer.echo(f"wrote {file}: {flows}")
+        return 0
+
+    raise typer.Exit(_run_command(settings, run()))
+
+
+@bundle_app.command("import")
+def bundle_import(
+    file: Annotated[Path, typer.Argument(help="A bundle written by `m3bng mappings bundle export`.")],
+) -> None:
+    """Check a bundle (checksums, validation, and M3's field metadata when M3 is configured) and
+    land its mappings as drafts, to be published here through the API."""
+    import json
+
+    from m3bng.ops import mapping_versions
+
+    settings = _settings()
+    raw = _read_file(file, "bundle")
+    try:
+        bundle = json.loads(raw)
+    except ValueError as exc:
+        _fail(f"bundle {str(file)!r} is not JSON: {exc}", exc)
+    _check_store(settings, migrate_first=False)
+
+    async def run() -> int:
+        async with _connected(settings) as (sessions, connectors):
+            check = mapping_versions.metadata_check(connectors.m3_metadata)
+            if check is None:
+                typer.echo("M3 not configured: metadata checks skipped", err=True)
+            try:
+                drafts = await mapping_versions.import_bundle(
+                    sessions, settings.mappings_folder, bundle, author="cli", check=check
+                )
+            except mapping_versions.InvalidMapping as exc:
+                for problem in exc.problems:
+                    typer.echo(problem, err=True)
+                return 1
+        for draft in drafts:
+            typer.echo(f"draft {draft.flow} v{draft.version}  [{draft.content_hash[:12]}]  {draft.comment}")
+        return 0
+
+    raise typer.Exit(_run_command(settings, run()))
 
 
 def main() -> None:

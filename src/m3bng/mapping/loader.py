@@ -54,6 +54,8 @@ def _read_yaml(path: Path, raw: bytes | None = None) -> tuple[Any, yaml.Node | N
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
         raise MappingFileError([f"{path}:{line}: invalid YAML: {exc.problem}"]) from None
+    except yaml.reader.ReaderError as exc:  # a control character: not a MarkedYAMLError
+        raise MappingFileError([f"{path}: invalid YAML: {exc.reason} (character {exc.position})"]) from None
 
 
 def _rules(spec: MappingSpec) -> Iterable[tuple[list[Any], FieldRule | str]]:

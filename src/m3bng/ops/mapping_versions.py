@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import hashlib
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -58,7 +59,10 @@ MappingCheck = Callable[[dict[str, Mapping]], Awaitable[list[str]]]
 
 
 def sha256(data: bytes | str) -> str:
-    return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()
+    # surrogatepass: a bundle's text is checksummed before it is validated (and refused) as UTF-8
+    return hashlib.sha256(
+        data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    ).hexdigest()
 
 
 class InvalidMapping(Invalid):
@@ -92,17 +96,32 @@ class BadBundle(Invalid):
 def parse_text(text: str, file_name: str, folder: Path) -> Mapping:
     """A version's text as a ``Mapping``, validated as a file would be; problems name
     ``file_name`` and the line, never the server's path."""
-    if len(text.encode("utf-8")) > MAX_TEXT_BYTES:
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate (JSON allows "\ud800")
+        raise InvalidMapping([f"{file_name}: not UTF-8 text (character {exc.start})"]) from None
+    if len(raw) > MAX_TEXT_BYTES:
         raise InvalidMapping([f"{file_name}: longer than {MAX_TEXT_BYTES} bytes"])
     try:
-        mapping = parse_mapping(text.encode("utf-8"), Path(file_name), lookups_dir=folder)
+        mapping = parse_mapping(raw, Path(file_name), lookups_dir=folder)
     except MappingFileError as exc:
         raise InvalidMapping(exc.problems) from None
     mapping.path = folder / file_name
     return mapping
 
 
+FLOW_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+FILE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,120}\.yaml")
+
+
+def clean(comment: str | None) -> str | None:
+    """A comment as PostgreSQL and the audit log take it (no NUL, bounded)."""
+    return comment.replace("\x00", "")[:2000] if comment is not None else None
+
+
 def checked_text(text: str, flow: str, file_name: str, folder: Path) -> Mapping:
+    if not FLOW_NAME.fullmatch(flow):
+        raise InvalidMapping([f"flow: {flow[:80]!r} is not a flow name (letters, digits, _ . -; at most 64)"])
     mapping = parse_text(text, file_name, folder)
     if mapping.flow != flow:
         raise InvalidMapping([f"{file_name}: flow: the text names flow {mapping.flow!r}, not {flow!r}"])
@@ -335,7 +354,7 @@ async def create_draft(
             source=source,
             state=DRAFT,
             author=author,
-            comment=comment,
+            comment=clean(comment),
         )
 
     return await _retrying(sessions, write)
@@ -357,6 +376,7 @@ async def publish(
     actor: str,
 ) -> Version:
     """A draft becomes the live version, audited in the same transaction."""
+    comment = clean(comment) or ""
 
     async def write(session: AsyncSession) -> Version:
         draft = await need_version(session, flow, version)
@@ -387,6 +407,7 @@ async def rollback(
 ) -> Version:
     """A copy of an older version published as the new live one: history only grows, so the
     events that ran with each version still find it."""
+    comment = clean(comment) or ""
 
     async def write(session: AsyncSession) -> Version:
         old = await need_version(session, flow, version)
@@ -552,7 +573,8 @@ async def import_bundle(
     mappings: dict[str, Mapping] = {}
     problems: list[str] = []
     for entry, text in entries:
-        name = Path(str(entry.get("file_name") or f"{entry['flow']}.yaml")).name
+        name = str(entry.get("file_name") or "")
+        name = name if FILE_NAME.fullmatch(name) else f"{entry['flow'][:64]}.yaml"
         try:
             mappings[entry["flow"]] = checked_text(text, entry["flow"], name, folder)
         except InvalidMapping as exc:

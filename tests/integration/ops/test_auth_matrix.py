@@ -25,7 +25,8 @@ READ, REPLAY, ADMIN = Scope.READ, Scope.REPLAY, Scope.ADMIN
 
 # (method, path under /api/v1 with every path parameter written {}) → the scope it needs.
 # The contract: ops:read = every GET except /audit; ops:replay = replay, discard, bulk replay;
-# ops:admin = pause/resume, /audit, /retention/purge and /retention/erase (personal data).
+# ops:admin = pause/resume, /audit, /retention/purge and /retention/erase (personal data), and
+# every change to a mapping (drafts, publish, rollback) and its bundles (export and import).
 REQUIRED: dict[tuple[str, str], Scope] = {
     ("GET", "/whoami"): READ,
     ("GET", "/transactions"): READ,
@@ -51,6 +52,15 @@ REQUIRED: dict[tuple[str, str], Scope] = {
     ("GET", "/audit"): ADMIN,
     ("POST", "/retention/purge"): ADMIN,
     ("POST", "/retention/erase"): ADMIN,
+    ("GET", "/mappings"): READ,
+    ("GET", "/mappings/{}/versions"): READ,
+    ("GET", "/mappings/{}/versions/{}"): READ,
+    ("GET", "/mappings/{}/diff"): READ,
+    ("POST", "/mappings/{}/drafts"): ADMIN,
+    ("POST", "/mappings/{}/versions/{}/publish"): ADMIN,
+    ("POST", "/mappings/{}/versions/{}/rollback"): ADMIN,
+    ("GET", "/mappings/bundle"): ADMIN,
+    ("POST", "/mappings/bundle"): ADMIN,
 }
 
 # Bodies that are harmless when the call is allowed (a dry run rather than a real bulk replay or

@@ -24,6 +24,7 @@ from m3bng.ops.auth import Principal
 from m3bng.ops.filters import EventFilter, FilterError
 from m3bng.ops.masking import mask, mask_text
 from m3bng.runtime import Runtime
+from m3bng.store import mapping_versions as mapping_store
 from m3bng.store.models import Event, EventStatus
 
 router = APIRouter(tags=["ops"])
@@ -152,6 +153,10 @@ class MappingVersion(BaseModel):
     hash: str | None = Field(description="the mapping's content hash when this event was applied")
     current_hash: str | None = Field(description="the content hash of the mapping loaded now")
     changed: bool | None = Field(description="the mapping changed since; null when either is unknown")
+    version: int | None = Field(
+        default=None, description="the mapping version with this event's hash; null when none is stored"
+    )
+    url: str | None = Field(default=None, description="that version's text: GET it (ops:read)")
 
 
 class StepOut(BaseModel):
@@ -269,9 +274,16 @@ async def get_transaction(
 ) -> TxDetail:
     async with runtime.sessions() as session:
         detail = await search.load_event_detail(session, event_id)
+        applied = None
+        if detail is not None and detail.event.mapping_hash is not None:
+            applied = await mapping_store.find_by_hash(session, detail.event.mapping_hash)
     if detail is None:
         raise ApiError(404, "not_found", f"no transaction with id {event_id}")
-    return detail_of(detail, runtime, caller)
+    out = detail_of(detail, runtime, caller)
+    if out.mapping is not None and applied is not None:
+        out.mapping.version = applied.version
+        out.mapping.url = f"/api/v1/mappings/{applied.flow}/versions/{applied.version}"
+    return out
 
 
 def detail_of(detail: search.EventDetail, runtime: Runtime, caller: Principal) -> TxDetail:

@@ -1,0 +1,269 @@
+"""``/api/v1/mappings``: the mapping versions flows run (ops/mapping_versions.py).
+
+``ops:read`` sees flows, versions, texts and diffs; ``ops:admin`` creates drafts, publishes,
+rolls back and moves bundles between installations. Publish and rollback are audited in the
+same transaction as the change; every process runs a published version within
+``M3BNG_MAPPINGS_REFRESH_SECONDS`` (this one at once).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+
+from m3bng.api.deps import RuntimeDep
+from m3bng.api.ops.auth import AdminCaller, ReadCaller
+from m3bng.ops import mapping_versions as versions
+from m3bng.store import mapping_versions as store
+
+router = APIRouter(tags=["mappings"])
+
+PREFIX = "/api/v1/mappings"
+MAX_VERSION = 2**31 - 1  # an INTEGER column: a larger number is no version (and overflows SQLite)
+FlowParam = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="the flow (mapping name), e.g. order_to_cash",
+    ),
+]
+VersionParam = Annotated[int, Path(ge=1, le=MAX_VERSION, description="the version number within the flow")]
+
+
+def version_url(flow: str, version: int) -> str:
+    return f"{PREFIX}/{flow}/versions/{version}"
+
+
+class VersionOut(BaseModel):
+    flow: str
+    version: int
+    state: str = Field(description="draft, live or superseded")
+    source: str = Field(description="file (imported at start-up), studio (the API) or bundle")
+    content_hash: str = Field(description="what events record as their mapping_hash")
+    file_name: str
+    comment: str | None
+    author: str
+    based_on: int | None = Field(description="rollback: the version this one copies")
+    created_at: datetime
+    published_at: datetime | None
+    url: str
+
+    @classmethod
+    def of(cls, v: store.Version) -> VersionOut:
+        return cls(
+            flow=v.flow,
+            version=v.version,
+            state=v.state,
+            source=v.source,
+            content_hash=v.content_hash,
+            file_name=v.file_name,
+            comment=v.comment,
+            author=v.author,
+            based_on=v.based_on,
+            created_at=v.created_at,
+            published_at=v.published_at,
+            url=version_url(v.flow, v.version),
+        )
+
+
+class VersionText(VersionOut):
+    text: str
+
+
+class ConflictOut(BaseModel):
+    file_name: str
+    file_version: int | None = Field(description="the version last imported from (or found in) the file")
+    live_version: int = Field(description="the live version, kept until someone decides")
+    detected_at: datetime
+    message: str
+
+
+class FlowOut(BaseModel):
+    flow: str
+    live: VersionOut | None
+    drafts: int
+    conflict: ConflictOut | None
+
+
+class FlowList(BaseModel):
+    items: list[FlowOut]
+
+
+class VersionList(BaseModel):
+    items: list[VersionOut]
+
+
+class DraftIn(BaseModel):
+    text: str = Field(min_length=1, max_length=versions.MAX_TEXT_BYTES, description="the mapping YAML")
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+class PublishIn(BaseModel):
+    comment: str = Field(
+        min_length=1, max_length=2000, description="why: kept with the version and in the audit log"
+    )
+
+
+class DiffOut(BaseModel):
+    flow: str
+    from_version: int
+    to_version: int
+    diff: str = Field(description="unified diff of the two texts; empty when they are the same")
+
+
+class BundleImportOut(BaseModel):
+    drafts: list[VersionOut]
+
+
+@router.get(
+    "/mappings", response_model=FlowList, summary="Flows with their live mapping version and any conflict"
+)
+async def list_flows(caller: ReadCaller, runtime: RuntimeDep) -> FlowList:
+    async with runtime.sessions() as session:
+        found = await versions.flows(session)
+    items = []
+    for flow in found:
+        conflict = None
+        if flow.conflict is not None:
+            c = flow.conflict
+            conflict = ConflictOut(
+                file_name=c.file_name,
+                file_version=c.file_version,
+                live_version=c.live_version,
+                detected_at=c.detected_at,
+                message=f"{c.file_name} changed after version {c.live_version} was published; the live "
+                "version stays until the file is replaced by an export or the file's text is published",
+            )
+        live = VersionOut.of(flow.live) if flow.live is not None else None
+        items.append(FlowOut(flow=flow.flow, live=live, drafts=flow.drafts, conflict=conflict))
+    return FlowList(items=items)
+
+
+@router.get(
+    "/mappings/{flow}/versions", response_model=VersionList, summary="A flow's versions, newest first"
+)
+async def list_versions(flow: FlowParam, caller: ReadCaller, runtime: RuntimeDep) -> VersionList:
+    async with runtime.sessions() as session:
+        found = await store.list_versions(session, flow)
+    if not found:
+        raise versions.VersionNotFound(f"flow: no mapping versions of {flow!r}")
+    return VersionList(items=[VersionOut.of(v) for v in found])
+
+
+@router.get(
+    "/mappings/{flow}/versions/{version}", response_model=VersionText, summary="One version with its YAML"
+)
+async def get_version(
+    flow: FlowParam, version: VersionParam, caller: ReadCaller, runtime: RuntimeDep
+) -> VersionText:
+    async with runtime.sessions() as session:
+        found = await versions.need_version(session, flow, version)
+    return VersionText(**VersionOut.of(found).model_dump(), text=found.text)
+
+
+@router.get("/mappings/{flow}/diff", response_model=DiffOut, summary="Unified diff between two versions")
+async def diff(
+    flow: FlowParam,
+    caller: ReadCaller,
+    runtime: RuntimeDep,
+    from_version: Annotated[int, Query(alias="from", ge=1, le=MAX_VERSION, description="the older version")],
+    to_version: Annotated[int, Query(alias="to", ge=1, le=MAX_VERSION, description="the newer version")],
+) -> DiffOut:
+    async with runtime.sessions() as session:
+        old = await versions.need_version(session, flow, from_version)
+        new = await versions.need_version(session, flow, to_version)
+    return DiffOut(flow=flow, from_version=from_version, to_version=to_version, diff=versions.diff(old, new))
+
+
+@router.post(
+    "/mappings/{flow}/drafts",
+    response_model=VersionOut,
+    status_code=201,
+    summary="A draft from YAML text (422 naming the line and field when it does not load)",
+)
+async def create_draft(
+    flow: FlowParam, body: DraftIn, caller: AdminCaller, runtime: RuntimeDep
+) -> VersionOut:
+    created = await versions.create_draft(
+        runtime.sessions,
+        runtime.settings.mappings_folder,
+        flow=flow,
+        text=body.text,
+        author=caller.name,
+        comment=body.comment,
+    )
+    return VersionOut.of(created)
+
+
+@router.post(
+    "/mappings/{flow}/versions/{version}/publish",
+    response_model=VersionOut,
+    summary="Make a draft the live version (audited)",
+)
+async def publish(
+    flow: FlowParam, version: VersionParam, body: PublishIn, caller: AdminCaller, runtime: RuntimeDep
+) -> VersionOut:
+    published = await versions.publish(
+        runtime.sessions,
+        runtime.settings.mappings_folder,
+        flow=flow,
+        version=version,
+        comment=body.comment,
+        actor=caller.name,
+    )
+    await runtime.mappings_published()
+    return VersionOut.of(published)
+
+
+@router.post(
+    "/mappings/{flow}/versions/{version}/rollback",
+    response_model=VersionOut,
+    summary="Publish a copy of an older version as the new live one (audited)",
+)
+async def rollback(
+    flow: FlowParam, version: VersionParam, body: PublishIn, caller: AdminCaller, runtime: RuntimeDep
+) -> VersionOut:
+    published = await versions.rollback(
+        runtime.sessions,
+        runtime.settings.mappings_folder,
+        flow=flow,
+        version=version,
+        comment=body.comment,
+        actor=caller.name,
+    )
+    await runtime.mappings_published()
+    return VersionOut.of(published)
+
+
+@router.get("/mappings/bundle", summary="A bundle of live versions (manifest with checksums, and the texts)")
+async def export_bundle(
+    caller: AdminCaller,
+    runtime: RuntimeDep,
+    flow: Annotated[
+        list[str] | None, Query(max_length=100, description="only these flows (repeat); default: all")
+    ] = None,
+) -> dict[str, Any]:
+    async with runtime.sessions() as session:
+        return await versions.export_bundle(session, flow or ())
+
+
+@router.post(
+    "/mappings/bundle",
+    response_model=BundleImportOut,
+    status_code=201,
+    summary="Import a bundle as drafts: checksums, validation and the tenant's metadata checked first",
+)
+async def import_bundle(bundle: dict[str, Any], caller: AdminCaller, runtime: RuntimeDep) -> BundleImportOut:
+    drafts = await versions.import_bundle(
+        runtime.sessions,
+        runtime.settings.mappings_folder,
+        bundle,
+        author=caller.name,
+        check=versions.metadata_check(runtime.connectors.m3_metadata),
+    )
+    return BundleImportOut(drafts=[VersionOut.of(v) for v in drafts])

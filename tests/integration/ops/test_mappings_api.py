@@ -1,0 +1,127 @@
+"""``/api/v1/mappings`` end to end: the real app with in-process workers and the M3 simulator.
+A published version is what the next order runs with, a rollback brings the old rule back, and
+a read token changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from m3bng.config import Settings
+from m3bng.connectors.bng.samples import sample
+from m3bng.runtime import Runtime
+from tests.integration.ops.conftest import Ops
+
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+ORDER = "order_to_cash"
+
+
+def order(order_id: str) -> dict[str, Any]:
+    """An order naming no warehouse: the mapping's default (var ``warehouse``) decides."""
+    data = {k: v for k, v in sample("order.created").items() if k != "Warehouse"}
+    return {**data, "OrderID": order_id, "Lines": data["Lines"][:1]}  # BIKE-100 is in 100 and 200
+
+
+async def warehouse_of(ops: Ops, order_id: str) -> str:
+    event = await ops.settle(await ops.send("order.created", order(order_id)))
+    assert event.status == "done", event.last_error
+    state = await ops.sim.state()
+    [found] = [o for o in state["orders"].values() if o["head"].get("CUOR") == order_id]
+    return str(found["head"]["WHLO"])
+
+
+async def test_read_token_sees_mappings_but_cannot_change_them(ops: Ops) -> None:
+    listed = (await ops.read.get("/api/v1/mappings")).json()["items"]
+    [flow] = [f for f in listed if f["flow"] == ORDER]
+    assert flow["live"]["version"] == 1 and flow["live"]["source"] == "file" and flow["conflict"] is None
+    text = (await ops.read.get(flow["live"]["url"])).json()["text"]
+    for method, url, body in (
+        ("POST", f"/api/v1/mappings/{ORDER}/drafts", {"text": text}),
+        ("POST", f"/api/v1/mappings/{ORDER}/versions/1/publish", {"comment": "x"}),
+        ("POST", f"/api/v1/mappings/{ORDER}/versions/1/rollback", {"comment": "x"}),
+        ("GET", "/api/v1/mappings/bundle", None),
+        ("POST", "/api/v1/mappings/bundle", {}),
+    ):
+        response = await ops.read.request(method, url, json=body)
+        assert response.status_code == 403, (method, url, response.text)
+        assert "ops:admin" in response.json()["error"]["message"]
+    versions = (await ops.read.get(f"/api/v1/mappings/{ORDER}/versions")).json()["items"]
+    assert [v["version"] for v in versions] == [1]
+
+
+async def test_publish_runs_the_new_version_and_rollback_the_old(
+    ops: Ops, make_settings: Callable[..., Settings]
+) -> None:
+    assert await warehouse_of(ops, "SO-MV-1") == "100"
+    v1 = (await ops.read.get(f"/api/v1/mappings/{ORDER}/versions/1")).json()
+
+    bad = await ops.admin.post(
+        f"/api/v1/mappings/{ORDER}/drafts",
+        json={"text": v1["text"].replace("{var: order_type}", "{var: nope}")},
+    )
+    assert bad.status_code == 422, bad.text
+    assert "order_to_cash.yaml:" in bad.text and "calls.head.fields.ORTP: unknown var 'nope'" in bad.text
+
+    changed = v1["text"].replace('warehouse: "100"', 'warehouse: "200"')
+    draft = await ops.admin.post(
+        f"/api/v1/mappings/{ORDER}/drafts", json={"text": changed, "comment": "wh 200"}
+    )
+    assert draft.status_code == 201, draft.text
+    assert (draft.json()["version"], draft.json()["state"]) == (2, "draft")
+    assert await warehouse_of(ops, "SO-MV-2") == "100"  # a draft runs nowhere
+
+    # A worker-only process (another Runtime on the same store) follows the publication too.
+    other = Runtime.build(make_settings(mappings_refresh_seconds=0.1, ops_tokens=[]))
+    await other.start(workers=False)
+    try:
+        published = await ops.admin.post(
+            f"/api/v1/mappings/{ORDER}/versions/2/publish", json={"comment": "wh 200"}
+        )
+        assert published.status_code == 200, published.text
+        assert published.json()["state"] == "live"
+        assert await warehouse_of(ops, "SO-MV-3") == "200"
+        deadline = time.monotonic() + 10
+        while other.mappings[ORDER].spec.vars["warehouse"] != "200":
+            assert time.monotonic() < deadline, "the other process never ran the published version"
+            await asyncio.sleep(0.05)
+    finally:
+        await other.stop()
+
+    event_id = await ops.send("order.created", order("SO-MV-4"))
+    await ops.settle(event_id)
+    detail = (await ops.read.get(f"/api/v1/transactions/{event_id}")).json()
+    assert detail["mapping"]["version"] == 2
+    assert detail["mapping"]["url"] == f"/api/v1/mappings/{ORDER}/versions/2"
+    assert 'warehouse: "200"' in (await ops.read.get(detail["mapping"]["url"])).json()["text"]
+
+    back = await ops.admin.post(f"/api/v1/mappings/{ORDER}/versions/1/rollback", json={"comment": "back"})
+    assert back.status_code == 200, back.text
+    assert (back.json()["version"], back.json()["based_on"]) == (3, 1)
+    assert await warehouse_of(ops, "SO-MV-5") == "100"
+
+    patch = (await ops.read.get(f"/api/v1/mappings/{ORDER}/diff", params={"from": 1, "to": 2})).json()["diff"]
+    assert '+  warehouse: "200"' in patch
+    audit = (await ops.admin.get("/api/v1/audit")).json()["items"]
+    actions = [(a["action"], a["target_id"]) for a in audit if a["action"].startswith("mapping.")]
+    assert sorted(actions) == [("mapping.publish", f"{ORDER}/2"), ("mapping.rollback", f"{ORDER}/3")]
+
+
+async def test_bundle_export_and_import_through_the_api(ops: Ops) -> None:
+    bundle = await ops.admin.get("/api/v1/mappings/bundle", params={"flow": ORDER})
+    assert bundle.status_code == 200, bundle.text
+    manifest = bundle.json()["manifest"]
+    assert [f["flow"] for f in manifest["flows"]] == [ORDER] and manifest["m3bng_version"]
+    landed = await ops.admin.post("/api/v1/mappings/bundle", json=bundle.json())
+    assert landed.status_code == 201, landed.text
+    [draft] = landed.json()["drafts"]
+    assert (draft["flow"], draft["state"], draft["source"]) == (ORDER, "draft", "bundle")
+    broken = {**bundle.json(), "texts": {ORDER: "flow: order_to_cash\n"}}
+    refused = await ops.admin.post("/api/v1/mappings/bundle", json=broken)
+    assert refused.status_code == 422 and "sha256" in refused.text
+    missing = await ops.admin.get("/api/v1/mappings/bundle", params={"flow": "nope"})
+    assert missing.status_code == 404 and "nope" in missing.text
