@@ -5,8 +5,10 @@ a read token changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,9 @@ import pytest
 from m3bng.config import Settings
 from m3bng.connectors.bng.samples import sample
 from m3bng.runtime import Runtime
+from tests.conftest import REPO_ROOT, LiveServer
 from tests.integration.ops.conftest import Ops
+from tests.support.ops import ADMIN, OPS_TOKEN_ENTRIES, READ, bearer
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -125,3 +129,33 @@ async def test_bundle_export_and_import_through_the_api(ops: Ops) -> None:
     assert refused.status_code == 422 and "sha256" in refused.text
     missing = await ops.admin.get("/api/v1/mappings/bundle", params={"flow": "nope"})
     assert missing.status_code == 404 and "nope" in missing.text
+
+
+async def test_a_file_changed_after_a_publish_is_reported_and_the_live_version_stays(
+    make_settings: Callable[..., Settings], live_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    folder = tmp_path / "mappings"
+    shutil.copytree(REPO_ROOT / "mappings", folder)
+    settings = make_settings(mappings_dir=folder, ops_tokens=OPS_TOKEN_ENTRIES, retention_run_seconds=0)
+    async with live_server(settings) as server, server.client() as client:
+        client.headers.update(bearer(ADMIN))
+        text = (await client.get(f"/api/v1/mappings/{ORDER}/versions/1")).json()["text"]
+        draft = await client.post(
+            f"/api/v1/mappings/{ORDER}/drafts", json={"text": text.replace('"A01"', '"A05"')}
+        )
+        assert draft.status_code == 201, draft.text
+        published = await client.post(f"/api/v1/mappings/{ORDER}/versions/2/publish", json={"comment": "A05"})
+        assert published.status_code == 200, published.text
+
+    path = folder / "order_to_cash.yaml"
+    path.write_text(
+        path.read_text(encoding="utf-8").replace('warehouse: "100"', 'warehouse: "300"'), encoding="utf-8"
+    )
+    async with live_server(settings) as server, server.client() as client:
+        client.headers.update(bearer(READ))
+        [flow] = [f for f in (await client.get("/api/v1/mappings")).json()["items"] if f["flow"] == ORDER]
+        assert flow["live"]["version"] == 2 and flow["live"]["source"] == "studio"
+        assert flow["conflict"]["file_name"] == "order_to_cash.yaml"
+        assert (flow["conflict"]["live_version"], flow["conflict"]["file_version"]) == (2, 1)
+        runtime = server.app.state.runtime
+        assert runtime.mappings[ORDER].spec.vars == {"order_type": "A05", "warehouse": "100"}
