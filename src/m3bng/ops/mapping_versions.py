@@ -345,7 +345,7 @@ async def create_draft(
     mapping = checked_text(text, flow, name, folder)
 
     async def write(session: AsyncSession) -> Version:
-        return await store.add_version(
+        draft = await store.add_version(
             session,
             flow=flow,
             file_name=name,
@@ -356,6 +356,17 @@ async def create_draft(
             author=author,
             comment=clean(comment),
         )
+        # The audit log holds every write made through the API or CLI, drafts included.
+        await audit.record(
+            session,
+            actor=author,
+            action="mapping.draft",
+            target_type="mapping",
+            target_id=f"{flow}/{draft.version}",
+            after=_audit_view(draft),
+            detail=draft.comment,
+        )
+        return draft
 
     return await _retrying(sessions, write)
 

@@ -112,7 +112,11 @@ async def test_publish_runs_the_new_version_and_rollback_the_old(
     assert '+  warehouse: "200"' in patch
     audit = (await ops.admin.get("/api/v1/audit")).json()["items"]
     actions = [(a["action"], a["target_id"]) for a in audit if a["action"].startswith("mapping.")]
-    assert sorted(actions) == [("mapping.publish", f"{ORDER}/2"), ("mapping.rollback", f"{ORDER}/3")]
+    assert sorted(actions) == [
+        ("mapping.draft", f"{ORDER}/2"),
+        ("mapping.publish", f"{ORDER}/2"),
+        ("mapping.rollback", f"{ORDER}/3"),
+    ]
 
 
 async def test_bundle_export_and_import_through_the_api(ops: Ops) -> None:
