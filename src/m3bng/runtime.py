@@ -175,9 +175,17 @@ class Runtime:
 
     async def mappings_published(self) -> None:
         """A version was published through this process: run it here at once (other processes
-        see it within ``M3BNG_MAPPINGS_REFRESH_SECONDS``)."""
+        see it within ``M3BNG_MAPPINGS_REFRESH_SECONDS``). The publication is committed: a
+        failure here is logged and left to the next refresh, not reported as a failed publish."""
         if self.own_registry and self.mapping_refresher is not None:
-            await self.reload_mappings()
+            try:
+                await self.reload_mappings()
+            except Exception as exc:
+                log.error("mapping.reload_failed", error=str(exc)[:500])
+
+    def check_registry(self, mappings: dict[str, Mapping]) -> None:
+        """Raises ``MappingFileError`` unless this process could build its flows from ``mappings``."""
+        build_registry(self.settings, mappings)
 
     async def _follow_publications(self) -> None:
         refresher = self.mapping_refresher

@@ -71,6 +71,12 @@ async def test_startup_import_new_unchanged_and_changed_files(sessions: Sessions
     assert mappings[ORDER].spec.vars["warehouse"] == "200"
     assert mappings["customer_sync"].tables  # lookup tables read from the folder
 
+    (folder / "customer_sync.yaml").unlink()  # a file removed: its flow is removed
+    removed = await versions.import_files(sessions, folder)
+    assert removed.retired == ["customer_sync v1"]
+    _mark, mappings = await versions.load_live(sessions, folder)
+    assert sorted(mappings) == [ORDER]
+
 
 async def test_file_changed_after_a_studio_publish_is_a_conflict(sessions: Sessions, folder: Path) -> None:
     await versions.import_files(sessions, folder)
@@ -116,6 +122,28 @@ async def test_two_processes_starting_at_once_make_one_version(db_url: str, fold
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def test_a_publication_the_flows_cannot_run_with_is_refused(sessions: Sessions, folder: Path) -> None:
+    """Checked before it goes live: a trigger another flow handles, or a registry that cannot be
+    built (``check``), is a 422 at publish, not a failure in every process that reloads."""
+    await versions.import_files(sessions, folder)
+    text = (folder / "order_to_cash.yaml").read_text(encoding="utf-8")
+    clash = text.replace("trigger: [order.created]", "trigger: [order.created, customer.created]")
+    await versions.create_draft(sessions, folder, flow=ORDER, text=clash, author="a")
+    with pytest.raises(versions.InvalidMapping, match=r"trigger 'customer\.created' is already handled"):
+        await versions.publish(sessions, folder, flow=ORDER, version=2, comment="x", actor="a")
+
+    def refuse(_mappings: object) -> None:
+        from m3bng.mapping import MappingFileError
+
+        raise MappingFileError([f"{folder}/order_to_cash.yaml: flow 'order_to_cash' is not one m3bng knows"])
+
+    await versions.create_draft(sessions, folder, flow=ORDER, text=text + "\n", author="a")
+    with pytest.raises(versions.InvalidMapping) as refused:
+        await versions.publish(sessions, folder, flow=ORDER, version=3, comment="x", actor="a", check=refuse)
+    assert refused.value.problems == ["order_to_cash.yaml: flow 'order_to_cash' is not one m3bng knows"]
+    assert (await live(sessions)).version == 1
 
 
 async def test_drafts_are_validated_and_rollback_publishes_a_copy(sessions: Sessions, folder: Path) -> None:

@@ -10,6 +10,8 @@ The rules of the start-up import (``import_files``), per mapping file:
 * no version yet, or the file's content differs from a live version that came from the file:
   the file becomes a new live version (source ``file``);
 * the same content as the live version: nothing (the file is noted as holding it);
+* a live version imported from a file that is no longer there: retired (superseded, nothing
+  live), so removing a file removes its flow as it always did;
 * different from a live version published from the studio or a bundle: if the file is the
   same as when last seen, nothing (the studio's version is newer); if it changed since, a
   **conflict**: logged (``mapping.conflict``), kept in the store for the API, and the live
@@ -54,6 +56,8 @@ ATTEMPTS = 5  # a clash means another process won the race: re-read and decide a
 BUNDLE_FORMAT = "m3bng-mapping-bundle"
 BUNDLE_FORMAT_VERSION = 1
 MAX_TEXT_BYTES = 512 * 1024
+# Raises MappingFileError when flows cannot run with these mappings (runtime.build_registry).
+RegistryCheck = Callable[[dict[str, Mapping]], None]
 # A check of parsed mappings against the tenant (M3's field metadata): its problems, one a line.
 MappingCheck = Callable[[dict[str, Mapping]], Awaitable[list[str]]]
 
@@ -137,6 +141,7 @@ class ImportReport:
     unchanged: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # the studio's live version is newer than the file
     conflicts: list[str] = field(default_factory=list)
+    retired: list[str] = field(default_factory=list)  # the file of a file-sourced live version is gone
 
 
 async def _retrying(
@@ -172,7 +177,8 @@ async def import_files(sessions: async_sessionmaker[AsyncSession], folder: Path)
     docstring). Each file in a transaction of its own, retried when another process starting
     at the same moment imported it first: the retry then finds the same content live."""
     report = ImportReport()
-    for path, mapping, text, file_hash in await asyncio.to_thread(_read_files, folder):
+    found = await asyncio.to_thread(_read_files, folder)
+    for path, mapping, text, file_hash in found:
 
         async def one(
             session: AsyncSession,
@@ -184,6 +190,18 @@ async def import_files(sessions: async_sessionmaker[AsyncSession], folder: Path)
             await _import_one(session, mapping, path, text, fh, report)
 
         await _retrying(sessions, one)
+    in_files = {mapping.flow for _path, mapping, _text, _hash in found}
+    async with sessions.begin() as session:
+        for flow, live in (await store.live_versions(session)).items():
+            # The file was the source of this version and is gone: the flow is removed, as it
+            # was before versions were kept. A studio or bundle version has no file to lose.
+            if (
+                live.source == "file"
+                and flow not in in_files
+                and await store.retire(session, flow, live.version)
+            ):
+                log.warning("mapping.retired", flow=flow, version=live.version, file=live.file_name)
+                report.retired.append(f"{flow} v{live.version}")
     return report
 
 
@@ -371,6 +389,22 @@ async def create_draft(
     return await _retrying(sessions, write)
 
 
+async def _check_with_others(
+    session: AsyncSession, folder: Path, mapping: Mapping, check: RegistryCheck | None
+) -> None:
+    """The live set as it would be after this publication must load as a whole: no trigger
+    handled twice, and (``check``) a flow registry the processes can build. Refused here, a
+    version can never go live and then fail in every process that reloads it."""
+    live = await store.live_versions(session)
+    others = [parse_text(v.text, v.file_name, folder) for f, v in live.items() if f != mapping.flow]
+    try:
+        mappings = combine([*others, mapping])
+        if check is not None:
+            check(mappings)
+    except MappingFileError as exc:
+        raise InvalidMapping([p.replace(str(folder) + "/", "") for p in exc.problems]) from None
+
+
 def _audit_view(version: Version | None) -> dict[str, Any] | None:
     if version is None:
         return None
@@ -385,8 +419,10 @@ async def publish(
     version: int,
     comment: str,
     actor: str,
+    check: RegistryCheck | None = None,
 ) -> Version:
-    """A draft becomes the live version, audited in the same transaction."""
+    """A draft becomes the live version, audited in the same transaction; ``check`` is asked
+    first whether the flows can run with it beside the other live versions."""
     comment = clean(comment) or ""
 
     async def write(session: AsyncSession) -> Version:
@@ -396,7 +432,8 @@ async def publish(
                 f"flow {flow!r} version {version} is {draft.state}, not a draft; "
                 "roll back to it to make it live again"
             )
-        checked_text(draft.text, flow, draft.file_name, folder)  # lookup tables may have gone since
+        mapping = checked_text(draft.text, flow, draft.file_name, folder)  # lookup tables may have gone
+        await _check_with_others(session, folder, mapping, check)
         before = await store.live_version(session, flow)
         published = await store.publish(session, flow, version, comment=comment, author=actor)
         await _after_publish(
@@ -415,6 +452,7 @@ async def rollback(
     version: int,
     comment: str,
     actor: str,
+    check: RegistryCheck | None = None,
 ) -> Version:
     """A copy of an older version published as the new live one: history only grows, so the
     events that ran with each version still find it."""
@@ -423,6 +461,7 @@ async def rollback(
     async def write(session: AsyncSession) -> Version:
         old = await need_version(session, flow, version)
         mapping = checked_text(old.text, flow, old.file_name, folder)
+        await _check_with_others(session, folder, mapping, check)
         before = await store.live_version(session, flow)
         published = await store.add_version(
             session,

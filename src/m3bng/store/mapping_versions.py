@@ -230,6 +230,20 @@ async def _supersede(session: AsyncSession, flow: str) -> None:
     )
 
 
+async def retire(session: AsyncSession, flow: str, version: int) -> bool:
+    """The flow's live version (if it is still ``version``) superseded, none taking its place."""
+    result = await session.execute(
+        update(MappingVersionRow)
+        .where(
+            MappingVersionRow.flow == flow,
+            MappingVersionRow.version == version,
+            MappingVersionRow.state == LIVE,
+        )
+        .values(state=SUPERSEDED)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 async def note_file_hash(session: AsyncSession, version_id: int, file_hash: str) -> None:
     """The mapping file was found to hold this version's text (e.g. after an export)."""
     await session.execute(

@@ -215,6 +215,7 @@ async def publish(
         version=version,
         comment=body.comment,
         actor=caller.name,
+        check=runtime.check_registry,
     )
     await runtime.mappings_published()
     return VersionOut.of(published)
@@ -235,6 +236,7 @@ async def rollback(
         version=version,
         comment=body.comment,
         actor=caller.name,
+        check=runtime.check_registry,
     )
     await runtime.mappings_published()
     return VersionOut.of(published)
