@@ -198,6 +198,7 @@ async def import_files(sessions: async_sessionmaker[AsyncSession], folder: Path)
             if (
                 live.source == "file"
                 and flow not in in_files
+                and not (folder / live.file_name).exists()  # a file that does not load is not gone
                 and await store.retire(session, flow, live.version)
             ):
                 log.warning("mapping.retired", flow=flow, version=live.version, file=live.file_name)
