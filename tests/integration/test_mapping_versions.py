@@ -107,8 +107,8 @@ async def test_file_changed_after_a_studio_publish_is_a_conflict(sessions: Sessi
         assert ORDER not in await store.conflicts(session)
 
 
-async def test_two_processes_starting_at_once_make_one_version(db_url: str, folder: Path) -> None:
-    engines = [create_engine(Settings(database_url=db_url)) for _ in range(2)]
+async def test_processes_starting_at_once_make_one_version(db_url: str, folder: Path) -> None:
+    engines = [create_engine(Settings(database_url=db_url)) for _ in range(4)]
     try:
         reports = await asyncio.gather(*(versions.import_files(session_factory(e), folder) for e in engines))
         sessions = session_factory(engines[0])

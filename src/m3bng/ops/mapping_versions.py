@@ -254,6 +254,7 @@ async def _import_one(
         author="file",
         comment=f"imported from {path.name}",
         file_hash=file_hash,
+        replaces=live.version if live is not None else None,
     )
     await store.clear_conflict(session, flow)
     log.info("mapping.imported", flow=flow, version=created.version, file=path.name)
@@ -475,6 +476,7 @@ async def rollback(
             author=actor,
             comment=comment,
             based_on=old.version,
+            replaces=before.version if before is not None else None,
         )
         await _after_publish(
             session, published, before, actor=actor, action="mapping.rollback", detail=comment

@@ -161,18 +161,26 @@ async def add_version(
     comment: str | None = None,
     file_hash: str | None = None,
     based_on: int | None = None,
+    replaces: int | None = None,
 ) -> Version:
     """A new version numbered after the flow's last; ``state=live`` supersedes the live one.
 
-    Raises ``VersionClash`` when a concurrent writer took the number (or the live row) first:
-    the transaction is then spoilt (no savepoint: SQLite's driver handles them poorly), and the
+    ``replaces``: the live version the caller based its decision on (None: there was none); a
+    different one live now raises ``VersionClash``, as does a concurrent writer that took the
+    number (or the live row) first. The transaction is then spoilt (no savepoint: SQLite's driver handles them poorly), and the
     caller retries in a fresh one."""
     if source not in SOURCES:
         raise ValueError(f"source: {source!r} is not one of {', '.join(SOURCES)}")
     now = utcnow()
     try:
         if state == LIVE:
-            await _supersede(session, flow)
+            superseded = await _supersede(session, flow)
+            if superseded != ([replaces] if replaces is not None else []):
+                # The live version changed since the caller decided (another process imported
+                # or published meanwhile): decide again on what is live now.
+                raise VersionClash(
+                    f"flow {flow}: the live version is {superseded or 'none'}, not {replaces or 'none'}"
+                )
         number = await session.scalar(
             select(func.coalesce(func.max(MappingVersionRow.version), 0)).where(
                 MappingVersionRow.flow == flow
@@ -222,12 +230,15 @@ async def publish(
     return found
 
 
-async def _supersede(session: AsyncSession, flow: str) -> None:
-    await session.execute(
+async def _supersede(session: AsyncSession, flow: str) -> list[int]:
+    """The flow's live version superseded; the numbers it had (none or one)."""
+    rows = await session.scalars(
         update(MappingVersionRow)
         .where(MappingVersionRow.flow == flow, MappingVersionRow.state == LIVE)
         .values(state=SUPERSEDED)
+        .returning(MappingVersionRow.version)
     )
+    return sorted(rows)
 
 
 async def retire(session: AsyncSession, flow: str, version: int) -> bool:
