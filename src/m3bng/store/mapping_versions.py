@@ -167,8 +167,8 @@ async def add_version(
 
     ``replaces``: the live version the caller based its decision on (None: there was none); a
     different one live now raises ``VersionClash``, as does a concurrent writer that took the
-    number (or the live row) first. The transaction is then spoilt (no savepoint: SQLite's driver handles them poorly), and the
-    caller retries in a fresh one."""
+    number (or the live row) first. The transaction is then spoilt (no savepoint: SQLite's
+    driver handles them poorly), and the caller retries in a fresh one."""
     if source not in SOURCES:
         raise ValueError(f"source: {source!r} is not one of {', '.join(SOURCES)}")
     now = utcnow()
