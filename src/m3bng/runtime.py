@@ -31,7 +31,7 @@ from m3bng.ops.bulk import run_bulk_replays
 from m3bng.ops.mapping_versions import Refresher
 from m3bng.poller import InventoryPoller
 from m3bng.store import migrate
-from m3bng.store.db import create_engine, session_factory
+from m3bng.store.db import create_engine, session_factory, wait_until_reachable
 
 if TYPE_CHECKING:
     from m3bng.connectors.bng.client import BngClient
@@ -107,6 +107,7 @@ class Runtime:
 
     async def start(self, *, workers: bool) -> None:
         up_to_date = True
+        await wait_until_reachable(self.engine)
         if self.settings.should_migrate_on_start:
             await migrate.upgrade(self.engine)
         elif not await migrate.is_up_to_date(self.engine):

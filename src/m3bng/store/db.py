@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import structlog
+from asyncpg.exceptions import CannotConnectNowError
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -15,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from m3bng import jsonfast
 from m3bng.config import Settings
+
+log = structlog.get_logger(__name__)
 
 # SQLite: WAL lets readers run beside the single writer; busy_timeout makes a second process
 # (worker + API on one file) wait for the write lock instead of failing with "database is locked".
@@ -128,3 +133,41 @@ def store_error_types() -> tuple[type[BaseException], ...]:
     """What opening or querying the store raises when it is unreachable or refuses: the CLI turns
     these into one line naming the setting to fix."""
     return (SQLAlchemyError, OSError, TimeoutError)
+
+
+# How long `serve` and `worker` wait at start for a database that refuses connections: a
+# process started while PostgreSQL restarts (a deploy of both, a failover) waits for it instead
+# of exiting. A wrong host, password or database name is not waited for; a wrong port looks like
+# a server that is not up yet, and fails after the wait with the same error.
+START_WAIT_SECONDS = 60.0
+
+
+def _refused_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says the server is not accepting connections yet."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionError | CannotConnectNowError):
+            return True
+        current = current.__cause__ or current.__context__ or getattr(current, "orig", None)
+    return False
+
+
+async def wait_until_reachable(engine: AsyncEngine, *, deadline_seconds: float = START_WAIT_SECONDS) -> None:
+    """Return once the store takes a connection; while it refuses them, try again (0.2 s, 0.4 s
+    … up to 5 s apart, each wait logged) until ``deadline_seconds``, then raise the last error.
+    Any other error is raised at once."""
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + deadline_seconds
+    wait = 0.2
+    while True:
+        try:
+            async with engine.connect():
+                return
+        except (SQLAlchemyError, OSError) as exc:
+            if not _refused_connection(exc) or loop.time() + wait > give_up_at:
+                raise
+            log.warning("store.unreachable", waiting_seconds=wait, error=repr(exc)[:300])
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, 5.0)
