@@ -55,6 +55,7 @@ REQUIRED: dict[tuple[str, str], Scope] = {
     ("GET", "/mappings"): READ,
     ("GET", "/mappings/{}/versions"): READ,
     ("GET", "/mappings/{}/versions/{}"): READ,
+    ("GET", "/mappings/{}/versions/{}/fields"): READ,
     ("GET", "/mappings/{}/diff"): READ,
     ("POST", "/mappings/{}/drafts"): ADMIN,
     ("POST", "/mappings/{}/versions/{}/publish"): ADMIN,

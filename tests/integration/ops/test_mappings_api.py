@@ -58,6 +58,22 @@ async def test_read_token_sees_mappings_but_cannot_change_them(ops: Ops) -> None
     assert [v["version"] for v in versions] == [1]
 
 
+async def test_a_version_as_field_tables(ops: Ops) -> None:
+    """What the studio's flow page shows: each call's target fields and the rule filling them."""
+    response = await ops.read.get(f"/api/v1/mappings/{ORDER}/versions/1/fields")
+    assert response.status_code == 200, response.text
+    table = response.json()
+    assert table["vars"]["warehouse"] == "100" and table["trigger"] == ["order.created"]
+    calls = {c["call"]: c for c in table["calls"]}
+    assert calls["head"]["operation"] == "OIS100MI/AddBatchHead" and calls["line"]["for_each"] == "Lines"
+    fields = {f["field"]: f for f in calls["head"]["fields"]}
+    assert fields["WHLO"]["source"] == "path" and fields["WHLO"]["path"] == "Warehouse"
+    assert fields["WHLO"]["default"] == "var `warehouse` (`100`)"
+    assert fields["ORDT"]["conversion"] == "as date" and fields["ORDT"]["required"] is True
+    assert fields["ORTP"]["source"] == "var" and fields["ORTP"]["var"] == "order_type = A01"
+    assert (await ops.read.get(f"/api/v1/mappings/{ORDER}/versions/99/fields")).status_code == 404
+
+
 async def test_publish_runs_the_new_version_and_rollback_the_old(
     ops: Ops, make_settings: Callable[..., Settings]
 ) -> None:

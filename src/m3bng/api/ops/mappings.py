@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 
 from m3bng.api.deps import RuntimeDep
 from m3bng.api.ops.auth import AdminCaller, ReadCaller
+from m3bng.mapping.describe import describe_rule
+from m3bng.mapping.schema import BngCallSpec, FieldRule
 from m3bng.ops import mapping_versions as versions
 from m3bng.store import mapping_versions as store
 
@@ -116,6 +118,92 @@ class DiffOut(BaseModel):
     diff: str = Field(description="unified diff of the two texts; empty when they are the same")
 
 
+class FieldOut(BaseModel):
+    field: str = Field(description="the M3 field (or BNG JSON name / path parameter) the rule fills")
+    source: str = Field(description="path, var, value, concat, lookup or condition")
+    rule: str = Field(description="the whole rule in words (as `m3bng mappings describe` writes it)")
+    path: str | None = Field(description="the event path the value is read from (`from`)")
+    var: str | None
+    value: str | None
+    lookup: str | None = Field(description="the lookup table the path's value goes through")
+    condition: str | None = Field(description="`when` cases in words")
+    conversion: str | None = Field(description="type, case, truncation, maximum length")
+    default: str | None = Field(description="what is used when the source is empty (`default`/`else`)")
+    required: bool
+
+
+class CallOut(BaseModel):
+    call: str
+    target: str = Field(description="m3 or bng")
+    operation: str = Field(description="PROGRAM/Transaction, or METHOD /path for BNG")
+    for_each: str | None
+    condition: str | None = Field(description="the call's `if`: it is made only when this holds")
+    fields: list[FieldOut]
+
+
+class FieldTable(BaseModel):
+    flow: str
+    version: int
+    description: str
+    trigger: list[str]
+    vars: dict[str, Any]
+    calls: list[CallOut]
+
+
+def _words(rule: FieldRule | str | int | float | bool | None, variables: dict[str, object]) -> str | None:
+    if rule is None:
+        return None
+    if isinstance(rule, (FieldRule, str)):
+        return describe_rule(rule, variables)
+    return f"`{rule}`"
+
+
+def _field_out(name: str, rule: FieldRule, variables: dict[str, object]) -> FieldOut:
+    if rule.when is not None:
+        source = "condition"
+    elif rule.lookup is not None:
+        source = "lookup"
+    elif rule.var is not None:
+        source = "var"
+    elif rule.value is not None:
+        source = "value"
+    elif rule.concat is not None:
+        source = "concat"
+    else:
+        source = "path"
+    condition = None
+    if rule.when is not None:
+        condition = "; ".join(f"if `{c.if_}` then {describe_rule(c.then, variables)}" for c in rule.when)
+    conversion = ", ".join(
+        n
+        for n in (
+            f"as {rule.type}" if rule.type else "",
+            f"date read as {rule.date_input}" if rule.date_input else "",
+            "upper case" if rule.upper else "",
+            "lower case" if rule.lower else "",
+            ("truncated" if rule.truncate is True else f"truncated to {rule.truncate}")
+            if rule.truncate
+            else "",
+            f"at most {rule.max_length}" if rule.max_length else "",
+        )
+        if n
+    )
+    defaults = [d for d in (_words(rule.default, variables), _words(rule.else_, variables)) if d]
+    return FieldOut(
+        field=name,
+        source=source,
+        rule=describe_rule(rule, variables),
+        path=rule.from_,
+        var=f"{rule.var} = {variables.get(rule.var, '')}" if rule.var is not None else None,
+        value=str(rule.value) if rule.value is not None else None,
+        lookup=rule.lookup,
+        condition=condition,
+        conversion=conversion or None,
+        default="; ".join(defaults) or None,
+        required=rule.required,
+    )
+
+
 class BundleImportOut(BaseModel):
     drafts: list[VersionOut]
 
@@ -164,6 +252,47 @@ async def get_version(
     async with runtime.sessions() as session:
         found = await versions.need_version(session, flow, version)
     return VersionText(**VersionOut.of(found).model_dump(), text=found.text)
+
+
+@router.get(
+    "/mappings/{flow}/versions/{version}/fields",
+    response_model=FieldTable,
+    summary="One version as a table per call: every target field and the rule that fills it",
+)
+async def version_fields(
+    flow: FlowParam, version: VersionParam, caller: ReadCaller, runtime: RuntimeDep
+) -> FieldTable:
+    async with runtime.sessions() as session:
+        found = await versions.need_version(session, flow, version)
+    mapping = versions.parse_text(found.text, found.file_name, runtime.settings.mappings_folder)
+    spec = mapping.spec
+    variables: dict[str, object] = dict(spec.vars)
+    calls = []
+    for name, call in spec.calls.items():
+        if isinstance(call, BngCallSpec):
+            target, operation = "bng", f"{call.method} {call.path}"
+            rules = [(f"{{{k}}}", r) for k, r in call.params.items()] + list(call.fields.items())
+        else:
+            target, operation = "m3", f"{call.program}/{call.transaction}"
+            rules = list(call.fields.items())
+        calls.append(
+            CallOut(
+                call=name,
+                target=target,
+                operation=operation,
+                for_each=call.for_each,
+                condition=call.if_,
+                fields=[_field_out(field, rule, variables) for field, rule in rules],
+            )
+        )
+    return FieldTable(
+        flow=flow,
+        version=version,
+        description=spec.description,
+        trigger=list(spec.trigger),
+        vars=variables,
+        calls=calls,
+    )
 
 
 @router.get("/mappings/{flow}/diff", response_model=DiffOut, summary="Unified diff between two versions")

@@ -177,7 +177,8 @@
   function showView(id) {
     for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== id;
     for (const link of document.querySelectorAll("#nav a")) {
-      const active = (id === "overview-view" && link.dataset.nav === "overview") || (id !== "overview-view" && link.dataset.nav === "tx");
+      const nav = id === "overview-view" ? "overview" : id === "mappings-view" || id === "mapping-view" ? "mappings" : "tx";
+      const active = link.dataset.nav === nav;
       if (active) link.setAttribute("aria-current", "page");
       else link.removeAttribute("aria-current");
     }
@@ -258,6 +259,9 @@
     const match = path.match(/^\/tx\/(\d+)$/);
     if (match) return showDetail(id, Number(match[1]));
     if (path === "/tx") return showList(id, params);
+    const flowMatch = path.match(/^\/mappings\/([A-Za-z0-9_.-]{1,64})$/);
+    if (flowMatch) return showMapping(id, flowMatch[1]);
+    if (path === "/mappings") return showMappings(id);
     return showOverview(id, params);
   }
 
@@ -934,6 +938,290 @@
         canEdit ? "" : h("span", { class: "muted" }, " (needs ops:admin: the payload is shown masked)"),
       ),
       editor,
+    );
+  }
+
+  // ---------------------------------------------------------------- mappings (the studio's pages)
+  //
+  // #/mappings: every flow with its live version; #/mappings/<flow>: the live version as a table
+  // per call, its YAML, the history with diffs between any two versions and, for ops:admin, a
+  // YAML editor to save a draft, publish it and roll back. The API refuses changes to any other
+  // token whatever the page shows.
+
+  function isAdmin() {
+    return Boolean(me && me.scope === "ops:admin");
+  }
+
+  function mappingLink(flow, text) {
+    return h("a", { href: "#/mappings/" + encodeURIComponent(flow) }, text ?? flow);
+  }
+
+  async function showMappings(id) {
+    showView("mappings-view");
+    const container = $("mapping-flows");
+    fill(container, h("p", { class: "muted" }, "Loading…"));
+    let flows;
+    try {
+      flows = await api("GET", "/mappings");
+    } catch (err) {
+      if (current(id)) panelError(container, err);
+      return;
+    }
+    if (!current(id)) return;
+    if (!flows.items.length) {
+      fill(container, h("p", { class: "muted" }, "No mapping versions in the store."));
+      return;
+    }
+    fill(container,
+      h(
+        "table",
+        { class: "list", id: "mapping-flow-table" },
+        h("thead", {}, h("tr", {}, h("th", {}, "flow"), h("th", { class: "num" }, "live version"), h("th", {}, "source"), h("th", {}, "published"), h("th", {}, "by"), h("th", { class: "num" }, "drafts"), h("th", {}, "conflict"))),
+        h(
+          "tbody",
+          {},
+          flows.items.map((f) =>
+            h(
+              "tr",
+              { "data-flow": f.flow },
+              h("td", {}, mappingLink(f.flow)),
+              h("td", { class: "num live-version" }, f.live ? String(f.live.version) : h("span", { class: "muted" }, "none")),
+              h("td", {}, f.live ? f.live.source : ""),
+              h("td", {}, f.live ? time(f.live.published_at) : ""),
+              h("td", {}, f.live ? f.live.author : ""),
+              h("td", { class: "num" }, f.drafts ? h("span", { class: "badge status-pending" }, String(f.drafts)) : "0"),
+              h("td", {}, f.conflict ? h("span", { class: "badge status-dead", title: f.conflict.message }, "conflict") : h("span", { class: "muted" }, "none")),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+
+  async function showMapping(id, flow) {
+    showView("mapping-view");
+    const container = $("mapping");
+    fill(container, h("p", { class: "muted" }, `Loading ${flow}…`));
+    let summary, history;
+    try {
+      const flows = await api("GET", "/mappings");
+      summary = flows.items.find((f) => f.flow === flow) || null;
+      history = await api("GET", `/mappings/${encodeURIComponent(flow)}/versions`);
+    } catch (err) {
+      if (current(id)) panelError(container, err);
+      return;
+    }
+    if (!current(id)) return;
+    const live = summary && summary.live;
+    let liveText = null;
+    let table = null;
+    if (live) {
+      try {
+        [liveText, table] = await Promise.all([
+          api("GET", `/mappings/${encodeURIComponent(flow)}/versions/${live.version}`),
+          api("GET", `/mappings/${encodeURIComponent(flow)}/versions/${live.version}/fields`),
+        ]);
+      } catch (err) {
+        if (current(id)) panelError(container, err);
+        return;
+      }
+      if (!current(id)) return;
+    }
+    fill(container,
+      h("p", {}, h("a", { href: "#/mappings" }, "← Mappings")),
+      h(
+        "div",
+        { class: "toolbar" },
+        h("h1", {}, flow),
+        live ? h("span", { id: "live-version", class: "badge big status-done" }, `live: version ${live.version}`) : h("span", { class: "badge big status-skipped" }, "nothing live"),
+        table && table.description ? h("span", { class: "muted" }, table.description) : null,
+      ),
+      summary && summary.conflict ? h("section", { class: "panel dead-letter", id: "mapping-conflict" }, h("h2", {}, "Conflict"), h("p", {}, summary.conflict.message)) : null,
+      table ? fieldTablesPanel(table) : null,
+      liveText ? h("section", { class: "panel" }, h("h2", {}, `YAML of version ${live.version}`), h("pre", { id: "live-yaml", class: "json yaml" }, liveText.text)) : null,
+      historyPanel(flow, history.items),
+      diffPanel(flow, history.items),
+      isAdmin() ? editorPanel(flow, liveText ? liveText.text : "") : null,
+    );
+  }
+
+  function fieldTablesPanel(table) {
+    const vars = Object.entries(table.vars || {});
+    return h(
+      "section",
+      { class: "panel", id: "field-tables" },
+      h("h2", {}, `Fields of version ${table.version}`, h("span", { class: "muted" }, "triggered by " + table.trigger.join(", "))),
+      vars.length ? h("p", { id: "mapping-vars" }, h("span", { class: "muted" }, "vars: "), vars.map(([k, v]) => h("span", { class: "chip", "data-var": k }, `${k} = ${v}`))) : null,
+      table.calls.map((c) =>
+        h(
+          "div",
+          { class: "call", "data-call": c.call },
+          h("h3", {}, h("strong", {}, c.call), " ", h("code", {}, c.operation), " ", h("span", { class: "target" }, c.target), c.for_each ? h("span", { class: "muted" }, ` · for each ${c.for_each}`) : null, c.condition ? h("span", { class: "muted" }, ` · only if ${c.condition}`) : null),
+          c.fields.length
+            ? h(
+                "table",
+                { class: "list fields-table" },
+                h("thead", {}, h("tr", {}, ["field", "source", "path", "var / value", "lookup", "condition", "conversion", "default", "required"].map((t) => h("th", {}, t)))),
+                h(
+                  "tbody",
+                  {},
+                  c.fields.map((f) =>
+                    h(
+                      "tr",
+                      { "data-field": f.field, title: f.rule },
+                      h("td", {}, h("code", {}, f.field)),
+                      h("td", {}, f.source),
+                      h("td", {}, f.path ? h("code", {}, f.path) : ""),
+                      h("td", {}, f.var ?? f.value ?? ""),
+                      h("td", {}, f.lookup ?? ""),
+                      h("td", {}, f.condition ?? ""),
+                      h("td", {}, f.conversion ?? ""),
+                      h("td", { class: "default-cell" }, f.default ?? ""),
+                      h("td", {}, f.required ? "yes" : ""),
+                    ),
+                  ),
+                ),
+              )
+            : h("p", { class: "muted" }, "No fields."),
+        ),
+      ),
+    );
+  }
+
+  async function mappingAction(flow, path, body, done, where) {
+    clearMessages();
+    try {
+      const result = await api("POST", `/mappings/${encodeURIComponent(flow)}${path}`, body);
+      showNotice(done(result));
+      await route();
+      return result;
+    } catch (err) {
+      showError(err, where);
+      return null;
+    }
+  }
+
+  function historyPanel(flow, items) {
+    const admin = isAdmin();
+    const comment = admin ? h("input", { id: "version-comment", type: "text", placeholder: "why (kept with the version and in the audit log)", spellcheck: "false" }) : null;
+    const needComment = () => {
+      const why = comment.value.trim();
+      if (!why) {
+        showError(new ApiError(0, "comment_required", "say why in the comment field: it is kept with the version and in the audit log"), "Not sent");
+        comment.focus();
+      }
+      return why;
+    };
+    const publish = (v) => async () => {
+      const why = needComment();
+      if (why) await mappingAction(flow, `/versions/${v.version}/publish`, { comment: why }, (r) => `Version ${r.version} of ${flow} is live.`, "Publish failed");
+    };
+    const rollback = (v) => async () => {
+      const why = needComment();
+      if (why) await mappingAction(flow, `/versions/${v.version}/rollback`, { comment: why }, (r) => `Version ${r.version} (a copy of version ${v.version}) of ${flow} is live.`, "Rollback failed");
+    };
+    const actions = (v) => {
+      if (!admin) return null;
+      if (v.state === "draft") return h("button", { type: "button", class: "small publish", onclick: publish(v) }, "Publish");
+      if (v.state === "superseded") return h("button", { type: "button", class: "secondary small rollback", onclick: rollback(v) }, "Roll back to this");
+      return null;
+    };
+    return h(
+      "section",
+      { class: "panel", id: "history" },
+      h("h2", {}, "History"),
+      admin ? h("label", { class: "grow comment" }, "Comment for publish or rollback ", comment) : null,
+      h(
+        "table",
+        { class: "list", id: "history-table" },
+        h("thead", {}, h("tr", {}, ["version", "state", "source", "author", "comment", "created", "published", ""].map((t) => h("th", {}, t)))),
+        h(
+          "tbody",
+          {},
+          items.map((v) =>
+            h(
+              "tr",
+              { "data-version": v.version, "data-state": v.state },
+              h("td", { class: "num" }, String(v.version), v.based_on ? h("span", { class: "muted" }, ` (copy of ${v.based_on})`) : null),
+              h("td", {}, h("span", { class: "badge " + (v.state === "live" ? "status-done" : v.state === "draft" ? "status-pending" : "") }, v.state)),
+              h("td", {}, v.source),
+              h("td", {}, v.author),
+              h("td", {}, v.comment ?? ""),
+              h("td", {}, time(v.created_at)),
+              h("td", {}, time(v.published_at)),
+              h("td", {}, actions(v)),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+
+  function diffPanel(flow, items) {
+    const numbers = items.map((v) => v.version);
+    const select = (id, chosen) => {
+      const el = h("select", { id }, numbers.map((n) => h("option", { value: n }, `version ${n}`)));
+      el.value = String(chosen);
+      return el;
+    };
+    const from = select("diff-from", numbers.length > 1 ? numbers[1] : numbers[0]);
+    const to = select("diff-to", numbers[0]);
+    const out = h("pre", { id: "diff", class: "json diff", hidden: true });
+    async function show() {
+      try {
+        const result = await api("GET", `/mappings/${encodeURIComponent(flow)}/diff` + query({ from: from.value, to: to.value }));
+        out.hidden = false;
+        if (!result.diff) {
+          fill(out, h("span", { class: "muted" }, `Versions ${result.from_version} and ${result.to_version} have the same text.`));
+          return;
+        }
+        fill(out, result.diff.split("\n").map((line) => h("span", { class: line.startsWith("+") && !line.startsWith("+++") ? "add" : line.startsWith("-") && !line.startsWith("---") ? "del" : line.startsWith("@@") ? "hunk" : null }, line + "\n")));
+      } catch (err) {
+        showError(err, "Diff failed");
+      }
+    }
+    return h(
+      "section",
+      { class: "panel", id: "diff-panel" },
+      h("h2", {}, "Diff"),
+      h("div", { class: "toolbar" }, h("label", {}, "from ", from), h("label", {}, "to ", to), h("button", { id: "diff-show", type: "button", class: "secondary", onclick: show }, "Show diff")),
+      out,
+    );
+  }
+
+  function editorPanel(flow, text) {
+    const editor = h("textarea", { id: "yaml-editor", rows: "24", spellcheck: "false" });
+    editor.value = text;
+    const comment = h("input", { id: "draft-comment", type: "text", placeholder: "what changes (optional)", spellcheck: "false" });
+    const problems = h("div", { id: "draft-error", class: "form-error", role: "alert", hidden: true });
+    const save = h("button", { id: "save-draft", type: "button" }, "Save draft");
+    save.addEventListener("click", async () => {
+      problems.hidden = true;
+      clearMessages();
+      save.disabled = true;
+      try {
+        const draft = await api("POST", `/mappings/${encodeURIComponent(flow)}/drafts`, { text: editor.value, comment: comment.value.trim() || null });
+        showNotice(`Draft version ${draft.version} of ${flow} saved: publish it from the history.`);
+        await route();
+      } catch (err) {
+        save.disabled = false;
+        const listed = (err.fields || []).map((f) => f.problem).filter(Boolean);
+        fill(problems,
+          h("strong", {}, "The draft was not saved: "),
+          listed.length ? h("ul", {}, listed.map((p) => h("li", {}, p))) : (err instanceof ApiError ? `${err.message} (${err.code})` : String(err)),
+        );
+        problems.hidden = false;
+      }
+    });
+    return h(
+      "section",
+      { class: "panel actions", id: "editor" },
+      h("h2", {}, "Edit: a new draft"),
+      h("p", { class: "muted" }, "Starts from the live version's YAML. A draft runs nowhere until it is published; it is checked as a file is (line and field named)."),
+      h("label", { class: "grow" }, "Comment ", comment),
+      editor,
+      problems,
+      h("div", { class: "buttons" }, save),
     );
   }
 
