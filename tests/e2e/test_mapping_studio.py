@@ -39,6 +39,7 @@ async def test_admin_edits_publishes_and_rolls_back_a_mapping(ops: Ops, page: Pa
     whlo = page.locator("#field-tables [data-call=head] tr[data-field=WHLO]")
     await expect(whlo).to_contain_text("Warehouse")  # the path
     await expect(whlo.locator(".default-cell")).to_have_text("var `warehouse` (`100`)")
+    await expect(whlo.locator(".m3-cell")).to_contain_text("A3")  # the tenant's metadata: type, length
     await expect(page.locator("#field-tables [data-call=line] h3")).to_contain_text("for each Lines")
     await expect(page.locator("#live-yaml")).to_contain_text('warehouse: "100"')
     await expect(page.locator("#history-table tbody tr")).to_have_count(1)

@@ -72,6 +72,28 @@ async def test_a_version_as_field_tables(ops: Ops) -> None:
     assert fields["ORDT"]["conversion"] == "as date" and fields["ORDT"]["required"] is True
     assert fields["ORTP"]["source"] == "var" and fields["ORTP"]["var"] == "order_type = A01"
     assert (await ops.read.get(f"/api/v1/mappings/{ORDER}/versions/99/fields")).status_code == 404
+    # Beside each M3 field, the tenant's metadata (the simulator serves Infor's published lists).
+    assert calls["head"]["metadata"] == "tenant" and calls["head"]["unknown_fields"] == []
+    whlo = fields["WHLO"]["m3"]
+    assert whlo["name"] == "WHLO" and whlo["type"] == "A" and whlo["length"] == 3 and whlo["description"]
+    assert fields["CUNO"]["m3"]["mandatory"] is True
+    assert calls["head"]["missing_mandatory"] == []  # the shipped mapping fills every mandatory field
+
+
+async def test_field_tables_flag_what_m3_does_not_have(ops: Ops) -> None:
+    """A field M3's transaction has no input for, and a mandatory one left out, are named."""
+    text = (await ops.admin.get(f"/api/v1/mappings/{ORDER}/versions/1")).json()["text"]
+    cuno = "      CUNO: {from: _ctx.CUNO, required: true}\n"
+    edited = text.replace(cuno, "      XXNO: {from: OrderID}\n", 1)
+    assert edited != text
+    draft = await ops.admin.post(f"/api/v1/mappings/{ORDER}/drafts", json={"text": edited})
+    assert draft.status_code in (200, 201), draft.text
+    version = draft.json()["version"]
+    table = (await ops.read.get(f"/api/v1/mappings/{ORDER}/versions/{version}/fields")).json()
+    head = {c["call"]: c for c in table["calls"]}["head"]
+    assert head["unknown_fields"] == ["XXNO"]
+    assert "CUNO" in [f["name"] for f in head["missing_mandatory"]]
+    assert {f["field"]: f for f in head["fields"]}["XXNO"]["m3"] is None
 
 
 async def test_publish_runs_the_new_version_and_rollback_the_old(

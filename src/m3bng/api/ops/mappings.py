@@ -8,6 +8,7 @@ same transaction as the change; every process runs a published version within
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -16,9 +17,12 @@ from pydantic import BaseModel, Field
 
 from m3bng.api.deps import RuntimeDep
 from m3bng.api.ops.auth import AdminCaller, ReadCaller
+from m3bng.connectors.m3.metadata import FieldSpec
+from m3bng.errors import M3bngError
 from m3bng.mapping.describe import describe_rule
 from m3bng.mapping.schema import BngCallSpec, FieldRule
 from m3bng.ops import mapping_versions as versions
+from m3bng.runtime import Runtime
 from m3bng.store import mapping_versions as store
 
 router = APIRouter(tags=["mappings"])
@@ -118,6 +122,18 @@ class DiffOut(BaseModel):
     diff: str = Field(description="unified diff of the two texts; empty when they are the same")
 
 
+class M3FieldOut(BaseModel):
+    name: str
+    description: str
+    type: str = Field(description="A alphanumeric, N numeric, D date (yyyyMMdd)")
+    length: int = Field(description="0: M3 gave no length")
+    mandatory: bool
+
+    @classmethod
+    def of(cls, spec: FieldSpec) -> M3FieldOut:
+        return cls.model_validate(spec, from_attributes=True)
+
+
 class FieldOut(BaseModel):
     field: str = Field(description="the M3 field (or BNG JSON name / path parameter) the rule fills")
     source: str = Field(description="path, var, value, concat, lookup or condition")
@@ -130,6 +146,11 @@ class FieldOut(BaseModel):
     conversion: str | None = Field(description="type, case, truncation, maximum length")
     default: str | None = Field(description="what is used when the source is empty (`default`/`else`)")
     required: bool
+    m3: M3FieldOut | None = Field(
+        default=None,
+        description="the field in the tenant's metadata (MRS001MI LstFields); null for a BNG call, when "
+        "the metadata is unavailable, or when M3 has no such input field (`CallOut.unknown_fields`)",
+    )
 
 
 class CallOut(BaseModel):
@@ -139,6 +160,17 @@ class CallOut(BaseModel):
     for_each: str | None
     condition: str | None = Field(description="the call's `if`: it is made only when this holds")
     fields: list[FieldOut]
+    metadata: str | None = Field(
+        default=None,
+        description="for an M3 call: `tenant` when the fields were checked against the tenant's metadata, "
+        "else why they could not be (M3 not configured or not answering)",
+    )
+    unknown_fields: list[str] = Field(
+        default_factory=list, description="fields the rule fills that the transaction has no input for"
+    )
+    missing_mandatory: list[M3FieldOut] = Field(
+        default_factory=list, description="fields M3 marks mandatory that no rule fills"
+    )
 
 
 class FieldTable(BaseModel):
@@ -148,6 +180,28 @@ class FieldTable(BaseModel):
     trigger: list[str]
     vars: dict[str, Any]
     calls: list[CallOut]
+
+
+# The field list comes from the metadata cache (store, then M3 at most once a day per
+# transaction); a page must not hang on an M3 that does not answer.
+METADATA_WAIT_SECONDS = 10.0
+
+
+async def _tenant_fields(
+    runtime: Runtime, program: str, transaction: str
+) -> tuple[dict[str, FieldSpec] | None, str]:
+    """The transaction's input fields in the tenant's metadata, and ``tenant``; or None and why
+    they could not be had (the table is shown without them)."""
+    metadata = runtime.connectors.m3_metadata
+    if metadata is None:
+        return None, "M3 is not configured: fields not checked against the tenant's metadata"
+    try:
+        specs = await asyncio.wait_for(metadata.fields(program, transaction, "I"), METADATA_WAIT_SECONDS)
+    except (M3bngError, TimeoutError, OSError) as exc:
+        return None, f"M3's field list for {program}/{transaction} is not available: {exc}"[:300]
+    if not specs:
+        return None, f"M3 lists no input fields for {program}/{transaction}"
+    return specs, "tenant"
 
 
 def _words(rule: FieldRule | str | int | float | bool | None, variables: dict[str, object]) -> str | None:
@@ -275,16 +329,27 @@ async def version_fields(
         else:
             target, operation = "m3", f"{call.program}/{call.transaction}"
             rules = list(call.fields.items())
-        calls.append(
-            CallOut(
-                call=name,
-                target=target,
-                operation=operation,
-                for_each=call.for_each,
-                condition=call.if_,
-                fields=[_field_out(field, rule, variables) for field, rule in rules],
-            )
+        out = CallOut(
+            call=name,
+            target=target,
+            operation=operation,
+            for_each=call.for_each,
+            condition=call.if_,
+            fields=[_field_out(field, rule, variables) for field, rule in rules],
         )
+        if not isinstance(call, BngCallSpec):
+            specs, out.metadata = await _tenant_fields(runtime, call.program, call.transaction)
+            if specs is not None:
+                for field in out.fields:
+                    spec_of = specs.get(field.field)
+                    field.m3 = M3FieldOut.of(spec_of) if spec_of is not None else None
+                    if spec_of is None:
+                        out.unknown_fields.append(field.field)
+                filled = {f.field for f in out.fields}
+                out.missing_mandatory = [
+                    M3FieldOut.of(s) for n, s in specs.items() if s.mandatory and n not in filled
+                ]
+        calls.append(out)
     return FieldTable(
         flow=flow,
         version=version,

@@ -1061,7 +1061,7 @@
             ? h(
                 "table",
                 { class: "list fields-table" },
-                h("thead", {}, h("tr", {}, ["field", "source", "path", "var / value", "lookup", "condition", "conversion", "default", "required"].map((t) => h("th", {}, t)))),
+                h("thead", {}, h("tr", {}, ["field", "M3 (tenant)", "source", "path", "var / value", "lookup", "condition", "conversion", "default", "required"].map((t) => h("th", {}, t)))),
                 h(
                   "tbody",
                   {},
@@ -1070,6 +1070,7 @@
                       "tr",
                       { "data-field": f.field, title: f.rule },
                       h("td", {}, h("code", {}, f.field)),
+                      m3Cell(c, f),
                       h("td", {}, f.source),
                       h("td", {}, f.path ? h("code", {}, f.path) : ""),
                       h("td", {}, f.var ?? f.value ?? ""),
@@ -1083,9 +1084,30 @@
                 ),
               )
             : h("p", { class: "muted" }, "No fields."),
+          c.metadata && c.metadata !== "tenant" ? h("p", { class: "muted metadata-note" }, c.metadata) : null,
+          (c.missing_mandatory || []).length
+            ? h(
+                "p",
+                { class: "warn missing-mandatory" },
+                "Mandatory in M3, filled by no rule: ",
+                c.missing_mandatory.map((m) => h("span", { class: "chip", title: m.description }, `${m.name} (${m.description})`)),
+              )
+            : null,
         ),
       ),
     );
+  }
+
+  // What the tenant's metadata says of a field (MRS001MI LstFields): its description, type and
+  // length, and whether M3 requires it; a field the transaction has no input for is flagged.
+  function m3Cell(call, f) {
+    if (f.m3) {
+      const m = f.m3;
+      const shape = `${m.type}${m.length ? m.length : ""}${m.mandatory ? " · mandatory" : ""}`;
+      return h("td", { class: "m3-cell", title: `${m.name}: ${m.description}` }, m.description, " ", h("span", { class: "muted" }, shape));
+    }
+    if (call.metadata === "tenant") return h("td", { class: "m3-cell warn" }, "not an input of this transaction");
+    return h("td", { class: "m3-cell muted" }, "");
   }
 
   async function mappingAction(flow, path, body, done, where) {
