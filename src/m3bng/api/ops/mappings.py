@@ -9,6 +9,7 @@ same transaction as the change; every process runs a published version within
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -394,15 +395,17 @@ async def create_draft(
     return VersionOut.of(created)
 
 
-@router.post(
-    "/mappings/{flow}/versions/{version}/publish",
-    response_model=VersionOut,
-    summary="Make a draft the live version (audited)",
-)
-async def publish(
-    flow: FlowParam, version: VersionParam, body: PublishIn, caller: AdminCaller, runtime: RuntimeDep
+async def _make_live(
+    action: Callable[..., Awaitable[store.Version]],
+    flow: str,
+    version: int,
+    body: PublishIn,
+    caller: AdminCaller,
+    runtime: Runtime,
 ) -> VersionOut:
-    published = await versions.publish(
+    """Publish or roll back (``action``), then run the new live version in this process at once
+    (the others follow within the refresh interval)."""
+    published = await action(
         runtime.sessions,
         runtime.settings.mappings_folder,
         flow=flow,
@@ -413,6 +416,17 @@ async def publish(
     )
     await runtime.mappings_published()
     return VersionOut.of(published)
+
+
+@router.post(
+    "/mappings/{flow}/versions/{version}/publish",
+    response_model=VersionOut,
+    summary="Make a draft the live version (audited)",
+)
+async def publish(
+    flow: FlowParam, version: VersionParam, body: PublishIn, caller: AdminCaller, runtime: RuntimeDep
+) -> VersionOut:
+    return await _make_live(versions.publish, flow, version, body, caller, runtime)
 
 
 @router.post(
@@ -423,17 +437,7 @@ async def publish(
 async def rollback(
     flow: FlowParam, version: VersionParam, body: PublishIn, caller: AdminCaller, runtime: RuntimeDep
 ) -> VersionOut:
-    published = await versions.rollback(
-        runtime.sessions,
-        runtime.settings.mappings_folder,
-        flow=flow,
-        version=version,
-        comment=body.comment,
-        actor=caller.name,
-        check=runtime.check_registry,
-    )
-    await runtime.mappings_published()
-    return VersionOut.of(published)
+    return await _make_live(versions.rollback, flow, version, body, caller, runtime)
 
 
 @router.get("/mappings/bundle", summary="A bundle of live versions (manifest with checksums, and the texts)")
