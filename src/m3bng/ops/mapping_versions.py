@@ -505,16 +505,17 @@ async def _after_publish(
     log.info(action, flow=published.flow, version=published.version, actor=actor)
 
 
-def diff(old: Version, new: Version) -> str:
-    """Unified diff of two versions' texts, labelled flow@vN."""
+def text_diff(old: str, new: str, old_label: str, new_label: str) -> str:
     return "".join(
         difflib.unified_diff(
-            old.text.splitlines(keepends=True),
-            new.text.splitlines(keepends=True),
-            fromfile=f"{old.flow}@v{old.version}",
-            tofile=f"{new.flow}@v{new.version}",
+            old.splitlines(keepends=True), new.splitlines(keepends=True), fromfile=old_label, tofile=new_label
         )
     )
+
+
+def diff(old: Version, new: Version) -> str:
+    """Unified diff of two versions' texts, labelled flow@vN."""
+    return text_diff(old.text, new.text, f"{old.flow}@v{old.version}", f"{new.flow}@v{new.version}")
 
 
 # -- export and bundles -----------------------------------------------------------------------------
