@@ -25,6 +25,7 @@ from m3bng.connectors.m3.metadata import FieldSpec, check_record
 from m3bng.errors import Invalid, NotFound
 from m3bng.mapping import Mapping, MappingError
 from m3bng.mapping.engine import CallPreview
+from m3bng.mapping.schema import BngCallSpec, CallSpec
 from m3bng.store import mapping_versions as versions_store
 from m3bng.store import search as search_store
 from m3bng.store.models import Event, EventStatus
@@ -280,9 +281,14 @@ class Candidate:
 class Candidates:
     dead: int = 0  # dead letters of the flow's triggers looked at
     same_version: int = 0  # failed under the live version already: replaying changes nothing
-    unchanged: int = 0  # the live version renders the same calls as the one they failed under
+    unchanged: int = 0  # the live version sends the failed call as the one they failed under did
+    elsewhere: int = 0  # failed at a call this mapping does not make (another flow's, BNG's)
     fixable: list[Candidate] = field(default_factory=list)
     not_compared: int = 0  # payload purged, or the old version not in the store
+
+
+def _of_operation(calls: list[RenderedCall], operation: str | None) -> list[RenderedCall]:
+    return calls if operation is None else [c for c in calls if c.operation == operation]
 
 
 async def replay_candidates(
@@ -292,16 +298,25 @@ async def replay_candidates(
     parse: Callable[[str, str], Mapping],
 ) -> Candidates:
     """The flow's dead letters the live version could fix: those that failed under another
-    version *and* for which the live version renders different calls (a replay with the same
-    calls would meet the same refusal). ``parse`` turns a stored version's text into a Mapping."""
+    version *and* whose failed call the live version sends differently (the same call would meet
+    the same refusal). Without a failed call (the old version could not map the payload), every
+    call is compared. ``parse`` turns a stored version's text into a Mapping."""
     flt = search_store.EventFilter(status=(EventStatus.DEAD.value,), event_type=tuple(mapping.spec.trigger))
     page = await search_store.find_events(session, flt, limit=MAX_CANDIDATES)
+    failed_at = await search_store.failed_operations(session, [e.id for e in page.items])
+    operations = {
+        f"{c.program}/{c.transaction}" for c in mapping.spec.calls.values() if isinstance(c, CallSpec)
+    } | {f"{c.method} {c.path}" for c in mapping.spec.calls.values() if isinstance(c, BngCallSpec)}
     out = Candidates()
     old_versions: dict[str, tuple[int, Mapping] | None] = {}
     for event in page.items:
         out.dead += 1
         if event.mapping_hash == live.content_hash:
             out.same_version += 1
+            continue
+        operation = failed_at.get(event.id)
+        if operation is not None and operation not in operations:
+            out.elsewhere += 1
             continue
         old: tuple[int, Mapping] | None = None
         if event.mapping_hash is not None:
@@ -323,8 +338,8 @@ async def replay_candidates(
         except PreviewInputError:
             out.not_compared += 1
             continue
-        before = await render(old[1], data, context, None)
-        after = await render(mapping, data, context, None)
+        before = _of_operation(await render(old[1], data, context, None), operation)
+        after = _of_operation(await render(mapping, data, context, None), operation)
         if mark_changes(before, after):
             out.fixable.append(candidate)
         else:

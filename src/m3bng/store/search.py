@@ -302,3 +302,16 @@ async def find_audit_entries(
         where.append(AuditEntry.at < until)
     page = await _keyset(session, select(AuditEntry).where(*where), AuditEntry.id, limit, before)
     return KeysetPage([row[0] for row in page.items], page.next_before)
+
+
+async def failed_operations(session: AsyncSession, event_ids: Sequence[int]) -> dict[int, str]:
+    """The call each open dead letter failed at (``OIS100MI/AddBatchHead``), where a step failed:
+    the studio offers a replay only when a new mapping version sends that call differently."""
+    if not event_ids:
+        return {}
+    rows = await session.execute(
+        select(DeadLetter.event_id, Step.operation)
+        .join(Step, Step.id == DeadLetter.failed_step_id)
+        .where(DeadLetter.event_id.in_(list(event_ids)), DeadLetter.resolved_at.is_(None))
+    )
+    return {event_id: operation for event_id, operation in rows.all()}

@@ -60,6 +60,16 @@ async def test_edit_search_and_preview_a_recorded_order(ops: Ops) -> None:
     text = await edit(ops, text, call="head", field="YREF", rule={"from": "CustomerID", "max_length": 30})
     assert "      WHLO: {from: Warehouse, default: {value: '200'}}" in text
     assert "      YREF: {from: CustomerID, max_length: 30}" in text
+    both = await ops.admin.post(
+        f"{URL}/edit", json={"text": text, "base": await live_text(ops), "var": "order_type", "value": "A02"}
+    )
+    assert [line for line in both.json()["diff"].splitlines() if line[:2] in ("+ ", "- ")] == [
+        '-  order_type: "A01"          # ORTP',
+        '+  order_type: "A02"          # ORTP',
+        "-      WHLO: {from: Warehouse, default: {var: warehouse}}",
+        "+      WHLO: {from: Warehouse, default: {value: '200'}}",
+        "+      YREF: {from: CustomerID, max_length: 30}",
+    ]
 
     # The working copy as the field table, each rule as the YAML writes it (what the form edits).
     table = await ops.read.post(f"{URL}/fields", json={"text": text})
@@ -140,11 +150,16 @@ async def test_edit_search_and_preview_a_recorded_order(ops: Ops) -> None:
 
 async def test_after_a_publish_the_dead_letters_it_could_fix_are_offered_and_replayed(ops: Ops) -> None:
     # Dead under version 1: an order naming a warehouse M3 does not have, and one for a
-    # customer M3 does not have (which no warehouse rule can fix).
+    # customer M3 does not have (it failed creating the customer: a call of another mapping).
     lost_warehouse = {**sample("order.created"), "OrderID": "SO-WH-999", "Warehouse": "999"}
     fixable = await ops.settle(await ops.send("order.created", lost_warehouse))
     assert fixable.status == "dead", fixable.last_error
     unfixable = await ops.dead_order("SO-NO-CUSTOMER")
+    # ... and one for an item M3 does not have: its failed call (the item check) is the same
+    # under either version.
+    no_item = {**sample("order.created"), "OrderID": "SO-NO-ITEM"}
+    no_item["Lines"] = [{**no_item["Lines"][0], "SKU": "NOPE-1"}]
+    assert (await ops.settle(await ops.send("order.created", no_item))).status == "dead"
 
     # Version 2 always ships from the installation's warehouse.
     text = await live_text(ops)
@@ -158,10 +173,10 @@ async def test_after_a_publish_the_dead_letters_it_could_fix_are_offered_and_rep
     dry = await ops.read.get(f"{URL}/replay-candidates")
     assert dry.status_code == 200, dry.text
     offer = dry.json()
-    assert offer["live_version"] == 2 and offer["dead"] == 2
+    assert offer["live_version"] == 2 and offer["dead"] == 3
     assert [c["event_id"] for c in offer["fixable"]] == [fixable.id]
     assert offer["fixable"][0]["failed_with"] == 1
-    assert offer["unchanged"] == 1 and offer["not_compared"] == 0
+    assert (offer["unchanged"], offer["elsewhere"], offer["not_compared"]) == (1, 1, 0), offer
 
     # Replaying needs ops:replay; ids the dry run does not offer are not replayed.
     body = {"event_ids": [fixable.id, unfixable], "reason": "warehouse rule fixed"}

@@ -523,11 +523,16 @@ class EditIn(BaseModel):
     remove: bool = Field(default=False, description="delete `field` from `call`")
     var: str | None = Field(default=None, max_length=64, description="a var to set instead of a field")
     value: Scalar | None = Field(default=None, description="the var's value")
+    base: str | None = Field(
+        default=None,
+        max_length=versions.MAX_TEXT_BYTES,
+        description="the text `diff` is from (the live text: every edit so far); default `text`",
+    )
 
 
 class EditOut(BaseModel):
     text: str = Field(description="the edited YAML: the edited line changed, every other line as it was")
-    diff: str = Field(description="unified diff from the text sent")
+    diff: str = Field(description="unified diff from `base` (default: the text sent)")
 
 
 @router.post(
@@ -548,9 +553,8 @@ async def edit_text(flow: FlowParam, body: EditIn, caller: AdminCaller, runtime:
             raise edits.EditError("rule", "send the field's rule, or remove: true")
         text = edits.set_field(body.text, body.call, body.field, None if body.remove else body.rule)
     versions.checked_text(text, flow, await _file_name(runtime, flow), runtime.settings.mappings_folder)
-    return EditOut(
-        text=text, diff=versions.text_diff(body.text, text, f"{flow} (before)", f"{flow} (edited)")
-    )
+    before = body.base if body.base is not None else body.text
+    return EditOut(text=text, diff=versions.text_diff(before, text, f"{flow} (before)", f"{flow} (edited)"))
 
 
 class PreviewIn(BaseModel):
@@ -775,7 +779,10 @@ class CandidatesOut(BaseModel):
     live_version: int
     dead: int = Field(description="dead letters of the flow's triggers looked at (newest 500)")
     same_version: int = Field(description="failed under the live version: a replay would meet the same end")
-    unchanged: int = Field(description="the live version sends the same calls as the one they failed under")
+    unchanged: int = Field(
+        description="the live version sends the call they failed at as the version they failed under did"
+    )
+    elsewhere: int = Field(description="failed at a call this flow's mapping does not make")
     not_compared: int = Field(description="offered without a comparison (old version or payload gone)")
     fixable: list[CandidateOut] = Field(description="what a replay with the live version could fix")
 
@@ -806,6 +813,7 @@ async def replay_candidates(flow: FlowParam, caller: ReadCaller, runtime: Runtim
         dead=found.dead,
         same_version=found.same_version,
         unchanged=found.unchanged,
+        elsewhere=found.elsewhere,
         not_compared=found.not_compared,
         fixable=[CandidateOut(**vars(c)) for c in found.fixable],
     )

@@ -1015,11 +1015,13 @@
     const live = summary && summary.live;
     let liveText = null;
     let table = null;
+    let offer = null;
     if (live) {
       try {
-        [liveText, table] = await Promise.all([
+        [liveText, table, offer] = await Promise.all([
           api("GET", `/mappings/${encodeURIComponent(flow)}/versions/${live.version}`),
           api("GET", `/mappings/${encodeURIComponent(flow)}/versions/${live.version}/fields`),
+          api("GET", `/mappings/${encodeURIComponent(flow)}/replay-candidates`).catch(() => null),
         ]);
       } catch (err) {
         if (current(id)) panelError(container, err);
@@ -1027,6 +1029,18 @@
       }
       if (!current(id)) return;
     }
+    // The working copy: the text form edits and the YAML editor change, previews render and
+    // "Save draft" stores. It starts as the live version's text.
+    const work = { flow, id, liveText: liveText ? liveText.text : "", text: liveText ? liveText.text : "", table, liveVersion: live ? live.version : null };
+    const admin = isAdmin();
+    const tables = h("div", { id: "field-tables-slot" });
+    const ruleSlot = h("div", { id: "rule-form-slot" });
+    work.rerender = () => fill(tables, table ? fieldTablesPanel(work.table, admin ? work : null) : null);
+    work.openForm = (call, field, m3) => fill(ruleSlot, ruleFormPanel(work, call, field, m3));
+    work.closeForm = () => fill(ruleSlot);
+    work.openVar = (name, value) => fill(ruleSlot, varFormPanel(work, name, value));
+    work.rerender();
+    const editor = admin ? editorPanel(work) : null;
     fill(container,
       h("p", {}, h("a", { href: "#/mappings" }, "← Mappings")),
       h(
@@ -1037,21 +1051,63 @@
         table && table.description ? h("span", { class: "muted" }, table.description) : null,
       ),
       summary && summary.conflict ? h("section", { class: "panel dead-letter", id: "mapping-conflict" }, h("h2", {}, "Conflict"), h("p", {}, summary.conflict.message)) : null,
-      table ? fieldTablesPanel(table) : null,
-      liveText ? h("section", { class: "panel" }, h("h2", {}, `YAML of version ${live.version}`), h("pre", { id: "live-yaml", class: "json yaml" }, liveText.text)) : null,
+      offer ? replayOfferPanel(flow, offer) : null,
+      tables,
+      ruleSlot,
+      live ? previewPanel(work) : null,
+      liveText && !admin ? h("section", { class: "panel" }, h("h2", {}, `YAML of version ${live.version}`), h("pre", { id: "live-yaml", class: "json yaml" }, liveText.text)) : null,
+      editor,
       historyPanel(flow, history.items),
       diffPanel(flow, history.items),
-      isAdmin() ? editorPanel(flow, liveText ? liveText.text : "") : null,
     );
   }
 
-  function fieldTablesPanel(table) {
+  // The working copy changed (a form edit, or the YAML editor): its table is fetched again, so
+  // the fields shown are always those of the text that would be saved.
+  async function setWorkingText(work, text) {
+    work.text = text;
+    const editor = $("yaml-editor");
+    if (editor && editor.value !== text) editor.value = text;
+    const problems = $("draft-error");
+    try {
+      work.table = await api("POST", `/mappings/${encodeURIComponent(work.flow)}/fields`, { text });
+      if (problems) problems.hidden = true;
+    } catch (err) {
+      if (problems) showProblems(problems, "The YAML does not load: ", err);
+      return;
+    }
+    const edited = text !== work.liveText;
+    const state = $("working-state");
+    if (state) {
+      state.textContent = edited ? "edited: not saved" : "same as the live version";
+      state.className = "badge " + (edited ? "status-pending" : "status-done");
+    }
+    work.rerender();
+  }
+
+  function showProblems(el, title, err) {
+    const listed = (err.fields || []).map((f) => (f.field && f.field !== "text" ? `${f.field}: ${f.problem}` : f.problem)).filter(Boolean);
+    fill(el,
+      h("strong", {}, title),
+      listed.length ? h("ul", {}, listed.map((p) => h("li", {}, p))) : (err instanceof ApiError ? `${err.message} (${err.code})` : String(err)),
+    );
+    el.hidden = false;
+  }
+
+  function fieldTablesPanel(table, work) {
     const vars = Object.entries(table.vars || {});
+    const title = work ? "Fields of the working copy" : `Fields of version ${table.version}`;
+    const edited = work && work.text !== work.liveText;
     return h(
       "section",
       { class: "panel", id: "field-tables" },
-      h("h2", {}, `Fields of version ${table.version}`, h("span", { class: "muted" }, "triggered by " + table.trigger.join(", "))),
-      vars.length ? h("p", { id: "mapping-vars" }, h("span", { class: "muted" }, "vars: "), vars.map(([k, v]) => h("span", { class: "chip", "data-var": k }, `${k} = ${v}`))) : null,
+      h("h2", {}, title, work ? h("span", { id: "working-state", class: "badge " + (edited ? "status-pending" : "status-done") }, edited ? "edited: not saved" : "same as the live version") : null, h("span", { class: "muted" }, "triggered by " + table.trigger.join(", "))),
+      vars.length
+        ? h("p", { id: "mapping-vars" }, h("span", { class: "muted" }, "vars: "), vars.map(([k, v]) =>
+            work
+              ? h("button", { type: "button", class: "chip edit-var", "data-var": k, title: "change this var", onclick: () => work.openVar(k, v) }, `${k} = ${v}`)
+              : h("span", { class: "chip", "data-var": k }, `${k} = ${v}`)))
+        : null,
       table.calls.map((c) =>
         h(
           "div",
@@ -1061,7 +1117,7 @@
             ? h(
                 "table",
                 { class: "list fields-table" },
-                h("thead", {}, h("tr", {}, ["field", "M3 (tenant)", "source", "path", "var / value", "lookup", "condition", "conversion", "default", "required"].map((t) => h("th", {}, t)))),
+                h("thead", {}, h("tr", {}, ["field", "M3 (tenant)", "source", "path", "var / value", "lookup", "condition", "conversion", "default", "required", work ? "" : null].filter((t) => t !== null).map((t) => h("th", {}, t)))),
                 h(
                   "tbody",
                   {},
@@ -1079,6 +1135,7 @@
                       h("td", {}, f.conversion ?? ""),
                       h("td", { class: "default-cell" }, f.default ?? ""),
                       h("td", {}, f.required ? "yes" : ""),
+                      work && !f.field.startsWith("{") ? h("td", {}, h("button", { type: "button", class: "secondary small edit-rule", onclick: () => work.openForm(c, f, f.m3) }, "Edit")) : work ? h("td", {}) : null,
                     ),
                   ),
                 ),
@@ -1093,8 +1150,313 @@
                 c.missing_mandatory.map((m) => h("span", { class: "chip", title: m.description }, `${m.name} (${m.description})`)),
               )
             : null,
+          work && c.target === "m3" ? fieldSearch(work, c) : null,
         ),
       ),
+    );
+  }
+
+  // Add a field: search the transaction's input fields in the tenant's metadata by name or
+  // description, then fill the chosen one's rule in the form.
+  function fieldSearch(work, call) {
+    const [program, transaction] = call.operation.split("/");
+    const input = h("input", { type: "search", class: "field-search", placeholder: `add a field: search ${call.operation} by name or description`, spellcheck: "false" });
+    const results = h("ul", { class: "field-results" });
+    async function run(ev) {
+      if (ev) ev.preventDefault();
+      const exclude = call.fields.map((f) => f.field);
+      try {
+        const found = await api("GET", `/mappings/m3-fields/${encodeURIComponent(program)}/${encodeURIComponent(transaction)}` + query({ q: input.value.trim() }) + exclude.map((f) => "&exclude=" + encodeURIComponent(f)).join(""));
+        if (found.metadata !== "tenant") {
+          fill(results, h("li", { class: "muted" }, found.metadata));
+          return;
+        }
+        if (!found.items.length) {
+          fill(results, h("li", { class: "muted" }, "No field of the transaction matches."));
+          return;
+        }
+        fill(results, found.items.map((m) =>
+          h("li", { "data-field": m.name },
+            h("button", { type: "button", class: "pick pick-field", onclick: () => { fill(results); input.value = ""; work.openForm(call, null, m); } }, m.name),
+            " ", m.description, " ", h("span", { class: "muted" }, `${m.type}${m.length || ""}${m.mandatory ? " · mandatory" : ""}`),
+          ),
+        ));
+      } catch (err) {
+        showError(err, "Search failed");
+      }
+    }
+    return h("form", { class: "toolbar add-field", onsubmit: run }, input, h("button", { type: "submit", class: "secondary small" }, "Search"), results);
+  }
+
+  // One form edit sent to the server, which changes the one line in the working copy's YAML;
+  // the table, the YAML editor and the diff beside the preview follow.
+  async function applyEdit(work, body, done, problems) {
+    problems.hidden = true;
+    try {
+      const result = await api("POST", `/mappings/${encodeURIComponent(work.flow)}/edit`, { text: work.text, base: work.liveText, ...body });
+      await setWorkingText(work, result.text);
+      work.closeForm();
+      showNotice(done + " in the working copy: preview it, then save it as a draft.");
+      const shown = $("working-diff");
+      if (shown) {
+        fill(shown, result.diff.split("\n").map((line) => h("span", { class: line.startsWith("+") && !line.startsWith("+++") ? "add" : line.startsWith("-") && !line.startsWith("---") ? "del" : null }, line + "\n")));
+        shown.hidden = false;
+      }
+    } catch (err) {
+      showProblems(problems, "Not applied: ", err);
+    }
+  }
+
+  // A var (the warehouse, the order type …): the tenant values rules name.
+  function varFormPanel(work, name, value) {
+    const input = h("input", { id: "var-value", type: "text", spellcheck: "false" });
+    input.value = String(value);
+    const problems = h("div", { id: "var-error", class: "form-error", role: "alert", hidden: true });
+    return h(
+      "section",
+      { class: "panel actions", id: "var-form", "data-var": name },
+      h("h2", {}, `Var ${name}`),
+      h("p", { class: "muted" }, "Every rule that names this var uses the new value."),
+      h("label", {}, "Value ", input),
+      problems,
+      h("div", { class: "buttons" },
+        h("button", { id: "var-apply", type: "button", onclick: () => applyEdit(work, { var: name, value: input.value }, `var ${name} set to ${input.value}`, problems) }, "Apply"),
+        h("button", { type: "button", class: "secondary", onclick: () => work.closeForm() }, "Cancel"),
+      ),
+    );
+  }
+
+  // The rule of one field in a form: its source (path with a picker over a recorded payload,
+  // a value, a var, a lookup), a default, and the conversions. "Apply" writes the rule into the
+  // working copy's YAML (the server edits the one line) and the table follows.
+  function ruleFormPanel(work, call, field, m3) {
+    const spec = field ? field.spec || {} : {};
+    const name = field ? field.field : m3.name;
+    const complex = spec.concat || spec.when;
+    const varNames = Object.keys(work.table.vars || {});
+    const select = (id, options, chosen) => {
+      const el = h("select", { id }, options.map(([value, text]) => h("option", { value }, text)));
+      el.value = chosen ?? options[0][0];
+      return el;
+    };
+    const text = (id, value, attrs) => {
+      const el = h("input", { id, type: "text", spellcheck: "false", ...(attrs || {}) });
+      el.value = value ?? "";
+      return el;
+    };
+    const check = (id, on) => {
+      const el = h("input", { id, type: "checkbox" });
+      el.checked = Boolean(on);
+      return el;
+    };
+    const sourceOf = spec.lookup ? "lookup" : spec.var !== undefined ? "var" : spec.value !== undefined ? "value" : "from";
+    const source = select("rule-source", [["from", "path of the event"], ["value", "a fixed value"], ["var", "a var"], ["lookup", "a lookup table"]], sourceOf);
+    const from = text("rule-from", spec.from, { placeholder: "e.g. OrderID, _line.SKU, Customer.Email" });
+    const value = text("rule-value", spec.value);
+    const variable = select("rule-var", varNames.length ? varNames.map((v) => [v, `${v} = ${work.table.vars[v]}`]) : [["", "no vars"]], spec.var);
+    const lookup = select("rule-lookup", (work.table.lookups || []).length ? work.table.lookups.map((l) => [l, l]) : [["", "no lookup tables"]], spec.lookup);
+    const dflt = spec.default;
+    const defaultKind = select("rule-default-kind", [["", "none"], ["value", "a fixed value"], ["var", "a var"], ["keep", "as in the YAML"]], dflt === undefined ? "" : typeof dflt !== "object" ? "value" : dflt.var !== undefined && Object.keys(dflt).length === 1 ? "var" : dflt.value !== undefined && Object.keys(dflt).length === 1 ? "value" : "keep");
+    const defaultValue = text("rule-default", dflt === undefined ? "" : typeof dflt !== "object" ? dflt : dflt.value ?? "");
+    const defaultVar = select("rule-default-var", varNames.length ? varNames.map((v) => [v, v]) : [["", "no vars"]], dflt && typeof dflt === "object" ? dflt.var : undefined);
+    const type = select("rule-type", [["", "as it comes"], ["str", "text"], ["int", "integer"], ["decimal", "decimal"], ["date", "date (yyyyMMdd)"], ["bool", "boolean"]], spec.type ?? "");
+    const upper = check("rule-upper", spec.upper);
+    const lower = check("rule-lower", spec.lower);
+    const truncate = check("rule-truncate", spec.truncate);
+    const maxLength = h("input", { id: "rule-max-length", type: "number", min: "1", max: "999" });
+    maxLength.value = spec.max_length ?? "";
+    const required = check("rule-required", spec.required);
+    const problems = h("div", { id: "rule-error", class: "form-error", role: "alert", hidden: true });
+    const paths = h("ul", { id: "path-list", class: "path-list" });
+    const editDiff = h("pre", { id: "edit-diff", class: "json diff", hidden: true });
+
+    function rule() {
+      const r = {};
+      const kind = source.value;
+      if (kind === "from" || kind === "lookup") r.from = from.value.trim();
+      if (kind === "lookup") r.lookup = lookup.value;
+      if (kind === "value") r.value = value.value;
+      if (kind === "var") r.var = variable.value;
+      if (defaultKind.value === "value") r.default = { value: defaultValue.value };
+      if (defaultKind.value === "var") r.default = { var: defaultVar.value };
+      if (defaultKind.value === "keep") r.default = dflt;
+      if (spec.date_input) r.date_input = spec.date_input;
+      if (type.value) r.type = type.value;
+      if (upper.checked) r.upper = true;
+      if (lower.checked) r.lower = true;
+      if (truncate.checked) r.truncate = typeof spec.truncate === "number" ? spec.truncate : true;
+      if (maxLength.value) r.max_length = Number(maxLength.value);
+      if (required.checked) r.required = true;
+      return r;
+    }
+
+    const apply = (body, done) => applyEdit(work, body, done, problems);
+
+    async function pick() {
+      const chosen = $("preview-input") ? $("preview-input").value : "";
+      try {
+        const found = await api("POST", `/mappings/${encodeURIComponent(work.flow)}/paths`, { text: work.text, call: call.call, ...(chosen ? { event_id: Number(chosen) } : {}) });
+        const where = found.input.kind === "event" ? `transaction ${found.input.event_id} (${found.input.business_key || found.input.event_type})` : `the sample ${found.input.event_type || ""}`;
+        fill(paths,
+          h("li", { class: "muted" }, `Paths of ${where}: pick one`),
+          found.paths.map((p) => h("li", {}, h("button", { type: "button", class: "pick path-option", "data-path": p.path, onclick: () => { from.value = p.path; if (source.value !== "lookup") source.value = "from"; fill(paths); } }, p.path), " ", h("span", { class: "muted" }, p.example))),
+        );
+      } catch (err) {
+        showProblems(problems, "No paths: ", err);
+      }
+    }
+
+    const m3Line = m3 ? h("p", { id: "rule-m3", class: "muted" }, `${m3.name}: ${m3.description} · ${m3.type}${m3.length || ""}${m3.mandatory ? " · mandatory in M3" : ""}`) : null;
+    if (complex) {
+      return h("section", { class: "panel actions", id: "rule-form" },
+        h("h2", {}, `${call.call} · ${name}`), m3Line,
+        h("p", {}, "This rule uses ", h("code", {}, spec.concat ? "concat" : "when"), ": edit it in the YAML below."),
+        h("div", { class: "buttons" }, h("button", { type: "button", class: "secondary", onclick: () => work.closeForm() }, "Close")));
+    }
+    return h(
+      "section",
+      { class: "panel actions", id: "rule-form", "data-call": call.call, "data-field": name },
+      h("h2", {}, field ? `Edit ${call.call} · ${name}` : `Add ${name} to ${call.call}`),
+      m3Line,
+      h("div", { class: "rule-grid" },
+        h("label", {}, "Source ", source),
+        h("label", { class: "grow" }, "Path ", from, h("button", { id: "rule-pick", type: "button", class: "secondary small", onclick: pick }, "Pick from payload")),
+        h("label", {}, "Value ", value),
+        h("label", {}, "Var ", variable),
+        h("label", {}, "Lookup ", lookup),
+        h("label", {}, "Default ", defaultKind, defaultValue, defaultVar),
+        h("label", {}, "Convert ", type),
+        h("label", {}, upper, " upper case"),
+        h("label", {}, lower, " lower case"),
+        h("label", {}, truncate, " truncate to M3's length"),
+        h("label", {}, "Max length ", maxLength),
+        h("label", {}, required, " required"),
+      ),
+      paths,
+      problems,
+      editDiff,
+      h("div", { class: "buttons" },
+        h("button", { id: "rule-apply", type: "button", onclick: () => apply({ call: call.call, field: name, rule: rule() }, `${call.call}.${name} ${field ? "changed" : "added"}`) }, field ? "Apply" : "Add field"),
+        field ? h("button", { id: "rule-remove", type: "button", class: "secondary", onclick: () => apply({ call: call.call, field: name, remove: true }, `${call.call}.${name} removed`) }, "Remove field") : null,
+        h("button", { id: "rule-cancel", type: "button", class: "secondary", onclick: () => work.closeForm() }, "Cancel"),
+      ),
+    );
+  }
+
+  // Live preview: the calls the working copy and the live version make for a recorded
+  // transaction of the flow's trigger (or the shipped sample, or a pasted payload), side by
+  // side, with what differs marked and M3's metadata errors inline. Nothing is sent.
+  function previewPanel(work) {
+    const choice = h("select", { id: "preview-input" }, h("option", { value: "" }, "the shipped sample"));
+    const pasted = h("textarea", { id: "preview-sample", rows: "4", spellcheck: "false", placeholder: "or paste a payload (a webhook body or its data) to preview instead" });
+    const out = h("div", { id: "preview-out" });
+    (async () => {
+      try {
+        const types = work.table ? work.table.trigger : [];
+        const found = await api("GET", "/transactions" + query({ limit: 20 }) + types.map((t) => "&event_type=" + encodeURIComponent(t)).join(""));
+        for (const tx of found.items) choice.append(h("option", { value: tx.id }, `#${tx.id} ${tx.business_key || tx.event_type} · ${tx.status}`));
+      } catch {
+        /* the shipped sample and a pasted payload still work */
+      }
+    })();
+    async function run() {
+      const body = {};
+      if (work.text !== work.liveText) body.text = work.text;
+      if (pasted.value.trim()) {
+        try {
+          body.sample = JSON.parse(pasted.value);
+        } catch (err) {
+          fill(out, h("p", { class: "form-error", role: "alert" }, "The pasted payload is not JSON: " + err.message));
+          return;
+        }
+      } else if (choice.value) body.event_id = Number(choice.value);
+      try {
+        fill(out, previewResult(await api("POST", `/mappings/${encodeURIComponent(work.flow)}/preview`, body)));
+      } catch (err) {
+        const el = h("div", { class: "form-error", role: "alert" });
+        showProblems(el, "No preview: ", err);
+        fill(out, el);
+      }
+    }
+    return h(
+      "section",
+      { class: "panel", id: "preview-panel" },
+      h("h2", {}, "Preview"),
+      h("p", { class: "muted" }, "The exact calls the working copy would make, beside those of the live version. Nothing is sent."),
+      h("div", { class: "toolbar" }, h("label", {}, "Payload ", choice), h("button", { id: "preview-run", type: "button", onclick: run }, "Preview")),
+      pasted,
+      h("pre", { id: "working-diff", class: "json diff", hidden: true }),
+      out,
+    );
+  }
+
+  function previewResult(result) {
+    const input = result.input;
+    const what = input.kind === "event" ? h("span", {}, "transaction ", txLink(input.event_id), ` (${input.business_key || input.event_type}, ${input.status})`) : input.kind === "sample" ? "the pasted payload" : `the shipped sample of ${input.event_type}`;
+    const draft = result.draft ? result.draft.calls : null;
+    const live = result.live ? result.live.calls : [];
+    const sides = draft ? [["live", live], ["working copy", draft]] : [["live", live]];
+    const keyed = (calls) => {
+      const seen = {};
+      return calls.map((c) => {
+        seen[c.call] = (seen[c.call] || 0) + 1;
+        return [`${c.call}#${seen[c.call]}`, c];
+      });
+    };
+    const order = [];
+    const bySide = sides.map(([, calls]) => Object.fromEntries(keyed(calls).map(([k, c]) => { if (!order.includes(k)) order.push(k); return [k, c]; })));
+    const cell = (c, field) => {
+      if (!c) return h("td", { class: "muted" }, "not made");
+      if (c.note) return h("td", { class: "muted" }, c.note);
+      const v = c.record[field];
+      const problem = (c.problems || []).find((p) => p.field === field);
+      return h("td", { class: (c.changed || []).includes(field) ? "changed" : null },
+        v === undefined ? h("span", { class: "muted" }, "—") : h("code", {}, typeof v === "object" ? JSON.stringify(v) : String(v)),
+        problem ? h("div", { class: "problem" }, problem.problem) : null);
+    };
+    return h("div", {},
+      h("p", { id: "preview-summary" }, "For ", what, draft ? `: ${result.differing_calls} call${result.differing_calls === 1 ? "" : "s"} differ from the live version.` : "."),
+      order.map((k) => {
+        const calls = bySide.map((side) => side[k]);
+        const any = calls.find(Boolean);
+        const fields = [...new Set(calls.flatMap((c) => (c ? Object.keys(c.record) : [])).concat(calls.flatMap((c) => (c ? (c.problems || []).map((p) => p.field) : []))))];
+        const [name, index] = k.split("#");
+        return h("div", { class: "preview-call", "data-call": name, "data-index": index },
+          h("h3", {}, h("strong", {}, name), " ", h("code", {}, any.operation), " ", h("span", { class: "target" }, any.target), any.metadata && any.metadata !== "tenant" ? h("span", { class: "muted" }, " · " + any.metadata) : null),
+          h("table", { class: "list preview-table" },
+            h("thead", {}, h("tr", {}, h("th", {}, "field"), sides.map(([label]) => h("th", {}, label)))),
+            h("tbody", {}, (fields.length ? fields : [""]).map((f) => h("tr", { "data-field": f }, h("td", {}, h("code", {}, f)), calls.map((c) => cell(c, f))))),
+          ),
+        );
+      }),
+    );
+  }
+
+  // After a publish (and whenever there are some): the flow's dead letters the live version
+  // could fix, counted first (a dry run), replayed on request by an ops:replay token.
+  function replayOfferPanel(flow, offer) {
+    if (!offer.fixable.length) return null;
+    const canReplay = Boolean(me && (me.scope === "ops:replay" || me.scope === "ops:admin"));
+    const n = offer.fixable.length;
+    async function replayThem() {
+      clearMessages();
+      try {
+        const done = await api("POST", `/mappings/${encodeURIComponent(flow)}/replay-candidates`, { event_ids: offer.fixable.map((c) => c.event_id), reason: `studio: replay with ${flow} version ${offer.live_version}` });
+        showNotice(`${done.replayed.length} dead letter${done.replayed.length === 1 ? "" : "s"} replayed with version ${offer.live_version}.` + (done.not_candidates.length ? ` ${done.not_candidates.length} no longer needed it.` : ""));
+        await route();
+      } catch (err) {
+        showError(err, "Replay failed");
+      }
+    }
+    return h(
+      "section",
+      { class: "panel", id: "replay-offer" },
+      h("h2", {}, "Dead letters version " + offer.live_version + " could fix"),
+      h("p", { id: "replay-offer-count" }, `${n} dead letter${n === 1 ? "" : "s"} of ${flow} failed under an earlier version, and version ${offer.live_version} sends other calls for ${n === 1 ? "it" : "them"} (dry run).`,
+        offer.unchanged ? ` ${offer.unchanged} more would be sent the same calls again.` : "",
+        offer.same_version ? ` ${offer.same_version} failed under version ${offer.live_version} already.` : ""),
+      h("ul", {}, offer.fixable.slice(0, 20).map((c) => h("li", {}, txLink(c.event_id), " ", c.business_key || c.event_type, c.failed_with ? h("span", { class: "muted" }, ` · failed with version ${c.failed_with}`) : null, c.error ? h("span", { class: "muted" }, " · " + c.error.slice(0, 120)) : null))),
+      canReplay ? h("div", { class: "buttons" }, h("button", { id: "replay-fixable", type: "button", onclick: replayThem }, `Replay ${n} with version ${offer.live_version}`)) : h("p", { class: "muted" }, "An ops:replay token can replay them."),
     );
   }
 
@@ -1211,9 +1573,11 @@
     );
   }
 
-  function editorPanel(flow, text) {
+  function editorPanel(work) {
+    const flow = work.flow;
     const editor = h("textarea", { id: "yaml-editor", rows: "24", spellcheck: "false" });
-    editor.value = text;
+    editor.value = work.text;
+    editor.addEventListener("change", () => setWorkingText(work, editor.value));
     const comment = h("input", { id: "draft-comment", type: "text", placeholder: "what changes (optional)", spellcheck: "false" });
     const problems = h("div", { id: "draft-error", class: "form-error", role: "alert", hidden: true });
     const save = h("button", { id: "save-draft", type: "button" }, "Save draft");
@@ -1227,19 +1591,14 @@
         await route();
       } catch (err) {
         save.disabled = false;
-        const listed = (err.fields || []).map((f) => f.problem).filter(Boolean);
-        fill(problems,
-          h("strong", {}, "The draft was not saved: "),
-          listed.length ? h("ul", {}, listed.map((p) => h("li", {}, p))) : (err instanceof ApiError ? `${err.message} (${err.code})` : String(err)),
-        );
-        problems.hidden = false;
+        showProblems(problems, "The draft was not saved: ", err);
       }
     });
     return h(
       "section",
       { class: "panel actions", id: "editor" },
-      h("h2", {}, "Edit: a new draft"),
-      h("p", { class: "muted" }, "Starts from the live version's YAML. A draft runs nowhere until it is published; it is checked as a file is (line and field named)."),
+      h("h2", {}, "YAML of the working copy"),
+      h("p", { class: "muted" }, `Starts from live version ${work.liveVersion}; form edits above change it line by line. A draft runs nowhere until it is published; it is checked as a file is (line and field named).`),
       h("label", { class: "grow" }, "Comment ", comment),
       editor,
       problems,
