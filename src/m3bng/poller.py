@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -55,15 +55,18 @@ class InventoryPoller:
         settings: Settings,
         sessions: async_sessionmaker[AsyncSession],
         m3: M3Client,
-        mapping: Mapping,
+        mapping: Mapping | Callable[[], Mapping],
         notifier: Notifier | None = None,
         *,
         owner: str | None = None,
         instances: Instances | None = None,
     ) -> None:
         """``instances``: a warehouse's balances go to each BNG instance whose routing selects
-        the warehouse (``locations``, or ``all``), an event each (docs/instances.md)."""
-        self.settings, self.sessions, self.m3, self.mapping = settings, sessions, m3, mapping
+        the warehouse (``locations``, or ``all``), an event each (docs/instances.md).
+        ``mapping``: the mapping, or how to get the live one at each poll, so a version published
+        in the studio is polled with from the next pass on."""
+        self.settings, self.sessions, self.m3 = settings, sessions, m3
+        self._mapping = mapping
         self.instances = instances
         self.notifier = notifier
         self.owner = owner or f"poller-{uuid.uuid4().hex[:12]}"
@@ -91,6 +94,10 @@ class InventoryPoller:
             rows += len(balances)
             changed += await self._enqueue_changes(warehouse, balances)
         return PollResult(len(self.settings.inventory_poll_warehouses), rows, changed)
+
+    @property
+    def mapping(self) -> Mapping:
+        return self._mapping() if callable(self._mapping) else self._mapping
 
     async def _list(self, warehouse: str) -> list[dict[str, str]]:
         return await list_balances(self.m3, self.mapping, warehouse)

@@ -375,7 +375,7 @@ def scheduled_job(
     sessions: async_sessionmaker[AsyncSession],
     connectors: Connectors,
     kind: str = "orders",
-    mappings: dict[str, Mapping] | None = None,
+    mappings: dict[str, Mapping] | Callable[[], dict[str, Mapping]] | None = None,
     instance: str = DEFAULT_INSTANCE,
 ) -> ScheduledJob | None:
     """``M3BNG_RECONCILE_<KIND>_SECONDS``: the same run on a schedule, in whichever process
@@ -389,9 +389,9 @@ def scheduled_job(
     fix = bool(getattr(settings, f"reconcile_{kind}_fix"))
 
     async def work() -> Report:
-        return await run_kind(
-            kind, settings, sessions, connectors, mappings or {}, fix=fix, instance=instance
-        )
+        # Each run with the versions live then (a callable: the process's current mappings).
+        live = mappings() if callable(mappings) else mappings
+        return await run_kind(kind, settings, sessions, connectors, live or {}, fix=fix, instance=instance)
 
     name = f"reconcile_{kind}" if instance == DEFAULT_INSTANCE else f"reconcile_{kind}:{instance}"
     return ScheduledJob(name, seconds, sessions, work, expected=(M3bngError, OSError))
@@ -401,7 +401,7 @@ def scheduled_jobs(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
     connectors: Connectors,
-    mappings: dict[str, Mapping],
+    mappings: dict[str, Mapping] | Callable[[], dict[str, Mapping]],
 ) -> list[ScheduledJob]:
     """One job per kind whose interval is set, for each configured BNG instance."""
     instances = connectors.instances.ids if connectors.instances is not None else [DEFAULT_INSTANCE]

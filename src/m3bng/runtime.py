@@ -136,7 +136,8 @@ class Runtime:
             jobs = (
                 alerter.job(),
                 Retention(self.settings, self.sessions).job(),
-                *scheduled_jobs(self.settings, self.sessions, self.connectors, self.mappings),
+                # each run with the versions live at that moment (a studio publication included)
+                *scheduled_jobs(self.settings, self.sessions, self.connectors, lambda: self.mappings),
             )
             for job in jobs:
                 if job is not None:  # retention with M3BNG_RETENTION_RUN_SECONDS=0: off
@@ -245,7 +246,8 @@ class Runtime:
             self.settings,
             self.sessions,
             self.connectors.m3,
-            mapping,
+            # each poll with the live version (the one the poller started with, if retired)
+            lambda: self.mappings.get("inventory_poll") or mapping,
             self.notifier,
             instances=self.instances if self.settings.instances_file is not None else None,
         )

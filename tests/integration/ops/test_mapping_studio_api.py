@@ -194,3 +194,29 @@ async def test_after_a_publish_the_dead_letters_it_could_fix_are_offered_and_rep
 
     # Replayed and done: no longer offered.
     assert (await ops.read.get(f"{URL}/replay-candidates")).json()["fixable"] == []
+
+
+async def test_the_poller_polls_with_a_version_published_after_it_started(ops: Ops) -> None:
+    """The poller and the scheduled reconciliations are built once per process; they ask the
+    process for the live versions at each run, so a studio publication reaches them too."""
+    runtime = ops.server.app.state.runtime
+    runtime.settings = runtime.settings.model_copy(update={"inventory_poll_seconds": 60})
+    poller = runtime.new_poller()
+    assert poller is not None
+    text = str((await ops.read.get("/api/v1/mappings/inventory_poll/versions/1")).json()["text"])
+    changed = await ops.admin.post(
+        "/api/v1/mappings/inventory_poll/edit",
+        json={"text": text, "call": "balance", "field": "Allocated", "remove": True},
+    )
+    assert changed.status_code == 200, changed.text
+    draft = await ops.admin.post(
+        "/api/v1/mappings/inventory_poll/drafts", json={"text": changed.json()["text"]}
+    )
+    assert draft.status_code == 201, draft.text
+    before = poller.mapping.content_hash
+    published = await ops.admin.post(
+        f"/api/v1/mappings/inventory_poll/versions/{draft.json()['version']}/publish", json={"comment": "x"}
+    )
+    assert published.status_code == 200, published.text
+    assert poller.mapping.content_hash == published.json()["content_hash"] != before
+    assert "Allocated" not in poller.mapping.bng_call("balance").fields
