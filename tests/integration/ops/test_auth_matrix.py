@@ -62,6 +62,13 @@ REQUIRED: dict[tuple[str, str], Scope] = {
     ("POST", "/mappings/{}/versions/{}/rollback"): ADMIN,
     ("GET", "/mappings/bundle"): ADMIN,
     ("POST", "/mappings/bundle"): ADMIN,
+    ("POST", "/mappings/{}/edit"): ADMIN,
+    ("POST", "/mappings/{}/fields"): READ,
+    ("POST", "/mappings/{}/preview"): READ,
+    ("POST", "/mappings/{}/paths"): READ,
+    ("GET", "/mappings/m3-fields/{}/{}"): READ,
+    ("GET", "/mappings/{}/replay-candidates"): READ,
+    ("POST", "/mappings/{}/replay-candidates"): REPLAY,
 }
 
 # Bodies that are harmless when the call is allowed (a dry run rather than a real bulk replay or
