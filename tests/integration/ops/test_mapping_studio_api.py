@@ -220,3 +220,17 @@ async def test_the_poller_polls_with_a_version_published_after_it_started(ops: O
     assert published.status_code == 200, published.text
     assert poller.mapping.content_hash == published.json()["content_hash"] != before
     assert "Allocated" not in poller.mapping.bng_call("balance").fields
+
+
+async def test_previews_and_paths_mask_personal_data_without_ops_admin(ops: Ops) -> None:
+    """The preview and the path picker show payload values: a read token sees them masked, as in
+    the transaction detail; an admin sees them as they are sent."""
+    url = "/api/v1/mappings/customer_sync"
+    email = sample("customer.created")["Email"]
+    for client, expected in ((ops.read, "a***@v***.example"), (ops.admin, email)):
+        preview = await client.post(f"{url}/preview", json={})
+        assert preview.status_code == 200, preview.text
+        mails = {c["record"]["MAIL"] for c in preview.json()["live"]["calls"] if "MAIL" in c["record"]}
+        assert mails == {expected}
+        paths = (await client.post(f"{url}/paths", json={})).json()["paths"]
+        assert {p["path"]: p["example"] for p in paths}["Email"] == expected

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from m3bng.api.deps import RuntimeDep
 from m3bng.api.ops.auth import AdminCaller, ReadCaller, ReplayCaller
+from m3bng.api.ops.transactions import masker
 from m3bng.connectors.m3.metadata import FieldSpec
 from m3bng.errors import M3bngError
 from m3bng.mapping import Mapping
@@ -609,7 +610,11 @@ class PreviewOut(BaseModel):
     differing_calls: int = Field(description="calls whose values differ between draft and live")
 
 
-def _rendered(version: int | None, calls: list[studio.RenderedCall]) -> RenderedOut:
+def _rendered(
+    version: int | None, calls: list[studio.RenderedCall], shown: Callable[[Any], Any]
+) -> RenderedOut:
+    """``shown``: the caller's view of personal data (masked without ``ops:admin``), applied
+    after rendering, so values are judged against M3's metadata as they really are."""
     return RenderedOut(
         version=version,
         calls=[
@@ -617,9 +622,9 @@ def _rendered(version: int | None, calls: list[studio.RenderedCall]) -> Rendered
                 call=c.name,
                 target=c.target,
                 operation=c.operation,
-                record=c.record,
-                note=c.note,
-                problems=[FieldNoteOut(field=p.field, problem=p.problem) for p in c.problems],
+                record=shown(c.record),
+                note=shown(c.note),
+                problems=[FieldNoteOut(field=p.field, problem=shown(p.problem)) for p in c.problems],
                 changed=c.changed,
                 metadata=c.metadata,
             )
@@ -688,15 +693,17 @@ async def preview(flow: FlowParam, body: PreviewIn, caller: ReadCaller, runtime:
     async with runtime.sessions() as session:
         live, live_mapping, draft, mapping = await _mappings(session, runtime, flow, body.text)
         data, context, shown = await _payload(session, body, mapping)
-    fields_of = _fields_of(runtime)
+    fields_of, view = _fields_of(runtime), masker(caller)
     live_calls = await studio.render(live_mapping, data, context, fields_of) if live_mapping else None
     draft_calls = await studio.render(draft, data, context, fields_of) if draft else None
     differing = studio.mark_changes(live_calls or [], draft_calls) if draft_calls is not None else 0
     return PreviewOut(
         flow=flow,
         input=shown,
-        live=_rendered(live.version, live_calls) if live is not None and live_calls is not None else None,
-        draft=_rendered(None, draft_calls) if draft_calls is not None else None,
+        live=_rendered(live.version, live_calls, view)
+        if live is not None and live_calls is not None
+        else None,
+        draft=_rendered(None, draft_calls, view) if draft_calls is not None else None,
         differing_calls=differing,
     )
 
@@ -731,7 +738,8 @@ async def payload_paths(flow: FlowParam, body: PathsIn, caller: ReadCaller, runt
         if not mapping.has_call(body.call):
             raise studio.PreviewInputError("call", f"{flow} has no call {body.call!r}")
         for_each = mapping.spec.calls[body.call].for_each
-    found = studio.payload_paths(data, context, for_each)
+    view = masker(caller)  # the paths are the same; values under personal keys are masked
+    found = studio.payload_paths(view(data), view(context), for_each)
     return PathsOut(input=shown, paths=[PathOut(path=p, example=e) for p, e in found])
 
 
@@ -815,7 +823,7 @@ async def replay_candidates(flow: FlowParam, caller: ReadCaller, runtime: Runtim
         unchanged=found.unchanged,
         elsewhere=found.elsewhere,
         not_compared=found.not_compared,
-        fixable=[CandidateOut(**vars(c)) for c in found.fixable],
+        fixable=[CandidateOut(**{**vars(c), "error": masker(caller)(c.error)}) for c in found.fixable],
     )
 
 
