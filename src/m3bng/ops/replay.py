@@ -243,20 +243,28 @@ def _not_replayable(event_id: int, status: str) -> ReplayConflict:
     return ReplayConflict(f"transaction {event_id} is {status}; it cannot be replayed", code="not_replayable")
 
 
-async def replay_in_session(
-    session: AsyncSession,
-    event_id: int,
+@dataclass(frozen=True)
+class ReplayPreview:
+    """What a replay would do, worked out and not done (``dry_run``): nothing is written."""
+
+    event_id: int
+    mode: str
+    status: str  # the event's status now (a real replay makes it pending)
+    diff: list[dict[str, Any]]
+    payload: Any  # the payload the replay would run with (the edited one, validated)
+
+
+def _plan(
+    event: Event,
     *,
-    actor: str,
-    mode: str | None = None,
-    payload: Any = None,
-    reason: str | None = None,
-    has_flow: Callable[[str, str], bool] = lambda _source, _type: False,
-    max_bod_bytes: int = 5_242_880,
-) -> ReplayResult:
-    """Replay one event within the caller's transaction (which commits it)."""
-    event = await _load(session, event_id)
-    from_status = event.status
+    mode: str | None,
+    payload: Any,
+    has_flow: Callable[[str, str], bool],
+    max_bod_bytes: int,
+) -> tuple[EditedPayload | None, str]:
+    """The checks a replay makes before changing anything, shared by the replay and its dry run:
+    replayable status, a valid edited payload (or a stored one), a known mode."""
+    event_id, from_status = event.id, event.status
     if from_status not in REPLAYABLE:
         raise _not_replayable(event_id, from_status)
     edited: EditedPayload | None = None
@@ -281,6 +289,46 @@ async def replay_in_session(
             code="invalid_mode",
             fields=[{"field": "mode", "problem": "unknown mode"}],
         )
+    return edited, mode
+
+
+async def preview(
+    sessions: async_sessionmaker[AsyncSession],
+    event_id: int,
+    *,
+    mode: str | None = None,
+    payload: Any = None,
+    has_flow: Callable[[str, str], bool] = lambda _source, _type: False,
+    max_bod_bytes: int = 5_242_880,
+) -> ReplayPreview:
+    """A replay's dry run: the same checks and diff, refused the same way, and nothing written
+    (no reopening, no ``replays`` row, no audit entry: nothing happened to audit)."""
+    async with sessions() as session:
+        event = await _load(session, event_id)
+        edited, mode = _plan(
+            event, mode=mode, payload=payload, has_flow=has_flow, max_bod_bytes=max_bod_bytes
+        )
+    diff = json_diff(event.payload, edited.payload) if edited is not None else []
+    return ReplayPreview(
+        event_id, mode, event.status, diff, edited.payload if edited is not None else event.payload
+    )
+
+
+async def replay_in_session(
+    session: AsyncSession,
+    event_id: int,
+    *,
+    actor: str,
+    mode: str | None = None,
+    payload: Any = None,
+    reason: str | None = None,
+    has_flow: Callable[[str, str], bool] = lambda _source, _type: False,
+    max_bod_bytes: int = 5_242_880,
+) -> ReplayResult:
+    """Replay one event within the caller's transaction (which commits it)."""
+    event = await _load(session, event_id)
+    from_status = event.status
+    edited, mode = _plan(event, mode=mode, payload=payload, has_flow=has_flow, max_bod_bytes=max_bod_bytes)
     before = {
         "status": from_status,
         "payload_sha256": payload_digest(event.payload),

@@ -68,16 +68,22 @@ class ReplayRequest(BaseModel):
         'ION: {"xml": "<BOD…>"} (same noun and verb). Validated like an inbound event.',
     )
     reason: Reason = None
+    dry_run: bool = Field(
+        default=False,
+        description="Check and diff only: the same validation and refusals, nothing replayed, "
+        "nothing audited; answers 200 with replay_id null.",
+    )
 
     _text = field_validator("reason", "payload")(_no_nul)
 
 
 class ReplayAccepted(BaseModel):
     event_id: int
-    replay_id: int
+    replay_id: int | None = Field(description="null for a dry run")
     mode: str
-    status: str
+    status: str = Field(description="pending after a replay; the status unchanged after a dry run")
     diff: list[dict[str, Any]] = Field(description="What the edit changed: [{path, before, after, change}]")
+    dry_run: bool = False
 
 
 @router.post(
@@ -86,15 +92,37 @@ class ReplayAccepted(BaseModel):
     response_model=ReplayAccepted,
     responses={
         **_COMMON,
+        200: {"description": "Dry run: what the replay would do (nothing done)", "model": ReplayAccepted},
         409: {"description": "Not replayable: pending/processing (already queued), done (already applied)"},
         422: {"description": "Invalid edited payload (the message names the field)"},
     },
 )
 async def replay_transaction(
     event_id: EventId, caller: ReplayCaller, runtime: RuntimeDep, body: ReplayRequest | None = None
-) -> ReplayAccepted:
-    """Put a dead, skipped or discarded transaction back in line, with the current mapping."""
+) -> Any:
+    """Put a dead, skipped or discarded transaction back in line, with the current mapping.
+
+    With ``dry_run`` the request is checked and its diff computed as a replay would, and nothing
+    else happens (200): what a fix suggestion's prepare step shows before ops confirm."""
     request = body or ReplayRequest()
+    if request.dry_run:
+        preview = await replay.preview(
+            runtime.sessions,
+            event_id,
+            mode=request.mode,
+            payload=request.payload,
+            has_flow=lambda source, event_type: runtime.registry.get(source, event_type) is not None,
+            max_bod_bytes=runtime.settings.ion_max_bod_bytes,
+        )
+        dry = ReplayAccepted(
+            event_id=event_id,
+            replay_id=None,
+            mode=preview.mode,
+            status=preview.status,
+            diff=preview.diff,
+            dry_run=True,
+        )
+        return JSONResponse(dry.model_dump(mode="json"), status_code=200)
     result = await replay.replay(
         runtime.sessions,
         runtime.notifier,
