@@ -14,7 +14,7 @@ PACKAGE = Path(m3bng.__file__).parent
 # Outside store/, SQLAlchemy appears only as the session types a caller passes along.
 ALLOWED_SQLALCHEMY = {"sqlalchemy.ext.asyncio"}
 SQL_CALLS = {"execute", "scalar", "scalars", "stream", "add", "add_all", "merge", "delete", "get", "flush"}
-NO_FASTAPI = ("flows", "inbox", "store", "connectors", "mapping", "ops")
+NO_FASTAPI = ("flows", "inbox", "store", "connectors", "mapping", "ops", "assist")
 
 
 def modules(*, outside: str | None = None, inside: tuple[str, ...] = ()) -> Iterator[tuple[str, ast.AST]]:
