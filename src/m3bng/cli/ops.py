@@ -360,13 +360,39 @@ def tx_show(
     calls: Annotated[
         bool, typer.Option("--calls", help="Also print each step's request and response.")
     ] = False,
+    fixes: Annotated[
+        bool,
+        typer.Option(
+            "--fixes/--no-fixes",
+            help="For a dead transaction, also list fix suggestions (reads M3's item/customer lists).",
+        ),
+    ] = True,
     as_json: JsonFlag = False,
 ) -> None:
-    """One transaction: payload, mapping version, steps, dead letter, replays, business keys."""
+    """One transaction: payload, mapping version, steps, dead letter, replays, business keys,
+    and for a dead one the fix suggestions (``m3bng ops fix ID N`` prepares one)."""
     cli = _cli(ctx, as_json)
     with _api(cli) as api:
         tx = api.get(f"/transactions/{event_id}")
+        if fixes and tx.get("status") == "dead":
+            tx["fix_suggestions"] = api.get(f"/transactions/{event_id}/fix-suggestions")
     _emit(cli, tx, lambda: _print_tx(tx, calls=calls))
+
+
+def _print_fixes(found: dict[str, Any]) -> None:
+    cause = found.get("cause") or {}
+    typer.echo(f"fix suggestions (cause: {cause.get('kind')}; m3bng ops fix {found.get('event_id')} N):")
+    for item in found.get("suggestions") or []:
+        typer.echo(f"  {item['number']}. [{item['score']:.2f}] {item['title']}")
+        typer.echo(f"     why: {_cell(item.get('why'), 300)}")
+        for change in item.get("edit") or []:
+            typer.echo(f"     edit {change['path']}: {_cell(change['before'])} → {_cell(change['after'])}")
+        if item.get("action"):
+            typer.echo(f"     do: {_cell(item['action'], 400)}")
+    if not found.get("suggestions"):
+        typer.echo("  (none)")
+    for note in found.get("notes") or []:
+        typer.echo(f"  note: {note}")
 
 
 def _print_tx(tx: dict[str, Any], *, calls: bool) -> None:
@@ -441,6 +467,8 @@ def _print_tx(tx: dict[str, Any], *, calls: bool) -> None:
         )
     if tx.get("checkpoint"):
         typer.echo("checkpoint: " + json.dumps(tx["checkpoint"], ensure_ascii=False, default=str))
+    if tx.get("fix_suggestions"):
+        _print_fixes(tx["fix_suggestions"])
     if tx.get("purged_at"):
         typer.echo(f"payload: purged by retention at {_cell(tx['purged_at'])}")
         return
@@ -581,6 +609,55 @@ def replay(
             )
 
     _emit(cli, result, human)
+
+
+@ops_app.command()
+def fix(
+    ctx: typer.Context,
+    event_id: Annotated[int, typer.Argument(metavar="ID", help="Transaction (event) id.")],
+    number: Annotated[int, typer.Argument(metavar="N", help="The suggestion's number (tx show lists them).")],
+    do_replay: Annotated[
+        bool, typer.Option("--replay", help="After the dry run, replay with it (asks first unless --yes).")
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the audit log).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before replaying.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Prepare fix suggestion N as a dry run (the edited payload's diff); --replay sends it."""
+    cli = _cli(ctx, as_json)
+    with _api(cli) as api:
+        prepared = api.post(f"/transactions/{event_id}/fix-suggestions/{number}/prepare")
+        suggestion = prepared.get("suggestion") or {}
+        request = prepared.get("replay") or {}
+        body = dict(request.get("body") or {})
+        typer.echo(f"suggestion {number}: {suggestion.get('title')}", err=cli.json)
+        if suggestion.get("action"):
+            typer.echo(f"  do first: {suggestion['action']}", err=cli.json)
+        typer.echo(f"dry run: replay {prepared.get('mode')}, nothing replayed", err=cli.json)
+        for change in prepared.get("diff") or []:
+            typer.echo(
+                f"  {change.get('change')} {change.get('path')}: "
+                f"{_cell(change.get('before'))} → {_cell(change.get('after'))}",
+                err=cli.json,
+            )
+        if not do_replay:
+            _emit(cli, prepared, lambda: typer.echo(f"to replay: m3bng ops fix {event_id} {number} --replay"))
+            return
+        if "payload" in body and prepared.get("personal_data_masked"):
+            _fail("the payload is shown masked; replaying an edited payload needs an ops:admin token")
+        if not yes and not typer.confirm(f"replay transaction {event_id} with it?", err=True):
+            _fail("not replayed")
+        if reason:
+            body["reason"] = reason
+        result = api.post(request["path"].removeprefix("/api/v1"), body)
+    _emit(
+        cli,
+        result,
+        lambda: typer.echo(
+            f"replay {result.get('replay_id')}: transaction {result.get('event_id')} is "
+            f"{result.get('status')} again ({result.get('mode')})"
+        ),
+    )
 
 
 @ops_app.command()

@@ -21,6 +21,7 @@ import pytest
 
 from m3bng.cli.ops_client import resolve_token
 from m3bng.config import Settings
+from m3bng.connectors.bng.samples import sample
 from tests.conftest import LiveServer
 from tests.integration.ops.conftest import Ops
 from tests.support.ops import ADMIN, READ, REPLAY
@@ -263,3 +264,32 @@ async def test_instances_pause_and_filter(ops: Ops, cli: Callable[..., Any]) -> 
     assert (await cli(ADMIN, "resume", "instance", "default")).code == 0
     none = await cli(READ, "--json", "tx", "list", "--instance", "elsewhere")
     assert none.code == 0 and none.json()["items"] == [], none.stderr
+
+
+async def test_show_lists_fix_suggestions_and_fix_replays_one(ops: Ops, cli: Callable[..., Any]) -> None:
+    data = {**sample("order.created"), "OrderID": "SO-CLI-FIX"}
+    data["Lines"] = [{"SKU": "BIKE-10O", "Quantity": "1"}]
+    event = await ops.settle(await ops.send("order.created", data))
+    assert event.status == "dead"
+
+    shown = await cli(READ, "tx", "show", str(event.id))
+    assert shown.code == 0, shown.stderr
+    assert "fix suggestions (cause: missing_item" in shown.stdout
+    assert "1. [" in shown.stdout and "Use item BIKE-100" in shown.stdout
+    assert "edit data.Lines[0].SKU: BIKE-10O → BIKE-100" in shown.stdout
+
+    dry = await cli(ADMIN, "fix", str(event.id), "1")
+    assert dry.code == 0, dry.stderr
+    assert "dry run: replay from_start, nothing replayed" in dry.stdout
+    assert "changed data.Lines[0].SKU: BIKE-10O → BIKE-100" in dry.stdout
+    assert (await ops.settle(event.id)).status == "dead"
+
+    declined = await cli(ADMIN, "fix", str(event.id), "1", "--replay", stdin="n\n")
+    assert declined.code == 1 and "not replayed" in declined.stderr
+    masked = await cli(REPLAY, "fix", str(event.id), "1", "--replay", "--yes")
+    assert masked.code == 1 and "ops:admin" in masked.stderr
+
+    replayed = await cli(ADMIN, "fix", str(event.id), "1", "--replay", "--yes", "--reason", "SKU typo")
+    assert replayed.code == 0, replayed.stderr
+    assert f"transaction {event.id} is pending again (from_start)" in replayed.stdout
+    assert (await ops.settle(event.id)).status == "done"
