@@ -764,6 +764,7 @@
         ),
       ),
       tx.dead_letter ? deadLetterPanel(tx.dead_letter) : null,
+      tx.status === "dead" ? fixesPanel(tx) : null,
       stepsPanel(tx),
       h(
         "section",
@@ -793,6 +794,81 @@
         dl.failed_step_id ? field("failed step", h("button", { type: "button", class: "link", onclick: () => openStep(dl.failed_step_id) }, "step " + dl.failed_step_id)) : null,
       ),
     );
+  }
+
+  // Fix suggestions (docs/assist.md): worked out on request from the dead letter and M3, each
+  // with its reasons. "Use this" prepares it (a dry run: nothing is replayed) and fills the
+  // Actions form with the edited payload and the diff; ops confirm with the replay button.
+  function fixesPanel(tx) {
+    const body = h("div", {}, h("p", { class: "muted" }, "Looking for fixes (reads M3's item and customer lists)…"));
+    const panel = h("section", { class: "panel fixes", id: "fixes" }, h("h2", {}, "Fix suggestions"), body);
+    api("GET", `/transactions/${tx.id}/fix-suggestions`).then(
+      (found) => fill(body, fixesList(tx, found)),
+      (err) => fill(body, h("p", { class: "error" }, `Fix suggestions unavailable: ${err.message}`)),
+    );
+    return panel;
+  }
+
+  function fixesList(tx, found) {
+    const canUse = Boolean(me && me.can_replay);
+    const items = found.suggestions || [];
+    const cause = found.cause || {};
+    return h(
+      "div",
+      {},
+      h("p", { id: "fix-cause" }, "Cause: ", h("code", {}, cause.kind), cause.field ? [" · field ", h("code", {}, cause.field)] : "", cause.value ? [" · value ", h("code", {}, cause.value)] : ""),
+      items.length
+        ? h(
+            "ol",
+            { id: "fix-list", class: "fix-list" },
+            items.map((s) => {
+              const needsAdmin = s.edit.length > 0 && !me.sees_personal_data;
+              return h(
+                "li",
+                { class: "fix", "data-kind": s.kind },
+                h("div", { class: "fix-head" }, h("span", { class: "score", title: "score (1 = certain)" }, s.score.toFixed(2)), " ", h("strong", { class: "fix-title" }, s.title)),
+                h("div", { class: "fix-why muted" }, "Why: ", s.why),
+                s.edit.length ? h("div", { class: "fix-edit" }, s.edit.map((c) => h("span", { class: "chip" }, `${c.path}: ${c.before} → ${c.after}`))) : null,
+                s.action ? h("div", { class: "fix-action" }, s.action) : null,
+                canUse
+                  ? h("button", { type: "button", class: "secondary use-fix", disabled: needsAdmin, title: needsAdmin ? "The payload is shown masked; editing it needs a token with ops:admin." : null, onclick: () => useFix(tx, s) }, "Use this")
+                  : null,
+              );
+            }),
+          )
+        : h("p", { class: "muted" }, "No suggestion for this cause."),
+      (found.notes || []).map((n) => h("p", { class: "muted fix-note" }, n)),
+    );
+  }
+
+  async function useFix(tx, suggestion) {
+    clearMessages();
+    let prepared;
+    try {
+      prepared = await api("POST", `/transactions/${tx.id}/fix-suggestions/${suggestion.number}/prepare`);
+    } catch (err) {
+      showError(err, "Preparing the fix failed");
+      return;
+    }
+    const editor = $("payload-editor");
+    const toggle = $("edit-payload");
+    const reason = $("action-reason");
+    if (!editor || !toggle || !reason) return;
+    const edited = "payload" in prepared.replay.body;
+    toggle.checked = edited;
+    editor.hidden = !edited;
+    if (edited) editor.value = fmtJson(prepared.replay.body.payload);
+    reason.value = prepared.replay.body.reason;
+    const lines = (prepared.diff || []).map((c) => h("span", { class: "add" }, `${c.change} ${c.path}: ${JSON.stringify(c.before)} → ${JSON.stringify(c.after)}\n`));
+    const confirm = prepared.mode === "from_start" ? "Replay from start" : "Replay from failed step";
+    fill(
+      $("fix-prepared"),
+      h("p", { id: "fix-prepared-note" }, `Dry run of suggestion ${suggestion.number} (nothing replayed yet): ${lines.length ? lines.length + " change(s)" : "no payload change"}. Confirm with “${confirm}”.`),
+      lines.length ? h("pre", { id: "fix-diff", class: "json diff" }, lines) : null,
+    );
+    $("fix-prepared").hidden = false;
+    for (const id of ["replay-start", "replay-failed"]) $(id).classList.toggle("suggested", (id === "replay-start") === (prepared.mode === "from_start"));
+    $("actions").scrollIntoView({ block: "center" });
   }
 
   function openStep(stepId) {
@@ -929,6 +1005,7 @@
       { class: "panel actions", id: "actions" },
       h("h2", {}, "Actions"),
       h("label", { class: "grow" }, "Reason ", reason),
+      h("div", { id: "fix-prepared", class: "fix-prepared", hidden: true }),
       h("div", { class: "buttons" }, buttons),
       h(
         "label",
