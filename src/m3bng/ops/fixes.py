@@ -81,9 +81,10 @@ async def report_for(
     if detail is None:
         raise FixNotFound(f"transaction {event_id} does not exist")
     event, dead = detail.event, detail.dead_letter
-    if dead is None:
-        cause = fixes.Cause("none", message="the transaction has no dead letter")
-        return detail, fixes.Report(cause, [])
+    if dead is None or dead.resolved_at is not None:
+        # A resolved dead letter was replayed or discarded: its cause is history, not a task.
+        what = "no dead letter" if dead is None else f"no open dead letter ({dead.resolution})"
+        return detail, fixes.Report(fixes.Cause("none", message=f"the transaction has {what}"), [])
     cause = fixes.classify(dead.error_class, dead.error, _failed_step_error(detail))
     mapping = mapping_for(services.mappings, event.source, event.event_type)
     if cause.call and mapping is not None and cause.program is None:

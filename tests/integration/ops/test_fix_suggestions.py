@@ -83,6 +83,8 @@ async def test_mistyped_sku_suggests_the_item_and_the_prepared_payload_replays(o
     state = await ops.sim.state()
     [order] = [o for o in state["orders"].values() if o["head"].get("CUOR") == "SO-TYPO"]
     assert order["lines"][0]["ITNO"] == "BIKE-100"
+    settled = await suggestions(ops, event_id)  # the dead letter is resolved: nothing to fix
+    assert settled["cause"]["kind"] == "none" and "replayed" in settled["cause"]["message"]
 
 
 async def test_replay_dry_run_checks_and_writes_nothing(ops: Ops) -> None:
