@@ -54,6 +54,7 @@ _LOOKALIKE = {frozenset(pair) for pair in ("O0", "I1", "L1", "S5", "B8", "Z2")}
 # Lists M3 pages by key: (program, transaction, key field, what the rows are).
 ITEM_LIST = ("MMS200MI", "LstItmByItm", "ITNO")
 CUSTOMER_LIST = ("CRS610MI", "LstByNumber", "CUNO")
+CUSTOMER_BY_NAME = ("CRS610MI", "LstByName", "CUNM")  # rows told apart by CUNO
 
 Lister = Callable[[str, str, dict[str, str], int], Awaitable[list[dict[str, str]]]]
 FieldLength = Callable[[str, str, str], Awaitable[int | None]]
@@ -397,8 +398,13 @@ class Lookups:
         self.notes: list[str] = []
         self._cache: dict[tuple[str, str, str], list[dict[str, str]]] = {}
 
-    async def read(self, program: str, transaction: str, key: str, start: str) -> list[dict[str, str]]:
-        """Rows from ``start`` on in key order, at most ``max_records`` (a note says when cut)."""
+    async def read(
+        self, program: str, transaction: str, key: str, start: str, *, ident: str | None = None
+    ) -> list[dict[str, str]]:
+        """Rows from ``start`` on in key order, at most ``max_records`` (a note says when cut).
+
+        ``ident`` is the field that tells rows apart when the key does not (customers by name:
+        two customers may share one); it defaults to the key."""
         cache_key = (program, transaction, start)
         if cache_key in self._cache:
             return self._cache[cache_key]
@@ -409,7 +415,7 @@ class Lookups:
             return rows
         try:
             async with asyncio.timeout(self.budget):
-                await self._pages(program, transaction, key, start, rows)
+                await self._pages(program, transaction, key, ident or key, start, rows)
         except TimeoutError:
             self.notes.append(
                 f"{program}/{transaction}: stopped after {self.budget:g} s with {len(rows)} records read"
@@ -420,28 +426,26 @@ class Lookups:
         return rows
 
     async def _pages(
-        self, program: str, transaction: str, key: str, start: str, rows: list[dict[str, str]]
+        self, program: str, transaction: str, key: str, ident: str, start: str, rows: list[dict[str, str]]
     ) -> None:
         assert self.lister is not None
         seen: set[str] = set()
+        first = start
         while len(rows) < self.max_records:
             size = min(PAGE_SIZE, self.max_records - len(rows) + 1)
             page = await self.lister(program, transaction, {key: start} if start else {}, size)
-            fresh = [r for r in page if (r.get(key) or "").strip() not in seen]
+            fresh = [r for r in page if (r.get(ident) or "").strip() not in seen]
             for row in fresh:
-                seen.add((row.get(key) or "").strip())
+                seen.add((row.get(ident) or "").strip())
             rows.extend(fresh[: self.max_records - len(rows)])
             if len(page) < size or not fresh:
                 return
             start = (page[-1].get(key) or "").strip()  # M3 lists from this key on (inclusive)
+        where = f"{key} {first!r} on" if first else "the start"
         self.notes.append(
-            f"{program}/{transaction}: read the first {self.max_records} records from "
-            f"{key} {self._start_label(start)} (the cap); a candidate beyond them is not shown"
+            f"{program}/{transaction}: read {self.max_records} records (the cap) from {where}; "
+            "a candidate beyond them is not shown"
         )
-
-    @staticmethod
-    def _start_label(start: str) -> str:
-        return repr(start) if start else "the first"
 
 
 # -- payload helpers -----------------------------------------------------------------------------------
@@ -682,6 +686,16 @@ async def _missing_customer(cause: Cause, ctx: Context) -> list[Suggestion]:
         target = found[0] if found else None
     program, transaction, key = CUSTOMER_LIST
     rows = await ctx.lookups.read(program, transaction, key, "")
+    read = f"{program}/{transaction}"
+    name = (wanted.get("name") or "").strip()
+    if name:
+        # Beyond the capped read by number, the customers named like this one (M3 lists them
+        # from a name on): a large customer base still finds the name's neighbours.
+        by_name, _, name_key = CUSTOMER_BY_NAME
+        named = await ctx.lookups.read(by_name, "LstByName", name_key, name[:3], ident="CUNO")
+        known = {(r.get("CUNO") or "").strip() for r in rows}
+        rows = rows + [r for r in named if (r.get("CUNO") or "").strip() not in known]
+        read += " and CRS610MI/LstByName"
     out = []
     labels = {"MAIL": "e-mail", "PHNO": "phone", "CUNM": "name", "CUNO": "customer number"}
     for score, matched, row in rank_customers(wanted, rows):
@@ -693,7 +707,7 @@ async def _missing_customer(cause: Cause, ctx: Context) -> list[Suggestion]:
             Suggestion(
                 kind="use_customer",
                 title=f"Use customer {cuno} {(row.get('CUNM') or '').strip()}".strip(),
-                why="; ".join(reasons) + f"; read from M3 {program}/{transaction}",
+                why="; ".join(reasons) + f"; read from M3 {read}",
                 score=score,
                 edit=[Change(target, get_path(ctx.payload, target), cuno)] if target else [],
                 matched=matched,

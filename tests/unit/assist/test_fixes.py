@@ -51,7 +51,7 @@ class FakeM3:
         self.calls.append((program, transaction, dict(record), maxrecs))
         if self.fail:
             raise M3bngError("M3 unavailable")
-        key = {"MMS200MI": "ITNO", "CRS610MI": "CUNO"}[program]
+        key = {"LstItmByItm": "ITNO", "LstByNumber": "CUNO", "LstByName": "CUNM"}[transaction]
         rows = sorted(self.tables[(program, transaction)], key=lambda r: r[key])
         start = record.get(key, "")
         return [r for r in rows if r[key] >= start][:maxrecs]
@@ -69,7 +69,13 @@ def context(payload: Any, m3: FakeM3 | None, **extra: Any) -> fixes.Context:
 
 
 def m3() -> FakeM3:
-    return FakeM3({("MMS200MI", "LstItmByItm"): ITEMS, ("CRS610MI", "LstByNumber"): CUSTOMERS})
+    return FakeM3(
+        {
+            ("MMS200MI", "LstItmByItm"): ITEMS,
+            ("CRS610MI", "LstByNumber"): CUSTOMERS,
+            ("CRS610MI", "LstByName"): CUSTOMERS,
+        }
+    )
 
 
 # -- classification ---------------------------------------------------------------------------------
@@ -248,6 +254,19 @@ async def test_missing_customer_by_email_edits_the_customer_id() -> None:
     first = report.suggestions[0]
     assert first.kind == "use_customer" and first.edit == [fixes.Change("data.CustomerID", "C-77", "10001")]
     assert "e-mail identical (MAIL)" in first.why and "name" in first.why
+    assert "CRS610MI/LstByName" in first.why
+
+
+async def test_customers_beyond_the_capped_number_list_are_found_by_name() -> None:
+    many = [{"CUNO": f"{n:05d}", "CUNM": f"Filler {n}"} for n in range(30)]
+    named = [*many, {"CUNO": "99999", "CUNM": "Velo Sport AB", "MAIL": "a@velo.example"}]
+    fake = FakeM3({("CRS610MI", "LstByNumber"): named, ("CRS610MI", "LstByName"): named})
+    payload = order(CustomerID="C-9", Customer={"CompanyName": "Velo Sport AB", "Email": "a@velo.example"})
+    cause = fixes.Cause("missing_customer", field="CUNO", value="C-9")
+    report = await fixes.suggest(cause, context(payload, fake, max_records=10))
+    assert report.suggestions[0].title == "Use customer 99999 Velo Sport AB"
+    assert ("CRS610MI", "LstByName", {"CUNM": "Vel"}, 11) in fake.calls
+    assert any("LstByNumber" in note and "10 records" in note for note in report.notes)
     assert report.suggestions[-1].kind == "create_customer"
     assert "auto_create_customer is off" in report.suggestions[-1].why
 

@@ -123,6 +123,13 @@ def test_answers_carry_only_the_transactions_output_fields() -> None:
         execute(state, "OIS100MI", "Confirm", {"ORNO": head["ORNO"]})
 
 
+def test_customers_by_name_start_at_the_given_name() -> None:
+    state = fresh_state()
+    rows = execute(state, "CRS610MI", "LstByName", {"CUNM": "Fjord"}, maxrecs=2)
+    assert [row["CUNM"] for row in rows] == ["Fjord Cycles AS", "Nordic Bikes AB"]
+    assert list(rows[0]) == list(PROGRAMS["CRS610MI"]["LstByName"].outputs)
+
+
 def test_a_transaction_the_simulator_does_not_implement_says_so() -> None:
     with pytest.raises(MIError) as missing:
         execute(fresh_state(), "OIS100MI", "GetATP", {"ITNO": "BIKE-100", "WHLO": "100"})

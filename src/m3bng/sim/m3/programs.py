@@ -279,6 +279,15 @@ def crs610_list(state: State, r: Record) -> list[Record]:
     return [{"CONO": state.cono, **c} for _, c in _key_order(state.customers, r.get("CUNO", ""))]
 
 
+@handler("CRS610MI", "LstByName")
+def crs610_by_name(state: State, r: Record) -> list[Record]:
+    """Customers whose name (CUNM) is the given one or after it, in name order (then number):
+    a caller pages by the last name, as M3 lists page by key."""
+    start = r.get("CUNM", "")
+    rows = sorted((c.get("CUNM", ""), k, c) for k, c in state.customers.items() if c.get("CUNM", "") >= start)
+    return [{"CONO": state.cono, **c} for _, _, c in rows]
+
+
 @handler("CRS610MI", "LstBySearchKey")
 def crs610_by_search_key(state: State, r: Record) -> list[Record]:
     """Customers whose search key (ALCU) starts at the given one, in ALCU order."""
