@@ -676,7 +676,8 @@ def _customer_wanted(cause: Cause, ctx: Context) -> dict[str, str | None]:
 
 
 async def _missing_customer(cause: Cause, ctx: Context) -> list[Suggestion]:
-    if ctx.source != "bng":
+    # In a customer's own event CustomerID is the customer itself, not a reference to change.
+    if ctx.source != "bng" or ctx.event_type.startswith("customer."):
         return []
     data = _data(ctx)
     wanted = _customer_wanted(cause, ctx)

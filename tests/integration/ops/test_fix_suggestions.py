@@ -201,3 +201,13 @@ async def test_missing_customer_by_email_and_name(no_auto_create: Ops) -> None:
     masked = (await ops.replay.post(f"/api/v1/transactions/{event_id}/fix-suggestions/1/prepare")).json()
     assert masked["personal_data_masked"] is True
     assert masked["payload"]["data"]["Customer"]["Email"] != "anna.berg@velosport.example"
+
+
+async def test_m3_refusing_the_list_read_leaves_a_note(ops: Ops) -> None:
+    data = {**sample("order.created"), "OrderID": "SO-M3ERR", "Lines": [{"SKU": "BIKE-10O", "Quantity": "1"}]}
+    event_id = await dead(ops, data)
+    await ops.sim.faults(programs=["MMS200MI/LstItmByItm"], error_rate=1.0)
+    found = await suggestions(ops, event_id)
+    await ops.sim.faults()
+    assert [s["kind"] for s in found["suggestions"]] == ["create_item"]
+    assert found["notes"] and "MMS200MI/LstItmByItm" in found["notes"][0]
