@@ -146,7 +146,7 @@ async def prepare_fix(
     preview = result.preview
     body: dict[str, Any] = {
         "mode": preview.mode,
-        "reason": f"fix suggestion {number}: {result.suggestion.title}",
+        "reason": f"fix suggestion {number}: {result.suggestion.title}"[:1000],  # the replay's limit
     }
     if result.suggestion.edit:
         body["payload"] = shown(preview.payload)
