@@ -47,6 +47,8 @@ PAGE_SIZE = 200
 LOOKUP_BUDGET = 10.0  # seconds for all of one request's M3 reads
 MAX_CANDIDATES = 5
 MIN_SCORE = 0.5
+BLOCKED_STATUS = 50  # item status from which M3 refuses new order lines
+BLOCKED_FACTOR = 0.6
 # Characters typed for one another (O for 0, l for 1): half an edit, so BIKE-10O is nearer
 # BIKE-100 than BIKE-200 is.
 _LOOKALIKE = {frozenset(pair) for pair in ("O0", "I1", "L1", "S5", "B8", "Z2")}
@@ -320,7 +322,7 @@ def rank_items(
     ranked = []
     for row in rows:
         itno = (row.get("ITNO") or "").strip()
-        if not itno or _key(itno) == _key(sku):
+        if not itno or itno.upper() == sku.strip().upper():  # the refused number itself
             continue
         matched = {"ITNO": round(number_similarity(sku, itno), 3)}
         score = matched["ITNO"]
@@ -331,10 +333,19 @@ def rank_items(
             )
             matched["ITDS"] = round(desc, 3)
             score = 0.7 * score + 0.3 * desc if desc else score
+        if blocked(row):
+            score *= BLOCKED_FACTOR  # offered last: M3 would refuse it on the order line
         if score >= MIN_SCORE:
             ranked.append((round(score, 3), matched, row))
     ranked.sort(key=lambda r: (-r[0], r[2].get("ITNO") or ""))
     return ranked[:MAX_CANDIDATES]
+
+
+def blocked(row: Mapping[str, str]) -> bool:
+    """An item whose status (STAT 50 and above: being phased out, blocked, deleted) M3 refuses
+    on new order lines."""
+    status = (row.get("STAT") or "").strip()
+    return status.isdigit() and int(status) >= BLOCKED_STATUS
 
 
 def rank_customers(
@@ -373,7 +384,7 @@ def rank_customers(
             if similarity >= MIN_SCORE:
                 matched["CUNO"] = similarity
                 scores.append(0.8 * similarity)
-        if not scores or _key(cuno) == _key(number):
+        if not scores or cuno.upper() == number.strip().upper():  # the refused number itself
             continue
         # Several fields agreeing add a little: two strong matches beat one.
         score = min(1.0, max(scores) + 0.05 * (len(scores) - 1))
@@ -632,6 +643,10 @@ async def _missing_item(cause: Cause, ctx: Context) -> list[Suggestion]:
         ]
         if matched.get("ITDS"):
             reasons.append(f"description shares {matched['ITDS']:.0%} of its words with the line's")
+        if blocked(row):
+            reasons.append(
+                f"but its status {row['STAT'].strip()} blocks it on orders (score × {BLOCKED_FACTOR})"
+            )
         status = (row.get("STAT") or "").strip()
         label = f"{itno} {(row.get('ITDS') or '').strip()}".strip()
         out.append(

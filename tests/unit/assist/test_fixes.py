@@ -186,6 +186,16 @@ def test_items_rank_by_number_then_description() -> None:
     assert with_description[0][1]["ITDS"] == 1.0
 
 
+def test_separators_and_case_alone_still_make_a_candidate_and_blocked_items_come_last() -> None:
+    rows = [*ITEMS, {"ITNO": "BIKE-1OO", "ITDS": "Old city bike", "STAT": "90"}]
+    ranked = fixes.rank_items("bike 100", rows)
+    assert ranked[0][2]["ITNO"] == "BIKE-100" and ranked[0][0] == 1.0
+    # BIKE-1OO is as near BIKE-10O as BIKE-100 is, but status 90: after the active BIKE-200
+    typo = fixes.rank_items("BIKE-10O", rows)
+    assert [row["ITNO"] for _, _, row in typo] == ["BIKE-100", "BIKE-200", "BIKE-1OO"]
+    assert fixes.blocked(rows[-1]) and not fixes.blocked(ITEMS[0])
+
+
 def test_customers_rank_by_email_phone_name_number() -> None:
     by_email = fixes.rank_customers({"email": "ORDERS@nordicbikes.example", "number": "C-77"}, CUSTOMERS)
     assert by_email[0][2]["CUNO"] == "10001" and by_email[0][1]["MAIL"] == 1.0 and by_email[0][0] == 1.0
