@@ -35,6 +35,7 @@ from m3bng.connectors.m3.metadata import FieldSpec
 from m3bng.mapping.schema import CallSpec, MappingSpec
 
 GOOD_SCORE = 0.35  # below this a candidate is shown but not counted as a good one
+DRAFT_SCORE = 0.5  # a draft mapping takes only candidates this good
 TOP = 3
 MAX_PATHS = 400
 NUMBER_PATH = "_number"
@@ -109,6 +110,8 @@ class Candidate:
     reasons: list[str]
     rule: dict[str, Any]  # the rule to write (schema.FieldRule, as the YAML writes it)
     example: str = ""
+    in_sample: bool = True
+    raw: float = dataclasses.field(default=0.0, repr=False)  # the order before 0..1 is enforced
 
 
 @dataclass
@@ -380,8 +383,8 @@ def score(
     use_points, use_reasons = _use_score(spec.name, source.path, pairs)
     points += use_points
     reasons += use_reasons
-    if not source.in_sample:
-        points -= 0.2
+    if not source.in_sample:  # a hint from another flow's mapping, never a good candidate alone
+        points = min(points - 0.2, GOOD_SCORE - 0.05)
         reasons.append("not in this sample")
     if for_each and source.path.startswith(LINE_PREFIX):
         points += 0.1
@@ -393,7 +396,8 @@ def score(
     rule = {"from": source.path, **conversion}
     if spec.mandatory:
         rule["required"] = True  # a missing value is then a clean data error, not M3's refusal
-    return Candidate(source.path, round(max(0.0, min(1.0, points)), 3), reasons, rule, _example(source.value))
+    shown = round(max(0.0, min(1.0, points)), 3)
+    return Candidate(source.path, shown, reasons, rule, _example(source.value), source.in_sample, points)
 
 
 def suggest(
@@ -429,7 +433,7 @@ def suggest(
                 score(spec, s, pairs, for_each=for_each is not None)
                 for s in {s.path: s for s in sources}.values()
             ),
-            key=lambda c: (-c.score, c.path),
+            key=lambda c: (-c.raw, c.path),
         )
         out.append(FieldSuggestion(spec, [c for c in scored[:top] if c.score > 0]))
     out.sort(key=lambda s: (not s.field.mandatory, -(s.candidates[0].score if s.candidates else 0.0)))
@@ -457,7 +461,13 @@ def rule_yaml(rule: Mapping[str, Any]) -> str:
 
 
 def draft_mapping(
-    suggestions: Suggestions, *, flow: str, trigger: Sequence[str], call: str, for_each: str | None = None
+    suggestions: Suggestions,
+    *,
+    flow: str,
+    trigger: Sequence[str],
+    call: str,
+    for_each: str | None = None,
+    source: str | None = None,
 ) -> str:
     """A mapping YAML with one call filled by each field's best candidate, the reasons beside
     each rule and the mandatory fields nobody fills as comments: a draft to review, never to
@@ -470,6 +480,7 @@ def draft_mapping(
         f"description: {json.dumps(f'draft: {suggestions.program}/{suggestions.transaction}')}",
         f"trigger: [{', '.join(_yaml_scalar(t) for t in trigger)}]",
         "target: m3",
+        *([f"source: {source}"] if source else []),
         "calls:",
         f"  {call}:",
         f"    program: {suggestions.program}",
@@ -478,10 +489,17 @@ def draft_mapping(
     if for_each is not None:
         lines.append(f"    for_each: {json.dumps(for_each)}")
     lines.append("    fields:")
+    # Each path fills at most one field in a draft, the one it fits best, and only above
+    # DRAFT_SCORE: a draft of every weak guess is more work to review than an empty one.
+    owner: dict[str, tuple[float, str]] = {}
+    for item in suggestions.fields:
+        best = item.best
+        if best is not None and best.score >= DRAFT_SCORE and best.raw > owner.get(best.path, (-1.0, ""))[0]:
+            owner[best.path] = (best.raw, item.field.name)
     filled = 0
     for item in suggestions.fields:
         best = item.best
-        if best is None:
+        if best is None or owner.get(best.path, (0.0, ""))[1] != item.field.name:
             continue
         filled += 1
         why = "; ".join(best.reasons).replace("\n", " ")
@@ -490,4 +508,36 @@ def draft_mapping(
         lines[-1] = "    fields: {}"
     for spec in suggestions.missing_mandatory:
         lines.append(f"      # {spec.name} ({spec.description}): mandatory in M3, no path of the sample fits")
+    return "\n".join(lines) + "\n"
+
+
+# -- the ranked table -------------------------------------------------------------------------------
+
+
+def table(suggestions: Suggestions) -> str:
+    """The suggestions as ``m3bng mappings suggest`` prints them: per field its M3 shape, then
+    the ranked paths with score, rule and reasons; the uncovered mandatory fields last."""
+    good = sum(1 for s in suggestions.fields if s.best is not None)
+    lines = [
+        f"{suggestions.program}/{suggestions.transaction}: {len(suggestions.fields)} input fields, "
+        f"{good} with a good candidate (score ≥ {GOOD_SCORE})",
+    ]
+    for item in suggestions.fields:
+        spec = item.field
+        shape = f"{spec.type}{spec.length or ''}"
+        flag = "  mandatory" if spec.mandatory else ""
+        lines.append("")
+        lines.append(f"{spec.name:<6} {shape:<4} {spec.description}{flag}")
+        if not item.candidates:
+            lines.append("       no path of the sample fits")
+        for rank, c in enumerate(item.candidates, 1):
+            example = f"  = {c.example}" if c.example else ""
+            lines.append(f"  {rank}. {c.path:<28} {c.score:.2f}  {rule_yaml(c.rule)}{example}")
+            lines.append(f"       {'; '.join(c.reasons)}")
+    missing = suggestions.missing_mandatory
+    if missing:
+        lines.append("")
+        lines.append(
+            "Mandatory in M3, no good candidate: " + ", ".join(f"{s.name} ({s.description})" for s in missing)
+        )
     return "\n".join(lines) + "\n"

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from m3bng.instances import Instances
 
     Sessions = async_sessionmaker[AsyncSession]
+    from m3bng.connectors.m3.metadata import FieldSpec
     from m3bng.mapping import Mapping
     from m3bng.mapping.schema import BngCallSpec, CallSpec
     from m3bng.runtime import Runtime
@@ -763,6 +764,111 @@ def mappings_preview(
         else:
             query = "&".join(f"{k}={v}" for k, v in preview.record.items())
             typer.echo(f"{preview.name:>18}  GET /v2/execute/{preview.operation}?{query}")
+
+
+def _sample_data(sample: str, settings: Settings) -> tuple[dict[str, Any], str | None, str | None]:
+    """A sample's data and its event type when it names one: a JSON file (a webhook body or its
+    data), a BOD (XML: its type, e.g. SyncItemMaster), or a shipped sample (``order.created``);
+    and ``ion`` when it is a BOD (the draft's ``source``)."""
+    import json
+
+    from m3bng.connectors.bng.samples import event_types
+    from m3bng.connectors.bng.samples import sample as shipped
+
+    if not Path(sample).exists() and sample in event_types():
+        return shipped(sample), sample, None
+    raw = _read_file(sample, "sample file")
+    if raw.lstrip().startswith(b"<"):
+        from m3bng.connectors.ion.bod import BodError, parse_bod
+
+        try:
+            bod = parse_bod(raw, max_bytes=settings.ion_max_bod_bytes)
+        except BodError as exc:
+            _fail(f"not a BOD m3bng accepts: {exc}", exc)
+        return dict(bod.data), bod.bod_type, "ion"
+    try:
+        payload = json.loads(raw)
+    except ValueError as exc:
+        _fail(f"sample file {sample!r} is neither JSON nor a BOD (XML): {exc}", exc)
+    if not isinstance(payload, dict) or not isinstance(payload.get("data", payload), dict):
+        _fail(f"sample file {sample!r}: a JSON object (a webhook body or its data)")
+    event_type = payload.get("type") if isinstance(payload.get("type"), str) else None
+    return payload.get("data", payload), event_type, None
+
+
+async def _m3_fields(settings: Settings, program: str, transaction: str) -> dict[str, FieldSpec] | None:
+    """The transaction's input fields in the tenant's metadata (the store's cache, else
+    MRS001MI); None when M3 is not configured."""
+    from m3bng.store import migrate
+    from m3bng.store.db import create_engine
+
+    engine = create_engine(settings)
+    try:
+        if settings.should_migrate_on_start:  # metadata is cached in the store
+            await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+    async with _connected(settings) as (_sessions, connectors):
+        if connectors.m3_metadata is None:
+            return None
+        return dict(await connectors.m3_metadata.fields(program, transaction, "I"))
+
+
+@mappings_app.command("suggest")
+def mappings_suggest(
+    program: Annotated[str, typer.Option(help="MI program, e.g. OIS100MI")],
+    transaction: Annotated[str, typer.Option(help="MI transaction, e.g. AddBatchHead")],
+    sample: Annotated[
+        str,
+        typer.Option(
+            help="A payload: JSON file (webhook body or its data), BOD (XML), or a shipped "
+            "sample's event type (order.created)"
+        ),
+    ],
+    for_each: Annotated[
+        str | None, typer.Option(help="The call is made per element of this list (e.g. Lines)")
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, max=10, help="Candidates shown per field")] = 3,
+    write: Annotated[
+        Path | None, typer.Option(help="Write a draft mapping (YAML) with each field's best candidate")
+    ] = None,
+    flow: Annotated[str, typer.Option(help="The draft's flow name")] = "draft",
+    call: Annotated[str, typer.Option(help="The draft's call name")] = "call",
+    trigger: Annotated[
+        str | None, typer.Option(help="The draft's trigger (default: the sample's event type)")
+    ] = None,
+) -> None:
+    """Rank, for every input field of an M3 transaction, the sample's paths most likely to fill
+    it, with the reasons and the conversion; optionally write a draft mapping. Sends nothing
+    but the metadata read (MRS001MI, cached)."""
+    from m3bng.assist import suggest as assist
+
+    settings = _settings()
+    data, event_type, source = _sample_data(sample, settings)
+    try:
+        with _store_errors(settings):
+            specs = asyncio.run(_m3_fields(settings, program, transaction))
+    except M3bngError as exc:
+        _fail(str(exc), exc)
+    if specs is None:
+        _fail("M3 is not configured: the suggestions need the transaction's field list (MRS001MI)")
+    if not specs:
+        _fail(f"M3 lists no input fields for {program}/{transaction}")
+    pairs = assist.used_pairs(m.spec for m in _load_mappings(settings).values())
+    found = assist.suggest(program, transaction, specs, data, for_each=for_each, pairs=pairs, top=top)
+    typer.echo(assist.table(found), nl=False)
+    if write is not None:
+        chosen = trigger or event_type
+        if chosen is None:
+            _fail("--write needs --trigger: the sample does not say its event type")
+        text = assist.draft_mapping(
+            found, flow=flow, trigger=[chosen], call=call, for_each=for_each, source=source
+        )
+        try:
+            write.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            _fail(f"cannot write {str(write)!r}: {exc.strerror or exc}", exc)
+        typer.echo(f"draft mapping written to {write}: review it, then `m3bng mappings check`")
 
 
 def _operation(call: CallSpec | BngCallSpec) -> str:
