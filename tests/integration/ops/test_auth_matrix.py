@@ -66,6 +66,7 @@ REQUIRED: dict[tuple[str, str], Scope] = {
     ("POST", "/mappings/{}/fields"): READ,
     ("POST", "/mappings/{}/preview"): READ,
     ("POST", "/mappings/{}/paths"): READ,
+    ("POST", "/mappings/{}/suggestions"): READ,
     ("GET", "/mappings/m3-fields/{}/{}"): READ,
     ("GET", "/mappings/{}/replay-candidates"): READ,
     ("POST", "/mappings/{}/replay-candidates"): REPLAY,

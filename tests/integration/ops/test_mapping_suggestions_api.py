@@ -1,0 +1,78 @@
+"""``POST /api/v1/mappings/{flow}/suggestions`` against the real app and the M3 simulator's
+metadata: a field the working copy leaves empty is suggested with its reasons, and accepting
+the suggestion is the ordinary form edit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from m3bng.connectors.bng.samples import sample
+from tests.integration.ops.conftest import Ops
+
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+URL = "/api/v1/mappings/order_to_cash"
+
+
+def field_of(body: dict[str, Any], name: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [f for f in body["fields"] if f["field"]["name"] == name]
+    assert len(found) == 1, name
+    return found[0]
+
+
+async def test_an_empty_field_is_suggested_and_accepted_by_a_form_edit(ops: Ops) -> None:
+    text = str((await ops.read.get(f"{URL}/versions/1")).json()["text"])
+    removed = await ops.admin.post(
+        f"{URL}/edit", json={"text": text, "call": "head", "field": "CUCD", "remove": True}
+    )
+    assert removed.status_code == 200, removed.text
+    working = removed.json()["text"]
+
+    response = await ops.read.post(f"{URL}/suggestions", json={"text": working, "call": "head"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["operation"], body["metadata"], body["input"]["kind"]) == (
+        "OIS100MI/AddBatchHead",
+        "tenant",
+        "shipped_sample",
+    )
+    names = [f["field"]["name"] for f in body["fields"]]
+    assert "ORDT" not in names and "CONO" not in names  # filled already; the connection's
+    cucd = field_of(body, "CUCD")
+    best = cucd["candidates"][0]
+    assert cucd["good"] and best["path"] == "Currency" and best["example"] == "SEK"
+    assert any("currency" in r for r in best["reasons"])
+    assert best["in_sample"] is True
+
+    accepted = await ops.admin.post(
+        f"{URL}/edit", json={"text": working, "call": "head", "field": "CUCD", "rule": best["rule"]}
+    )
+    assert accepted.status_code == 200, accepted.text
+    table = (await ops.read.post(f"{URL}/fields", json={"text": accepted.json()["text"]})).json()
+    [head] = [c for c in table["calls"] if c["call"] == "head"]
+    [row] = [f for f in head["fields"] if f["field"] == "CUCD"]
+    assert row["path"] == "Currency"
+
+
+async def test_a_pasted_sample_a_call_per_line_and_refusals(ops: Ops) -> None:
+    order = {**sample("order.created"), "Lines": [{"Article": "BIKE-9", "Qty": "4"}]}
+    response = await ops.read.post(f"{URL}/suggestions", json={"call": "find_batch", "sample": order})
+    assert response.status_code == 200, response.text
+
+    text = str((await ops.read.get(f"{URL}/versions/1")).json()["text"])
+    for field in ("ITNO", "ORQT"):
+        text = (
+            await ops.admin.post(
+                f"{URL}/edit", json={"text": text, "call": "line", "field": field, "remove": True}
+            )
+        ).json()["text"]
+    response = await ops.read.post(f"{URL}/suggestions", json={"text": text, "call": "line", "sample": order})
+    body = response.json()
+    assert field_of(body, "ITNO")["candidates"][0]["path"] == "_line.Article"
+    assert field_of(body, "ORQT")["candidates"][0]["rule"] == {"from": "_line.Qty", "type": "decimal"}
+
+    unknown = await ops.read.post(f"{URL}/suggestions", json={"call": "nope"})
+    assert unknown.status_code == 422
+    assert "suggestions are for M3 calls" in unknown.text
