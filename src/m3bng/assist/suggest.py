@@ -68,7 +68,7 @@ _CONCEPTS: dict[str, tuple[str, ...]] = {
     "payment": ("payment", "pay"),
     "status": ("status",),
     "state": ("state", "province", "region"),
-    "date": ("date", "day", "at", "time", "timestamp"),
+    "date": ("date", "day", "time", "timestamp"),
     "delivery": ("delivery", "ship", "shipping", "dispatch", "requested"),
     "invoice": ("invoice", "bill"),
     "order": ("order", "ordered"),
@@ -78,6 +78,7 @@ _CONCEPT_OF = {word: concept for concept, words in _CONCEPTS.items() for word in
 _SPLIT_WORDS = sorted({w for ws in _CONCEPTS.values() for w in ws if len(w) >= 3}, key=len, reverse=True)
 # Words that say little on their own: they count, but less.
 _WEAK = {"id": 0.6, "order": 0.6, "customer": 0.5, "supplier": 0.5, "date": 0.5, "line": 0.5, "code": 0.3}
+_STOP = {"a", "an", "at", "by", "for", "in", "of", "on", "the", "to", "and", "or", "-"}
 _DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%d.%m.%Y", "%m/%d/%Y")
 _ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 _NUMBER = re.compile(r"^-?\d+([.,]\d+)?$")
@@ -216,7 +217,7 @@ def _path_words(path: str) -> tuple[list[str], list[str]]:
 
 
 def _word_score(spec: FieldSpec, path: str) -> tuple[float, list[str]]:
-    wanted = [w for w in words(spec.description) if w not in ("a", "of", "the", "to")]
+    wanted = [w for w in words(spec.description) if w not in _STOP]
     if not wanted:
         wanted = words(spec.name)
     leaf, parents = _path_words(path)
