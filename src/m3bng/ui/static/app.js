@@ -1228,6 +1228,7 @@
               )
             : null,
           work && c.target === "m3" ? fieldSearch(work, c) : null,
+          work && c.target === "m3" ? suggestionsPanel(work, c) : null,
         ),
       ),
     );
@@ -1263,6 +1264,55 @@
       }
     }
     return h("form", { class: "toolbar add-field", onsubmit: run }, input, h("button", { type: "submit", class: "secondary small" }, "Search"), results);
+  }
+
+  // Suggestions for a call's empty fields: the payload paths most likely to fill each, with
+  // the score and the reasons (words, value shape, pairs the installation already uses). Each
+  // "Accept" is the form edit a person would have made; the list stays (in work.suggested) and
+  // loses the accepted field when the table is drawn again.
+  function suggestionsPanel(work, call) {
+    work.suggested = work.suggested || {};
+    const problems = h("div", { class: "form-error suggest-error", role: "alert", hidden: true });
+    const list = h("ul", { class: "suggestions" });
+    const found = work.suggested[call.call];
+    async function run() {
+      const chosen = $("preview-input") ? $("preview-input").value : "";
+      try {
+        work.suggested[call.call] = await api("POST", `/mappings/${encodeURIComponent(work.flow)}/suggestions`, { text: work.text, call: call.call, ...(chosen ? { event_id: Number(chosen) } : {}) });
+        work.rerender();
+      } catch (err) {
+        showProblems(problems, "No suggestions: ", err);
+      }
+    }
+    function accept(field, candidate) {
+      applyEdit(work, { call: call.call, field: field.name, rule: candidate.rule }, `${call.call}.${field.name} filled from ${candidate.path} (suggested)`, problems);
+    }
+    if (found) {
+      const filled = new Set(call.fields.map((f) => f.field));
+      const open = found.fields.filter((f) => !filled.has(f.field.name));
+      const shown = open.filter((f) => f.good || f.field.mandatory);
+      const where = found.input.kind === "event" ? `transaction ${found.input.event_id}` : `the ${found.input.kind === "sample" ? "pasted" : "shipped"} sample`;
+      fill(list,
+        found.metadata !== "tenant" ? h("li", { class: "muted" }, found.metadata) : h("li", { class: "muted" }, `Suggestions for ${call.operation} from ${where}: ${shown.length} of ${open.length} empty fields have a good candidate or are mandatory`),
+        shown.map((f) => {
+          const [best, ...others] = f.candidates;
+          return h("li", { class: "suggestion", "data-field": f.field.name },
+            h("code", {}, f.field.name), " ", f.field.description, " ", h("span", { class: "muted" }, `${f.field.type}${f.field.length || ""}${f.field.mandatory ? " · mandatory" : ""}`),
+            best && f.good
+              ? h("span", {}, " ← ", h("code", { class: "suggested-path" }, best.path), " ", h("span", { class: "badge score" }, best.score.toFixed(2)), " ",
+                  h("button", { type: "button", class: "small accept-suggestion", onclick: () => accept(f.field, best) }, "Accept"),
+                  h("div", { class: "muted reasons" }, best.reasons.join("; ")),
+                  others.length ? h("div", { class: "muted reasons" }, "or: ", others.map((o) => [" ", h("button", { type: "button", class: "pick accept-other", "data-path": o.path, title: o.reasons.join("; "), onclick: () => accept(f.field, o) }, `${o.path} (${o.score.toFixed(2)})`)])) : null)
+              : h("span", { class: "warn" }, " no path of the payload fits: a var, a value or a value the flow finds"),
+          );
+        }),
+      );
+    }
+    return h("div", { class: "suggest" },
+      h("button", { type: "button", class: "secondary small suggest-fields", onclick: run }, found ? "Suggest again" : "Suggest"),
+      problems,
+      list,
+    );
   }
 
   // One form edit sent to the server, which changes the one line in the working copy's YAML;
