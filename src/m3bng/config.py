@@ -186,6 +186,14 @@ class Settings(BaseSettings):
     otel_endpoint: str | None = None  # OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces
     otel_service_name: str = "m3bng"
 
+    # --- assist (docs/assist.md) -------------------------------------------------------------
+    # An OpenAI-compatible endpoint (its base URL, ending in /v1) that re-ranks and explains the
+    # mapping suggestions; None: off, the suggestions are the offline scorer's alone.
+    assist_llm_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    assist_llm_model: str = Field(default="default", min_length=1, max_length=200)
+    assist_llm_api_key: SecretStr | None = None
+    assist_llm_timeout: float = Field(default=20.0, gt=0, le=120)
+
     # --- logging -----------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -837,10 +837,14 @@ def mappings_suggest(
     trigger: Annotated[
         str | None, typer.Option(help="The draft's trigger (default: the sample's event type)")
     ] = None,
+    rerank: Annotated[
+        bool, typer.Option(help="Let the model of M3BNG_ASSIST_LLM_URL re-rank (when it is set)")
+    ] = True,
 ) -> None:
     """Rank, for every input field of an M3 transaction, the sample's paths most likely to fill
     it, with the reasons and the conversion; optionally write a draft mapping. Sends nothing
     but the metadata read (MRS001MI, cached)."""
+    from m3bng.assist import rerank as reranking
     from m3bng.assist import suggest as assist
 
     settings = _settings()
@@ -856,6 +860,9 @@ def mappings_suggest(
         _fail(f"M3 lists no input fields for {program}/{transaction}")
     pairs = assist.used_pairs(m.spec for m in _load_mappings(settings).values())
     found = assist.suggest(program, transaction, specs, data, for_each=for_each, pairs=pairs, top=top)
+    endpoint = reranking.endpoint_of(settings) if rerank else None
+    if endpoint is not None:
+        typer.echo(asyncio.run(reranking.rerank(found, data, endpoint)))
     typer.echo(assist.table(found), nl=False)
     if write is not None:
         chosen = trigger or event_type

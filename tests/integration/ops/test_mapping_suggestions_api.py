@@ -4,12 +4,18 @@ the suggestion is the ordinary form edit."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from m3bng.config import Settings
 from m3bng.connectors.bng.samples import sample
-from tests.integration.ops.conftest import Ops
+from tests.conftest import LiveServer
+from tests.integration.m3.conftest import SimHandle
+from tests.integration.ops.conftest import Ops, ops_settings, running_ops
+from tests.unit.assist.fake_model import fake_model
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -38,6 +44,7 @@ async def test_an_empty_field_is_suggested_and_accepted_by_a_form_edit(ops: Ops)
         "tenant",
         "shipped_sample",
     )
+    assert body["ranking"] == "offline"  # no model configured: the default
     names = [f["field"]["name"] for f in body["fields"]]
     assert "ORDT" not in names and "CONO" not in names  # filled already; the connection's
     cucd = field_of(body, "CUCD")
@@ -76,3 +83,23 @@ async def test_a_pasted_sample_a_call_per_line_and_refusals(ops: Ops) -> None:
     unknown = await ops.read.post(f"{URL}/suggestions", json={"call": "nope"})
     assert unknown.status_code == 422
     assert "suggestions are for M3 calls" in unknown.text
+
+
+async def test_a_configured_model_re_ranks_with_a_timeout(
+    m3_sim: SimHandle,
+    make_settings: Callable[..., Settings],
+    live_server: Callable[..., LiveServer],
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """M3BNG_ASSIST_LLM_URL set: the route asks the (fake, local) model and says so."""
+    with fake_model() as model:
+        model.answer = {"fields": {"NREF": {"order": ["OrderID", "CustomerID"], "why": "the order's own id"}}}
+        settings = ops_settings(make_settings, m3_sim, assist_llm_url=model.url, assist_llm_timeout=5)
+        async with running_ops(live_server(settings, run_workers=False), m3_sim, sessions) as ops:
+            response = await ops.read.post(f"{URL}/suggestions", json={"call": "head"})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["ranking"] == "re-ranked by default: 1 fields moved"
+        nref = field_of(body, "NREF")["candidates"][0]
+        assert nref["path"] == "OrderID" and nref["reasons"][-1] == "model: the order's own id"
+        assert len(model.requests) == 1

@@ -22,6 +22,7 @@ from m3bng.api.ops.mappings import (
     _payload,
     _tenant_fields,
 )
+from m3bng.assist import rerank
 from m3bng.assist import suggest as assist
 from m3bng.mapping.schema import CallSpec
 from m3bng.ops import mapping_studio as studio
@@ -59,6 +60,9 @@ class SuggestionsOut(BaseModel):
         description="fields the call does not fill, mandatory first, then by best score"
     )
     missing_mandatory: list[M3FieldOut] = Field(description="mandatory fields no path fits")
+    ranking: str = Field(
+        description="`offline`, or what the configured model did (or why the offline ranking stands)"
+    )
 
 
 @router.post(
@@ -88,6 +92,7 @@ async def suggestions(
         metadata=metadata,
         fields=[],
         missing_mandatory=[],
+        ranking="offline",
     )
     if specs is None:
         return out
@@ -102,6 +107,9 @@ async def suggestions(
         exclude=call.fields,
         top=body.top,
     )
+    endpoint = rerank.endpoint_of(runtime.settings)
+    if endpoint is not None:
+        out.ranking = await rerank.rerank(found, data, endpoint)
     out.fields = [
         FieldSuggestionOut(
             field=M3FieldOut.of(s.field),
