@@ -38,6 +38,7 @@ GOOD_SCORE = 0.35  # below this a candidate is shown but not counted as a good o
 DRAFT_SCORE = 0.5  # a draft mapping takes only candidates this good
 TOP = 3
 MAX_PATHS = 400
+MAX_DEPTH = 32  # deeper than any payload a mapping reads; a pasted sample may be anything
 NUMBER_PATH = "_number"
 LINE_PREFIX = "_line."
 
@@ -143,13 +144,13 @@ class Suggestions:
 _SIMPLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _walk(value: Any, path: str, out: list[SourcePath]) -> None:
-    if len(out) >= MAX_PATHS:
+def _walk(value: Any, path: str, out: list[SourcePath], depth: int = 0) -> None:
+    if len(out) >= MAX_PATHS or depth > MAX_DEPTH:
         return
     if isinstance(value, dict):
         for name, item in value.items():
             key = str(name) if _SIMPLE.match(str(name)) else '"' + str(name).replace('"', '\\"') + '"'
-            _walk(item, f"{path}.{key}" if path else key, out)
+            _walk(item, f"{path}.{key}" if path else key, out, depth + 1)
     elif isinstance(value, list):
         return  # a list is a for_each's business, not a field's value
     elif path:

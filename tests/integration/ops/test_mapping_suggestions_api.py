@@ -28,6 +28,17 @@ def field_of(body: dict[str, Any], name: str) -> dict[str, Any]:
     return found[0]
 
 
+async def without(ops: Ops, url: str, call: str, *fields: str) -> str:
+    """Version 1's text with ``fields`` of ``call`` removed by form edits."""
+    text = str((await ops.read.get(f"{url}/versions/1")).json()["text"])
+    for field in fields:
+        edit = {"text": text, "call": call, "field": field, "remove": True}
+        response = await ops.admin.post(f"{url}/edit", json=edit)
+        assert response.status_code == 200, response.text
+        text = str(response.json()["text"])
+    return text
+
+
 async def test_an_empty_field_is_suggested_and_accepted_by_a_form_edit(ops: Ops) -> None:
     text = str((await ops.read.get(f"{URL}/versions/1")).json()["text"])
     removed = await ops.admin.post(
@@ -68,13 +79,7 @@ async def test_a_pasted_sample_a_call_per_line_and_refusals(ops: Ops) -> None:
     response = await ops.read.post(f"{URL}/suggestions", json={"call": "find_batch", "sample": order})
     assert response.status_code == 200, response.text
 
-    text = str((await ops.read.get(f"{URL}/versions/1")).json()["text"])
-    for field in ("ITNO", "ORQT"):
-        text = (
-            await ops.admin.post(
-                f"{URL}/edit", json={"text": text, "call": "line", "field": field, "remove": True}
-            )
-        ).json()["text"]
+    text = await without(ops, URL, "line", "ITNO", "ORQT")
     response = await ops.read.post(f"{URL}/suggestions", json={"text": text, "call": "line", "sample": order})
     body = response.json()
     assert field_of(body, "ITNO")["candidates"][0]["path"] == "_line.Article"
@@ -103,3 +108,18 @@ async def test_a_configured_model_re_ranks_with_a_timeout(
         nref = field_of(body, "NREF")["candidates"][0]
         assert nref["path"] == "OrderID" and nref["reasons"][-1] == "model: the order's own id"
         assert len(model.requests) == 1
+
+
+async def test_examples_are_masked_for_callers_without_admin(ops: Ops) -> None:
+    url = "/api/v1/mappings/customer_sync"
+    text = await without(ops, url, "add", "MAIL", "CSCD")
+    asked = {"text": text, "call": "add"}
+    read = (await ops.read.post(f"{url}/suggestions", json=asked)).json()
+    admin = (await ops.admin.post(f"{url}/suggestions", json=asked)).json()
+    email = sample("customer.created")["Email"]
+    [read_mail, admin_mail] = [field_of(b, "MAIL")["candidates"][0] for b in (read, admin)]
+    assert read_mail["path"] == admin_mail["path"] == "Email"
+    assert admin_mail["example"] == email
+    assert read_mail["example"] != email and "***" in read_mail["example"]
+    # The country is no personal data: kept, as on the transaction pages.
+    assert field_of(read, "CSCD")["candidates"][0]["example"] == "SE"

@@ -133,3 +133,12 @@ def test_accuracy_on_the_shipped_mappings_reaches_the_goal() -> None:
     assert result.share(3) >= GOAL_TOP3
     assert result.share(1) >= 0.85
     assert measure(with_pairs=False).share(3) >= GOAL_TOP3
+
+
+def test_a_pasted_sample_of_any_depth_or_shape_is_read_without_failing() -> None:
+    deep: dict[str, object] = {"Name": "x"}
+    for _ in range(500):
+        deep = {"Inner": deep}
+    weird = {"a b": {"c.d": "1"}, "List": [1, 2], "Null": None, "Flag": True, "Deep": deep}
+    found = suggest("OIS100MI", "AddBatchHead", HEAD, weird)
+    assert [s.name for s in found.missing_mandatory] == ["ORDT", "FRBK"]

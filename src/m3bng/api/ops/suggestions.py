@@ -1,7 +1,8 @@
 """``POST /api/v1/mappings/{flow}/suggestions`` (``ops:read``): for one M3 call of a mapping,
 the payload paths most likely to fill each field it does not fill yet, with scores and reasons
-(``assist/suggest.py``). The studio lists them beside the call; accepting one is an ordinary
-form edit (``/mappings/{flow}/edit``, ``ops:admin``), so this route only reads.
+(``assist/suggest.py``); the examples' personal data is masked for callers without
+``ops:admin``. The studio lists them beside the call; accepting one is an ordinary form edit
+(``/mappings/{flow}/edit``, ``ops:admin``), so this route only reads.
 """
 
 from __future__ import annotations
@@ -26,8 +27,23 @@ from m3bng.assist import rerank
 from m3bng.assist import suggest as assist
 from m3bng.mapping.schema import CallSpec
 from m3bng.ops import mapping_studio as studio
+from m3bng.ops.masking import mask
 
 router = APIRouter(tags=["mappings"])
+
+
+def masked_example(path: str, example: str) -> str:
+    """A candidate's example as a caller without ``ops:admin`` may see it: the logs' and the
+    transaction pages' masking, by the key names along the path (``BillingAddress.Line1`` is an
+    address, ``BillingAddress.Country`` is kept) and by value (an e-mail anywhere)."""
+    names = [n.strip('"') for n in path.split(".")]
+    nested: Any = example
+    for name in reversed(names):
+        nested = {name: nested}
+    shown = mask(nested)
+    for name in names:
+        shown = shown[name]
+    return str(shown)
 
 
 class SuggestionsIn(PreviewIn):
@@ -118,5 +134,9 @@ async def suggestions(
         )
         for s in found.fields
     ]
+    if not caller.sees_personal_data:
+        for item in out.fields:
+            for candidate in item.candidates:
+                candidate.example = masked_example(candidate.path, candidate.example)
     out.missing_mandatory = [M3FieldOut.of(s) for s in found.missing_mandatory]
     return out
