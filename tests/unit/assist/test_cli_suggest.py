@@ -70,3 +70,21 @@ def test_a_draft_needs_a_trigger_when_the_sample_has_none(tmp_path: Path) -> Non
     )
     assert result.exit_code != 0
     assert "--write needs --trigger" in result.output
+
+
+def test_a_bod_as_the_sample(tmp_path: Path) -> None:
+    """An M3-bound mapping fed by ION: the BOD's data is the sample, its type the trigger."""
+    draft = tmp_path / "draft.yaml"
+    result = CliRunner().invoke(
+        app,
+        [
+            *("mappings", "suggest", "--program", "CRS610MI", "--transaction", "Add"),
+            *("--sample", str(REPO_ROOT / "tests/fixtures/bods/SyncCustomerPartyMaster.xml")),
+            *("--write", str(draft)),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "  1. Location.Address.PostalCode" in result.output
+    spec = MappingSpec.model_validate(yaml.safe_load(draft.read_text()))
+    assert (spec.trigger, spec.source) == (["SyncCustomerPartyMaster"], "ion")
+    assert spec.calls["call"].fields["TOWN"].from_ == "Location.Address.CityName"
