@@ -1,10 +1,11 @@
 """Mapping suggestions in the studio, in a real browser against the real app and the M3
 simulator's metadata: an admin asks for the head call's suggestions, sees a field it leaves
 empty with its best path and the reasons, accepts it, and finds it in the working copy's table
-and YAML (not saved: a draft is still a person's decision)."""
+and YAML (not saved: a draft is still a person's decision); a pasted payload is read next."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -48,4 +49,12 @@ async def test_admin_accepts_one_suggestion_into_the_working_copy(ops: Ops, page
     # Accepted: gone from the list, which stays for the next one.
     await expect(head.locator("li.suggestion[data-field=CUDT]")).to_have_count(0)
     await expect(head.locator("li.suggestion").first).to_be_visible()
+
+    # A pasted payload (the preview's) is what the next suggestions read.
+    pasted = {"OrderID": "SO-9", "OrderDate": "2026-11-24", "DeliveryDate": "2026-12-01", "Lines": []}
+    await page.fill("#preview-sample", json.dumps(pasted))
+    await head.locator("button.suggest-fields").click()
+    rldt = head.locator("li.suggestion[data-field=RLDT]")
+    await expect(rldt.locator(".suggested-path")).to_have_text("DeliveryDate")
+    await expect(head.locator(".suggestions li").first).to_contain_text("from the pasted sample")
     assert watch.errors == []

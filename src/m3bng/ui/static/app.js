@@ -1275,10 +1275,22 @@
     const problems = h("div", { class: "form-error suggest-error", role: "alert", hidden: true });
     const list = h("ul", { class: "suggestions" });
     const found = work.suggested[call.call];
+    // The payload the preview is set to: a pasted one, else the chosen transaction, else the
+    // shipped sample.
     async function run() {
       const chosen = $("preview-input") ? $("preview-input").value : "";
+      const pasted = $("preview-sample") ? $("preview-sample").value.trim() : "";
+      let input = chosen ? { event_id: Number(chosen) } : {};
+      if (pasted) {
+        try {
+          input = { sample: JSON.parse(pasted) };
+        } catch (err) {
+          showProblems(problems, "The pasted payload is not JSON: ", err);
+          return;
+        }
+      }
       try {
-        work.suggested[call.call] = await api("POST", `/mappings/${encodeURIComponent(work.flow)}/suggestions`, { text: work.text, call: call.call, ...(chosen ? { event_id: Number(chosen) } : {}) });
+        work.suggested[call.call] = await api("POST", `/mappings/${encodeURIComponent(work.flow)}/suggestions`, { text: work.text, call: call.call, ...input });
         work.rerender();
       } catch (err) {
         showProblems(problems, "No suggestions: ", err);
