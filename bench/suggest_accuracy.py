@@ -49,9 +49,17 @@ class Case:
 class Result:
     cases: list[Case] = field(default_factory=list)
 
-    def share(self, within: int) -> float:
-        hits = sum(1 for c in self.cases if c.rank is not None and c.rank <= within)
-        return hits / len(self.cases) if self.cases else 0.0
+    def share(self, within: int, *, distinct: bool = False) -> float:
+        """Hits within the first ``within``; ``distinct``: each (flow, field, path) once, as the
+        same field of a create and a change call (CRS610MI Add, ChgBasicData) counts twice
+        otherwise."""
+        cases = list({(c.flow, c.field, c.truth): c for c in self.cases}.values()) if distinct else self.cases
+        hits = sum(1 for c in cases if c.rank is not None and c.rank <= within)
+        return hits / len(cases) if cases else 0.0
+
+    @property
+    def distinct(self) -> int:
+        return len({(c.flow, c.field, c.truth) for c in self.cases})
 
 
 def field_specs(program: str, transaction: str) -> dict[str, FieldSpec]:
@@ -111,7 +119,9 @@ def report(verbose: bool = False) -> str:
         absent = sum(1 for c in result.cases if not c.in_sample)
         lines.append(
             f"{label}: {n} mapped fields ({absent} whose path is not in the sample): "
-            f"top-1 {result.share(1):.0%}, top-3 {result.share(3):.0%}"
+            f"top-1 {result.share(1):.0%}, top-3 {result.share(3):.0%}; "
+            f"{result.distinct} distinct (flow, field, path): "
+            f"top-1 {result.share(1, distinct=True):.0%}, top-3 {result.share(3, distinct=True):.0%}"
         )
         if verbose:
             for c in result.cases:

@@ -131,6 +131,7 @@ def test_accuracy_on_the_shipped_mappings_reaches_the_goal() -> None:
     result = measure()
     assert len(result.cases) >= 60
     assert result.share(3) >= GOAL_TOP3
+    assert result.share(3, distinct=True) >= GOAL_TOP3
     assert result.share(1) >= 0.85
     assert measure(with_pairs=False).share(3) >= GOAL_TOP3
 
