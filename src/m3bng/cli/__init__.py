@@ -844,6 +844,7 @@ def mappings_suggest(
     """Rank, for every input field of an M3 transaction, the sample's paths most likely to fill
     it, with the reasons and the conversion; optionally write a draft mapping. Sends nothing
     but the metadata read (MRS001MI, cached)."""
+    from m3bng.assist import render
     from m3bng.assist import rerank as reranking
     from m3bng.assist import suggest as assist
 
@@ -863,12 +864,12 @@ def mappings_suggest(
     endpoint = reranking.endpoint_of(settings) if rerank else None
     if endpoint is not None:
         typer.echo(asyncio.run(reranking.rerank(found, data, endpoint)))
-    typer.echo(assist.table(found), nl=False)
+    typer.echo(render.table(found), nl=False)
     if write is not None:
         chosen = trigger or event_type
         if chosen is None:
             _fail("--write needs --trigger: the sample does not say its event type")
-        text = assist.draft_mapping(
+        text = render.draft_mapping(
             found, flow=flow, trigger=[chosen], call=call, for_each=for_each, source=source
         )
         try:

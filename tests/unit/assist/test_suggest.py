@@ -6,11 +6,11 @@ from __future__ import annotations
 import yaml
 from bench.suggest_accuracy import GOAL_TOP3, measure
 
+from m3bng.assist.render import draft_mapping
 from m3bng.assist.suggest import (
     NUMBER_PATH,
     SourcePath,
     UsedPair,
-    draft_mapping,
     score,
     suggest,
     used_pairs,
