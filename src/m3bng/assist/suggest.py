@@ -384,16 +384,16 @@ def score(
     use_points, use_reasons = _use_score(spec.name, source.path, pairs)
     points += use_points
     reasons += use_reasons
-    if not source.in_sample:  # a hint from another flow's mapping, never a good candidate alone
-        points = min(points - 0.2, GOOD_SCORE - 0.05)
-        reasons.append("not in this sample")
     if for_each and source.path.startswith(LINE_PREFIX):
         points += 0.1
         reasons.append("a value of each element, as the call is made per element")
-    if source.path == NUMBER_PATH:
-        conversion = {"type": "int"}
-    elif word_points == 0 and use_points == 0:
+    if not source.in_sample:  # a hint from another flow's mapping, never a good candidate alone
+        points = min(points - 0.2, GOOD_SCORE - 0.05)
+        reasons.append("not in this sample")
+    if word_points == 0 and use_points == 0:
         points = 0.0  # a shape alone is no reason to fill a field: not listed
+    if source.path == NUMBER_PATH:
+        conversion = {"type": "int"}  # a position: 1, 2, …
     rule = {"from": source.path, **conversion}
     if spec.mandatory:
         rule["required"] = True  # a missing value is then a clean data error, not M3's refusal
@@ -436,6 +436,6 @@ def suggest(
             ),
             key=lambda c: (-c.raw, c.path),
         )
-        out.append(FieldSuggestion(spec, [c for c in scored[:top] if c.score > 0]))
+        out.append(FieldSuggestion(spec, [c for c in scored if c.score > 0][:top]))
     out.sort(key=lambda s: (not s.field.mandatory, -(s.candidates[0].score if s.candidates else 0.0)))
     return Suggestions(program, transaction, out)

@@ -143,3 +143,13 @@ def test_a_pasted_sample_of_any_depth_or_shape_is_read_without_failing() -> None
     weird = {"a b": {"c.d": "1"}, "List": [1, 2], "Null": None, "Flag": True, "Deep": deep}
     found = suggest("OIS100MI", "AddBatchHead", HEAD, weird)
     assert [s.name for s in found.missing_mandatory] == ["ORDT", "FRBK"]
+
+
+def test_a_path_only_another_flow_uses_stays_a_hint_even_per_element() -> None:
+    specs = {"WHLO": FieldSpec("WHLO", 3, "A", False, "Warehouse")}
+    pairs = [UsedPair("WHLO", "_line.Warehouse", "elsewhere", "OIS100MI/AddBatchLine")]
+    data = {"Lines": [{"SKU": "A"}]}
+    found = suggest("OIS100MI", "AddBatchLine", specs, data, for_each="Lines", pairs=pairs)
+    [hint] = found.fields[0].candidates
+    assert hint.path == "_line.Warehouse" and not hint.in_sample
+    assert hint.score < 0.35 and found.fields[0].best is None
