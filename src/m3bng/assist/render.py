@@ -52,13 +52,13 @@ def draft_mapping(
         f"# Draft written by `m3bng mappings suggest` for {suggestions.program}/{suggestions.transaction}:",
         "# every rule below is a suggestion with its score and reasons; review each one.",
         "version: 1",
-        f"flow: {flow}",
+        f"flow: {_yaml_scalar(flow)}",
         f"description: {json.dumps(f'draft: {suggestions.program}/{suggestions.transaction}')}",
         f"trigger: [{', '.join(_yaml_scalar(t) for t in trigger)}]",
         "target: m3",
         *([f"source: {source}"] if source else []),
         "calls:",
-        f"  {call}:",
+        f"  {_yaml_scalar(call)}:",
         f"    program: {suggestions.program}",
         f"    transaction: {suggestions.transaction}",
     ]
@@ -117,3 +117,20 @@ def table(suggestions: Suggestions) -> str:
             "Mandatory in M3, no good candidate: " + ", ".join(f"{s.name} ({s.description})" for s in missing)
         )
     return "\n".join(lines) + "\n"
+
+
+def draft_problem(text: str) -> str | None:
+    """Why a draft's text would not load as a mapping (a flow name the schema refuses), or None."""
+    import yaml
+    from pydantic import ValidationError
+
+    from m3bng.mapping.schema import MappingSpec
+
+    try:
+        MappingSpec.model_validate(yaml.safe_load(text))
+    except yaml.YAMLError as exc:
+        return str(exc).splitlines()[0]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return None

@@ -843,13 +843,16 @@ def mappings_suggest(
 ) -> None:
     """Rank, for every input field of an M3 transaction, the sample's paths most likely to fill
     it, with the reasons and the conversion; optionally write a draft mapping. Sends nothing
-    but the metadata read (MRS001MI, cached)."""
+    but the metadata read (MRS001MI, cached) and, when M3BNG_ASSIST_LLM_URL is set, the masked
+    sample to that model."""
     from m3bng.assist import render
     from m3bng.assist import rerank as reranking
     from m3bng.assist import suggest as assist
 
     settings = _settings()
     data, event_type, source = _sample_data(sample, settings)
+    if write is not None and (trigger or event_type) is None:
+        _fail("--write needs --trigger: the sample does not say its event type")
     try:
         with _store_errors(settings):
             specs = asyncio.run(_m3_fields(settings, program, transaction))
@@ -866,12 +869,13 @@ def mappings_suggest(
         typer.echo(asyncio.run(reranking.rerank(found, data, endpoint)))
     typer.echo(render.table(found), nl=False)
     if write is not None:
-        chosen = trigger or event_type
-        if chosen is None:
-            _fail("--write needs --trigger: the sample does not say its event type")
+        chosen = str(trigger or event_type)
         text = render.draft_mapping(
             found, flow=flow, trigger=[chosen], call=call, for_each=for_each, source=source
         )
+        problem = render.draft_problem(text)
+        if problem is not None:
+            _fail(f"the draft would not load ({problem}): check --flow, --call, --trigger")
         try:
             write.write_text(text, encoding="utf-8")
         except OSError as exc:

@@ -88,3 +88,17 @@ def test_a_bod_as_the_sample(tmp_path: Path) -> None:
     spec = MappingSpec.model_validate(yaml.safe_load(draft.read_text()))
     assert (spec.trigger, spec.source) == (["SyncCustomerPartyMaster"], "ion")
     assert spec.calls["call"].fields["TOWN"].from_ == "Location.Address.CityName"
+
+
+def test_a_draft_that_would_not_load_is_not_written(tmp_path: Path) -> None:
+    draft = tmp_path / "draft.yaml"
+    result = CliRunner().invoke(
+        app,
+        [
+            *("mappings", "suggest", "--program", "CRS610MI", "--transaction", "Add"),
+            *("--sample", "customer.created", "--write", str(draft), "--flow", "Not A Flow"),
+        ],
+    )
+    assert result.exit_code != 0
+    assert "the draft would not load (flow: String should match pattern" in result.output
+    assert not draft.exists()
