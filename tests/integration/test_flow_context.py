@@ -7,29 +7,45 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from m3bng.errors import TransientError
-from m3bng.flows.runtime import FlowContext
+from m3bng.flows.runtime import FlowContext, LeaseLost
 from m3bng.inbox.ingest import ingest_event
-from m3bng.store import events, queue, sql
-from m3bng.store.models import Event, Step
+from m3bng.store import documents, events, queue, sql
+from m3bng.store.models import CrossReference, DeadLetter, Event, EventKey, Step
 
 Sessions = async_sessionmaker[AsyncSession]
 
 
 class FlakyStore:
-    """The store's sessions, with the first ``failures`` transactions failing to start."""
+    """The store's sessions, with the first ``failures`` writes failing to start: transactions,
+    and on PostgreSQL the connections of the one-statement writes (store/fenced.py)."""
 
     def __init__(self, sessions: Sessions, failures: int) -> None:
         self.sessions, self.failures, self.begun = sessions, failures, 0
+        self.kw = {"bind": FlakyEngine(self, sessions.kw["bind"])}
 
-    def begin(self) -> AbstractAsyncContextManager[AsyncSession]:
+    def start(self) -> None:
         self.begun += 1
         if self.begun <= self.failures:
             raise ConnectionResetError("the database went away")
+
+    def begin(self) -> AbstractAsyncContextManager[AsyncSession]:
+        self.start()
         return self.sessions.begin()
+
+
+class FlakyEngine:
+    """The engine as ``FlakyStore`` hands it to a one-statement write."""
+
+    def __init__(self, store: FlakyStore, engine: AsyncEngine) -> None:
+        self.store, self.engine, self.dialect = store, engine, engine.dialect
+
+    def connect(self) -> AsyncConnection:
+        self.store.start()
+        return self.engine.connect()
 
 
 async def claimed_context(sessions: Sessions, store: FlakyStore) -> FlowContext:
@@ -102,3 +118,82 @@ def _row(ctx: FlowContext) -> dict[str, Any]:
         "duration_ms": 1.0,
         "started_at": sql.utcnow(),
     }
+
+
+async def test_a_write_after_the_lease_was_lost_changes_nothing_of_the_event_and_says_so(
+    sessions: Sessions,
+) -> None:
+    """The fence holds on either store path (a transaction, or on PostgreSQL one statement):
+    the event row, its keys and a dead letter are not written, what happened (a step, a link)
+    is stored anyway, and the write answers that the lease is gone."""
+    ctx = await claimed_context(sessions, FlakyStore(sessions, failures=0))
+    ctx.sessions = sessions
+    async with sessions.begin() as session:  # the lease ran out and another worker took it over
+        await session.execute(update(Event).where(Event.id == ctx.event.id).values(lease_owner="worker-b"))
+    async with ctx.step("lookup", target="m3", operation="CRS610MI/GetBasicData", request={}, flush=False):
+        pass
+    ctx.defer(documents.deferred_xref("order", "SO-1", "1000001"))
+    ctx.note(CUNO="10001")
+    with pytest.raises(LeaseLost):
+        await ctx.save_checkpoint("CUNO")
+    dead = queue.dead(reason="permanent_error", error_class="x", error="x", failed_step_id=None)
+    assert not await ctx.store_outcome(dead, {"so-1": "order_id"}, attempts=1, log_as="test")
+    async with sessions() as session:
+        event = (await session.execute(select(Event).where(Event.id == ctx.event.id))).scalar_one()
+        steps = list((await session.execute(select(Step).where(Step.event_id == ctx.event.id))).scalars())
+        keys = list(
+            (await session.execute(select(EventKey).where(EventKey.event_id == ctx.event.id))).scalars()
+        )
+        letters = list((await session.execute(select(DeadLetter))).scalars())
+        assert await documents.get_xref(session, "order", "SO-1") == "1000001"
+    assert (event.status, event.lease_owner, event.checkpoint) == ("processing", "worker-b", {})
+    assert [(s.name, s.status, s.request) for s in steps] == [("lookup", "ok", {})]
+    assert keys == [] and letters == []
+
+
+async def test_an_outcome_is_stored_whole_with_what_rode_along(sessions: Sessions) -> None:
+    """A dead letter with the event's attempts, the event's keys, a moved link and a refunded
+    attempt: the same rows on either store path."""
+    ctx = await claimed_context(sessions, FlakyStore(sessions, failures=0))
+    ctx.sessions = sessions
+    async with sessions.begin() as session:  # both ids taken by other links: the link moves
+        await documents.put_xref(session, "order", "SO-1", "1000001")
+        await documents.put_xref(session, "order", "SO-2", "1000002")
+    ctx.defer(documents.deferred_xref("order", "SO-1", "1000002"))
+    ctx.defer(
+        documents.deferred_bng_state("order", "SO-1", {"Status": "Open"}, origin="bng", event_id=ctx.event.id)
+    )
+    ctx.set_on_event(mapping_hash="abc")
+    ctx.note(ORNO="1000002")
+    dead = queue.dead(reason="permanent_error", error_class="mapping", error="no rule", failed_step_id=None)
+    assert await ctx.store_outcome(dead, {"so-1": "order_id"}, attempts=1, log_as="test")
+    async with sessions() as session:
+        event = (await session.execute(select(Event).where(Event.id == ctx.event.id))).scalar_one()
+        [letter] = (await session.execute(select(DeadLetter))).scalars()
+        [key] = (await session.execute(select(EventKey).where(EventKey.event_id == ctx.event.id))).scalars()
+        links = (await session.execute(select(CrossReference.bng_id, CrossReference.m3_key))).all()
+        state = await documents.get_bng_state(session, "order", "SO-1")
+    assert (event.status, event.lease_owner, event.checkpoint, event.mapping_hash) == (
+        "dead",
+        None,
+        {"ORNO": "1000002"},
+        "abc",
+    )
+    assert (event.error_class, event.last_error, event.finished_at is not None) == (
+        "mapping",
+        "no rule",
+        True,
+    )
+    assert (letter.event_id, letter.reason, letter.attempts) == (ctx.event.id, "permanent_error", 1)
+    assert (key.value, key.kind) == ("so-1", "order_id")
+    assert [tuple(link) for link in links] == [("SO-1", "1000002")] and state == {"Status": "Open"}
+
+
+async def test_a_released_event_gets_its_attempt_back(sessions: Sessions) -> None:
+    ctx = await claimed_context(sessions, FlakyStore(sessions, failures=0))
+    ctx.sessions = sessions
+    outcome = queue.rescheduled(delay_seconds=0, error_class=None, error=None, refund_attempt=True)
+    assert await ctx.store_outcome(outcome, {}, attempts=1, log_as="test")
+    async with sessions() as session:
+        event = (await session.execute(select(Event).where(Event.id == ctx.event.id))).scalar_one()
+    assert (event.status, event.attempts, event.lease_owner) == ("pending", 0, None)

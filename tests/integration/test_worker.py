@@ -224,9 +224,9 @@ async def test_expired_lease_is_reclaimed_and_old_owner_is_fenced(
         [again] = await queue.claim_due_events(session, "worker-b", 10, lease_seconds=5)
     assert again.id == claimed.id == event_id and again.attempts == 2
     async with sessions.begin() as session:
-        assert not await queue.mark_done(session, event_id, "worker-a")  # stale owner
+        assert not await queue.write_outcome(session, event_id, "worker-a", queue.done())  # stale owner
         assert await queue.renew_leases(session, "worker-a", [event_id], 5) == set()
-        assert await queue.mark_done(session, event_id, "worker-b")
+        assert await queue.write_outcome(session, event_id, "worker-b", queue.done())
     assert (await event(sessions, event_id)).status == "done"
 
 

@@ -213,9 +213,7 @@ class BngWork:
         entity = self.mapping.option("entity")
         if entity and self.mapping.option("link", False):
             instance = self.ctx.event.instance
-            self.ctx.defer(
-                lambda session: documents.put_xref(session, str(entity), bng_id, m3_key, instance=instance)
-            )
+            self.ctx.defer(documents.deferred_xref(str(entity), bng_id, m3_key, instance=instance))
 
     async def finish(self, m3_key: str, bng_id: str) -> None:
         """One transaction: the link and the variation applied (BNG's state is recorded already)."""

@@ -15,7 +15,6 @@ import random
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,8 +28,7 @@ from m3bng.instances import DEFAULT, Instances
 from m3bng.observability import metrics, tracing
 from m3bng.ops.controls import PausedFlows
 from m3bng.ops.keys import event_keys
-from m3bng.store import events, queue
-from m3bng.store.blips import ride_out_blips
+from m3bng.store import queue
 from m3bng.store.db import single_statement
 from m3bng.store.queue import ClaimedEvent
 
@@ -265,7 +263,7 @@ class Worker:
                 await ctx.flush_quietly()
                 raise
             await self._finish(
-                queue.reschedule, ctx, delay_seconds=0, error_class=None, error=None, refund_attempt=True
+                ctx, queue.rescheduled(delay_seconds=0, error_class=None, error=None, refund_attempt=True)
             )
             log.info("event.released", reason="shutdown")
             raise
@@ -274,7 +272,7 @@ class Worker:
             await ctx.flush_quietly()
         except Skipped as exc:
             if await self._finish(
-                queue.mark_skipped, ctx, reason=str(exc)[:MAX_ERROR_CHARS], error_class=exc.error_class
+                ctx, queue.skipped(reason=str(exc)[:MAX_ERROR_CHARS], error_class=exc.error_class)
             ):
                 metrics.observe_outcome(event.source, event.event_type, "skipped", instance=event.instance)
                 log.info("event.skipped", reason=str(exc), error_class=exc.error_class)
@@ -282,13 +280,15 @@ class Worker:
             await self._dead(ctx, "permanent_error", exc)
         except TargetUnavailable as exc:
             await self._finish(
-                queue.reschedule,
                 ctx,
-                # Jittered, so that events held back by one outage do not all return at once.
-                delay_seconds=(exc.retry_after or 30.0) * (1 + random.uniform(0, self.settings.retry_jitter)),
-                error_class=exc.error_class,
-                error=str(exc)[:MAX_ERROR_CHARS],
-                refund_attempt=True,
+                queue.rescheduled(
+                    # Jittered, so that events held back by one outage do not all return at once.
+                    delay_seconds=(exc.retry_after or 30.0)
+                    * (1 + random.uniform(0, self.settings.retry_jitter)),
+                    error_class=exc.error_class,
+                    error=str(exc)[:MAX_ERROR_CHARS],
+                    refund_attempt=True,
+                ),
             )
             metrics.observe_outcome(
                 event.source, event.event_type, "waiting", exc.error_class, instance=event.instance
@@ -297,7 +297,7 @@ class Worker:
         except Exception as exc:
             await self._retry_or_dead(ctx, exc)
         else:
-            if await self._finish(queue.mark_done, ctx):
+            if await self._finish(ctx, queue.done()):
                 metrics.observe_outcome(event.source, event.event_type, "done", instance=event.instance)
                 log.info("event.done", attempts=event.attempts)
         finally:
@@ -311,7 +311,9 @@ class Worker:
             await self._dead(ctx, "retries_exhausted", exc)
             return
         message = _describe(exc)
-        await self._finish(queue.reschedule, ctx, delay_seconds=delay, error_class=error_class, error=message)
+        await self._finish(
+            ctx, queue.rescheduled(delay_seconds=delay, error_class=error_class, error=message)
+        )
         metrics.observe_outcome(
             ctx.event.source, ctx.event.event_type, "retry", error_class, instance=ctx.event.instance
         )
@@ -327,12 +329,10 @@ class Worker:
         error_class = exc.error_class if isinstance(exc, ProcessingError) else "internal"
         message = _describe(exc)
         if await self._finish(
-            queue.dead_letter,
             ctx,
-            reason=reason,
-            error_class=error_class,
-            error=message,
-            failed_step_id=ctx.last_failed_step_id,
+            queue.dead(
+                reason=reason, error_class=error_class, error=message, failed_step_id=ctx.last_failed_step_id
+            ),
         ):
             metrics.observe_outcome(
                 ctx.event.source, ctx.event.event_type, "dead", error_class, instance=ctx.event.instance
@@ -344,10 +344,10 @@ class Worker:
                 except Exception as exc:  # the dead letter stands; the hook's failure is logged
                     log.error("event.dead_letter_hook_failed", error=repr(exc)[:500])
 
-    async def _finish(self, write: Any, ctx: FlowContext, **kwargs: Any) -> bool:
-        """Record an outcome, fenced by the lease, with the flow's last step row. A few quick
-        retries ride out a database blip; if the store stays unreachable the lease expires and
-        the event runs again later."""
+    async def _finish(self, ctx: FlowContext, outcome: queue.Outcome) -> bool:
+        """Record an outcome, fenced by the lease, with the flow's last step row and the keys ops
+        search by (BNG id, ORNO, BODID, ...). A few quick retries ride out a database blip; if
+        the store stays unreachable the lease expires and the event runs again later."""
         event = ctx.event
         keys = event_keys(
             source=event.source,
@@ -356,24 +356,14 @@ class Worker:
             payload=event.payload,
             checkpoint=event.checkpoint,
         )
-
-        async def record(session: AsyncSession) -> bool:
-            # The deferred rows, then the outcome with the checkpoints in one fenced UPDATE.
-            await ctx.write_pending(session, event_row=False)
-            written: bool = await write(session, event.id, self.worker_id, row=ctx.event_row(), **kwargs)
-            if written:
-                # With the outcome: the keys ops search by (BNG id, ORNO, BODID, ...).
-                await events.index_event_keys(session, event.id, keys)
-            return written
-
         try:
-            written = await ride_out_blips(
-                self.sessions, record, attempts=OUTCOME_WRITE_ATTEMPTS, log_as="event.outcome_write_failed"
+            written = await ctx.store_outcome(
+                outcome, keys, attempts=OUTCOME_WRITE_ATTEMPTS, log_as="event.outcome_write_failed"
             )
         except Exception:  # each try is logged; the lease expiring is the way out
             return False
         if not written:
-            log.warning("event.lease_lost", outcome=write.__name__)
+            log.warning("event.lease_lost", outcome=outcome.name)
         return written
 
 

@@ -110,6 +110,30 @@ async def single_statement(sessions: async_sessionmaker[AsyncSession]) -> AsyncI
         yield session
 
 
+def on_postgresql(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    """Whether the store is PostgreSQL, whose hot writes go straight to asyncpg (``driver_connection``)."""
+    return bool(sessions.kw["bind"].dialect.name == "postgresql")
+
+
+@asynccontextmanager
+async def driver_connection(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Any]:
+    """asyncpg's own connection under a pooled one, in autocommit: for the hot writes that are
+    one statement each (the ingest's group commit, a flow's fenced writes), with no session,
+    statement compilation or BEGIN and COMMIT round trips around them.
+
+    SQLAlchemy does not run what is sent here, so it cannot tell a dropped connection (the
+    server restarted) from a refused row: if anything fails, the connection is discarded,
+    never handed to the next write broken (tests/chaos/test_database.py).
+    """
+    async with sessions.kw["bind"].connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        try:
+            yield driver
+        except BaseException:
+            await conn.invalidate()
+            raise
+
+
 def printable_url(database_url: str) -> str:
     """The store's URL as it may be printed or logged: password masked."""
     return make_url(database_url).render_as_string(hide_password=True)

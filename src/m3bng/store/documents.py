@@ -11,6 +11,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from m3bng.store.fenced import Deferred, Part, json_text, naive_utc
 from m3bng.store.models import DEFAULT_INSTANCE, BngState, CrossReference, DocumentVersion
 from m3bng.store.sql import dialect_name, insert_ignore, upsert, upserts, utcnow
 
@@ -108,6 +109,28 @@ async def put_xref(
     await session.execute(insert_ignore(session, _XREFS, row))
 
 
+# ``put_xref`` as one write of a fenced write's statement on PostgreSQL (store/fenced.py): what
+# holds either id under another link is deleted, then the link inserted unless it is there. The
+# insert reads the delete's count, so it runs after it and sees those rows gone.
+_XREF_MOVE = (
+    """DELETE FROM xrefs WHERE instance = $1::text AND entity = $2::text
+       AND (bng_id = $3::text OR m3_key = $4::text) AND NOT (bng_id = $3::text AND m3_key = $4::text)
+       RETURNING id""",
+    """INSERT INTO xrefs (instance, entity, bng_id, m3_key, created_at, updated_at)
+       SELECT $1::text, $2::text, $3::text, $4::text, $5::timestamp, $5::timestamp
+       WHERE (SELECT count(*) FROM __prev__) >= 0
+       ON CONFLICT DO NOTHING""",
+)
+
+
+def deferred_xref(entity: str, bng_id: str, m3_key: str, *, instance: str = DEFAULT_INSTANCE) -> Deferred:
+    """``put_xref``, deferred to the flow's next durable write (FlowContext.defer)."""
+    part = Part(
+        _XREF_MOVE, (instance, entity, bng_id, m3_key, naive_utc(utcnow())), ("xrefs", instance, entity)
+    )
+    return Deferred(lambda session: put_xref(session, entity, bng_id, m3_key, instance=instance), part)
+
+
 @dataclass(frozen=True)
 class DocumentVersionRow:
     variation_id: int | None
@@ -149,6 +172,26 @@ async def put_document_version(
                 "updated_at": utcnow(),
             },
         )
+    )
+
+
+_DOCUMENT_VERSION_UPSERT = """INSERT INTO document_versions
+    (noun, document_key, variation_id, created_at, event_id, updated_at)
+VALUES ($1::text, $2::text, $3::bigint, $4::timestamp, $5::bigint, $6::timestamp)
+ON CONFLICT (noun, document_key) DO UPDATE SET variation_id = excluded.variation_id,
+    created_at = excluded.created_at, event_id = excluded.event_id, updated_at = excluded.updated_at"""
+
+
+def deferred_document_version(
+    noun: str, key: str, *, variation_id: int | None, created_at: datetime | None, event_id: int
+) -> Deferred:
+    """``put_document_version``, deferred to the flow's next durable write."""
+    args = (noun, key, variation_id, naive_utc(created_at), event_id, naive_utc(utcnow()))
+    return Deferred(
+        lambda session: put_document_version(
+            session, noun, key, variation_id=variation_id, created_at=created_at, event_id=event_id
+        ),
+        Part((_DOCUMENT_VERSION_UPSERT,), args, ("document_versions", noun, key)),
     )
 
 
@@ -195,6 +238,31 @@ async def put_bng_state(
         "event_id": event_id,
     }
     await session.execute(_PUT_BNG_STATE[dialect_name(session)], {**row, "updated_at": utcnow()})
+
+
+_BNG_STATE_UPSERT = """INSERT INTO bng_state (instance, entity, bng_id, data, origin, event_id, updated_at)
+VALUES ($1::text, $2::text, $3::text, $4::text::jsonb, $5::text, $6::bigint, $7::timestamp)
+ON CONFLICT (instance, entity, bng_id) DO UPDATE SET data = excluded.data, origin = excluded.origin,
+    event_id = excluded.event_id, updated_at = excluded.updated_at"""
+
+
+def deferred_bng_state(
+    entity: str,
+    bng_id: str,
+    data: dict[str, Any],
+    *,
+    origin: str,
+    event_id: int,
+    instance: str = DEFAULT_INSTANCE,
+) -> Deferred:
+    """``put_bng_state``, deferred to the flow's next durable write."""
+    args = (instance, entity, bng_id, json_text(data), origin, event_id, naive_utc(utcnow()))
+    return Deferred(
+        lambda session: put_bng_state(
+            session, entity, bng_id, data, origin=origin, event_id=event_id, instance=instance
+        ),
+        Part((_BNG_STATE_UPSERT,), args, ("bng_state", instance, entity, bng_id)),
+    )
 
 
 async def delete_bng_state(

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng import jsonfast
+from m3bng.store.db import driver_connection
 from m3bng.store.models import DEFAULT_INSTANCE, DeadLetter, Event, EventStatus, UTCDateTime
 from m3bng.store.sql import is_sqlite, utcnow
 
@@ -154,17 +155,8 @@ async def store_events(
     if engine.dialect.name != "postgresql":
         async with sessions.begin() as session:
             return await insert_events_once(session, news)
-    now = utcnow().replace(tzinfo=None)
-    async with engine.connect() as conn:
-        driver = (await conn.get_raw_connection()).driver_connection
-        try:
-            return await _pg_store(driver, news, now)
-        except BaseException:
-            # SQLAlchemy did not run the statement, so it cannot tell a dropped connection (the
-            # server restarted) from a refused row: the connection is discarded either way,
-            # never handed to the next batch broken (tests/chaos/test_database.py).
-            await conn.invalidate()
-            raise
+    async with driver_connection(sessions) as driver:  # discarded if the statement fails
+        return await _pg_store(driver, news, utcnow().replace(tzinfo=None))
 
 
 async def _pg_store(driver: Any, news: Sequence[NewEvent], now: datetime) -> list[tuple[int, bool]]:
@@ -479,28 +471,24 @@ async def _fenced_write(
 EventRow = Mapping[str, Any] | None
 
 
-async def mark_done(session: AsyncSession, event_id: int, owner: str, *, row: EventRow = None) -> bool:
-    return await _close(session, event_id, owner, EventStatus.DONE, None, None, row)
+@dataclass(frozen=True)
+class Outcome:
+    """An event's outcome as data: what its fenced UPDATE sets, and for a dead letter the row
+    that goes with it. Built here once, written by either store path: a transaction through
+    SQLAlchemy (``write_outcome``) or, on PostgreSQL, one statement on the driver
+    (store/fenced.py), so both write the same columns."""
+
+    name: str  # mark_done, reschedule …: what the logs call it
+    values: Mapping[str, Any]
+    refund_attempt: bool = False  # attempts = attempts - 1 (never below 0), in the same UPDATE
+    dead_letter: Mapping[str, Any] | None = None  # its ``attempts`` is the fenced row's
 
 
-async def mark_skipped(
-    session: AsyncSession, event_id: int, owner: str, *, reason: str, error_class: str, row: EventRow = None
-) -> bool:
-    """Close an event that was deliberately not applied (stale, echo, unsupported), saying why."""
-    return await _close(session, event_id, owner, EventStatus.SKIPPED, error_class, reason, row)
-
-
-async def _close(
-    session: AsyncSession,
-    event_id: int,
-    owner: str,
-    status: EventStatus,
-    error_class: str | None,
-    error: str | None,
-    row: EventRow,
-) -> bool:
+def _closing(
+    status: EventStatus, error_class: str | None, error: str | None, row: EventRow
+) -> dict[str, Any]:
     now = utcnow()
-    values = {
+    return {
         **(row or {}),
         "status": status.value,
         "lease_owner": None,
@@ -510,25 +498,27 @@ async def _close(
         "last_error": error,
         "error_class": error_class,
     }
-    return await _fenced_write(session, event_id, owner, values) is not None
 
 
-async def reschedule(
-    session: AsyncSession,
-    event_id: int,
-    owner: str,
+def done(*, row: EventRow = None) -> Outcome:
+    return Outcome("mark_done", _closing(EventStatus.DONE, None, None, row))
+
+
+def skipped(*, reason: str, error_class: str, row: EventRow = None) -> Outcome:
+    """An event deliberately not applied (stale, echo, unsupported), saying why."""
+    return Outcome("mark_skipped", _closing(EventStatus.SKIPPED, error_class, reason, row))
+
+
+def rescheduled(
     *,
     delay_seconds: float,
     error_class: str | None,
     error: str | None,
     refund_attempt: bool = False,
     row: EventRow = None,
-) -> bool:
-    """Put a leased event back in line for a later attempt.
-
-    ``refund_attempt`` gives back the attempt taken by the claim: used when the target was
-    unavailable (nothing was tried) or the worker is shutting down.
-    """
+) -> Outcome:
+    """Back in line for a later attempt. ``refund_attempt`` gives back the attempt taken by the
+    claim: used when the target was unavailable (nothing was tried) or the worker is shutting down."""
     now = utcnow()
     values: dict[str, Any] = {
         **(row or {}),
@@ -541,53 +531,58 @@ async def reschedule(
     if error_class is not None:
         values["error_class"] = error_class
         values["last_error"] = error
-    if not refund_attempt:
-        return await _fenced_write(session, event_id, owner, values) is not None
-    values["attempts"] = (
-        func.max(Event.attempts - 1, 0) if is_sqlite(session) else func.greatest(Event.attempts - 1, 0)
-    )
-    result = await session.execute(fenced(event_id, owner).values(**values).returning(_EVENTS.c.id))
-    return result.scalar_one_or_none() is not None
+    return Outcome("reschedule", values, refund_attempt=refund_attempt)
 
 
-async def dead_letter(
-    session: AsyncSession,
-    event_id: int,
-    owner: str,
+def dead(
     *,
     reason: str,
     error_class: str | None,
     error: str | None,
     failed_step_id: int | None,
     row: EventRow = None,
-) -> bool:
-    """Move a leased event to the dead letters; the event row keeps its original payload."""
-    now = utcnow()
-    values = {
-        **(row or {}),
-        "status": EventStatus.DEAD.value,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "finished_at": now,
-        "updated_at": now,
+) -> Outcome:
+    """To the dead letters; the event row keeps its original payload."""
+    values = _closing(EventStatus.DEAD, error_class, error, row)
+    letter = {
+        "reason": reason,
         "error_class": error_class,
-        "last_error": error,
+        "error": error,
+        "failed_step_id": failed_step_id,
+        "created_at": values["finished_at"],
     }
-    attempts = await _fenced_write(session, event_id, owner, values, returning="attempts")
+    return Outcome("dead_letter", values, dead_letter=letter)
+
+
+async def write_outcome(session: AsyncSession, event_id: int, owner: str, outcome: Outcome) -> bool:
+    """``outcome`` in the session's transaction, fenced by ``owner``'s lease; False (nothing
+    written) when the lease is gone."""
+    if outcome.refund_attempt:
+        attempts = (
+            func.max(Event.attempts - 1, 0) if is_sqlite(session) else func.greatest(Event.attempts - 1, 0)
+        )
+        result = await session.execute(
+            fenced(event_id, owner).values(**outcome.values, attempts=attempts).returning(_EVENTS.c.id)
+        )
+        return result.scalar_one_or_none() is not None
+    if outcome.dead_letter is None:
+        return await _fenced_write(session, event_id, owner, outcome.values) is not None
+    attempts = await _fenced_write(session, event_id, owner, outcome.values, returning="attempts")
     if attempts is None:
         return False
     await session.execute(
-        insert(DeadLetter).values(
-            event_id=event_id,
-            reason=reason,
-            error_class=error_class,
-            error=error,
-            failed_step_id=failed_step_id,
-            attempts=attempts,
-            created_at=now,
-        )
+        insert(DeadLetter).values(event_id=event_id, attempts=attempts, **outcome.dead_letter)
     )
     return True
+
+
+def checkpoint_values(checkpoint: dict[str, Any] | None, row: EventRow) -> dict[str, Any]:
+    """What a checkpoint's fenced UPDATE sets: ``row``'s columns and the checkpoints (``None``:
+    unchanged)."""
+    values: dict[str, Any] = {**(row or {}), "updated_at": utcnow()}
+    if checkpoint is not None:
+        values["checkpoint"] = checkpoint
+    return values
 
 
 async def save_checkpoint(
@@ -599,7 +594,4 @@ async def save_checkpoint(
     row: EventRow = None,
 ) -> bool:
     """Store the flow's checkpoints (``None``: unchanged) and ``row``'s columns, fenced."""
-    values: dict[str, Any] = {**(row or {}), "updated_at": utcnow()}
-    if checkpoint is not None:
-        values["checkpoint"] = checkpoint
-    return await _fenced_write(session, event_id, owner, values) is not None
+    return await _fenced_write(session, event_id, owner, checkpoint_values(checkpoint, row)) is not None

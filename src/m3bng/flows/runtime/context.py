@@ -24,6 +24,13 @@ A read-only call (a lookup) therefore costs no transaction of its own: its step 
 the next write. A failed or interrupted step is written at once (a dead letter points at it).
 A worker killed between a read and the next write loses that read's step row, never a
 checkpoint or an effect: the next attempt repeats the read.
+
+**On PostgreSQL a durable write is one statement** (store/fenced.py): the fenced UPDATE and
+what rides with it as the parts of one statement on asyncpg's connection, atomic without
+``BEGIN`` and ``COMMIT``: one round trip instead of one per statement plus two. A deferred
+write made with a statement form (``store.fenced.Deferred``: the cross-reference, what BNG
+holds, the version applied) rides in it; one without (a plain callable) sends that durable
+write through a transaction as on SQLite.
 """
 
 from __future__ import annotations
@@ -42,7 +49,9 @@ from m3bng.connectors import Connectors
 from m3bng.errors import M3bngError, ProcessingError
 from m3bng.observability import metrics, tracing
 from m3bng.store import events, queue
-from m3bng.store.blips import ride_out_blips
+from m3bng.store.blips import retry_blips, ride_out_blips
+from m3bng.store.db import driver_connection, on_postgresql
+from m3bng.store.fenced import Deferred, FencedWrite, one_statement, steps_part
 from m3bng.store.models import StepStatus
 from m3bng.store.queue import ClaimedEvent
 from m3bng.store.sql import utcnow
@@ -50,6 +59,9 @@ from m3bng.store.sql import utcnow
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 PendingWrite = Callable[[AsyncSession], Awaitable[Any]]
+# What a write takes from the context: the deferred writes, the steps' rows, whether the
+# checkpoints changed, the event columns asked for.
+_Taken = tuple[list[Deferred], list[dict[str, Any]], bool, dict[str, Any]]
 # Tries of a step row's write: fewer than an outcome's, as the flow is waiting on it.
 STEP_WRITE_ATTEMPTS = 3
 
@@ -65,7 +77,7 @@ class FlowContext:
     sessions: async_sessionmaker[AsyncSession]
     connectors: Connectors = field(default_factory=Connectors)
     last_failed_step_id: int | None = field(default=None, init=False)
-    _pending: list[PendingWrite] = field(default_factory=list, init=False)
+    _pending: list[Deferred] = field(default_factory=list, init=False)
     _steps: list[dict[str, Any]] = field(default_factory=list, init=False)  # successful steps' rows
     _dirty: bool = field(default=False, init=False)  # checkpoints changed since last stored
     _event_columns: dict[str, Any] = field(default_factory=dict, init=False)  # e.g. mapping_hash
@@ -96,9 +108,10 @@ class FlowContext:
                 self.event.checkpoint[key] = value
         self._dirty = True
 
-    def defer(self, write: PendingWrite) -> None:
-        """A write stored in the transaction of the flow's next durable write (module docstring)."""
-        self._pending.append(write)
+    def defer(self, write: PendingWrite | Deferred) -> None:
+        """A write stored with the flow's next durable write (module docstring): a ``Deferred``
+        rides in its one statement on PostgreSQL, a plain callable makes it a transaction."""
+        self._pending.append(write if isinstance(write, Deferred) else Deferred(write))
 
     def set_on_event(self, **columns: Any) -> None:
         """Columns of the event's own row (the mapping version applied), set by the next fenced
@@ -127,23 +140,96 @@ class FlowContext:
             raise LeaseLost(f"event {self.event.id}: lease lost")
 
     async def _flush_once(self) -> bool:
-        async with self.sessions.begin() as session:
-            return await self.write_pending(session)
+        return await self._write(None, None)
+
+    async def store_outcome(
+        self, outcome: queue.Outcome, keys: dict[str, str], *, attempts: int, log_as: str
+    ) -> bool:
+        """The event's ``outcome`` with everything deferred and the event row (``event_row``),
+        fenced by the lease, and once fenced the ``keys`` ops search by; tried ``attempts``
+        times (``store/blips.py``). False when another worker owns the event now."""
+
+        async def once() -> bool:  # a coroutine function: tenacity awaits only those
+            return await self._write(outcome, keys)
+
+        return await retry_blips(once, attempts=attempts, log_as=log_as)
+
+    async def _write(self, outcome: queue.Outcome | None, keys: dict[str, str] | None) -> bool:
+        """One durable write: what is deferred, the successful steps' rows and the event row's
+        fenced UPDATE (the checkpoints if changed, or ``outcome``). On PostgreSQL one statement
+        on the driver's connection (module docstring), elsewhere a transaction."""
+        if not (on_postgresql(self.sessions) and one_statement([w.part for w in self._pending])):
+            async with self.sessions.begin() as session:
+                if outcome is None:
+                    return await self.write_pending(session)
+                return await self._outcome_in(session, outcome, keys or {})
+        event_row = outcome is None
+        taken = self._take(event_row=event_row)
+        pending, steps, dirty, columns = taken
+        parts = [w.part for w in pending if w.part is not None]
+        if steps:
+            parts.append(steps_part(steps))
+        if outcome is not None:
+            values: dict[str, Any] | None = {**self.event_row(), **outcome.values}
+        elif dirty or columns:
+            values = queue.checkpoint_values(self.event.checkpoint if dirty else None, columns)
+        else:
+            values = None
+        write = FencedWrite(
+            self.event.id,
+            self.owner,
+            values,
+            parts,
+            refund_attempt=outcome is not None and outcome.refund_attempt,
+            keys=keys,
+            dead_letter=outcome.dead_letter if outcome is not None else None,
+        )
+        try:
+            async with driver_connection(self.sessions) as driver:
+                return await write.run(driver)
+        except BaseException:
+            self._give_back(taken, event_row=event_row)
+            raise
+
+    async def _outcome_in(self, session: AsyncSession, outcome: queue.Outcome, keys: dict[str, str]) -> bool:
+        """``_write`` of an outcome in a transaction: the deferred rows, then the outcome with
+        the checkpoints in one fenced UPDATE, and with it the keys."""
+        await self.write_pending(session, event_row=False)
+        outcome = queue.Outcome(
+            outcome.name, {**self.event_row(), **outcome.values}, outcome.refund_attempt, outcome.dead_letter
+        )
+        written = await queue.write_outcome(session, self.event.id, self.owner, outcome)
+        if written:
+            await events.index_event_keys(session, self.event.id, keys)
+        return written
+
+    def _take(self, *, event_row: bool) -> _Taken:
+        """What is deferred, handed to a write and cleared here (``_give_back`` if it fails)."""
+        taken = (self._pending, self._steps, self._dirty, self._event_columns)
+        self._pending, self._steps = [], []
+        if event_row:
+            self._dirty, self._event_columns = False, {}
+        return taken
+
+    def _give_back(self, taken: _Taken, *, event_row: bool) -> None:
+        """A failed write's share, kept for the next one (before what was deferred since)."""
+        pending, steps, dirty, columns = taken
+        self._pending, self._steps = pending + self._pending, steps + self._steps
+        if event_row:
+            self._dirty, self._event_columns = dirty or self._dirty, {**columns, **self._event_columns}
 
     async def write_pending(self, session: AsyncSession, *, event_row: bool = True) -> bool:
         """Add everything deferred, and the checkpoints if changed, to the caller's transaction:
         the deferred writes, the successful steps' rows in one statement, and one fenced UPDATE
-        of the event row. ``event_row=False`` leaves that UPDATE to the caller (the worker's
-        outcome sets ``event_row()`` in its own).
+        of the event row. ``event_row=False`` leaves that UPDATE to the caller (an outcome sets
+        ``event_row()`` in its own).
 
         Returns False when the event-row write found the lease taken (the worker's outcome
         write, fenced the same way, then says so too). If this fails, the writes are kept for
         the next transaction.
         """
-        pending, steps, dirty, columns = self._pending, self._steps, self._dirty, self._event_columns
-        self._pending, self._steps = [], []
-        if event_row:
-            self._dirty, self._event_columns = False, {}
+        taken = self._take(event_row=event_row)
+        pending, steps, dirty, columns = taken
         try:
             for write in pending:
                 await write(session)
@@ -155,9 +241,7 @@ class FlowContext:
                 )
             return True
         except BaseException:
-            self._pending, self._steps = pending + self._pending, steps + self._steps
-            if event_row:
-                self._dirty, self._event_columns = dirty or self._dirty, {**columns, **self._event_columns}
+            self._give_back(taken, event_row=event_row)
             raise
 
     async def flush_quietly(self) -> None:

@@ -171,14 +171,8 @@ async def skip_if_echo(ctx: FlowContext, state: str, id_field: str, *, ignore: s
     # What BNG holds is a fact the webhook states, whatever M3 then does with it; recorded
     # first, so that M3's BOD for this change is recognised even if it overtakes this flow.
     ctx.defer(
-        lambda session: documents.put_bng_state(
-            session,
-            state,
-            str(bng_id),
-            data,
-            origin="bng",
-            event_id=ctx.event.id,
-            instance=ctx.event.instance,
+        documents.deferred_bng_state(
+            state, str(bng_id), data, origin="bng", event_id=ctx.event.id, instance=ctx.event.instance
         )
     )
 
@@ -226,8 +220,8 @@ def record_version(ctx: FlowContext) -> None:
     if version is not None:
         key, when = version
         ctx.defer(
-            lambda session: documents.put_document_version(
-                session, STALE_NOUN, key, variation_id=None, created_at=when, event_id=ctx.event.id
+            documents.deferred_document_version(
+                STALE_NOUN, key, variation_id=None, created_at=when, event_id=ctx.event.id
             )
         )
 

@@ -287,7 +287,7 @@ class M3Work:
         """BNG id ⇄ M3 key, stored with the flow's next write (at the latest with its outcome,
         before any later event of the same business key runs)."""
         instance = self.ctx.event.instance
-        self.ctx.defer(lambda session: documents.put_xref(session, entity, bng_id, m3_key, instance=instance))
+        self.ctx.defer(documents.deferred_xref(entity, bng_id, m3_key, instance=instance))
 
 
 async def note_mapping_version(ctx: FlowContext, mapping: Mapping) -> None:
