@@ -9,8 +9,9 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from m3bng.store.db import driver_connection, on_postgresql, single_statement
 from m3bng.store.fenced import Deferred, Part, json_text, naive_utc
 from m3bng.store.models import DEFAULT_INSTANCE, BngState, CrossReference, DocumentVersion
 from m3bng.store.sql import dialect_name, insert_ignore, upsert, upserts, utcnow
@@ -37,6 +38,26 @@ async def get_xref(
     """The M3 key BNG's ``bng_id`` was last applied to, if m3bng has seen the object before."""
     result = await session.execute(_GET_XREF, {"instance": instance, "entity": entity, "bng_id": bng_id})
     return result.scalar_one_or_none()
+
+
+# ``get_xref`` on asyncpg's connection: a flow reads two or three links per event, and through a
+# session each read cost more CPU than the database's work for it (docs/benchmarks.md).
+_PG_GET_XREF = (
+    "SELECT m3_key FROM xrefs WHERE instance = $1::text AND entity = $2::text AND bng_id = $3::text"
+)
+
+
+async def read_xref(
+    sessions: async_sessionmaker[AsyncSession], entity: str, bng_id: str, *, instance: str = DEFAULT_INSTANCE
+) -> str | None:
+    """``get_xref`` as a read of its own, outside any transaction: on PostgreSQL one statement on
+    the driver (store/db.driver_connection), elsewhere in a ``single_statement`` session."""
+    if on_postgresql(sessions):
+        async with driver_connection(sessions) as driver:
+            found: str | None = await driver.fetchval(_PG_GET_XREF, instance, entity, bng_id)
+            return found
+    async with single_statement(sessions) as session:
+        return await get_xref(session, entity, bng_id, instance=instance)
 
 
 async def get_xref_by_m3(

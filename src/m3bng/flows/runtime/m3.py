@@ -31,7 +31,6 @@ from m3bng.instances import Instance, with_instance_vars
 from m3bng.mapping import Mapping, MappingError
 from m3bng.observability import tracing
 from m3bng.store import documents
-from m3bng.store.db import single_statement
 
 MappedFlow = Callable[[FlowContext, "FlowMappings"], Awaitable[None]]
 # Transactions per bulk request (``send_many``): an order of up to this many lines costs one
@@ -262,8 +261,7 @@ class M3Work:
         return out
 
     async def xref(self, entity: str, bng_id: str) -> str | None:
-        async with single_statement(self.ctx.sessions) as session:
-            return await documents.get_xref(session, entity, bng_id, instance=self.ctx.event.instance)
+        return await documents.read_xref(self.ctx.sessions, entity, bng_id, instance=self.ctx.event.instance)
 
     async def key(
         self,
