@@ -43,8 +43,8 @@ def two(settings: Settings) -> Instances:
 
 
 async def claim(sessions: Sessions, limit: int, instances: list[str] | None) -> list[queue.ClaimedEvent]:
-    async with sessions.begin() as session:
-        return await queue.claim_due_events(session, "w", limit, 60, instances=instances)
+    """The worker's claim: on PostgreSQL straight on asyncpg, on SQLite in a transaction."""
+    return await queue.claim(sessions, queue.ClaimRequest("w", limit, 60, instances=instances))
 
 
 async def test_the_same_ids_in_two_instances_are_two_events_and_the_claim_is_fair(sessions: Sessions) -> None:

@@ -277,7 +277,7 @@ async def test_a_notification_during_the_claim_is_not_lost(
     registry = FlowRegistry()
     register_test_flows(registry)
     worker = Worker(make_settings(worker_poll_interval=30, lease_seconds=60), sessions, registry)
-    real_claim = queue.claim_due_events
+    real_claim = queue.claim
     claims = 0
 
     async def claim_too_early(*args: Any, **kwargs: Any) -> Any:
@@ -289,7 +289,7 @@ async def test_a_notification_during_the_claim_is_not_lost(
         return await real_claim(*args, **kwargs)
 
     await add(sessions, 1)
-    monkeypatch.setattr(queue, "claim_due_events", claim_too_early)
+    monkeypatch.setattr(queue, "claim", claim_too_early)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:

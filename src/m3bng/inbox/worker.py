@@ -29,7 +29,6 @@ from m3bng.observability import metrics, tracing
 from m3bng.ops.controls import PausedFlows
 from m3bng.ops.keys import event_keys
 from m3bng.store import queue
-from m3bng.store.db import single_statement
 from m3bng.store.queue import ClaimedEvent
 
 log = structlog.get_logger(__name__)
@@ -120,16 +119,15 @@ class Worker:
         try:
             paused = await self.paused.event_types()
             instances = await self._claimable_instances()
-            async with single_statement(self.sessions) as session:
-                events = await queue.claim_due_events(
-                    session,
-                    self.worker_id,
-                    free,
-                    self.settings.lease_seconds,
-                    paused_types=sorted(paused),
-                    busy=sorted(self._inflight),
-                    instances=instances,
-                )
+            request = queue.ClaimRequest(
+                self.worker_id,
+                free,
+                self.settings.lease_seconds,
+                paused_types=sorted(paused),
+                busy=sorted(self._inflight),
+                instances=instances,
+            )
+            events = await queue.claim(self.sessions, request)
         except Exception as exc:  # database restarting, network blip: keep the worker alive
             log.warning("worker.claim_failed", error=repr(exc)[:MAX_ERROR_CHARS])
             await asyncio.sleep(min(self.settings.worker_poll_interval * 4, 5.0))

@@ -10,9 +10,10 @@ newer outcome.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, text, tuple_, update
@@ -20,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng import jsonfast
-from m3bng.store.db import driver_connection
+from m3bng.store.db import driver_connection, on_postgresql, single_statement
 from m3bng.store.models import DEFAULT_INSTANCE, DeadLetter, Event, EventStatus, UTCDateTime
 from m3bng.store.sql import is_sqlite, utcnow
 
@@ -318,15 +319,18 @@ _CLAIM_COLUMNS = (
 )
 
 
-def _claim_statement(dialect: str, *, with_paused: bool, with_busy: bool, mode: str) -> Any:
-    """``mode``: ``any`` (every instance, oldest first), ``one`` (one instance) or ``fair``."""
+def _claim_sql(dialect: str, *, with_paused: bool, with_busy: bool, mode: str, arrays: bool = False) -> str:
+    """The claim's SQL with named parameters. ``arrays``: the lists (paused flows, busy events)
+    as one array parameter each, for asyncpg (``_pg_claim``), instead of SQLAlchemy's expanding
+    ``IN``."""
     # Paused flows (ops control): their events stay pending, untouched, until resumed.
     paused = "AND e.event_type NOT IN :paused" if with_paused else ""
     busy = "AND e.id NOT IN :busy" if with_busy else ""
-    params = [bindparam("now", type_=UTCDateTime()), bindparam("lease_expires_at", type_=UTCDateTime())]
+    if arrays:
+        paused = "AND e.event_type <> ALL(CAST(:paused AS text[]))" if with_paused else ""
+        busy = "AND e.id <> ALL(CAST(:busy AS bigint[]))" if with_busy else ""
     if mode == "fair" and dialect == "sqlite":
         pick = _PICK_FAIR_SQLITE.format(not_behind=_NOT_BEHIND, paused=paused, busy=busy)
-        params.append(bindparam("instances", expanding=True))
     else:
         lock = "FOR UPDATE OF e SKIP LOCKED" if dialect == "postgresql" else ""
         only = {"any": "", "one": "AND e.instance = :instance", "fair": "AND e.instance = i.name"}[mode]
@@ -339,12 +343,48 @@ def _claim_statement(dialect: str, *, with_paused: bool, with_busy: bool, mode: 
             ),
         )
         pick = (_PICK_FAIR_PG if mode == "fair" else _PICK_ANY).format(due=due)
+    return _CLAIM_UPDATE.format(pick=pick)
+
+
+def _claim_statement(dialect: str, *, with_paused: bool, with_busy: bool, mode: str) -> Any:
+    """``mode``: ``any`` (every instance, oldest first), ``one`` (one instance) or ``fair``."""
+    params = [bindparam("now", type_=UTCDateTime()), bindparam("lease_expires_at", type_=UTCDateTime())]
+    if mode == "fair" and dialect == "sqlite":
+        params.append(bindparam("instances", expanding=True))
     if with_paused:
         params.append(bindparam("paused", expanding=True))
     if with_busy:
         params.append(bindparam("busy", expanding=True))
-    sql = _CLAIM_UPDATE.format(pick=pick)
+    sql = _claim_sql(dialect, with_paused=with_paused, with_busy=with_busy, mode=mode)
     return text(sql).bindparams(*params).columns(*_CLAIM_COLUMNS)
+
+
+_NAMED = re.compile(r"(?<!:):([a-z_]+)")
+
+
+def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``sql`` with ``:name`` parameters as asyncpg's ``$n``, and the names in their order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return _NAMED.sub(number, sql), tuple(names)
+
+
+# The claim on asyncpg (``claim``): the JSON columns as text, read by the store's own parser.
+_PG_CLAIMS = {
+    (with_paused, with_busy, mode): _positional(
+        _claim_sql("postgresql", with_paused=with_paused, with_busy=with_busy, mode=mode, arrays=True)
+        .replace("payload, correlation_id", "payload::text AS payload, correlation_id")
+        .replace("checkpoint, received_at", "checkpoint::text AS checkpoint, received_at")
+    )
+    for with_paused in (False, True)
+    for with_busy in (False, True)
+    for mode in ("any", "one", "fair")
+}
 
 
 _CLAIM_STATEMENTS = {
@@ -358,6 +398,112 @@ _CLAIM_STATEMENTS = {
 }
 
 
+@dataclass(frozen=True)
+class ClaimRequest:
+    """What a worker asks a claim for. ``instances``: only these instances' events, fairly
+    (above), those first in the list first among equals; None: any instance, oldest first."""
+
+    owner: str
+    limit: int
+    lease_seconds: float
+    paused_types: Sequence[str] = ()
+    busy: Sequence[int] = ()
+    instances: Sequence[str] | None = None
+
+    def shape(self) -> tuple[bool, bool, str]:
+        """Which of the prebuilt statements: (with paused flows, with busy events, mode)."""
+        names = list(self.instances or ())
+        mode = "any" if self.instances is None else "one" if len(names) == 1 else "fair"
+        return bool(self.paused_types), bool(self.busy), mode
+
+    def params(self) -> dict[str, Any]:
+        """The statement's parameters by name (times aware UTC)."""
+        now = utcnow()
+        names = list(self.instances or ())
+        params: dict[str, Any] = {
+            "owner": self.owner,
+            "now": now,
+            "lease_expires_at": now + timedelta(seconds=self.lease_seconds),
+            "limit": self.limit,
+        }
+        mode = self.shape()[2]
+        if mode == "one":
+            params["instance"] = names[0]
+        elif mode == "fair":
+            params["instances"] = names
+            params["order"] = "," + ",".join(names) + ","
+        if self.paused_types:
+            params["paused"] = list(self.paused_types)
+        if self.busy:
+            params["busy"] = list(self.busy)
+        return params
+
+
+def _claimed(rows: Any, json: Callable[[Any], Any], time: Callable[[Any], Any]) -> list[ClaimedEvent]:
+    """The claimed rows as events, by id; ``json`` reads the JSON columns, ``time`` the times."""
+    claimed = [
+        ClaimedEvent(
+            id=row["id"],
+            source=row["source"],
+            external_id=row["external_id"],
+            event_type=row["event_type"],
+            business_key=row["business_key"],
+            payload=json(row["payload"]),
+            correlation_id=row["correlation_id"],
+            attempts=row["attempts"],
+            checkpoint=dict(json(row["checkpoint"]) or {}),
+            received_at=time(row["received_at"]),
+            instance=row["instance"],
+        )
+        for row in rows
+    ]
+    claimed.sort(key=lambda ev: ev.id)
+    return claimed
+
+
+def _json_or_none(text: str | None) -> Any:
+    return None if text is None else jsonfast.loads(text)
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _aware(naive_utc: datetime) -> datetime:
+    """A time as asyncpg reads it (naive, the store's UTC: models.UTCDateTime) made aware."""
+    return naive_utc.replace(tzinfo=UTC)
+
+
+async def claim(sessions: async_sessionmaker[AsyncSession], request: ClaimRequest) -> list[ClaimedEvent]:
+    """``claim_due_events`` as a statement of its own, outside any transaction: on PostgreSQL
+    straight on asyncpg's connection (a worker claims about once per event it finishes, and
+    through a session the claim cost a twentieth of its CPU), elsewhere in a
+    ``single_statement`` session (a transaction on SQLite, which the claim needs there)."""
+    if not on_postgresql(sessions):
+        async with single_statement(sessions) as session:
+            return await claim_events(session, request)
+    if request.instances is not None and not request.instances:
+        return []  # every instance paused
+    sql, order = _PG_CLAIMS[request.shape()]
+    params = request.params()
+    params["now"], params["lease_expires_at"] = (
+        params["now"].replace(tzinfo=None),
+        params["lease_expires_at"].replace(tzinfo=None),
+    )
+    async with driver_connection(sessions) as driver:
+        rows = await driver.fetch(sql, *(params[name] for name in order))
+    return _claimed(rows, _json_or_none, _aware)
+
+
+async def claim_events(session: AsyncSession, request: ClaimRequest) -> list[ClaimedEvent]:
+    """Lease up to ``request.limit`` due events, in the session's transaction."""
+    if request.instances is not None and not request.instances:
+        return []  # every instance paused
+    stmt = _CLAIM_STATEMENTS[(session.get_bind().dialect.name, *request.shape())]
+    result = await session.execute(stmt, request.params())
+    return _claimed(result.mappings(), _as_is, _as_is)
+
+
 async def claim_due_events(
     session: AsyncSession,
     owner: str,
@@ -368,48 +514,9 @@ async def claim_due_events(
     busy: Sequence[int] = (),
     instances: Sequence[str] | None = None,
 ) -> list[ClaimedEvent]:
-    """Lease up to ``limit`` due events. ``instances``: only these instances' events, fairly
-    (above), those first in the list first among equals; None: any instance, oldest first."""
-    if instances is not None and not instances:
-        return []  # every instance paused
-    names = list(instances or ())
-    mode = "any" if instances is None else "one" if len(names) == 1 else "fair"
-    now = utcnow()
-    stmt = _CLAIM_STATEMENTS[(session.get_bind().dialect.name, bool(paused_types), bool(busy), mode)]
-    params: dict[str, Any] = {
-        "owner": owner,
-        "now": now,
-        "lease_expires_at": now + timedelta(seconds=lease_seconds),
-        "limit": limit,
-    }
-    if mode == "one":
-        params["instance"] = names[0]
-    elif mode == "fair":
-        params["instances"] = names
-        params["order"] = "," + ",".join(names) + ","
-    if paused_types:
-        params["paused"] = list(paused_types)
-    if busy:
-        params["busy"] = list(busy)
-    result = await session.execute(stmt, params)
-    claimed = [
-        ClaimedEvent(
-            id=row.id,
-            source=row.source,
-            external_id=row.external_id,
-            event_type=row.event_type,
-            business_key=row.business_key,
-            payload=row.payload,
-            correlation_id=row.correlation_id,
-            attempts=row.attempts,
-            checkpoint=dict(row.checkpoint or {}),
-            received_at=row.received_at,
-            instance=row.instance,
-        )
-        for row in result
-    ]
-    claimed.sort(key=lambda ev: ev.id)
-    return claimed
+    """Lease up to ``limit`` due events (``ClaimRequest``) in the session's transaction."""
+    request = ClaimRequest(owner, limit, lease_seconds, paused_types, busy, instances)
+    return await claim_events(session, request)
 
 
 async def renew_leases(
