@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from asyncpg.exceptions import CannotConnectNowError
+from asyncpg.exceptions import (
+    CannotConnectNowError,
+    InterfaceError,
+    OperatorInterventionError,
+    PostgresConnectionError,
+)
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -125,13 +130,23 @@ async def driver_connection(sessions: async_sessionmaker[AsyncSession]) -> Async
     server restarted) from a refused row: if anything fails, the connection is discarded,
     never handed to the next write broken (tests/chaos/test_database.py).
     """
-    async with sessions.kw["bind"].connect() as conn:
+    engine = sessions.kw["bind"]
+    async with engine.connect() as conn:
         driver = (await conn.get_raw_connection()).driver_connection
         try:
             yield driver
-        except BaseException:
+        except BaseException as exc:
             await conn.invalidate()
+            if isinstance(exc, _CONNECTION_LOST):
+                # The server went away (a restart, a failover): so did every connection pooled
+                # beside this one. A new pool, as SQLAlchemy starts one when a statement of its
+                # own meets a lost connection, so that the next writes do not each find a dead one.
+                await engine.dispose(close=False)
             raise
+
+
+# What asyncpg raises when the connection itself is gone, not the statement refused.
+_CONNECTION_LOST = (OSError, PostgresConnectionError, OperatorInterventionError, InterfaceError)
 
 
 def printable_url(database_url: str) -> str:
