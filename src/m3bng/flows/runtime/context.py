@@ -38,7 +38,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -148,11 +148,7 @@ class FlowContext:
         """The event's ``outcome`` with everything deferred and the event row (``event_row``),
         fenced by the lease, and once fenced the ``keys`` ops search by; tried ``attempts``
         times (``store/blips.py``). False when another worker owns the event now."""
-
-        async def once() -> bool:  # a coroutine function: tenacity awaits only those
-            return await self._write(outcome, keys)
-
-        return await retry_blips(once, attempts=attempts, log_as=log_as)
+        return await retry_blips(lambda: self._write(outcome, keys), attempts=attempts, log_as=log_as)
 
     async def _write(self, outcome: queue.Outcome | None, keys: dict[str, str] | None) -> bool:
         """One durable write: what is deferred, the successful steps' rows and the event row's
@@ -195,9 +191,7 @@ class FlowContext:
         """``_write`` of an outcome in a transaction: the deferred rows, then the outcome with
         the checkpoints in one fenced UPDATE, and with it the keys."""
         await self.write_pending(session, event_row=False)
-        outcome = queue.Outcome(
-            outcome.name, {**self.event_row(), **outcome.values}, outcome.refund_attempt, outcome.dead_letter
-        )
+        outcome = replace(outcome, values={**self.event_row(), **outcome.values})
         written = await queue.write_outcome(session, self.event.id, self.owner, outcome)
         if written:
             await events.index_event_keys(session, self.event.id, keys)
