@@ -132,7 +132,12 @@ def test_customers_by_name_start_at_the_given_name() -> None:
 
 def test_a_transaction_the_simulator_does_not_implement_says_so() -> None:
     with pytest.raises(MIError) as missing:
-        execute(fresh_state(), "OIS100MI", "GetATP", {"ITNO": "BIKE-100", "WHLO": "100"})
+        execute(
+            fresh_state(),
+            "OIS100MI",
+            "GetOrderPromise",
+            {"ITNO": "BIKE-100", "ORQT": "1", "DWDT": "20261224"},
+        )
     assert missing.value.error_type == "NotImplementedInSimulator"
     with pytest.raises(MIError) as unknown:
         execute(fresh_state(), "OIS100MI", "AddHead", {})

@@ -73,6 +73,10 @@ class State:
     gl_batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # KEY1 -> head + lines
     gl_posted: dict[str, dict[str, Any]] = field(default_factory=dict)  # UpdBatch'ed batches
     invoices: dict[str, Record] = field(default_factory=dict)
+    # Storefront reads (OIS320MI GetPriceLine): price list lines keyed "PRRF/CUCD/ITNO/QTLB" and
+    # discount models by DISY. The simulator's own pricing, not M3's (see ois320_price_line).
+    prices: dict[str, Record] = field(default_factory=dict)
+    discounts: dict[str, Record] = field(default_factory=dict)
     adjustments: list[Record] = field(default_factory=list)
     locks: set[str] = field(default_factory=set)
     counters: dict[str, int] = field(default_factory=dict)
@@ -94,12 +98,24 @@ class State:
             self.suppliers[str(row["SUNO"])] = _strings(row)
         for row in data.get("invoices", []):
             self.invoices[f"{row['YEA4']}/{row['IVNO']}"] = _strings(row)
+        for row in data.get("prices", []):
+            price = _strings(row)
+            price.setdefault("QTLB", "1")
+            self.prices[f"{price['PRRF']}/{price['CUCD']}/{price['ITNO']}/{price['QTLB']}"] = price
+        for row in data.get("discounts", []):
+            self.discounts[str(row["DISY"])] = _strings(row)
         # Orders and batch orders entered before (a customer with a long order history):
         # {"head": {ORNO, CUNO, CUOR, …}, "lines": [{ITNO, ORQT, CUPO, …}]}.
         for order in data.get("orders", []):
             head = {"STAT": "22", "ORSL": "22", "ORST": "22", **_strings(order["head"])}
             lines = [_strings(line) for line in order.get("lines", [])]
-            self.orders[head["ORNO"]] = {"head": head, "lines": lines, "batch": head.get("TEMP", "")}
+            self.orders[head["ORNO"]] = {
+                "head": head,
+                "lines": lines,
+                "batch": head.get("TEMP", ""),
+                # delivery lines (MHDISL): {PONR, DLIX, TRQT, PGRS …}, read by LstDelLineByCO
+                "deliveries": [_strings(d) for d in order.get("deliveries", [])],
+            }
         for batch in data.get("batches", []):
             head = {"STAT": "10", **_strings(batch["head"])}
             self.batches[head["ORNO"]] = {
@@ -128,6 +144,8 @@ class State:
                 "gl_batches": self.gl_batches,
                 "gl_posted": self.gl_posted,
                 "invoices": self.invoices,
+                "prices": self.prices,
+                "discounts": self.discounts,
                 "adjustments": self.adjustments,
                 "locks": sorted(self.locks),
             }
@@ -353,6 +371,24 @@ def mms200_balance(state: State, r: Record) -> list[Record]:
     return [_balance(state, r["WHLO"], r["ITNO"])]
 
 
+@handler("OIS100MI", "GetATP")
+def ois100_atp(state: State, r: Record) -> list[Record]:
+    """Available to promise on the requested date. UNVERIFIED logic (the metadata gives only the
+    fields): the simulator has no planned receipts or issues, so ATP is the allocatable balance
+    on every date, and AVTD (A8, "ATP - days") echoes the requested date or today."""
+    item = state.items.get(r["ITNO"])
+    if item is None:
+        raise _missing("Item number", r["ITNO"], "ITNO")
+    balance = _balance(state, r["WHLO"], r["ITNO"])
+    return [
+        {
+            "AVTQ": balance["AV01"],
+            "UNMS": item.get("UNMS", ""),
+            "AVTD": r.get("DWDT") or datetime.now().strftime("%Y%m%d"),
+        }
+    ]
+
+
 @handler("MMS080MI", "LstItemWarehous")
 def mms080_list(state: State, r: Record) -> list[Record]:
     """Every item of the warehouses FWHL..TWHL, by warehouse and item: the transaction has no
@@ -500,6 +536,86 @@ def ois100_list_head(state: State, r: Record) -> list[Record]:
 def ois100_list_line(state: State, r: Record) -> list[Record]:
     order = _find(state.orders, r, "ORNO", "Order number")
     return [{"CUOR": order["head"].get("CUOR", ""), **line} for line in order["lines"]]
+
+
+@handler("OIS100MI", "LstDelLineByCO")
+def ois100_delivery_lines(state: State, r: Record) -> list[Record]:
+    """The delivery lines (MHDISL) of one order line, from the seeded ``deliveries``."""
+    order = _find(state.orders, r, "ORNO", "Order number")
+    return [
+        {"RIDN": r["ORNO"], "RIDL": d.get("PONR", ""), "RORC": "3", **d}
+        for d in order.get("deliveries", [])
+        if d.get("PONR") == r["PONR"] and (not r.get("POSX") or d.get("POSX", "0") == r["POSX"])
+    ]
+
+
+# -- OIS320MI price inquiry -------------------------------------------------------------------------
+
+
+def _dec(value: str | None) -> float:
+    try:
+        return float(value or 0)
+    except ValueError:
+        return 0.0
+
+
+@handler("OIS320MI", "GetPriceLine")
+def ois320_price_line(state: State, r: Record) -> list[Record]:
+    """The price of one order line for a customer. Inputs and outputs are the metadata's; the
+    pricing itself is the simulator's own and UNVERIFIED against M3 (M3's price origin sequence,
+    price list tables, campaigns and six-step discount models are not in the facts):
+
+    * the price list is PRRF if given, else the customer's (its seeded PRRF), in the customer's
+      currency unless CUCD is given;
+    * the line of that list with the highest quantity break (QTLB) at or under ORQA (default 1);
+    * one discount: the customer's discount model (DISY) as a percentage (DIP1) with its text;
+    * NETP = SAPR − discount per unit, LNAM = NETP × ORQA.
+    """
+    customer = _find(state.customers, r, "CUNO", "Customer number")
+    item = _find(state.items, r, "ITNO", "Item number")
+    prrf = r.get("PRRF") or customer.get("PRRF", "")
+    cucd = r.get("CUCD") or customer.get("CUCD", "")
+    quantity = _dec(r.get("ORQA")) or 1.0
+    lines = [
+        p
+        for p in state.prices.values()
+        if p["PRRF"] == prrf and p["CUCD"] == cucd and p["ITNO"] == r["ITNO"] and _dec(p["QTLB"]) <= quantity
+    ]
+    if not lines:
+        raise MIError(
+            f"Sales price for item {r['ITNO']} does not exist in price list {prrf or '(none)'} {cucd}",
+            code="XRE0103",
+            field="ITNO",
+        )
+    line = max(lines, key=lambda p: _dec(p["QTLB"]))
+    sapr = _dec(line["SAPR"])
+    disy = r.get("DISY") or customer.get("DISY", "")
+    model = state.discounts.get(disy, {})
+    percent = _dec(model.get("DIP1"))
+    per_unit = round(sapr * percent / 100, 4)
+    net = round(sapr - per_unit, 4)
+    return [
+        {
+            "WHLO": r.get("WHLO", ""),
+            "SAPR": _num(sapr),
+            "NETP": _num(net),
+            "LNAM": _num(round(net * quantity, 2)),
+            "ORDT": r.get("ORDT") or datetime.now().strftime("%Y%m%d"),
+            "ORQA": _num(quantity),
+            "PRRF": prrf,
+            "PRRO": prrf,
+            "DISY": disy,
+            "CUCD": cucd,
+            "SPUN": item.get("UNMS", ""),
+            "ALUN": item.get("UNMS", ""),
+            "DIP1": _num(percent),
+            "DPR1": _num(per_unit),
+            "DIA1": _num(round(per_unit * quantity, 2)),
+            "TX81": model.get("TX81", "")[:8],
+            "NTCD": "0",
+            "TINC": "0",
+        }
+    ]
 
 
 @handler("OIS100MI", "DelBatchHead")
@@ -703,6 +819,32 @@ def ois350_list(state: State, r: Record) -> list[Record]:
         for _, inv in sorted(state.invoices.items())
         if inv.get("YEA4") == r["YEA4"] and int(inv.get("IVNO") or 0) >= start
     ]
+
+
+@handler("OIS350MI", "LstInvHeadByPay")
+def ois350_list_by_payer(state: State, r: Record) -> list[Record]:
+    """One payer's invoices of a year from invoice number IVNO on, by invoice number: the key a
+    caller pages with (the next page starts after the last IVNO it got). A seeded invoice without
+    PYNO is paid by its customer (UNVERIFIED simplification)."""
+    start = int(r.get("IVNO") or 0)
+    rows = []
+    for inv in sorted(state.invoices.values(), key=lambda i: int(i.get("IVNO") or 0)):
+        payer = inv.get("PYNO") or inv.get("CUNO", "")
+        if inv.get("YEA4") != r["YEA4"] or payer != r["PYNO"] or int(inv.get("IVNO") or 0) < start:
+            continue
+        customer = state.customers.get(inv.get("CUNO", ""), {})
+        rows.append(
+            {
+                "PYNO": payer,
+                "IDAT": inv.get("IDAT") or inv.get("IVDT", ""),
+                "AMT1": inv.get("AMT1") or inv.get("CUAM", ""),
+                "CUNM": customer.get("CUNM", ""),
+                "INST": inv.get("INST", ""),
+                "RAFC": inv.get("RAFC") or inv.get("CUAM", ""),
+                **inv,
+            }
+        )
+    return rows
 
 
 @handler("OIS350MI", "GetInvHead")
