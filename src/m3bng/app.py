@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from m3bng import __version__
-from m3bng.api import docs, health, ion, metrics, ops, webhooks
+from m3bng.api import docs, health, ion, metrics, ops, storefront, webhooks
 from m3bng.api.errors import install_error_handlers
 from m3bng.config import Settings
 from m3bng.flows.runtime import FlowRegistry
@@ -67,6 +67,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(ops.include_routers())
+    app.include_router(storefront.router)
     app.include_router(ui.router)
     docs.install(app)
     from m3bng.sandbox import BNG_SIM_MOUNT, M3_SIM_MOUNT

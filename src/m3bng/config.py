@@ -109,6 +109,23 @@ class Settings(BaseSettings):
     m3_maintenance_windows: Annotated[list[str], NoDecode] = Field(default_factory=list)
     m3_metadata_ttl_hours: float = Field(default=24.0, gt=0)
 
+    # --- storefront reads (api/storefront.py, docs/storefront-api.md) ----------------------------
+    # The part of M3BNG_M3_MAX_CONCURRENCY kept for storefront reads (at least one call): they
+    # wait for each other there, never for order entry, and order entry keeps the rest.
+    storefront_m3_share: float = Field(default=0.25, ge=0.05, le=0.9)
+    storefront_price_ttl_seconds: float = Field(default=300.0, gt=0, le=86400)
+    storefront_stock_ttl_seconds: float = Field(default=60.0, gt=0, le=86400)
+    # While M3 is slow or down, cached values up to this old are answered, flagged stale;
+    # past it the read answers 503 with Retry-After.
+    storefront_max_stale_seconds: float = Field(default=1800.0, ge=0, le=7 * 86400)
+    # How long a storefront read waits for M3 before it answers from the cache (the M3 call
+    # goes on and fills the cache for the next read).
+    storefront_m3_wait_seconds: float = Field(default=2.0, gt=0, le=60)
+    storefront_cache_entries: int = Field(default=200_000, ge=100, le=10_000_000)
+    storefront_max_items: int = Field(default=200, ge=1, le=1000)  # per price/availability request
+    storefront_bulk_size: int = Field(default=50, ge=1, le=500)  # transactions per bulk MI POST
+    storefront_list_page: int = Field(default=100, ge=1, le=10_000)  # records per MI list page
+
     # --- BNG REST API (outbound: M3 → BNG) ---------------------------------------------------------
     bng_api_key: SecretStr | None = None
     bng_api_key_header: str = Field(default="X-API-Key", min_length=1, max_length=64)
@@ -301,6 +318,15 @@ class Settings(BaseSettings):
                 "M3BNG_RETENTION_DEAD_LETTER_DAYS (keys outlive payloads, for deduplication)"
             )
         return self
+
+    @property
+    def storefront_m3_slots(self) -> int:
+        """Calls of M3BNG_M3_MAX_CONCURRENCY kept for storefront reads (0: the cap is 1, too small
+        to split; the storefront then shares it)."""
+        cap = self.m3_max_concurrency
+        if cap < 2:
+            return 0
+        return min(cap - 1, max(1, round(cap * self.storefront_m3_share)))
 
     def require_webhook_secrets(self) -> None:
         """BNG's signing secret, required outside sandbox mode by the processes that verify or

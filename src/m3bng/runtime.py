@@ -35,6 +35,7 @@ from m3bng.store.db import create_engine, session_factory, wait_until_reachable
 
 if TYPE_CHECKING:
     from m3bng.connectors.bng.client import BngClient
+    from m3bng.storefront.service import Storefront
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +63,23 @@ class Runtime:
     # the store's live mapping versions and rebuild the registry when one is published.
     own_registry: bool = False
     mapping_refresher: Refresher | None = None
+    _storefront: Storefront | None = None
+
+    @property
+    def has_storefront(self) -> bool:
+        """True once a storefront read built the cache (only then can a BOD make it stale)."""
+        return self._storefront is not None
+
+    @property
+    def storefront(self) -> Storefront:
+        """The storefront reads and their cache (storefront/), built at first use: a process that
+        serves no storefront keeps no cache."""
+        if self._storefront is None:
+            from m3bng.storefront.service import Storefront
+
+            m3 = self.connectors.m3_storefront or self.connectors.m3
+            self._storefront = Storefront(self.settings, self.sessions, m3)
+        return self._storefront
 
     @classmethod
     def build(cls, settings: Settings, registry: FlowRegistry | None = None) -> Runtime:
@@ -259,6 +277,8 @@ class Runtime:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._shares is not None:
             await self._shares.stop()
+        if self._storefront is not None:
+            await self._storefront.aclose()
         await self.connectors.aclose()
         await self.engine.dispose()
 
@@ -309,6 +329,9 @@ def build_connectors(
         from m3bng.sandbox import sandbox_bng_client
 
         bng, extras["bng_sim_app"] = sandbox_bng_client(settings)
+    storefront_m3 = None
+    if m3 is not None and settings.storefront_m3_slots:
+        storefront_m3 = m3.split_lane(settings.storefront_m3_slots)
     metadata = M3Metadata(m3, sessions, ttl_hours=settings.m3_metadata_ttl_hours) if m3 else None
     # ConfirmBODs go to ION with the same .ionapi credentials (and OAuth token) as MI calls.
     ion = IonClient.from_m3(m3, settings) if m3 is not None else None
@@ -326,6 +349,7 @@ def build_connectors(
             )
     return Connectors(
         m3=m3,
+        m3_storefront=storefront_m3,
         m3_metadata=metadata,
         bng=bng,
         ion=ion,
@@ -378,9 +402,12 @@ def shared_limits(settings: Settings, connectors: Connectors) -> list[SharedLimi
         # A process that dies leaves its calls running at M3 for up to a timeout: its share is
         # not handed on before that.
         ttl = settings.m3_timeout + 3 * PERIOD
-        limits.append(
-            SharedLimit("m3.concurrency", settings.m3_max_concurrency, ttl, m3.gate.grow, m3.gate.shrink)
+        # The storefront's lane is kept out of the shared cap: the worker processes share what
+        # is left after it (storefront/, M3BNG_STOREFRONT_M3_SHARE).
+        total = settings.m3_max_concurrency - (
+            settings.storefront_m3_slots if connectors.m3_storefront else 0
         )
+        limits.append(SharedLimit("m3.concurrency", total, ttl, m3.gate.grow, m3.gate.shrink))
     # Each BNG instance's limits hold for the installation, apart from the other instances'.
     for suffix, client in (("", bng), *((f":{i}", c) for i, c in connectors.bng_clients.items())):
         if client is not None:

@@ -182,6 +182,13 @@ async def _store(
         notifier=runtime.notifier,
         instances=await runtime.bod_router.instances_for(parsed.bod_type, payload),
     )
+    if not result.duplicate and runtime.has_storefront:
+        from m3bng.storefront.bods import invalidate_for
+
+        # Stored: the storefront's cached prices and balances this BOD changed are stale now.
+        invalidated = invalidate_for(runtime.storefront, parsed)
+        if invalidated:
+            log.info("storefront.invalidated", bod_type=parsed.bod_type, entries=invalidated)
     supported = runtime.registry.get("ion", parsed.bod_type) is not None
     if not supported and not result.duplicate:
         log.info("ion.bod_unsupported", bod_type=parsed.bod_type, event_id=result.event_id)

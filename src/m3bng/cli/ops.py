@@ -248,7 +248,9 @@ def _listing(
 def token_new(
     ctx: typer.Context,
     name: Annotated[str, typer.Option(help="Who or what uses it (the audit log's actor).")],
-    scope: Annotated[str, typer.Option(help="ops:read, ops:replay or ops:admin.")] = "ops:read",
+    scope: Annotated[
+        str, typer.Option(help="ops:read, ops:replay, ops:admin or storefront:read.")
+    ] = "ops:read",
     as_json: JsonFlag = False,
 ) -> None:
     """Make a new token: print it once, and the M3BNG_OPS_TOKENS entry that configures its hash."""

@@ -24,6 +24,9 @@ class Connectors:
     """
 
     m3: M3Client | None = None
+    # The storefront's lane of M3's concurrency cap (M3BNG_STOREFRONT_M3_SHARE; storefront/):
+    # its reads never take a slot order entry needs. None: no M3, or the cap cannot be split.
+    m3_storefront: M3Client | None = None
     m3_metadata: M3Metadata | None = None
     bng: BngClient | None = None
     ion: IonClient | None = None  # ConfirmBODs to ION (same .ionapi OAuth as M3)

@@ -105,6 +105,17 @@ STORE_SCRAPE_SECONDS = Gauge(
     ["backend"],
 )
 STORE_GAUGES = (BACKLOG, BACKLOG_OLDEST, DEAD_LETTERS, PAUSED)
+STOREFRONT_CACHE = Counter(
+    "m3bng_storefront_cache_total",
+    "Storefront cache lookups by kind (price, stock) and outcome (hit, miss, shared, stale, "
+    "unavailable, invalidated)",
+    ["kind", "outcome"],
+)
+
+
+def observe_storefront_cache(kind: str, outcome: str, count: int = 1) -> None:
+    if count:
+        STOREFRONT_CACHE.labels(kind, outcome).inc(count)
 
 
 def observe_m3_call(program: str, transaction: str, outcome: str, seconds: float) -> None:

@@ -8,7 +8,8 @@ Two ways in, both bearer tokens:
   authlib: signature, ``exp``/``nbf``, and ``iss``/``aud`` when configured. Scopes come from the
   ``scope`` claim (space-separated, or a list), or whichever claim is configured.
 
-Scopes nest: ``ops:admin`` ⊇ ``ops:replay`` ⊇ ``ops:read``.
+Scopes nest: ``ops:admin`` ⊇ ``ops:replay`` ⊇ ``ops:read``. ``storefront:read`` (BNG's storefront
+reads, api/storefront.py) is apart: it reaches no ops route, and no ops scope reaches it.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class Principal:
     via: str  # token | jwt | sandbox
 
     def allows(self, needed: Scope) -> bool:
-        return self.scope.rank >= needed.rank
+        return self.scope.covers(needed)
 
     @property
     def sees_personal_data(self) -> bool:
@@ -165,7 +166,7 @@ class Authenticator:
         name = str(claims.get(self.settings.ops_jwt_name_claim) or "jwt")
         if scope is None:
             # Authenticated but entitled to nothing here: a 403 at every endpoint, said plainly.
-            raise AuthForbidden(f"the JWT of {name!r} carries no ops:* scope")
+            raise AuthForbidden(f"the JWT of {name!r} carries no ops:* scope (nor storefront:read)")
         return Principal(name=name[:128], scope=scope, via="jwt")
 
     async def _keyset(self) -> Any:
@@ -211,4 +212,7 @@ def _highest_scope(value: Any) -> Scope | None:
     else:
         return None
     scopes = [Scope(item) for item in items if item in {s.value for s in Scope}]
-    return max(scopes, key=lambda s: s.rank) if scopes else None
+    # One principal, one scope: an ops scope wins over storefront:read (a person's SSO token
+    # with both is an operator; BNG's storefront gets a token of its own).
+    ops = [s for s in scopes if s.family == "ops"]
+    return max(ops or scopes, key=lambda s: s.rank) if scopes else None

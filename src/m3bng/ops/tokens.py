@@ -24,13 +24,25 @@ class Scope(enum.StrEnum):
     READ = "ops:read"
     REPLAY = "ops:replay"
     ADMIN = "ops:admin"
+    # BNG's storefront reading prices, stock, orders and invoices (api/storefront.py): a family
+    # of its own, so a storefront token reaches no ops route and no ops token (even ops:admin)
+    # reads customer prices: the two are handed to different systems and people.
+    STOREFRONT_READ = "storefront:read"
 
     @property
     def rank(self) -> int:
         return _RANK[self]
 
+    @property
+    def family(self) -> str:
+        return self.value.partition(":")[0]
 
-_RANK = {Scope.READ: 1, Scope.REPLAY: 2, Scope.ADMIN: 3}
+    def covers(self, needed: Scope) -> bool:
+        """Scopes nest within a family (ops:admin ⊇ ops:replay ⊇ ops:read), never across."""
+        return self.family == needed.family and self.rank >= needed.rank
+
+
+_RANK = {Scope.READ: 1, Scope.REPLAY: 2, Scope.ADMIN: 3, Scope.STOREFRONT_READ: 1}
 
 
 @dataclass(frozen=True)
@@ -50,12 +62,14 @@ def new_token() -> str:
 
 def parse_scope(value: str) -> Scope:
     text = value.strip().lower()
-    if not text.startswith("ops:"):
+    if ":" not in text:
         text = "ops:" + text
     try:
         return Scope(text)
     except ValueError:
-        raise ValueError(f"unknown scope {value!r}: use ops:read, ops:replay or ops:admin") from None
+        raise ValueError(
+            f"unknown scope {value!r}: use ops:read, ops:replay, ops:admin or storefront:read"
+        ) from None
 
 
 def parse_token_entry(entry: str) -> TokenEntry:

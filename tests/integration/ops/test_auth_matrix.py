@@ -1,4 +1,6 @@
-"""Every ops endpoint × every kind of caller: no token 401, too small a scope 403, enough neither.
+"""Every ops and storefront endpoint × every kind of caller: no token 401, too small a scope or
+one of the other family 403 (an ops token never reads the storefront, a storefront token never
+reaches ops), enough neither.
 
 The routes come from the app itself, so an endpoint added later without an entry in ``REQUIRED``
 fails this test instead of shipping with whatever scope its author happened to pick.
@@ -21,7 +23,7 @@ from tests.support.ops import OPS_TOKEN_ENTRIES, TOKENS, bearer
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 PREFIX = "/api/v1"
-READ, REPLAY, ADMIN = Scope.READ, Scope.REPLAY, Scope.ADMIN
+READ, REPLAY, ADMIN, STOREFRONT = Scope.READ, Scope.REPLAY, Scope.ADMIN, Scope.STOREFRONT_READ
 
 # (method, path under /api/v1 with every path parameter written {}) → the scope it needs.
 # The contract: ops:read = every GET except /audit; ops:replay = replay, discard, bulk replay;
@@ -72,6 +74,11 @@ REQUIRED: dict[tuple[str, str], Scope] = {
     ("POST", "/mappings/{}/replay-candidates"): REPLAY,
     ("GET", "/transactions/{}/fix-suggestions"): READ,
     ("POST", "/transactions/{}/fix-suggestions/{}/prepare"): REPLAY,
+    # BNG's storefront reads (api/storefront.py): storefront:read and nothing else.
+    ("POST", "/storefront/prices"): STOREFRONT,
+    ("GET", "/storefront/availability"): STOREFRONT,
+    ("GET", "/storefront/customers/{}/orders"): STOREFRONT,
+    ("GET", "/storefront/customers/{}/invoices"): STOREFRONT,
 }
 
 # Bodies that are harmless when the call is allowed (a dry run rather than a real bulk replay or
@@ -114,13 +121,13 @@ async def test_every_ops_route_needs_its_scope(
             if needed is None:
                 continue
             body = BODIES.get((method, path), {}) if method != "GET" else None
-            for scope in (None, READ, REPLAY, ADMIN):
+            for scope in (None, READ, REPLAY, ADMIN, STOREFRONT):
                 headers = bearer(TOKENS[scope]) if scope is not None else {}
                 response = await client.request(method, url, headers=headers, json=body)
                 what = f"{method} {url} as {scope.value if scope else 'no token'}: {response.status_code}"
                 if scope is None:
                     expected_ok = response.status_code == 401 and _names(response, "Bearer")
-                elif scope.rank < needed.rank:
+                elif not scope.covers(needed):
                     expected_ok = response.status_code == 403 and _names(response, needed.value)
                 else:
                     expected_ok = response.status_code not in (401, 403) and response.status_code < 500

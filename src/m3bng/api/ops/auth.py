@@ -29,33 +29,53 @@ bearer = HTTPBearer(
 )
 
 
+storefront_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="StorefrontToken",
+    description="A token with scope storefront:read (M3BNG_OPS_TOKENS entry `NAME storefront:read "
+    "sha256:HEX`, or a JWT carrying that scope): BNG's storefront reads. It reaches no ops route, "
+    "and no ops token reaches the storefront routes.",
+)
+
+
 def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    storefront = scope.family == "storefront"
+    scheme = storefront_bearer if storefront else bearer
+    realm = "m3bng-storefront" if storefront else "m3bng-ops"
+
+    # The scheme as a default, not in an Annotated hint: hints are strings here (PEP 563) and
+    # FastAPI would look ``scheme`` up among the module's names, not this function's.
     async def dependency(
         request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        credentials: HTTPAuthorizationCredentials | None = Depends(scheme),  # noqa: B008
     ) -> Principal:
-        authenticator = request.app.state.runtime.authenticator
-        header = request.headers.get("authorization")
-        try:
-            principal: Principal = await authenticator.authenticate(header)
-        except AuthError as exc:
-            challenge = isinstance(exc, Unauthenticated)
-            headers = {"WWW-Authenticate": 'Bearer realm="m3bng-ops"'} if challenge else None
-            raise refusal(exc, headers=headers) from None
-        if not principal.allows(scope):
-            raise ApiError(
-                403,
-                "forbidden",
-                f"this needs scope {scope.value}; the token of {principal.name!r} "
-                f"has {principal.scope.value}",
-            )
-        request.state.principal = principal
-        return principal
+        return await _check(request, scope, realm)
 
     dependency.__name__ = f"require_{scope.name.lower()}"
     return dependency
 
 
+async def _check(request: Request, scope: Scope, realm: str) -> Principal:
+    """The caller of ``request`` if it holds ``scope`` (401 with a challenge, else 403)."""
+    authenticator = request.app.state.runtime.authenticator
+    header = request.headers.get("authorization")
+    try:
+        principal: Principal = await authenticator.authenticate(header)
+    except AuthError as exc:
+        challenge = isinstance(exc, Unauthenticated)
+        headers = {"WWW-Authenticate": f'Bearer realm="{realm}"'} if challenge else None
+        raise refusal(exc, headers=headers) from None
+    if not principal.allows(scope):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"this needs scope {scope.value}; the token of {principal.name!r} has {principal.scope.value}",
+        )
+    request.state.principal = principal
+    return principal
+
+
 ReadCaller = Annotated[Principal, Depends(require(Scope.READ))]
 ReplayCaller = Annotated[Principal, Depends(require(Scope.REPLAY))]
 AdminCaller = Annotated[Principal, Depends(require(Scope.ADMIN))]
+StorefrontCaller = Annotated[Principal, Depends(require(Scope.STOREFRONT_READ))]

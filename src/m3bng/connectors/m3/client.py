@@ -196,6 +196,19 @@ class M3Client:
         view._company = None
         return view
 
+    def split_lane(self, slots: int) -> M3Client:
+        """Keep ``slots`` of this client's concurrency cap for a lane of its own (the storefront's
+        reads) and return that lane: the same connections, token and circuit breaker (it is the
+        same M3), but a gate of its own, so the lane's callers queue behind each other and never
+        take a slot the rest of m3bng needs, nor the other way round. This client keeps the
+        remainder. Closed with this client, never on its own."""
+        if not 0 < slots < self.gate.size:
+            raise ValueError(f"a lane needs 1..{self.gate.size - 1} of {self.gate.size} slots, not {slots}")
+        self.gate.size -= slots
+        lane = copy.copy(self)
+        lane.gate = Gate(slots)
+        return lane
+
     async def aclose(self) -> None:
         if self.tokens is not None:
             await self.tokens.revoke()

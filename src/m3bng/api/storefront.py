@@ -1,0 +1,414 @@
+"""``/api/v1/storefront``: what BNG's B2B storefront reads from M3 while a shopper waits.
+
+Prices, availability, a customer's orders (with lines and deliveries) and invoices. Every route
+needs a token with scope ``storefront:read`` (api/ops/auth.py): a scope of its own, so the
+storefront's token reaches no ops route and no ops token reads customer prices. The logic is in
+``m3bng.storefront``; this module turns requests into its calls and its answers into JSON, and
+M3's absence into ``503`` with ``Retry-After`` (docs/storefront-api.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+
+from m3bng.api.deps import RuntimeDep
+from m3bng.api.errors import ApiError
+from m3bng.api.ops.auth import StorefrontCaller
+from m3bng.connectors.m3.errors import M3Error
+from m3bng.storefront.service import Answer, Balance, Price, StorefrontUnavailable
+
+router = APIRouter(prefix="/api/v1/storefront", tags=["storefront"])
+
+ITEM = r"^[^\s,][^,]{0,14}$"  # an M3 item number (ITNO A15), no commas (they separate lists)
+WAREHOUSE = r"^[^\s,][^,]{0,2}$"  # WHLO A3
+CUSTOMER = Annotated[
+    str, Path(min_length=1, max_length=64, description="the customer's BNG id (linked to its M3 CUNO)")
+]
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "M3 is not answering and the cache holds no value younger than "
+        "M3BNG_STOREFRONT_MAX_STALE_SECONDS; Retry-After says when to ask again"
+    },
+    404: {"description": "the customer's BNG id is linked to no M3 customer"},
+}
+
+
+class ItemError(BaseModel):
+    code: str = Field(description="M3's error class: not_found, data, program …")
+    message: str
+
+
+class Freshness(BaseModel):
+    age_seconds: float = Field(description="how long ago M3 gave this value")
+    as_of: datetime | None = Field(description="when M3 gave this value")
+    stale: bool = Field(
+        description="true: M3 did not answer in time and this is the cached value (still within "
+        "the maximum staleness); false: fresh (within its TTL)"
+    )
+
+
+class DiscountOut(BaseModel):
+    number: int = Field(description="discount 1..6 of M3's discount model")
+    percent: Decimal
+    amount: Decimal = Field(description="for the line's quantity")
+    per_unit: Decimal
+    text: str
+
+
+class PriceOut(Freshness):
+    item: str
+    quantity: Decimal
+    net_price: Decimal | None = Field(description="per unit, after discounts (M3 NETP)")
+    sales_price: Decimal | None = Field(description="per unit, from the price list (M3 SAPR)")
+    line_amount: Decimal | None = Field(description="net price × quantity (M3 LNAM)")
+    currency: str | None
+    price_list: str | None = Field(description="the price list that gave the sales price (M3 PRRF)")
+    discount_model: str | None = Field(description="M3 DISY")
+    unit: str | None = Field(description="sales price unit of measure (M3 SPUN)")
+    discounts: list[DiscountOut] = Field(default_factory=list)
+    error: ItemError | None = Field(default=None, description="set: M3 gave no price for this item")
+
+
+class PriceLineIn(BaseModel):
+    item: str = Field(pattern=ITEM, description="M3 item number (ITNO)")
+    quantity: Decimal = Field(default=Decimal(1), gt=0, le=Decimal("99999999999"), decimal_places=6)
+
+
+class PriceRequest(BaseModel):
+    customer: str = Field(min_length=1, max_length=64, description="the customer's BNG id")
+    currency: str | None = Field(
+        default=None, pattern=r"^[A-Z]{3}$", description="ISO code; default the customer's in M3"
+    )
+    date: dt.date | None = Field(default=None, description="price date; default today (UTC)")
+    items: list[PriceLineIn] = Field(min_length=1)
+
+
+class PriceAnswer(BaseModel):
+    customer: str
+    stale: bool = Field(description="true if any price is a stale cached value")
+    prices: list[PriceOut]
+
+
+class AvailabilityOut(Freshness):
+    item: str
+    warehouse: str
+    available: Decimal | None = Field(
+        description="allocatable now (MMS200MI AV01), or available to promise on the date (OIS100MI AVTQ)"
+    )
+    on_hand: Decimal | None = Field(description="MMS200MI STQT (no date asked)")
+    allocated: Decimal | None = Field(description="MMS200MI ALQT (no date asked)")
+    available_date: str | None = Field(description="OIS100MI GetATP AVTD (a date asked)")
+    error: ItemError | None = None
+
+
+class AvailabilityAnswer(BaseModel):
+    stale: bool
+    date: dt.date | None
+    availability: list[AvailabilityOut]
+
+
+class DeliveryOut(BaseModel):
+    delivery: str = Field(description="delivery number (DLIX)")
+    quantity: Decimal | None = Field(description="TRQT")
+    status: str = Field(description="progress status (PGRS)")
+    fields: dict[str, str] = Field(description="the delivery line as M3 listed it")
+
+
+class OrderLineOut(BaseModel):
+    line: str = Field(description="PONR")
+    item: str
+    quantity: Decimal | None
+    net_price: Decimal | None
+    status: str = Field(description="highest status of the line (ORST)")
+    deliveries: list[DeliveryOut]
+    fields: dict[str, str]
+
+
+class OrderOut(BaseModel):
+    order: str = Field(description="M3 order number (ORNO)")
+    customer_order: str = Field(description="the customer's order reference (CUOR)")
+    order_date: str
+    status_low: str = Field(description="ORSL: lowest line status (22 reserved … 77 invoiced)")
+    status_high: str = Field(description="ORST: highest line status")
+    lines: list[OrderLineOut]
+    fields: dict[str, str]
+
+
+class OrdersAnswer(BaseModel):
+    customer: str
+    orders: list[OrderOut]
+
+
+class InvoiceOut(BaseModel):
+    invoice: str = Field(description="IVNO")
+    year: int
+    invoice_date: str
+    due_date: str
+    amount: Decimal | None = Field(description="AMT1")
+    open_amount: Decimal | None = Field(description="RAFC, remaining to pay")
+    currency: str
+    status: str = Field(description="INST")
+    fields: dict[str, str]
+
+
+class InvoicesAnswer(BaseModel):
+    customer: str
+    year: int
+    invoices: list[InvoiceOut]
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def _item_error(answer: Answer) -> ItemError | None:
+    if answer.error is None:
+        return None
+    code = str(getattr(answer.error, "error_class", "error"))
+    message = getattr(answer.error, "mi_message", None) if isinstance(answer.error, M3Error) else None
+    return ItemError(code=code, message=str(message or answer.error)[:300])
+
+
+def _freshness(answer: Answer) -> dict[str, Any]:
+    return {
+        "age_seconds": round(answer.age, 3),
+        "as_of": datetime.fromtimestamp(answer.as_of, UTC) if answer.as_of else None,
+        "stale": answer.stale,
+    }
+
+
+PRICE_FIELDS = (
+    "net_price",
+    "sales_price",
+    "line_amount",
+    "currency",
+    "price_list",
+    "discount_model",
+    "unit",
+)
+
+
+def _values(value: object | None, names: tuple[str, ...]) -> dict[str, Any]:
+    """The named attributes of a cached value, or None each when there is none (an error)."""
+    return {name: getattr(value, name) if value is not None else None for name in names}
+
+
+def _unavailable(exc: StorefrontUnavailable) -> ApiError:
+    return ApiError(
+        503,
+        exc.code,
+        exc.message,
+        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+    )
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    if value in (None, ""):
+        return None
+    try:
+        return Decimal(str(value).strip())
+    except ArithmeticError:
+        return None
+
+
+def _too_many(field: str, count: int, limit: int) -> ApiError:
+    return ApiError(
+        422,
+        "invalid_request",
+        f"{field}: {count} asked, at most {limit} per request (M3BNG_STOREFRONT_MAX_ITEMS)",
+        fields=[{"field": field, "problem": f"at most {limit}"}],
+    )
+
+
+# -- routes -----------------------------------------------------------------------------------------
+
+
+@router.post("/prices", response_model=PriceAnswer, responses=_UNAVAILABLE)
+async def prices(body: PriceRequest, caller: StorefrontCaller, runtime: RuntimeDep) -> PriceAnswer:
+    """Net prices of many items for one customer (OIS320MI GetPriceLine, in bulk), each with the
+    price list and discounts that produced it, and its age; cached per customer, item, quantity,
+    currency and date."""
+    limit = runtime.settings.storefront_max_items
+    if len(body.items) > limit:
+        raise _too_many("items", len(body.items), limit)
+    storefront = runtime.storefront
+    lines = [(line.item, line.quantity) for line in body.items]
+    try:
+        _cuno, answers = await storefront.price_list(
+            body.customer, lines, currency=body.currency, on=body.date
+        )
+        storefront.raise_if_unavailable(a for _, a in answers)
+    except StorefrontUnavailable as exc:
+        raise _unavailable(exc) from None
+    out = []
+    for (key, answer), line in zip(answers, body.items, strict=True):
+        price: Price | None = answer.value
+        out.append(
+            PriceOut(
+                item=key.itno,
+                quantity=line.quantity,
+                discounts=[DiscountOut(**vars(d)) for d in price.discounts] if price else [],
+                error=_item_error(answer),
+                **_values(price, PRICE_FIELDS),
+                **_freshness(answer),
+            )
+        )
+    return PriceAnswer(customer=body.customer, stale=any(p.stale for p in out), prices=out)
+
+
+def _split(value: str, field: str, pattern: str, limit: int) -> list[str]:
+    import re
+
+    parts = list(dict.fromkeys(p.strip() for p in value.split(",") if p.strip()))
+    if not parts:
+        raise ApiError(
+            422, "invalid_request", f"{field}: empty", fields=[{"field": field, "problem": "empty"}]
+        )
+    bad = [p for p in parts if not re.match(pattern, p)]
+    if bad:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"{field}: {bad[0]!r} is not a valid M3 code",
+            fields=[{"field": field, "problem": f"{bad[0]!r} is too long or malformed"}],
+        )
+    if len(parts) > limit:
+        raise _too_many(field, len(parts), limit)
+    return parts
+
+
+@router.get("/availability", response_model=AvailabilityAnswer, responses=_UNAVAILABLE)
+async def availability(
+    caller: StorefrontCaller,
+    runtime: RuntimeDep,
+    items: Annotated[str, Query(max_length=20_000, description="item numbers, comma-separated")],
+    warehouses: Annotated[str, Query(max_length=2_000, description="warehouses, comma-separated")],
+    on: Annotated[
+        date | None,
+        Query(
+            alias="date",
+            description="delivery date: ATP on that date (OIS100MI GetATP) instead of the balance now",
+        ),
+    ] = None,
+) -> AvailabilityAnswer:
+    """Available quantity per item and warehouse: the allocatable balance now (MMS200MI
+    GetItmWhsBal), or what can be promised on a delivery date (OIS100MI GetATP); cached per item
+    and warehouse (and date)."""
+    limit = runtime.settings.storefront_max_items
+    wanted = _split(items, "items", ITEM, limit)
+    stores = _split(warehouses, "warehouses", WAREHOUSE, limit)
+    if len(wanted) * len(stores) > limit:
+        raise _too_many("items × warehouses", len(wanted) * len(stores), limit)
+    storefront = runtime.storefront
+    try:
+        answers = await storefront.availability(wanted, stores, on=on)
+        storefront.raise_if_unavailable(a for _, a in answers)
+    except StorefrontUnavailable as exc:
+        raise _unavailable(exc) from None
+    out = []
+    for key, answer in answers:
+        balance: Balance | None = answer.value
+        out.append(
+            AvailabilityOut(
+                item=key.itno,
+                warehouse=key.whlo,
+                error=_item_error(answer),
+                **_values(balance, ("available", "on_hand", "allocated")),
+                available_date=(balance.available_date or None) if balance else None,
+                **_freshness(answer),
+            )
+        )
+    return AvailabilityAnswer(stale=any(a.stale for a in out), date=on, availability=out)
+
+
+@router.get("/customers/{customer}/orders", response_model=OrdersAnswer, responses=_UNAVAILABLE)
+async def orders(
+    customer: CUSTOMER,
+    caller: StorefrontCaller,
+    runtime: RuntimeDep,
+    status_from: Annotated[str | None, Query(pattern=r"^\d{2}$", description="lowest ORSL, e.g. 22")] = None,
+    status_to: Annotated[str | None, Query(pattern=r"^\d{2}$", description="highest ORST, e.g. 77")] = None,
+) -> OrdersAnswer:
+    """The customer's orders with status, lines and delivery lines (OIS100MI LstHead, LstLine,
+    LstDelLineByCO), read from M3 at each call (not cached)."""
+    try:
+        _cuno, found = await runtime.storefront.orders(customer, status_from=status_from, status_to=status_to)
+    except StorefrontUnavailable as exc:
+        raise _unavailable(exc) from None
+    result = []
+    for order in found:
+        h = order.head
+        lines = [
+            OrderLineOut(
+                line=line.get("PONR", ""),
+                item=line.get("ITNO", ""),
+                quantity=_decimal(line.get("ORQA") or line.get("ORQT")),
+                net_price=_decimal(line.get("NEPR") or line.get("SAPR")),
+                status=line.get("ORST", ""),
+                deliveries=[
+                    DeliveryOut(
+                        delivery=d.get("DLIX", ""),
+                        quantity=_decimal(d.get("TRQT")),
+                        status=d.get("PGRS", ""),
+                        fields={k: v for k, v in d.items() if v},
+                    )
+                    for d in order.deliveries.get(line.get("PONR", ""), [])
+                ],
+                fields={k: v for k, v in line.items() if v},
+            )
+            for line in order.lines
+        ]
+        result.append(
+            OrderOut(
+                order=h.get("ORNO", ""),
+                customer_order=h.get("CUOR", ""),
+                order_date=h.get("ORDT", ""),
+                status_low=h.get("ORSL", ""),
+                status_high=h.get("ORST", ""),
+                lines=lines,
+                fields={k: v for k, v in h.items() if v},
+            )
+        )
+    return OrdersAnswer(customer=customer, orders=result)
+
+
+@router.get("/customers/{customer}/invoices", response_model=InvoicesAnswer, responses=_UNAVAILABLE)
+async def invoices(
+    customer: CUSTOMER,
+    caller: StorefrontCaller,
+    runtime: RuntimeDep,
+    year: Annotated[
+        int | None, Query(ge=1900, le=9999, description="invoice year; default this year")
+    ] = None,
+) -> InvoicesAnswer:
+    """The customer's invoices of a year (OIS350MI LstInvHeadByPay, paged by invoice number to
+    the end), read from M3 at each call."""
+    wanted = year or datetime.now(UTC).year
+    try:
+        _cuno, rows = await runtime.storefront.invoices(customer, year=wanted)
+    except StorefrontUnavailable as exc:
+        raise _unavailable(exc) from None
+    return InvoicesAnswer(
+        customer=customer,
+        year=wanted,
+        invoices=[
+            InvoiceOut(
+                invoice=r.get("IVNO", ""),
+                year=wanted,
+                invoice_date=r.get("IDAT", ""),
+                due_date=r.get("DUDT", ""),
+                amount=_decimal(r.get("AMT1")),
+                open_amount=_decimal(r.get("RAFC")),
+                currency=r.get("CUCD", ""),
+                status=r.get("INST", ""),
+                fields={k: v for k, v in r.items() if v},
+            )
+            for r in rows
+        ],
+    )
