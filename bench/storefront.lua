@@ -1,6 +1,6 @@
 -- wrk script for bench/storefront.py: POST /api/v1/storefront/prices for 20 items.
 --
---   wrk -t2 -c16 -d10s --latency -s bench/storefront.lua URL -- MODE CUSTOMER TOKEN ITEMS
+--   wrk -t2 -c16 -d10s --latency -s bench/storefront.lua URL -- MODE CUSTOMER TOKEN ITEMS RUN
 --
 -- MODE warm: every request asks the same 20 items at quantity 1 (after one priming request,
 -- all cache hits). MODE cold: every request asks its 20 items at a quantity no request asked
@@ -14,12 +14,12 @@ function setup(thread)
    table.insert(threads, thread)
 end
 
-local mode, customer, token, items
+local mode, customer, token, items, run
 local counter = 0
 statuses = {}
 
 function init(args)
-   mode, customer, token = args[1], args[2], args[3]
+   mode, customer, token, run = args[1], args[2], args[3], tonumber(args[5] or "0")
    items = {}
    for item in string.gmatch(args[4], "[^,]+") do
       table.insert(items, item)
@@ -47,7 +47,7 @@ function request()
    counter = counter + 1
    -- 1000.000001, 1000.000002, …: a quantity no request asked before (the cache key normalises
    -- 1.10 to 1.1, so the counter is zero-padded to six decimals)
-   return wrk.format(nil, nil, nil, body(string.format("%d.%06d", 1000 + id, counter)))
+   return wrk.format(nil, nil, nil, body(string.format("%d.%06d", 1000 + 10 * run + id, counter)))
 end
 
 function response(status, headers, body)

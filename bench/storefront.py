@@ -139,7 +139,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url: str, mode: str, concurrency: int, seconds: int) -> dict[str, Any]:
+def wrk(url: str, mode: str, concurrency: int, seconds: int, run: int) -> dict[str, Any]:
     threads = min(2, concurrency)
     command = [
         "/usr/bin/wrk",
@@ -157,11 +157,12 @@ def wrk(url: str, mode: str, concurrency: int, seconds: int) -> dict[str, Any]:
         CUSTOMER,
         TOKEN,
         ",".join(ITEMS),
+        str(run),  # cold: quantities no earlier run asked
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     line = next(x for x in done.stdout.splitlines() if x.startswith("M3BNG-WRK "))
     result: dict[str, Any] = json.loads(line.removeprefix("M3BNG-WRK "))
-    result["command"] = " ".join([*command[:-5], "--", mode, CUSTOMER, "$TOKEN", "$ITEMS"])
+    result["command"] = " ".join([*command[:-6], "--", mode, CUSTOMER, "$TOKEN", "$ITEMS", str(run)])
     return result
 
 
@@ -200,7 +201,7 @@ async def main(options: argparse.Namespace) -> None:
             await wait_up(f"http://127.0.0.1:{app_port}/health/live", app, work / "app.log")
             await link_customer(database_url)
             url = f"http://127.0.0.1:{app_port}/api/v1/storefront/prices"
-            rows = []
+            rows: list[dict[str, Any]] = []
             for mode in options.modes:
                 for concurrency in options.concurrency:
                     if mode == "warm":  # prime: one request for the 20 items at quantity 1
@@ -213,7 +214,7 @@ async def main(options: argparse.Namespace) -> None:
                             assert all(p["error"] is None for p in primed.json()["prices"]), primed.text
                     before = (await control.get("/_sim/stats")).json()
                     cpu = cpu_seconds(app.pid)
-                    result = wrk(url, mode, concurrency, options.seconds)
+                    result = wrk(url, mode, concurrency, options.seconds, len(rows))
                     cpu = cpu_seconds(app.pid) - cpu
                     after = (await control.get("/_sim/stats")).json()
                     answered = result["statuses"].get("200", 0)

@@ -119,7 +119,10 @@ class ReadCache(Generic[K, V]):
         metrics.observe_storefront_cache(self.kind, "shared", shared)
         metrics.observe_storefront_cache(self.kind, "miss", len(lead))
         if lead:
-            task = asyncio.create_task(self._fill(lead, fetch), name=f"storefront-{self.kind}-fill")
+            # The generations now, when the read asks: a BOD that comes before M3 answers makes
+            # the answer too old to keep, even if the fetch has not started running yet.
+            generations = {key: self._generation.get(self._item_of(key), 0) for key in lead}
+            task = asyncio.create_task(self._fill(generations, fetch), name=f"storefront-{self.kind}-fill")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if waiting:
@@ -134,11 +137,11 @@ class ReadCache(Generic[K, V]):
         if future.done() and not future.cancelled():
             failure = future.exception()
             if failure is None:
+                value = future.result()
                 entry = self._entries.get(key)
-                now = self._clock()
-                if entry is not None:
-                    return Lookup(entry.value, now - entry.fetched_at, entry.fetched_wall)
-                return Lookup(future.result(), 0.0, time.time())
+                if entry is not None and entry.value is value:  # cached when it came: its age
+                    return Lookup(value, self._clock() - entry.fetched_at, entry.fetched_wall)
+                return Lookup(value, 0.0, time.time())
             error = failure
         else:
             error = NoAnswerYet(f"M3 did not answer within the wait ({self.kind})")
@@ -152,8 +155,8 @@ class ReadCache(Generic[K, V]):
         metrics.observe_storefront_cache(self.kind, "unavailable")
         return Lookup(None, error=error, unavailable=True)
 
-    async def _fill(self, keys: list[K], fetch: Fetch[K, V]) -> None:
-        generations = {key: self._generation.get(self._item_of(key), 0) for key in keys}
+    async def _fill(self, generations: dict[K, int], fetch: Fetch[K, V]) -> None:
+        keys = list(generations)
         try:
             results: dict[K, V | BaseException] = await fetch(keys)
         except BaseException as exc:
