@@ -25,6 +25,10 @@ class M3bngApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
+            if scope["path"] == storefront.FAST_PATH:  # the storefront's hot read, likewise
+                scope["app"] = self
+                await storefront.fast_prices(self.state.runtime, scope, receive, send)
+                return
             instance = webhooks.fast_path_instance(scope["path"])
             if instance is not None:
                 scope["app"] = self

@@ -110,6 +110,15 @@ def validation_details(exc: ValidationError | RequestValidationError) -> list[di
     return details
 
 
+def validation_error(
+    exc: ValidationError | RequestValidationError, code: str = "invalid_request"
+) -> ApiError:
+    """422 naming every field pydantic refused, in one message and in ``fields``."""
+    fields = validation_details(exc)
+    message = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
+    return ApiError(422, code, message, fields=fields)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -121,6 +130,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = validation_details(exc)
-        message = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
-        return JSONResponse(error_body("invalid_request", message, fields=fields), status_code=422)
+        return error_response(validation_error(exc))

@@ -16,15 +16,22 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
+import structlog
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 
-from m3bng.api.deps import RuntimeDep
-from m3bng.api.errors import ApiError
-from m3bng.api.ops.auth import StorefrontCaller
+from m3bng.api.deps import RuntimeDep, read_body
+from m3bng.api.errors import ApiError, error_response, validation_error
+from m3bng.api.ops.auth import StorefrontCaller, check_caller
 from m3bng.connectors.m3.errors import M3Error
+from m3bng.errors import Refused
+from m3bng.ops.tokens import Scope as TokenScope
+from m3bng.runtime import Runtime
 from m3bng.storefront.service import Answer, Balance, Price, StorefrontUnavailable
 
+log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1/storefront", tags=["storefront"])
 
 ITEM = r"^[^\s,][^,]{0,14}$"  # an M3 item number (ITNO A15), no commas (they separate lists)
@@ -248,7 +255,11 @@ def _too_many(field: str, count: int, limit: int) -> ApiError:
 async def prices(body: PriceRequest, caller: StorefrontCaller, runtime: RuntimeDep) -> Response:
     """Net prices of many items for one customer (OIS320MI GetPriceLine, in bulk), each with the
     price list and discounts that produced it, and its age; cached per customer, item, quantity,
-    currency and date."""
+    currency and date. (Served by ``fast_prices`` below; this route is its OpenAPI entry.)"""
+    return await price_answer(runtime, body)
+
+
+async def price_answer(runtime: Runtime, body: PriceRequest) -> Response:
     limit = runtime.settings.storefront_max_items
     if len(body.items) > limit:
         raise _too_many("items", len(body.items), limit)
@@ -275,6 +286,33 @@ async def prices(body: PriceRequest, caller: StorefrontCaller, runtime: RuntimeD
             }
         )
     return _json({"customer": body.customer, "stale": any(p["stale"] for p in out), "prices": out})
+
+
+FAST_PATH = "/api/v1/storefront/prices"
+
+
+async def fast_prices(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /api/v1/storefront/prices`` as a plain ASGI call (m3bng.app routes it here first,
+    as it does webhooks): the same checks, handler and error shapes as the route, without
+    FastAPI's routing and dependency machinery, which cost a warm price read more than its
+    cache lookups (docs/benchmarks.md, storefront)."""
+    request = Request(scope, receive)
+    try:
+        await check_caller(request, TokenScope.STOREFRONT_READ)
+        raw = await read_body(request, runtime.settings.max_body_bytes)
+        try:
+            body = PriceRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        response = await price_answer(runtime, body)
+    except (ApiError, Refused) as exc:
+        response = error_response(exc)
+    except Exception as exc:  # the store is down, a bug: the error shape FastAPI's handler gives
+        log.error("storefront.failed", error=repr(exc)[:500])
+        response = error_response(
+            ApiError(500, "internal_error", "the prices could not be read; retry later")
+        )
+    await response(scope, receive, send)
 
 
 def _split(value: str, field: str, pattern: str, limit: int) -> list[str]:

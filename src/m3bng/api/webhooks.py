@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from m3bng.api.deps import RuntimeDep, read_body
-from m3bng.api.errors import ApiError, error_body, error_response, refusal, validation_details
+from m3bng.api.errors import ApiError, error_body, error_response, refusal, validation_error
 from m3bng.connectors.bng.events import BngEnvelope, business_key
 from m3bng.connectors.bng.models import InvalidEventData
 from m3bng.connectors.bng.models import check_event_data as check_data
@@ -184,9 +184,7 @@ async def handle_webhook(runtime: Runtime, request: Request, instance_id: str = 
     try:
         envelope = BngEnvelope.model_validate(raw)
     except ValidationError as exc:
-        fields = validation_details(exc)
-        message = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
-        raise ApiError(422, "invalid_event", message, fields=fields) from None
+        raise validation_error(exc, "invalid_event") from None
     check_event_data(runtime, envelope)
     if not message_id:
         message_id = event_id_from_body(raw)

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -58,8 +58,9 @@ class StorefrontUnavailable(Unavailable):
 # -- keys and values --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PriceKey:
+# Keys are named tuples, not dataclasses: a warm 20-line read hashes each key a few times, and a
+# tuple hashes in C (the dataclass __hash__ was a visible part of a warm read's CPU).
+class PriceKey(NamedTuple):
     cuno: str
     itno: str
     quantity: str  # normalised decimal text: 1, 1.5, 10
@@ -67,8 +68,7 @@ class PriceKey:
     day: str  # yyyyMMdd: a price list line is valid from/to a date
 
 
-@dataclass(frozen=True)
-class StockKey:
+class StockKey(NamedTuple):
     itno: str
     whlo: str
     day: str  # "" = the balance now (GetItmWhsBal); a date = ATP on it (GetATP)

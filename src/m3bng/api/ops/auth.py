@@ -39,9 +39,7 @@ storefront_bearer = HTTPBearer(
 
 
 def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
-    storefront = scope.family == "storefront"
-    scheme = storefront_bearer if storefront else bearer
-    realm = "m3bng-storefront" if storefront else "m3bng-ops"
+    scheme = storefront_bearer if scope.family == "storefront" else bearer
 
     # The scheme as a default, not in an Annotated hint: hints are strings here (PEP 563) and
     # FastAPI would look ``scheme`` up among the module's names, not this function's.
@@ -49,14 +47,16 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
         request: Request,
         credentials: HTTPAuthorizationCredentials | None = Depends(scheme),  # noqa: B008
     ) -> Principal:
-        return await _check(request, scope, realm)
+        return await check_caller(request, scope)
 
     dependency.__name__ = f"require_{scope.name.lower()}"
     return dependency
 
 
-async def _check(request: Request, scope: Scope, realm: str) -> Principal:
-    """The caller of ``request`` if it holds ``scope`` (401 with a challenge, else 403)."""
+async def check_caller(request: Request, scope: Scope) -> Principal:
+    """The caller of ``request`` if it holds ``scope`` (401 with a challenge, else 403); also
+    called by the storefront's plain ASGI path (api/storefront.py), which has no dependencies."""
+    realm = "m3bng-storefront" if scope.family == "storefront" else "m3bng-ops"
     authenticator = request.app.state.runtime.authenticator
     header = request.headers.get("authorization")
     try:
