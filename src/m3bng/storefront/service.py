@@ -43,6 +43,13 @@ log = structlog.get_logger(__name__)
 
 CUSTOMER_ENTITY = "customer"
 DISCOUNTS = range(1, 7)  # DIP1..DIP6 / DIA1..DIA6 / DPR1..DPR6 / TX81..TX86
+# The outputs each read uses (asked as selectedColumns: GetPriceLine has 95).
+PRICE_COLUMNS = (
+    *("SAPR", "NETP", "LNAM", "CUCD", "PRRF", "PRRO", "DISY", "SPUN", "ALUN", "PRMO", "AAGN", "PIDE"),
+    *(f"{field}{n}" for n in DISCOUNTS for field in ("DIP", "DIA", "DPR", "TX8")),
+)
+BALANCE_COLUMNS = ("AV01", "STQT", "ALQT")
+ATP_COLUMNS = ("AVTQ", "UNMS", "AVTD")
 
 
 class StorefrontUnavailable(Unavailable):
@@ -230,7 +237,7 @@ class Storefront:
             fields["ORDT"] = key.day
             return fields
 
-        return await self._bulk("OIS320MI", "GetPriceLine", keys, record, _price)
+        return await self._bulk("OIS320MI", "GetPriceLine", keys, record, _price, PRICE_COLUMNS)
 
     # -- availability ------------------------------------------------------------------------------
 
@@ -248,13 +255,21 @@ class Storefront:
         now = [k for k in keys if not k.day]
         dated = [k for k in keys if k.day]
         parts = await asyncio.gather(
-            self._bulk("MMS200MI", "GetItmWhsBal", now, lambda k: {"WHLO": k.whlo, "ITNO": k.itno}, _balance),
+            self._bulk(
+                "MMS200MI",
+                "GetItmWhsBal",
+                now,
+                lambda k: {"WHLO": k.whlo, "ITNO": k.itno},
+                _balance,
+                BALANCE_COLUMNS,
+            ),
             self._bulk(
                 "OIS100MI",
                 "GetATP",
                 dated,
                 lambda k: {"ITNO": k.itno, "WHLO": k.whlo, "DWDT": k.day},
                 _atp,
+                ATP_COLUMNS,
             ),
         )
         return {**parts[0], **parts[1]}
@@ -268,6 +283,7 @@ class Storefront:
         keys: list[Any],
         record: Any,
         convert: Any,
+        columns: Sequence[str],
     ) -> dict[Any, Any]:
         """One bulk MI POST per ``storefront_bulk_size`` keys, all at once (they queue in the
         storefront's lane of the M3 cap); each key gets its value or its own error."""
@@ -280,7 +296,7 @@ class Storefront:
         async def one(chunk: list[Any]) -> dict[Any, Any]:
             calls = [(transaction, record(key)) for key in chunk]
             try:
-                results = await m3.execute_many(program, calls)
+                results = await m3.execute_many(program, calls, columns=columns)
             except M3Error as exc:
                 return dict.fromkeys(chunk, exc)
             out: dict[Any, Any] = {}

@@ -358,6 +358,12 @@ async def test_execute_many_returns_per_transaction_outcomes() -> None:
     assert isinstance(out[1], M3NotFound)
     sent = json.loads(route.calls.last.request.content)
     assert sent["program"] == "MMS200MI" and sent["transactions"][1]["record"]["ITNO"] == "B"
+    assert "selectedColumns" not in sent["transactions"][0]
+    await m3.execute_many(
+        "MMS200MI", [("GetItmWhsBal", {"WHLO": "100", "ITNO": "A"})], columns=["STQT", "AV01"]
+    )
+    sent = json.loads(route.calls.last.request.content)
+    assert sent["transactions"][0]["selectedColumns"] == ["STQT", "AV01"]
     await m3.aclose()
 
 

@@ -257,11 +257,14 @@ class M3Client:
         calls: Sequence[tuple[str, Mapping[str, MiValue]]],
         *,
         maxrecs: int | None = None,
+        columns: Sequence[str] | None = None,
     ) -> list[MIResult | M3Error]:
         """Several transactions of one program in one v2 POST; each result or error in order.
 
         A failure of one transaction does not stop the others, so the caller gets a per-record
-        answer (used for bulk work such as many order lines or balance reads).
+        answer (used for bulk work such as many order lines or balance reads). ``columns``: only
+        these output fields of each transaction (``selectedColumns``, facts.md §1.5), so that M3
+        sends and m3bng parses what the caller reads (GetPriceLine has 95 outputs).
         """
         if self.config.api_version != "v2":
             return [await self._execute_or_error(program, t, r, maxrecs) for t, r in calls]
@@ -271,6 +274,7 @@ class M3Client:
                 {
                     "transaction": t,
                     "record": {k: f for k, v in r.items() if (f := format_value(v)) is not None},
+                    **({"selectedColumns": list(columns)} if columns else {}),
                 }
                 for t, r in calls
             ],
