@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from m3bng.errors import M3bngError
+from m3bng.errors import TransientError
 from m3bng.observability import metrics
 
 K = TypeVar("K", bound=Hashable)
@@ -58,7 +58,7 @@ class Lookup(Generic[V]):
     unavailable: bool = False  # the error is M3's absence (and no value young enough was cached)
 
 
-class NoAnswerYet(M3bngError):
+class NoAnswerYet(TransientError):
     """No answer from M3 within the wait (the fetch goes on in the background)."""
 
 

@@ -123,6 +123,7 @@ class Answer:
     as_of: float
     stale: bool
     error: BaseException | None
+    unavailable: bool = False  # no value because M3 is away (not an answer M3 gave)
 
 
 @dataclass
@@ -312,12 +313,12 @@ class Storefront:
     @staticmethod
     def _checked(found: Mapping[Any, Lookup[Any]], key: Any) -> Answer:
         lookup = found[key]
-        return Answer(lookup.value, lookup.age, lookup.as_of, lookup.stale, lookup.error)
+        return Answer(lookup.value, lookup.age, lookup.as_of, lookup.stale, lookup.error, lookup.unavailable)
 
     def raise_if_unavailable(self, answers: Iterable[Answer]) -> None:
         """503 for the whole read when any value is missing because M3 is away (and the cache
         held nothing young enough): a page with holes in its prices is worse than a retry."""
-        missing = [a.error for a in answers if a.error is not None and degradable(a.error)]
+        missing = [a.error for a in answers if a.unavailable]
         if missing:
             raise StorefrontUnavailable(
                 f"M3 is not answering and {len(missing)} value(s) have no cached copy younger "

@@ -184,6 +184,14 @@ async def test_outage_answers_stale_then_503_past_the_maximum(shop: ShopFactory)
         await until(fresh_again, "fresh answers after the outage")
 
 
+async def test_a_slow_m3_with_nothing_cached_is_503_not_an_item_error(shop: ShopFactory) -> None:
+    async with shop(storefront_m3_wait_seconds=0.3) as s:
+        await s.sim.faults(latency_ms=1500)
+        response = await s.prices("BNG-NORDIC", "BIKE-100")
+        assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
+        await s.sim.faults()
+
+
 async def test_orders_with_lines_and_deliveries_and_invoices_paged_to_the_end(shop: ShopFactory) -> None:
     async with shop(storefront_list_page=2) as s:
         await s.seed(
