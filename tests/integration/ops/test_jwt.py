@@ -139,3 +139,17 @@ async def test_jwt_without_ops_scope_is_403(api: httpx.AsyncClient, keys: Keys) 
         response = await whoami(api, sign(keys.signing, scope=scope))
         assert response.status_code == 403, (scope, response.text)
         assert "no ops:* scope" in response.json()["error"]["message"]
+
+
+async def test_jwt_with_storefront_scope_reads_the_storefront_and_nothing_of_ops(
+    api: httpx.AsyncClient, keys: Keys
+) -> None:
+    storefront = sign(keys.signing, sub="bng-storefront", scope="openid storefront:read")
+    assert (await whoami(api, storefront)).status_code == 403
+    body = {"customer": "BNG-NOBODY", "items": [{"item": "BIKE-100"}]}
+    response = await api.post("/api/v1/storefront/prices", json=body, headers=bearer(storefront))
+    assert response.status_code == 404, response.text  # let in; the customer is unknown
+    # An ops scope beside it makes an operator, not the storefront.
+    both = sign(keys.signing, scope=["storefront:read", "ops:read"])
+    response = await api.post("/api/v1/storefront/prices", json=body, headers=bearer(both))
+    assert response.status_code == 403 and "storefront:read" in response.json()["error"]["message"]
