@@ -111,8 +111,10 @@ class Settings(BaseSettings):
 
     # --- storefront reads (api/storefront.py, docs/storefront-api.md) ----------------------------
     # The part of M3BNG_M3_MAX_CONCURRENCY kept for storefront reads (at least one call): they
-    # wait for each other there, never for order entry, and order entry keeps the rest.
-    storefront_m3_share: float = Field(default=0.25, ge=0.05, le=0.9)
+    # wait for each other there, never for order entry, and order entry keeps the rest. 0: no
+    # lane (an installation without a storefront keeps the whole cap for its flows; storefront
+    # reads, if any, then share it).
+    storefront_m3_share: float = Field(default=0.25, ge=0, le=0.9)
     storefront_price_ttl_seconds: float = Field(default=300.0, gt=0, le=86400)
     storefront_stock_ttl_seconds: float = Field(default=60.0, gt=0, le=86400)
     # While M3 is slow or down, cached values up to this old are answered, flagged stale;
@@ -321,10 +323,10 @@ class Settings(BaseSettings):
 
     @property
     def storefront_m3_slots(self) -> int:
-        """Calls of M3BNG_M3_MAX_CONCURRENCY kept for storefront reads (0: the cap is 1, too small
-        to split; the storefront then shares it)."""
+        """Calls of M3BNG_M3_MAX_CONCURRENCY kept for storefront reads (0: no lane asked for, or
+        a cap of 1, too small to split; the storefront then shares the cap)."""
         cap = self.m3_max_concurrency
-        if cap < 2:
+        if cap < 2 or not self.storefront_m3_share:
             return 0
         return min(cap - 1, max(1, round(cap * self.storefront_m3_share)))
 
