@@ -26,9 +26,7 @@ def test_the_lane_is_the_share_of_the_cap_at_least_one_and_leaves_one(
     assert settings(m3_max_concurrency=cap, storefront_m3_share=share).storefront_m3_slots == slots
 
 
-async def test_split_lane_keeps_the_rest_for_order_entry_and_the_shared_cap_counts_it_out(
-    tmp_path: Path,
-) -> None:
+async def test_split_lane_keeps_the_rest_for_order_entry_and_the_shared_cap_counts_it_out() -> None:
     s = settings(m3_max_concurrency=8)
     m3 = M3Client(M3ClientConfig(base_url="http://127.0.0.1:9", max_concurrency=8))
     lane = m3.split_lane(s.storefront_m3_slots)
