@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from m3bng.api.deps import RuntimeDep, read_body
 from m3bng.api.errors import ApiError, error_response, validation_error
 from m3bng.api.ops.auth import StorefrontCaller, check_caller
-from m3bng.connectors.m3.errors import M3Error
+from m3bng.connectors.m3.errors import M3Error, M3NotFound
 from m3bng.errors import Refused
 from m3bng.ops.tokens import Scope as TokenScope
 from m3bng.runtime import Runtime
@@ -230,6 +230,15 @@ def _unavailable(exc: StorefrontUnavailable) -> ApiError:
     )
 
 
+def _m3_refused(exc: M3Error) -> ApiError:
+    """M3 answered a list read with an error (the linked customer is not in M3, no authority
+    for the company …): 404 when M3 says it does not exist, else 502, with M3's message."""
+    message = f"M3 {exc.program}/{exc.transaction}: {exc.mi_message}"[:300]
+    if isinstance(exc, M3NotFound):
+        return ApiError(404, "m3_not_found", message)
+    return ApiError(502, "m3_refused", message)
+
+
 def _decimal(value: str | None) -> Decimal | None:
     if value in (None, ""):
         return None
@@ -394,6 +403,8 @@ async def orders(
         _cuno, found = await runtime.storefront.orders(customer, status_from=status_from, status_to=status_to)
     except StorefrontUnavailable as exc:
         raise _unavailable(exc) from None
+    except M3Error as exc:
+        raise _m3_refused(exc) from None
     result = []
     for order in found:
         h = order.head
@@ -447,6 +458,8 @@ async def invoices(
         _cuno, rows = await runtime.storefront.invoices(customer, year=wanted)
     except StorefrontUnavailable as exc:
         raise _unavailable(exc) from None
+    except M3Error as exc:
+        raise _m3_refused(exc) from None
     return InvoicesAnswer(
         customer=customer,
         year=wanted,

@@ -30,6 +30,7 @@ class Shop:
     server: LiveServer
     api: httpx.AsyncClient  # with the storefront token
     sim: SimHandle
+    sessions: Sessions
 
     async def prices(self, customer: str, *items: str | tuple[str, float], **extra: Any) -> httpx.Response:
         lines = [{"item": i} if isinstance(i, str) else {"item": i[0], "quantity": i[1]} for i in items]
@@ -95,6 +96,6 @@ def shop(
         server = live_server(shop_settings(make_settings, m3_sim, **overrides), FlowRegistry())
         async with server, server.client() as api:
             api.headers.update(bearer(STOREFRONT))
-            yield Shop(server, api, m3_sim)
+            yield Shop(server, api, m3_sim, sessions)
 
     return start

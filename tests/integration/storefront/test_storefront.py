@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from m3bng.store import documents
 from tests.support.ops import READ, bearer
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -244,6 +245,12 @@ async def test_orders_with_lines_and_deliveries_and_invoices_paged_to_the_end(sh
         assert pages == [None, "100003", "100005"]  # keyed pages of two, to the end
         fjord = await s.api.get("/api/v1/storefront/customers/BNG-FJORD/invoices", params={"year": 2026})
         assert fjord.json()["invoices"] == []
+
+        # A BNG customer linked to a CUNO M3 does not have: M3's "does not exist", as a 404.
+        async with s.sessions() as session, session.begin():
+            await documents.put_xref(session, "customer", "BNG-GONE", "99999")
+        gone = await s.api.get("/api/v1/storefront/customers/BNG-GONE/orders")
+        assert gone.status_code == 404 and "OIS100MI/LstHead" in gone.json()["error"]["message"]
 
 
 async def test_a_read_flood_keeps_to_its_lane_and_order_entry_keeps_the_rest(shop: ShopFactory) -> None:
