@@ -186,9 +186,14 @@ async def _store(
         from m3bng.storefront.bods import invalidate_for
 
         # Stored: the storefront's cached prices and balances this BOD changed are stale now.
-        invalidated = invalidate_for(runtime.storefront, parsed)
-        if invalidated:
-            log.info("storefront.invalidated", bod_type=parsed.bod_type, entries=invalidated)
+        # The BOD is committed whatever happens here: a failure is logged, never answered.
+        try:
+            invalidated = invalidate_for(runtime.storefront, parsed)
+        except Exception as exc:
+            log.error("storefront.invalidation_failed", bod_type=parsed.bod_type, error=repr(exc)[:300])
+        else:
+            if invalidated:
+                log.info("storefront.invalidated", bod_type=parsed.bod_type, entries=invalidated)
     supported = runtime.registry.get("ion", parsed.bod_type) is not None
     if not supported and not result.duplicate:
         log.info("ion.bod_unsupported", bod_type=parsed.bod_type, event_id=result.event_id)
