@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     # goes on and fills the cache for the next read).
     storefront_m3_wait_seconds: float = Field(default=2.0, gt=0, le=60)
     storefront_cache_entries: int = Field(default=200_000, ge=100, le=10_000_000)
+    # How often a serving process looks in the store for BODs another process received (0: never;
+    # then only the receiving process's cache is invalidated, the others' at their TTL).
+    storefront_bod_follow_seconds: float = Field(default=1.0, ge=0, le=3600)
     storefront_max_items: int = Field(default=200, ge=1, le=1000)  # per price/availability request
     storefront_bulk_size: int = Field(default=50, ge=1, le=500)  # transactions per bulk MI POST
     storefront_list_page: int = Field(default=100, ge=1, le=10_000)  # records per MI list page

@@ -35,6 +35,7 @@ from m3bng.store.db import create_engine, session_factory, wait_until_reachable
 
 if TYPE_CHECKING:
     from m3bng.connectors.bng.client import BngClient
+    from m3bng.storefront.bods import BodFollower
     from m3bng.storefront.service import Storefront
 
 log = structlog.get_logger(__name__)
@@ -64,6 +65,7 @@ class Runtime:
     own_registry: bool = False
     mapping_refresher: Refresher | None = None
     _storefront: Storefront | None = None
+    storefront_follower: BodFollower | None = None
 
     @property
     def has_storefront(self) -> bool:
@@ -75,10 +77,16 @@ class Runtime:
         """The storefront reads and their cache (storefront/), built at first use: a process that
         serves no storefront keeps no cache."""
         if self._storefront is None:
+            from m3bng.storefront.bods import BodFollower
             from m3bng.storefront.service import Storefront
 
             m3 = self.connectors.m3_storefront or self.connectors.m3
             self._storefront = Storefront(self.settings, self.sessions, m3)
+            seconds = self.settings.storefront_bod_follow_seconds
+            if seconds:  # BODs that other processes receive (storefront/bods.py)
+                self.storefront_follower = BodFollower(self._storefront, self.sessions, seconds)
+                task = asyncio.create_task(self.storefront_follower.run(self._stop), name="storefront-bods")
+                self._tasks.append(task)
         return self._storefront
 
     @classmethod

@@ -188,6 +188,8 @@ async def _store(
         # Stored: the storefront's cached prices and balances this BOD changed are stale now.
         # The BOD is committed whatever happens here: a failure is logged, never answered.
         try:
+            if runtime.storefront_follower is not None:
+                runtime.storefront_follower.mine(result.event_id)
             invalidated = invalidate_for(runtime.storefront, parsed)
         except Exception as exc:
             log.error("storefront.invalidation_failed", bod_type=parsed.bod_type, error=repr(exc)[:300])

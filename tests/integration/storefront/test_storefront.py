@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from m3bng.connectors.ion.bod import parse_bod
+from m3bng.connectors.ion.ingest import ingest_bod
 from m3bng.store import documents
 from tests.support.ops import READ, bearer
 
@@ -151,6 +153,24 @@ async def test_bods_invalidate_prices_and_stock_end_to_end(shop: ShopFactory) ->
         assert [Decimal(r["available"]) for r in rows] == [7, 5]
         last = (await s.sim.calls())[-1]
         assert await s.mi_calls() == calls + 1 and last["record"] == {"WHLO": "100", "ITNO": "BIKE-100"}
+
+
+async def test_a_bod_another_process_received_invalidates_this_ones_cache(shop: ShopFactory) -> None:
+    async with shop(storefront_bod_follow_seconds=0.1) as s:
+        first = await s.price_map("BNG-NORDIC", "BIKE-200")
+        assert Decimal(first["BIKE-200"]["net_price"]) == Decimal("8091")  # 8990 − 10 %
+        await s.seed(
+            {"prices": [{"PRRF": "B2B-SE", "CUCD": "SEK", "ITNO": "BIKE-200", "QTLB": 1, "SAPR": 9990}]}
+        )
+        # Stored as another m3bng process stores it: straight into the store, not through this one.
+        parsed = parse_bod(item_master("BIKE-200", 14).encode(), max_bytes=1_000_000)
+        await ingest_bod(s.sessions, parsed, payload=parsed.to_payload(None), message_id=None)
+
+        async def new_price() -> bool:
+            prices = await s.price_map("BNG-NORDIC", "BIKE-200")
+            return Decimal(prices["BIKE-200"]["net_price"]) == Decimal("8991")
+
+        await until(new_price, "the other process's BOD to reach this cache")
 
 
 async def test_outage_answers_stale_then_503_past_the_maximum(shop: ShopFactory) -> None:
