@@ -159,7 +159,14 @@ class ReadCache(Generic[K, V]):
         keys = list(generations)
         try:
             results: dict[K, V | BaseException] = await fetch(keys)
-        except BaseException as exc:
+        except asyncio.CancelledError:  # shutting down: the waiters get no answer, and must know
+            for key in keys:
+                future = self._inflight.pop(key, None)
+                self._since.pop(key, None)
+                if future is not None and not future.done():
+                    future.cancel()
+            raise
+        except Exception as exc:  # handed to every waiter, not swallowed
             results = dict.fromkeys(keys, exc)
         now, wall = self._clock(), time.time()
         for key in keys:
