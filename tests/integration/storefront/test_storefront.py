@@ -70,6 +70,8 @@ async def test_each_customer_gets_its_own_prices_and_warm_reads_skip_m3(shop: Sh
         assert again_nordic["BIKE-100"]["net_price"] == nordic["BIKE-100"]["net_price"]
         assert again_fjord["BIKE-100"]["net_price"] == fjord["BIKE-100"]["net_price"]
         assert not again_fjord["BIKE-100"]["stale"] and again_fjord["BIKE-100"]["age_seconds"] >= 0
+        metrics = (await s.api.get("/metrics")).text
+        assert 'm3bng_storefront_cache_total{kind="price",outcome="hit"}' in metrics
 
 
 async def test_bad_input_names_the_field_and_an_unknown_item_is_that_items_error(shop: ShopFactory) -> None:
