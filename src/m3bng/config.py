@@ -16,13 +16,17 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from m3bng.errors import M3bngError
-from m3bng.ops.tokens import parse_token_entry
+from m3bng.ops.tokens import Scope, parse_token_entry
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./m3bng.db"
 
 # Delays in seconds before attempt 2, 3, ... : 8 attempts spread over ~25.6 hours, so an M3 or BNG
 # outage of a full working day still ends in success rather than a dead letter.
 DEFAULT_RETRY_SCHEDULE = (60.0, 300.0, 1800.0, 3600.0, 14400.0, 28800.0, 43200.0)
+
+
+# The storefront's lane when M3BNG_STOREFRONT_M3_SHARE is unset and a storefront is served.
+DEFAULT_STOREFRONT_SHARE = 0.25
 
 
 class SettingsError(M3bngError):
@@ -112,9 +116,11 @@ class Settings(BaseSettings):
     # --- storefront reads (api/storefront.py, docs/storefront-api.md) ----------------------------
     # The part of M3BNG_M3_MAX_CONCURRENCY kept for storefront reads (at least one call): they
     # wait for each other there, never for order entry, and order entry keeps the rest. 0: no
-    # lane (an installation without a storefront keeps the whole cap for its flows; storefront
-    # reads, if any, then share it).
-    storefront_m3_share: float = Field(default=0.25, ge=0, le=0.9)
+    # lane (the flows keep the whole cap; storefront reads, if any, share it). Unset: 0.25 when
+    # the installation can serve a storefront (a storefront:read token in M3BNG_OPS_TOKENS, or
+    # SSO tokens, whose scopes are only known per request), else 0, so an installation without
+    # a storefront keeps its whole cap for order entry after an upgrade.
+    storefront_m3_share: float | None = Field(default=None, ge=0, le=0.9)
     storefront_price_ttl_seconds: float = Field(default=300.0, gt=0, le=86400)
     storefront_stock_ttl_seconds: float = Field(default=60.0, gt=0, le=86400)
     # While M3 is slow or down, cached values up to this old are answered, flagged stale;
@@ -329,9 +335,19 @@ class Settings(BaseSettings):
         """Calls of M3BNG_M3_MAX_CONCURRENCY kept for storefront reads (0: no lane asked for, or
         a cap of 1, too small to split; the storefront then shares the cap)."""
         cap = self.m3_max_concurrency
-        if cap < 2 or not self.storefront_m3_share:
+        share = self.storefront_m3_share
+        if share is None:
+            share = DEFAULT_STOREFRONT_SHARE if self.serves_storefront else 0.0
+        if cap < 2 or not share:
             return 0
-        return min(cap - 1, max(1, round(cap * self.storefront_m3_share)))
+        return min(cap - 1, max(1, round(cap * share)))
+
+    @property
+    def serves_storefront(self) -> bool:
+        """Whether a storefront token can exist: a static one with the scope, or SSO."""
+        jwt = self.ops_jwt_jwks_file is not None or self.ops_jwt_jwks_url is not None
+        static = any(parse_token_entry(e).scope == Scope.STOREFRONT_READ for e in self.ops_tokens)
+        return jwt or static
 
     def require_webhook_secrets(self) -> None:
         """BNG's signing secret, required outside sandbox mode by the processes that verify or

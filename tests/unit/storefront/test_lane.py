@@ -26,8 +26,22 @@ def test_the_lane_is_the_share_of_the_cap_at_least_one_and_leaves_one(
     assert settings(m3_max_concurrency=cap, storefront_m3_share=share).storefront_m3_slots == slots
 
 
+def test_unset_the_lane_is_kept_only_where_a_storefront_can_be_served() -> None:
+    from m3bng.ops.tokens import hash_token
+
+    entry = f"shop storefront:read {hash_token('x' * 40)}"
+    ops_only = f"ops ops:admin {hash_token('y' * 40)}"
+    assert settings(m3_max_concurrency=8).storefront_m3_slots == 0
+    assert settings(m3_max_concurrency=8, ops_tokens=[ops_only]).storefront_m3_slots == 0
+    assert settings(m3_max_concurrency=8, ops_tokens=[ops_only, entry]).storefront_m3_slots == 2
+    assert (
+        settings(m3_max_concurrency=8, ops_jwt_jwks_url="https://idp.example/jwks").storefront_m3_slots == 2
+    )
+    assert settings(m3_max_concurrency=8, ops_tokens=[entry], storefront_m3_share=0).storefront_m3_slots == 0
+
+
 async def test_split_lane_keeps_the_rest_for_order_entry_and_the_shared_cap_counts_it_out() -> None:
-    s = settings(m3_max_concurrency=8)
+    s = settings(m3_max_concurrency=8, storefront_m3_share=0.25)
     m3 = M3Client(M3ClientConfig(base_url="http://127.0.0.1:9", max_concurrency=8))
     lane = m3.split_lane(s.storefront_m3_slots)
     assert (m3.gate.size, lane.gate.size) == (6, 2)
