@@ -64,30 +64,53 @@ class Runtime:
     # the store's live mapping versions and rebuild the registry when one is published.
     own_registry: bool = False
     mapping_refresher: Refresher | None = None
-    _storefront: Storefront | None = None
+    _storefronts: dict[str, Storefront] = field(default_factory=dict)
     storefront_follower: BodFollower | None = None
 
     @property
     def has_storefront(self) -> bool:
-        """True once a storefront read built the cache (only then can a BOD make it stale)."""
-        return self._storefront is not None
+        """True once a storefront read built a cache (only then can a BOD make it stale)."""
+        return bool(self._storefronts)
+
+    @property
+    def storefronts(self) -> list[Storefront]:
+        """The storefronts built so far, one per BNG instance read."""
+        return list(self._storefronts.values())
 
     @property
     def storefront(self) -> Storefront:
-        """The storefront reads and their cache (storefront/), built at first use: a process that
-        serves no storefront keeps no cache."""
-        if self._storefront is None:
-            from m3bng.storefront.bods import BodFollower
-            from m3bng.storefront.service import Storefront
+        """The instance ``default``'s storefront (``storefront_for``)."""
+        return self.storefront_for(DEFAULT)
 
-            m3 = self.connectors.m3_storefront or self.connectors.m3
-            self._storefront = Storefront(self.settings, self.sessions, m3)
-            seconds = self.settings.storefront_bod_follow_seconds
-            if seconds:  # BODs that other processes receive (storefront/bods.py)
-                self.storefront_follower = BodFollower(self._storefront, self.sessions, seconds)
-                task = asyncio.create_task(self.storefront_follower.run(self._stop), name="storefront-bods")
-                self._tasks.append(task)
-        return self._storefront
+    def storefront_for(self, instance_id: str) -> Storefront:
+        """The storefront reads of one BNG instance and their cache (storefront/), built at first
+        use: a process that serves no storefront keeps no cache. Each instance's reads run in its
+        M3 company (``M3Client.for_company``) on the storefront's lane of the M3 cap, and its
+        customers are its own cross-references. KeyError: no such instance."""
+        found = self._storefronts.get(instance_id)
+        if found is not None:
+            return found
+        from m3bng.storefront.bods import BodFollower
+        from m3bng.storefront.service import Storefront
+
+        instance = self.instances.get(instance_id) if self.instances is not None else None
+        if instance is None and instance_id != DEFAULT:
+            raise KeyError(instance_id)
+        m3 = self.connectors.m3_storefront or self.connectors.m3
+        if m3 is not None and instance is not None:
+            m3 = m3.for_company(instance.cono, instance.divi)
+        settings = instance.settings if instance is not None else self.settings
+        found = self._storefronts[instance_id] = Storefront(settings, self.sessions, m3, instance=instance_id)
+        seconds = self.settings.storefront_bod_follow_seconds
+        if seconds and self.storefront_follower is None:  # BODs other processes receive (bods.py)
+            self.storefront_follower = BodFollower(self._storefronts, self.sessions, seconds)
+            task = asyncio.create_task(self.storefront_follower.run(self._stop), name="storefront-bods")
+            self._tasks.append(task)
+        return found
+
+    def known_instance(self, instance_id: str) -> bool:
+        """Whether ``instance_id`` is configured (``default`` always is)."""
+        return instance_id == DEFAULT or (self.instances is not None and instance_id in self.instances)
 
     @classmethod
     def build(cls, settings: Settings, registry: FlowRegistry | None = None) -> Runtime:
@@ -285,8 +308,8 @@ class Runtime:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._shares is not None:
             await self._shares.stop()
-        if self._storefront is not None:
-            await self._storefront.aclose()
+        for storefront in self._storefronts.values():
+            await storefront.aclose()
         await self.connectors.aclose()
         await self.engine.dispose()
 

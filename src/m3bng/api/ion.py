@@ -190,7 +190,7 @@ async def _store(
         try:
             if runtime.storefront_follower is not None:
                 runtime.storefront_follower.mine(result.event_id)
-            invalidated = invalidate_for(runtime.storefront, parsed)
+            invalidated = invalidate_for(runtime.storefronts, parsed)
         except Exception as exc:
             log.error("storefront.invalidation_failed", bod_type=parsed.bod_type, error=repr(exc)[:300])
         else:

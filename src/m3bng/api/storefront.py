@@ -27,9 +27,10 @@ from m3bng.api.errors import ApiError, error_response, validation_error
 from m3bng.api.ops.auth import StorefrontCaller, check_caller
 from m3bng.connectors.m3.errors import M3Error, M3NotFound
 from m3bng.errors import Refused
+from m3bng.instances import DEFAULT
 from m3bng.ops.tokens import Scope as TokenScope
 from m3bng.runtime import Runtime
-from m3bng.storefront.service import Answer, Balance, Price, StorefrontUnavailable
+from m3bng.storefront.service import Answer, Balance, Price, Storefront, StorefrontUnavailable
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1/storefront", tags=["storefront"])
@@ -39,12 +40,20 @@ WAREHOUSE = r"^[^\s,][^,]{0,2}$"  # WHLO A3
 CUSTOMER = Annotated[
     str, Path(min_length=1, max_length=64, description="the customer's BNG id (linked to its M3 CUNO)")
 ]
+INSTANCE = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        description="the BNG instance (M3BNG_INSTANCES_FILE) whose M3 company and customer links "
+        "are read; default `default`. Unknown: 404 unknown_instance",
+    ),
+]
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {
         "description": "M3 is not answering and the cache holds no value younger than "
         "M3BNG_STOREFRONT_MAX_STALE_SECONDS; Retry-After says when to ask again"
     },
-    404: {"description": "the customer's BNG id is linked to no M3 customer"},
+    404: {"description": "the customer's BNG id is linked to no M3 customer, or no such instance"},
 }
 
 
@@ -257,22 +266,36 @@ def _too_many(field: str, count: int, limit: int) -> ApiError:
     )
 
 
+def storefront_of(runtime: Runtime, instance: str | None) -> Storefront:
+    """The storefront of the ``?instance=`` asked (default ``default``), as the ops API names
+    instances; 404 ``unknown_instance`` naming it when it is not configured."""
+    instance_id = instance or DEFAULT
+    if not runtime.known_instance(instance_id):
+        shown = instance_id if len(instance_id) <= 64 else instance_id[:64] + "…"
+        raise ApiError(
+            404, "unknown_instance", f"no BNG instance {shown!r} is configured (M3BNG_INSTANCES_FILE)"
+        )
+    return runtime.storefront_for(instance_id)
+
+
 # -- routes -----------------------------------------------------------------------------------------
 
 
 @router.post("/prices", response_model=PriceAnswer, responses=_UNAVAILABLE)
-async def prices(body: PriceRequest, caller: StorefrontCaller, runtime: RuntimeDep) -> Response:
+async def prices(
+    body: PriceRequest, caller: StorefrontCaller, runtime: RuntimeDep, instance: INSTANCE = None
+) -> Response:
     """Net prices of many items for one customer (OIS320MI GetPriceLine, in bulk), each with the
     price list and discounts that produced it, and its age; cached per customer, item, quantity,
     currency and date. (Served by ``fast_prices`` below; this route is its OpenAPI entry.)"""
-    return await price_answer(runtime, body)
+    return await price_answer(runtime, body, instance)
 
 
-async def price_answer(runtime: Runtime, body: PriceRequest) -> Response:
+async def price_answer(runtime: Runtime, body: PriceRequest, instance: str | None = None) -> Response:
     limit = runtime.settings.storefront_max_items
     if len(body.items) > limit:
         raise _too_many("items", len(body.items), limit)
-    storefront = runtime.storefront
+    storefront = storefront_of(runtime, instance)
     lines = [(line.item, line.quantity) for line in body.items]
     try:
         _cuno, answers = await storefront.price_list(
@@ -313,7 +336,15 @@ async def fast_prices(runtime: Runtime, scope: Scope, receive: Receive, send: Se
             body = PriceRequest.model_validate_json(raw)
         except ValidationError as exc:
             raise validation_error(exc) from None
-        response = await price_answer(runtime, body)
+        instance = request.query_params.get("instance")
+        if instance is not None and len(instance) > 64:
+            raise ApiError(
+                422,
+                "invalid_request",
+                "instance: at most 64 characters",
+                fields=[{"field": "instance", "problem": "at most 64 characters"}],
+            )
+        response = await price_answer(runtime, body, instance)
     except (ApiError, Refused) as exc:
         response = error_response(exc)
     except Exception as exc:  # the store is down, a bug: the error shape FastAPI's handler gives
@@ -358,6 +389,7 @@ async def availability(
             description="delivery date: ATP on that date (OIS100MI GetATP) instead of the balance now",
         ),
     ] = None,
+    instance: INSTANCE = None,
 ) -> Response:
     """Available quantity per item and warehouse: the allocatable balance now (MMS200MI
     GetItmWhsBal), or what can be promised on a delivery date (OIS100MI GetATP); cached per item
@@ -367,7 +399,7 @@ async def availability(
     stores = _split(warehouses, "warehouses", WAREHOUSE, limit)
     if len(wanted) * len(stores) > limit:
         raise _too_many("items × warehouses", len(wanted) * len(stores), limit)
-    storefront = runtime.storefront
+    storefront = storefront_of(runtime, instance)
     try:
         answers = await storefront.availability(wanted, stores, on=on)
         storefront.raise_if_unavailable(a for _, a in answers)
@@ -396,11 +428,14 @@ async def orders(
     runtime: RuntimeDep,
     status_from: Annotated[str | None, Query(pattern=r"^\d{2}$", description="lowest ORSL, e.g. 22")] = None,
     status_to: Annotated[str | None, Query(pattern=r"^\d{2}$", description="highest ORST, e.g. 77")] = None,
+    instance: INSTANCE = None,
 ) -> OrdersAnswer:
     """The customer's orders with status, lines and delivery lines (OIS100MI LstHead, LstLine,
     LstDelLineByCO), read from M3 at each call (not cached)."""
     try:
-        _cuno, found = await runtime.storefront.orders(customer, status_from=status_from, status_to=status_to)
+        _cuno, found = await storefront_of(runtime, instance).orders(
+            customer, status_from=status_from, status_to=status_to
+        )
     except StorefrontUnavailable as exc:
         raise _unavailable(exc) from None
     except M3Error as exc:
@@ -450,12 +485,13 @@ async def invoices(
     year: Annotated[
         int | None, Query(ge=1900, le=9999, description="invoice year; default this year")
     ] = None,
+    instance: INSTANCE = None,
 ) -> InvoicesAnswer:
     """The customer's invoices of a year (OIS350MI LstInvHeadByPay, paged by invoice number to
     the end), read from M3 at each call."""
     wanted = year or datetime.now(UTC).year
     try:
-        _cuno, rows = await runtime.storefront.invoices(customer, year=wanted)
+        _cuno, rows = await storefront_of(runtime, instance).invoices(customer, year=wanted)
     except StorefrontUnavailable as exc:
         raise _unavailable(exc) from None
     except M3Error as exc:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -76,9 +76,27 @@ def item_ids(data: Any) -> Iterator[str]:
             yield from item_ids(value)
 
 
-def invalidate_for(storefront: Storefront, bod: ParsedBod) -> int:
-    """Mark what ``bod`` changed as stale in ``storefront``'s caches; returns how many entries."""
-    return invalidate_from(storefront, bod.noun, bod.data, bod.location)
+def invalidate_for(storefronts: Iterable[Storefront], bod: ParsedBod) -> int:
+    """Mark what ``bod`` changed as stale in the caches of the storefronts (one per BNG instance)
+    that read its company; returns how many entries."""
+    return invalidate_in(storefronts, bod.noun, bod.data, bod.location, bod.accounting_entity)
+
+
+def invalidate_in(
+    storefronts: Iterable[Storefront],
+    noun: str,
+    data: Any,
+    location: str | None,
+    accounting_entity: str | None,
+) -> int:
+    """``invalidate_from`` in each storefront whose M3 company is the BOD's accounting entity's
+    (``CONO_DIVI``): an item of company 100 changing leaves company 200's prices of the same
+    item number alone. A BOD naming no company, or a storefront without one, invalidates."""
+    return sum(
+        invalidate_from(storefront, noun, data, location)
+        for storefront in list(storefronts)
+        if storefront.reads_company(accounting_entity)
+    )
 
 
 def invalidate_from(storefront: Storefront, noun: str, data: Any, location: str | None) -> int:
@@ -109,9 +127,13 @@ class BodFollower:
     and is skipped, so it costs no second read from M3."""
 
     def __init__(
-        self, storefront: Storefront, sessions: async_sessionmaker[AsyncSession], seconds: float
+        self,
+        storefronts: Mapping[str, Storefront],
+        sessions: async_sessionmaker[AsyncSession],
+        seconds: float,
     ) -> None:
-        self.storefront, self.sessions, self.seconds = storefront, sessions, seconds
+        """``storefronts``: the process's storefronts by instance, as they are built (a live view)."""
+        self.storefronts, self.sessions, self.seconds = storefronts, sessions, seconds
         self.last: int | None = None
         self._mine: set[int] = set()
 
@@ -135,8 +157,12 @@ class BodFollower:
                 continue
             if isinstance(payload, dict):  # None once retention purged it
                 bod = payload.get("bod") or {}
-                count += invalidate_from(
-                    self.storefront, str(bod.get("noun")), payload.get("data"), bod.get("location")
+                count += invalidate_in(
+                    self.storefronts.values(),
+                    str(bod.get("noun")),
+                    payload.get("data"),
+                    bod.get("location"),
+                    bod.get("accounting_entity"),
                 )
         if self._mine and rows:
             self._mine = {i for i in self._mine if i > self.last}

@@ -37,6 +37,7 @@ from m3bng.connectors.m3.client import M3Client, MIResult, MiValue
 from m3bng.connectors.m3.errors import M3Error
 from m3bng.errors import M3bngError, NotFound, TransientError, Unavailable
 from m3bng.store import documents
+from m3bng.store.models import DEFAULT_INSTANCE
 from m3bng.storefront.cache import Lookup, ReadCache
 
 log = structlog.get_logger(__name__)
@@ -166,11 +167,21 @@ def _retry_after(errors: Iterable[BaseException | None]) -> float:
 
 class Storefront:
     def __init__(
-        self, settings: Settings, sessions: async_sessionmaker[AsyncSession], m3: M3Client | None
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        m3: M3Client | None,
+        *,
+        instance: str = DEFAULT_INSTANCE,
     ) -> None:
+        """The storefront of one BNG ``instance`` (instances.py): ``m3`` runs in its company, and
+        its customers are its own cross-references. Each instance has a cache of its own, so its
+        keys are its company's by construction (a CUNO or price list of company 100 never answers
+        a read of company 200)."""
         self.settings = settings
         self.sessions = sessions
         self.m3 = m3
+        self.instance = instance
         self.prices: ReadCache[PriceKey, Price] = self._cache("price", settings.storefront_price_ttl_seconds)
         self.stock: ReadCache[StockKey, Balance] = self._cache("stock", settings.storefront_stock_ttl_seconds)
         # BNG customer id → CUNO: a link rarely changes; asked once per price TTL.
@@ -187,6 +198,19 @@ class Storefront:
             degradable=degradable,
         )
 
+    @property
+    def cono(self) -> int | None:
+        """The M3 company this storefront reads (None: the M3 service account's own)."""
+        return self.m3.config.cono if self.m3 is not None else None
+
+    def reads_company(self, accounting_entity: str | None) -> bool:
+        """Whether a BOD of ``accounting_entity`` (``CONO_DIVI`` or ``CONO``) can change what this
+        storefront cached: its own company's, or any when either side names no company."""
+        if not accounting_entity or self.cono is None:
+            return True
+        cono = accounting_entity.split("_", 1)[0].strip()
+        return not cono or cono.lstrip("0") == str(self.cono).lstrip("0")
+
     def _client(self) -> M3Client:
         if self.m3 is None:
             raise Unavailable("M3 is not configured (M3BNG_IONAPI_FILE)", code="m3_not_configured")
@@ -199,7 +223,7 @@ class Storefront:
         if known is not None and now - known[1] < self.settings.storefront_price_ttl_seconds:
             return known[0]
         async with self.sessions() as session:
-            cuno = await documents.get_xref(session, CUSTOMER_ENTITY, bng_id)
+            cuno = await documents.get_xref(session, CUSTOMER_ENTITY, bng_id, instance=self.instance)
         if cuno is None:
             raise NotFound(
                 f"customer {bng_id!r} is not linked to an M3 customer (no cross-reference)",
@@ -223,12 +247,26 @@ class Storefront:
     ) -> tuple[str, list[tuple[PriceKey, Answer]]]:
         """Net prices of ``lines`` (item, quantity) for one customer, in the order asked."""
         cuno = await self.customer_number(bng_customer)
+        return cuno, await self.prices_of(cuno, lines, currency=currency, on=on)
+
+    async def prices_of(
+        self,
+        cuno: str,
+        lines: Sequence[tuple[str, Decimal]],
+        *,
+        currency: str | None = None,
+        on: date | None = None,
+        wait: float | None = None,
+    ) -> list[tuple[PriceKey, Answer]]:
+        """``price_list`` for an M3 customer number (the catalog price push's reference customer,
+        sync.py): the same cache, bulk reads and lane. ``wait``: how long to wait for M3 (default
+        the storefront's ``M3BNG_STOREFRONT_M3_WAIT_SECONDS``)."""
         day = (on or datetime.now(UTC).date()).strftime("%Y%m%d")
         keys = [PriceKey(cuno, itno, normalise_quantity(qty), currency or "", day) for itno, qty in lines]
         found = await self.prices.get_many(
-            keys, self._fetch_prices, wait=self.settings.storefront_m3_wait_seconds
+            keys, self._fetch_prices, wait=self.settings.storefront_m3_wait_seconds if wait is None else wait
         )
-        return cuno, [(key, self._checked(found, key)) for key in keys]
+        return [(key, self._checked(found, key)) for key in keys]
 
     async def _fetch_prices(self, keys: list[PriceKey]) -> dict[PriceKey, Price | BaseException]:
         def record(key: PriceKey) -> dict[str, MiValue]:
