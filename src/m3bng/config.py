@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     storefront_max_items: int = Field(default=200, ge=1, le=1000)  # per price/availability request
     storefront_bulk_size: int = Field(default=50, ge=1, le=500)  # transactions per bulk MI POST
     storefront_list_page: int = Field(default=100, ge=1, le=10_000)  # records per MI list page
+    # The catalog price push (``m3bng sync prices --to bng``, sync.py): the M3 customer number
+    # (CUNO) whose net price at quantity 1 is each product's catalog Price in BNG. Unset: the
+    # push is refused (there is no catalog price without a customer to price for). Per
+    # instance: ``catalog_customer`` in M3BNG_INSTANCES_FILE.
+    storefront_catalog_customer: str | None = Field(default=None, min_length=1, max_length=10)
 
     # --- BNG REST API (outbound: M3 → BNG) ---------------------------------------------------------
     bng_api_key: SecretStr | None = None

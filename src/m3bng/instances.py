@@ -87,6 +87,8 @@ class InstanceSpec(BaseModel):
     divi: str | None = Field(default=None, max_length=3)
     vars: dict[str, Scalar] = Field(default_factory=dict)
     routing: Routing | None = None
+    # the catalog price push's reference customer (M3 CUNO) in this instance's company
+    catalog_customer: str | None = Field(default=None, min_length=1, max_length=10)
 
 
 class InstancesFile(BaseModel):
@@ -275,6 +277,8 @@ def _company(settings: Settings, spec: InstanceSpec) -> Settings:
         update["m3_cono"] = spec.cono
     if spec.divi is not None:
         update["m3_divi"] = spec.divi
+    if spec.catalog_customer is not None:
+        update["storefront_catalog_customer"] = spec.catalog_customer
     return settings.model_copy(update=update) if update else settings
 
 
@@ -300,7 +304,10 @@ def _instance(settings: Settings, instance_id: str, spec: InstanceSpec, env: dic
             f"set {env_name(instance_id, 'BNG_API_KEY')}, or bng_oauth_token_url and bng_client_id "
             f"with {env_name(instance_id, 'BNG_CLIENT_SECRET')}"
         )
-    values = {**settings.model_dump(), **_company(settings, spec).model_dump(include={"m3_cono", "m3_divi"})}
+    values = {
+        **settings.model_dump(),
+        **_company(settings, spec).model_dump(include={"m3_cono", "m3_divi", "storefront_catalog_customer"}),
+    }
     values.update(update)
     values["webhook_secrets"] = [s for s in (secrets_text or "").split(",") if s.strip()]
     checked = Settings.model_validate(values)  # the same checks as the single-instance settings

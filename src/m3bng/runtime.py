@@ -91,16 +91,12 @@ class Runtime:
         if found is not None:
             return found
         from m3bng.storefront.bods import BodFollower
-        from m3bng.storefront.service import Storefront
+        from m3bng.storefront.service import storefront_for
 
-        instance = self.instances.get(instance_id) if self.instances is not None else None
-        if instance is None and instance_id != DEFAULT:
+        if not self.known_instance(instance_id):
             raise KeyError(instance_id)
-        m3 = self.connectors.m3_storefront or self.connectors.m3
-        if m3 is not None and instance is not None:
-            m3 = m3.for_company(instance.cono, instance.divi)
-        settings = instance.settings if instance is not None else self.settings
-        found = self._storefronts[instance_id] = Storefront(settings, self.sessions, m3, instance=instance_id)
+        found = storefront_for(self.settings, self.sessions, self.connectors, instance_id)
+        self._storefronts[instance_id] = found
         seconds = self.settings.storefront_bod_follow_seconds
         if seconds and self.storefront_follower is None:  # BODs other processes receive (bods.py)
             self.storefront_follower = BodFollower(self._storefronts, self.sessions, seconds)

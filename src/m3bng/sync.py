@@ -1,5 +1,6 @@
 """Initial load: ``m3bng sync customers|items|suppliers|stock --to bng`` and ``m3bng sync
-customers --to m3``.
+customers --to m3``; and the catalog price push, ``m3bng sync prices --to bng`` (``PriceLoad``:
+written to BNG by the command itself, not enqueued).
 
 Event flows only carry changes; at go-live M3 already holds thousands of customers, items,
 suppliers and stock balances that BNG has never seen (or, where BNG is the master of customers,
@@ -44,26 +45,31 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import structlog
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from m3bng.connectors.bng.errors import BngNotFound
 from m3bng.connectors.bng.events import business_key
 from m3bng.connectors.bng.models import ValidationError, field_problems, validate_event_data
 from m3bng.connectors.m3.client import M3Client
-from m3bng.errors import M3bngError, Refused
+from m3bng.errors import M3bngError, PermanentError, Refused
 from m3bng.mapping import Mapping, MappingError
 from m3bng.mapping.engine import JMESPathError
 from m3bng.mapping.schema import BngCallSpec
 from m3bng.poller import balance_digest, enqueue_balance, list_balances
 from m3bng.store import queue, snapshots
 from m3bng.store import sync as store
-from m3bng.store.models import DEFAULT_INSTANCE
+from m3bng.store.models import DEFAULT_INSTANCE, CrossReference
 from m3bng.store.queue import NewEvent
 from m3bng.store.sql import utcnow
+from m3bng.storefront.service import Storefront, StorefrontUnavailable, normalise_quantity
 
 if TYPE_CHECKING:
     from m3bng.connectors.bng.client import BngClient
@@ -363,6 +369,8 @@ TARGETS: dict[str, dict[str, str]] = {
     "stock": {"bng": "inventory_poll"},
 }
 TARGETS["customers"]["m3"] = "customer_sync"
+# Catalog prices write to the products product_to_bng writes (its SKUs); no event, no flow.
+TARGETS["prices"] = {"bng": "product_to_bng"}
 SYNC_FLOWS = frozenset(flow for targets in TARGETS.values() for flow in targets.values())
 CURSOR_MAX = 64  # sync_runs.cursor: a longer cursor is not stored (the run resumes a page earlier)
 
@@ -406,6 +414,11 @@ class Load(ABC):
 
     def digest(self, data: dict[str, Any]) -> str:
         return digest_of(data)
+
+    def refused_on_write(self) -> list[tuple[str, str]]:
+        """Records ``write`` could not write (key, reason), counted refused instead of new or
+        changed; their digests were not returned, so the next run tries them again."""
+        return []
 
     async def known(self, session: AsyncSession, keys: Sequence[str]) -> dict[str, str]:
         return await store.known_digests(session, self.records_entity, keys, instance=self.instance)
@@ -510,6 +523,129 @@ class StockLoad(Load):
         return [] if self.shared else [(key, digest) for key, _, digest in records]
 
 
+# The item list the price push reads: the items load's list, asked for the item number alone.
+PRICED_ITEMS = replace(ENTITIES["items"], columns=("ITNO",))
+ITEM_ENTITY = "item"  # product_to_bng's cross-references: BNG SKU ⇄ M3 item number
+ONE = Decimal(1)
+
+
+class PriceLoad(Load):
+    """prices → BNG: each product's catalog ``Price``, M3's net price at quantity 1 for the
+    reference customer (``M3BNG_STOREFRONT_CATALOG_CUSTOMER``, an instance's ``catalog_customer``).
+
+    The items are M3's item list (MMS200MI LstItmByItm, paged by item number as ``sync items``
+    pages it), so a run is resumable by item number; the prices are the storefront's own read
+    (OIS320MI GetPriceLine in bulk, through its cache, single flight and lane of the M3 cap,
+    storefront/service.py), one bulk read per page. Each changed price is one ``PATCH
+    /api/v1/products/{SKU}`` with ``{"Price": …}`` (the SKU is product_to_bng's cross-reference,
+    else the item number), written here, not as an event: a price has no flow of its own.
+
+    * An item M3 gives no price for (no line in the customer's price list) is refused with M3's
+      message, and its digest kept like a refused record of the other loads: the next run counts
+      it unchanged until M3's answer changes.
+    * A product BNG does not hold (404) or refuses (422) is refused when written, and no digest is
+      kept: the next run tries it again (the item may be in the catalog by then).
+    * A value the storefront could only give stale, or none because M3 is away, fails the run
+      (continued by the next one): a stale price is never written as current.
+    """
+
+    name, target, flow = "prices", "bng", "product_to_bng"
+
+    def __init__(
+        self, m3: M3Client, storefront: Storefront, bng: BngClient, instance: str = DEFAULT_INSTANCE
+    ) -> None:
+        customer = storefront.settings.storefront_catalog_customer
+        if not customer:
+            where = (
+                "M3BNG_STOREFRONT_CATALOG_CUSTOMER"
+                if instance == DEFAULT_INSTANCE
+                else (f"catalog_customer of the instance {instance!r} in M3BNG_INSTANCES_FILE")
+            )
+            raise SyncError(f"sync prices: no reference customer to price the catalog for; set {where}")
+        self.m3, self.storefront, self.bng, self.instance = m3, storefront, bng, instance
+        self.customer = customer
+        self._refused: list[tuple[str, str]] = []
+
+    async def read(self, cursor: str | None, page_size: int) -> Page:
+        fresh, more = await read_page(self.m3, PRICED_ITEMS, cursor, page_size)
+        items = [_text(r, "ITNO") for r in fresh]
+        if not items:
+            return Page([], cursor, more=False)
+        settings = self.storefront.settings
+        answers = await self.storefront.prices_of(
+            self.customer, [(itno, ONE) for itno in items], wait=settings.m3_timeout + 1
+        )
+        self.storefront.raise_if_unavailable(a for _, a in answers)
+        stale = [key.itno for key, a in answers if a.stale]
+        if stale:
+            raise StorefrontUnavailable(
+                f"M3 did not answer the price of {len(stale)} item(s) ({stale[0]} …) in time; only a "
+                "stale cached value is there, and a stale price is not written",
+                retry_after=5.0,
+            )
+        skus = await self._skus(items)
+        records: list[tuple[str, dict[str, Any]]] = []
+        for itno, (_key, answer) in zip(items, answers, strict=True):
+            data: dict[str, Any] = {"SKU": skus.get(itno, itno)}
+            price = answer.value
+            if answer.error is not None or price is None:
+                message = getattr(answer.error, "mi_message", None) or str(answer.error)
+                data["error"] = f"no price from M3 OIS320MI GetPriceLine: {message}"[:500]
+            else:
+                data["Price"] = normalise_quantity(price.net_price)
+                data["currency"] = price.currency  # in the digest, not written (BNG has none)
+            records.append((itno, data))
+        return Page(records, items[-1], more)
+
+    async def _skus(self, items: Sequence[str]) -> dict[str, str]:
+        async with self.storefront.sessions() as session:
+            rows = await session.execute(
+                select(CrossReference.m3_key, CrossReference.bng_id).where(
+                    CrossReference.instance == self.instance,
+                    CrossReference.entity == ITEM_ENTITY,
+                    CrossReference.m3_key.in_(list(items)),
+                )
+            )
+            return {m3_key: bng_id for m3_key, bng_id in rows}
+
+    def refusal(self, mapping: Mapping, key: str, data: dict[str, Any]) -> str | None:
+        error = data.get("error")
+        return str(error) if error else None
+
+    def refused_on_write(self) -> list[tuple[str, str]]:
+        refused, self._refused = self._refused, []
+        return refused
+
+    async def write(
+        self, session: AsyncSession, run_id: int, records: list[tuple[str, dict[str, Any], str]]
+    ) -> list[tuple[str, str]]:
+        kept = [(key, digest) for key, data, digest in records if data.get("error")]
+        sending = [(key, data, digest) for key, data, digest in records if not data.get("error")]
+
+        async def one(key: str, data: dict[str, Any], digest: str) -> None:
+            sku = str(data["SKU"])
+            idempotency = hashlib.sha256(f"{self.instance}:{sku}:{digest}:{run_id}".encode()).hexdigest()
+            try:
+                await self.bng.patch(
+                    f"/products/{quote(sku, safe='')}",
+                    {"Price": data["Price"]},
+                    idempotency_key=f"m3bng-price-{idempotency[:48]}",
+                )
+            except BngNotFound:
+                self._refused.append((key, f"BNG holds no product {sku!r} (m3bng sync items --to bng)"))
+            except PermanentError as exc:
+                self._refused.append((key, f"BNG refused the price of {sku!r}: {exc}"[:500]))
+            else:
+                kept.append((key, digest))
+
+        # All at once: the BNG client's own rate limit and concurrency cap pace them.
+        results = await asyncio.gather(*(one(*r) for r in sending), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]  # BNG is away: the page is not stored, the run continues it later
+        return kept
+
+
 class BngCustomersLoad(Load):
     """customers → M3, where BNG is their master: BNG's customer list (every customer changed
     since the epoch, in change order, by BNG's cursor), each as the ``customer.updated`` webhook
@@ -592,6 +728,7 @@ def make_load(
     bng: BngClient | None = None,
     warehouses: Sequence[str] = (),
     instance: str = DEFAULT_INSTANCE,
+    storefront: Storefront | None = None,
 ) -> tuple[Load, Mapping]:
     """The load ``m3bng sync ENTITY --to TARGET`` runs, and its mapping; SyncError naming what is
     wrong (an entity or direction that does not exist, a mapping or connector missing)."""
@@ -624,6 +761,12 @@ def make_load(
                 "M3BNG_INVENTORY_POLL_WAREHOUSES"
             )
         return StockLoad(m3, mapping, warehouses, instance), mapping
+    if entity_name == "prices":
+        if bng is None:
+            raise SyncError("BNG is not configured (set M3BNG_BNG_BASE_URL)")
+        if storefront is None:
+            raise SyncError("sync prices: the storefront's price read is not available in this process")
+        return PriceLoad(m3, storefront, bng, instance), mapping
     return M3ListLoad(ENTITIES[entity_name], m3, instance), mapping
 
 
@@ -642,11 +785,19 @@ async def run_sync(
     bng: BngClient | None = None,
     warehouses: Sequence[str] = (),
     instance: str = DEFAULT_INSTANCE,
+    storefront: Storefront | None = None,
 ) -> Progress:
     """Load one entity (module docstring) for the BNG ``instance``, whose connectors ``m3`` (in
     its company) and ``bng`` are; ``max_pages`` stops early (tests: a run cut short)."""
     load, mapping = make_load(
-        entity_name, target, mappings, m3=m3, bng=bng, warehouses=warehouses, instance=instance
+        entity_name,
+        target,
+        mappings,
+        m3=m3,
+        bng=bng,
+        warehouses=warehouses,
+        instance=instance,
+        storefront=storefront,
     )
     progress = Progress(run_id=0)
     async with sessions.begin() as session:
@@ -775,6 +926,11 @@ async def _page(
         if dry_run:  # classified only: nothing enqueued, no digest, no cursor stored
             return
         digests = await load.write(session, progress.run_id, kept) if kept else []
+        for key, reason in load.refused_on_write():
+            counts["new" if key not in known else "changed"] -= 1
+            counts["refused"] += 1
+            if len(progress.refusals) < MAX_REFUSALS_KEPT:
+                progress.refusals.append({"key": key, "reason": reason[:500]})
         await store.store_page(
             session,
             progress.run_id,

@@ -403,7 +403,10 @@ _INSTANCE_OPTION = typer.Option(
 
 @app.command()
 def sync(
-    entity: Annotated[str, typer.Argument(help="What to load: customers, items, suppliers or stock.")],
+    entity: Annotated[
+        str,
+        typer.Argument(help="What to load: customers, items, suppliers, stock, or prices (catalog prices)."),
+    ],
     to: Annotated[
         str,
         typer.Option(
@@ -411,7 +414,10 @@ def sync(
         ),
     ] = "bng",
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Read and count (new, changed, same, refused); enqueue nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Read and count (new, changed, same, refused); enqueue (prices: write) nothing."
+        ),
     ] = False,
     restart: Annotated[
         bool,
@@ -455,24 +461,36 @@ def sync(
 
         async with _connected(settings, instances) as (sessions, connectors):
             view = connectors.for_instance(instance)  # its BNG, M3 in its company
-            progress = await run_sync(
-                sessions,
-                view.m3,
-                with_instance_vars(mappings, view.instance),
-                entity,
-                target=to,
-                dry_run=dry_run,
-                restart=restart,
-                page_size=page_size,
-                on_page=show,
-                bng=view.bng,
-                warehouses=warehouse or settings.inventory_poll_warehouses,
-                instance=instance,
-            )
+            storefront = None
+            if entity == "prices":  # the storefront's price read, in the instance's company
+                from m3bng.storefront.service import storefront_for
+
+                storefront = storefront_for(settings, sessions, connectors, instance)
+            try:
+                progress = await run_sync(
+                    sessions,
+                    view.m3,
+                    with_instance_vars(mappings, view.instance),
+                    entity,
+                    target=to,
+                    dry_run=dry_run,
+                    restart=restart,
+                    page_size=page_size,
+                    on_page=show,
+                    bng=view.bng,
+                    warehouses=warehouse or settings.inventory_poll_warehouses,
+                    instance=instance,
+                    storefront=storefront,
+                )
+            finally:
+                if storefront is not None:
+                    await storefront.aclose()
         if tty:
             typer.echo("", err=True)
         c = progress.counts
         what = "would enqueue" if dry_run else "enqueued"
+        if entity == "prices":
+            what = "would write" if dry_run else "wrote"
         label = f"sync {entity} --to {to}" + (f" --instance {instance}" if instance != "default" else "")
         typer.echo(
             f"{label} run {progress.run_id}: {c['read']} read, {what} {c['new']} new and "

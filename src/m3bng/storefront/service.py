@@ -33,6 +33,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
+from m3bng.connectors import Connectors
 from m3bng.connectors.m3.client import M3Client, MIResult, MiValue
 from m3bng.connectors.m3.errors import M3Error
 from m3bng.errors import M3bngError, NotFound, TransientError, Unavailable
@@ -471,6 +472,26 @@ class Storefront:
     async def aclose(self) -> None:
         await self.prices.aclose()
         await self.stock.aclose()
+
+
+def storefront_for(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    connectors: Connectors,
+    instance_id: str = DEFAULT_INSTANCE,
+) -> Storefront:
+    """The storefront of one BNG instance: its reads in its M3 company (``M3Client.for_company``)
+    on the storefront's lane of the M3 cap, its settings, its customer links. KeyError: the
+    instance is not configured."""
+    instances = connectors.instances
+    instance = instances.get(instance_id) if instances is not None else None
+    if instance is None and instance_id != DEFAULT_INSTANCE:
+        raise KeyError(instance_id)
+    m3 = connectors.m3_storefront or connectors.m3
+    if m3 is not None and instance is not None:
+        m3 = m3.for_company(instance.cono, instance.divi)
+    own = instance.settings if instance is not None else settings
+    return Storefront(own, sessions, m3, instance=instance_id)
 
 
 def _price(result: MIResult) -> Price:
