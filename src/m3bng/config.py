@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     # push is refused (there is no catalog price without a customer to price for). Per
     # instance: ``catalog_customer`` in M3BNG_INSTANCES_FILE.
     storefront_catalog_customer: str | None = Field(default=None, min_length=1, max_length=10)
+    # The same push on a schedule, every so many seconds, for each instance with a catalog
+    # customer, in the process that holds the job's lease (a worker process). 0: off.
+    sync_prices_seconds: float = Field(default=0.0, ge=0)
 
     # --- BNG REST API (outbound: M3 → BNG) ---------------------------------------------------------
     bng_api_key: SecretStr | None = None

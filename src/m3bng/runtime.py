@@ -177,12 +177,17 @@ class Runtime:
             breakers |= {client.name: client.breaker for client in self.connectors.bng_clients.values()}
             alerter = Alerter(self.settings, self.sessions, breakers=lambda: breakers, registry=self.registry)
             from m3bng.reconcile import scheduled_jobs
+            from m3bng.sync import price_jobs
 
             jobs = (
                 alerter.job(),
                 Retention(self.settings, self.sessions).job(),
                 # each run with the versions live at that moment (a studio publication included)
                 *scheduled_jobs(self.settings, self.sessions, self.connectors, lambda: self.mappings),
+                # catalog prices through this process's storefront (its cache and M3 lane)
+                *price_jobs(
+                    self.settings, self.sessions, self.connectors, lambda: self.mappings, self.storefront_for
+                ),
             )
             for job in jobs:
                 if job is not None:  # retention with M3BNG_RETENTION_RUN_SECONDS=0: off

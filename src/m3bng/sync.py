@@ -63,6 +63,7 @@ from m3bng.errors import M3bngError, PermanentError, Refused
 from m3bng.mapping import Mapping, MappingError
 from m3bng.mapping.engine import JMESPathError
 from m3bng.mapping.schema import BngCallSpec
+from m3bng.ops.scheduler import ScheduledJob
 from m3bng.poller import balance_digest, enqueue_balance, list_balances
 from m3bng.store import queue, snapshots
 from m3bng.store import sync as store
@@ -72,6 +73,8 @@ from m3bng.store.sql import utcnow
 from m3bng.storefront.service import Storefront, StorefrontUnavailable, normalise_quantity
 
 if TYPE_CHECKING:
+    from m3bng.config import Settings
+    from m3bng.connectors import Connectors
     from m3bng.connectors.bng.client import BngClient
 
 log = structlog.get_logger(__name__)
@@ -863,6 +866,47 @@ async def run_sync(
         )
     log.info("sync.done", **about, **progress.counts)
     return progress
+
+
+def price_jobs(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    connectors: Connectors,
+    mappings: Callable[[], dict[str, Mapping]],
+    storefront_for: Callable[[str], Storefront],
+) -> list[ScheduledJob]:
+    """``M3BNG_SYNC_PRICES_SECONDS``: ``sync prices --to bng`` on a schedule, one job per BNG
+    instance that has a catalog customer, a BNG and M3 (``sync_prices``, ``sync_prices:<id>``),
+    in whichever process holds its lease, with that process's storefront (its cache, kept
+    current by BODs, and its lane). A run that fails is continued by the next one."""
+    if not settings.sync_prices_seconds:
+        return []
+    from m3bng.instances import with_instance_vars
+
+    ids = connectors.instances.ids if connectors.instances is not None else [DEFAULT_INSTANCE]
+    jobs = []
+    for instance in ids:
+        view = connectors.for_instance(instance)
+        own = view.instance.settings if view.instance is not None else settings
+        if view.m3 is None or view.bng is None or not own.storefront_catalog_customer:
+            continue
+
+        async def work(instance: str = instance, view: Connectors = view) -> Progress:
+            return await run_sync(
+                sessions,
+                view.m3,
+                with_instance_vars(mappings(), view.instance),
+                "prices",
+                bng=view.bng,
+                storefront=storefront_for(instance),
+                instance=instance,
+            )
+
+        name = "sync_prices" if instance == DEFAULT_INSTANCE else f"sync_prices:{instance}"
+        jobs.append(
+            ScheduledJob(name, settings.sync_prices_seconds, sessions, work, expected=(M3bngError, OSError))
+        )
+    return jobs
 
 
 async def read_page(

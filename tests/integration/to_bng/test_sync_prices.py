@@ -22,9 +22,11 @@ from m3bng.mapping import Mapping, load_mappings
 from m3bng.store import documents
 from m3bng.storefront.service import Storefront, storefront_for
 from m3bng.sync import Progress, SyncError, run_sync
+from tests.conftest import LiveServer
 from tests.integration.m3.conftest import SimHandle
-from tests.integration.to_bng.conftest import cli_env, m3bng_cli
+from tests.integration.to_bng.conftest import cli_env, m3bng_cli, wait_for
 from tests.support.bng import BngSim
+from tests.support.ops import OPS_TOKEN_ENTRIES, READ, bearer
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -33,18 +35,23 @@ Sessions = async_sessionmaker[AsyncSession]
 NET = {"BIKE-100": "4491", "BIKE-200": "8091", "HELMET-1": "539.1", "TUBE-26": "80.1"}
 
 
-@pytest.fixture
-async def push(
-    outbound_settings: Callable[..., Settings], bng_sim: BngSim, sessions: Sessions
-) -> AsyncIterator[Callable[..., Any]]:
-    """``await push(**options)``: one ``run_sync(... "prices")`` with reference customer 10001,
-    the BNG catalog holding every seeded item but TEMPLATE-ITEM (BIKE-200 under a SKU of its own,
-    linked by product_to_bng's cross-reference)."""
-    settings = outbound_settings(storefront_catalog_customer="10001")
+async def catalog(bng_sim: BngSim, sessions: Sessions) -> None:
+    """BNG's catalog: every seeded item but TEMPLATE-ITEM, BIKE-200 under a SKU of its own
+    (linked by product_to_bng's cross-reference)."""
     products = {sku: {"SKU": sku, "Name": sku} for sku in ("BIKE-100", "BK-200", "HELMET-1", "TUBE-26")}
     await bng_sim.seed({"products": products})
     async with sessions() as session, session.begin():
         await documents.put_xref(session, "item", "BK-200", "BIKE-200")
+
+
+@pytest.fixture
+async def push(
+    outbound_settings: Callable[..., Settings], bng_sim: BngSim, sessions: Sessions
+) -> AsyncIterator[Callable[..., Any]]:
+    """``await push(**options)``: one ``run_sync(... "prices")`` with reference customer 10001
+    over the ``catalog``."""
+    settings = outbound_settings(storefront_catalog_customer="10001")
+    await catalog(bng_sim, sessions)
     m3 = M3Client.from_settings(settings)
     bng = BngClient.from_settings(settings)
     mappings: dict[str, Mapping] = load_mappings(settings.mappings_folder)
@@ -142,3 +149,28 @@ async def test_no_reference_customer_is_refused_and_the_cli_dry_runs(
     assert code == 0, err
     assert "would write 4 new" in out and "refused TEMPLATE-ITEM" in out, out
     assert await price_writes(bng_sim) == []
+
+
+async def test_the_scheduled_push_writes_the_prices_and_the_ops_api_lists_its_run(
+    outbound_settings: Callable[..., Settings],
+    bng_sim: BngSim,
+    sessions: Sessions,
+    live_server: Callable[..., LiveServer],
+) -> None:
+    """``M3BNG_SYNC_PRICES_SECONDS``: the push as a scheduled job of the service's workers."""
+    await catalog(bng_sim, sessions)
+    settings = outbound_settings(
+        storefront_catalog_customer="10001", sync_prices_seconds=60, ops_tokens=OPS_TOKEN_ENTRIES
+    )
+
+    async def priced() -> bool:
+        return all("Price" in p for p in (await bng_sim.state())["products"].values())
+
+    server = live_server(settings, run_workers=True)
+    async with server, server.client() as client:
+        await wait_for(priced, timeout=20)
+        response = await client.get("/api/v1/sync/runs", params={"entity": "prices"}, headers=bearer(READ))
+    assert response.status_code == 200, response.text
+    [run] = response.json()["items"]
+    assert run["entity"] == "prices" and run["counts"]["new"] == 4 and run["counts"]["refused"] == 1
+    assert Decimal(str((await bng_sim.state())["products"]["BK-200"]["Price"])) == Decimal(NET["BIKE-200"])

@@ -23,7 +23,7 @@ InstanceFilter = Annotated[
 class SyncRunOut(BaseModel):
     id: int
     instance: str = Field(description="the BNG instance loaded (--to m3: whose BNG was read)")
-    entity: str = Field(description="customers, items, suppliers or stock")
+    entity: str = Field(description="customers, items, suppliers, stock or prices (catalog prices)")
     target: str = Field(
         description="the system loaded into: bng, or m3 (customers where BNG is their master)"
     )
@@ -48,7 +48,7 @@ class SyncRunList(BaseModel):
 async def list_sync_runs(
     caller: ReadCaller,
     runtime: RuntimeDep,
-    entity: Literal["customers", "items", "suppliers", "stock"] | None = None,
+    entity: Literal["customers", "items", "suppliers", "stock", "prices"] | None = None,
     instance: InstanceFilter = None,
     limit: int = Query(50, ge=1, le=500),
 ) -> SyncRunList:
