@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,14 +19,17 @@ from m3bng.config import Settings
 from m3bng.connectors import Connectors
 from m3bng.connectors.bng.client import BngClient
 from m3bng.connectors.m3.client import M3Client
+from m3bng.instances import load_instances
 from m3bng.mapping import Mapping, load_mappings
+from m3bng.runtime import build_connectors
+from m3bng.sim.bng import DEFAULT_API_KEY
 from m3bng.store import documents
 from m3bng.storefront.service import Storefront, storefront_for
 from m3bng.sync import Progress, SyncError, run_sync
 from tests.conftest import LiveServer
 from tests.integration.m3.conftest import SimHandle
 from tests.integration.to_bng.conftest import cli_env, m3bng_cli, wait_for
-from tests.support.bng import BngSim
+from tests.support.bng import BngSim, running_bng_sim
 from tests.support.ops import OPS_TOKEN_ENTRIES, READ, bearer
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -174,3 +178,73 @@ async def test_the_scheduled_push_writes_the_prices_and_the_ops_api_lists_its_ru
     [run] = response.json()["items"]
     assert run["entity"] == "prices" and run["counts"]["new"] == 4 and run["counts"]["refused"] == 1
     assert Decimal(str((await bng_sim.state())["products"]["BK-200"]["Price"])) == Decimal(NET["BIKE-200"])
+
+
+async def test_each_instance_pushes_its_own_companys_prices_to_its_own_bng(
+    outbound_settings: Callable[..., Settings],
+    bng_sim: BngSim,
+    sessions: Sessions,
+    m3_sim: SimHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--instance us``: us's catalog customer in us's company (200), written to us's BNG; the
+    default instance's push is its own (company 100, its BNG, its digests)."""
+    seeded = await m3_sim.control.post(
+        "/_sim/seed",
+        json={
+            "company": "200",
+            "divi": "BBB",
+            "customers": [{"CUNO": "US-LIST", "CUNM": "US list", "STAT": "20", "CUCD": "USD", "PRRF": "US"}],
+            "items": [{"ITNO": "BIKE-100", "ITDS": "Bike", "STAT": "20", "UNMS": "EA"}],
+            "prices": [{"PRRF": "US", "CUCD": "USD", "ITNO": "BIKE-100", "QTLB": 1, "SAPR": 700}],
+        },
+    )
+    assert seeded.status_code == 200, seeded.text
+    await catalog(bng_sim, sessions)
+    async with running_bng_sim() as us_bng:
+        await us_bng.seed({"products": {"BIKE-100": {"SKU": "BIKE-100", "Name": "Bike"}}})
+        instances = tmp_path / "instances.yaml"
+        instances.write_text(
+            "instances:\n"
+            "  default:\n"
+            "    cono: 100\n"
+            "  us:\n"
+            f"    bng_base_url: {us_bng.url}\n"
+            "    cono: 200\n"
+            "    divi: BBB\n"
+            "    catalog_customer: US-LIST\n"
+        )
+        monkeypatch.setenv("M3BNG_INSTANCE_US_WEBHOOK_SECRETS", "whsec_VVNpbnN0YW5jZXNlY3JldDAxMjM0NTY3")
+        monkeypatch.setenv("M3BNG_INSTANCE_US_BNG_API_KEY", DEFAULT_API_KEY)
+        settings = outbound_settings(storefront_catalog_customer="10001", instances_file=instances)
+        connectors = build_connectors(settings, sessions, load_instances(settings))
+        mappings = load_mappings(settings.mappings_folder)
+
+        async def push(instance: str) -> Progress:
+            view = connectors.for_instance(instance)
+            storefront = storefront_for(settings, sessions, connectors, instance)
+            try:
+                return await run_sync(
+                    sessions,
+                    view.m3,
+                    mappings,
+                    "prices",
+                    bng=view.bng,
+                    storefront=storefront,
+                    instance=instance,
+                )
+            finally:
+                await storefront.aclose()
+
+        try:
+            us = await push("us")
+            assert (us.counts["read"], us.counts["new"]) == (1, 1)  # company 200's one item
+            assert Decimal(str((await us_bng.state())["products"]["BIKE-100"]["Price"])) == 700
+            assert "Price" not in (await bng_sim.state())["products"]["BIKE-100"]  # not default's BNG
+            default = await push("default")  # its own digests: company 100's items, all new
+            assert (default.counts["new"], default.counts["refused"]) == (4, 1)
+            assert Decimal(str((await bng_sim.state())["products"]["BIKE-100"]["Price"])) == Decimal("4491")
+            assert (await push("us")).counts["same"] == 1  # us's second run writes nothing
+        finally:
+            await connectors.aclose()
