@@ -131,3 +131,12 @@ def test_mappings_take_the_instance_vars_they_declare(tmp_path: Path) -> None:
     assert us.spec.vars["warehouse"] == "200" and "currency" not in us.spec.vars
     assert orders.spec.vars["warehouse"] == "100"  # the file's own mapping is untouched
     assert orders.with_vars({"warehouse": "100"}) is orders
+
+
+def test_the_catalog_customer_is_per_instance_with_the_setting_as_default(tmp_path: Path) -> None:
+    text = US + "    catalog_customer: US-LIST\n  eu:\n    bng_base_url: http://eu2.example\n"
+    base = settings(tmp_path, text).model_copy(update={"storefront_catalog_customer": "CATALOG"})
+    env = {**ENV, "M3BNG_INSTANCE_EU_WEBHOOK_SECRETS": SECRET, "M3BNG_INSTANCE_EU_BNG_API_KEY": "key-eu2"}
+    instances = load_instances(base, env)
+    customers = {i.id: i.settings.storefront_catalog_customer for i in instances}
+    assert customers == {DEFAULT: "CATALOG", "us": "US-LIST", "eu": "CATALOG"}
