@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,10 +19,10 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, headers: Mapping[str, str] | None = None) -> bytes:
     """Read the raw body (signatures are computed over it) and refuse more than ``limit`` bytes
-    without buffering the excess."""
-    declared = request.headers.get("content-length")
+    without buffering the excess; ``headers``: the request's, where the caller already has them."""
+    declared = (request.headers if headers is None else headers).get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "body_too_large", f"body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -35,12 +35,11 @@ class Accepted(BaseModel):
 
 
 def verify_signature(
-    runtime: Runtime, request: Request, body: bytes, secrets: Sequence[str] | None = None
+    runtime: Runtime, headers: Mapping[str, str], body: bytes, secrets: Sequence[str] | None = None
 ) -> str:
     """Check the signature by the configured scheme with the instance's secrets (``secrets``;
     None: the default instance's); returns the message id (dedup key)."""
     settings = runtime.settings
-    headers = request.headers
     keys = runtime.webhook_secrets if secrets is None else secrets
     try:
         if settings.webhook_scheme == "shopify":
@@ -127,7 +126,7 @@ async def receive_bng_webhook(request: Request, runtime: RuntimeDep) -> Any:
     over the raw body before anything is parsed, and nothing is stored for a rejected request.
     The event belongs to the instance ``default``.
     """
-    return await handle_webhook(runtime, request)
+    return _response(*await handle_webhook(runtime, request))
 
 
 @router.post(
@@ -148,13 +147,26 @@ async def receive_bng_webhook(request: Request, runtime: RuntimeDep) -> Any:
 async def receive_instance_webhook(instance: str, request: Request, runtime: RuntimeDep) -> Any:
     """The same as ``POST /webhooks/bng`` for one BNG instance among several: checked with that
     instance's secrets, and its keys (the webhook id, order ids …) are that instance's own."""
-    return await handle_webhook(runtime, request, instance)
+    return _response(*await handle_webhook(runtime, request, instance))
 
 
-async def handle_webhook(runtime: Runtime, request: Request, instance_id: str = DEFAULT) -> Response:
-    """The whole webhook path. Served by ``fast_path`` below, past FastAPI's routing and
-    dependency injection, which cost more CPU than storing the event (docs/benchmarks.md); the
-    route above is the same code, and what the OpenAPI schema shows."""
+def request_headers(scope: Scope) -> dict[str, str]:
+    """The request's headers as a plain dict, names in lower case, the first of a repeated
+    header winning as with Starlette's ``Headers.get``: built once, where each ``Headers.get``
+    scanned the whole list again (eight look-ups per webhook)."""
+    return {
+        name: value
+        for name, value in reversed(
+            [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in scope["headers"]]
+        )
+    }
+
+
+async def handle_webhook(runtime: Runtime, request: Request, instance_id: str = DEFAULT) -> tuple[int, bytes]:
+    """The whole webhook path: ``(status, JSON body)`` of the answer. Served by ``fast_path``
+    below, past FastAPI's routing and dependency injection, which cost more CPU than storing
+    the event (docs/benchmarks.md); the route above is the same code, and what the OpenAPI
+    schema shows."""
     secrets: Sequence[str] | None = None
     if instance_id != DEFAULT:
         found = runtime.instances.get(instance_id) if runtime.instances is not None else None
@@ -164,8 +176,9 @@ async def handle_webhook(runtime: Runtime, request: Request, instance_id: str = 
                 404, "unknown_instance", f"no BNG instance {shown!r} is configured (M3BNG_INSTANCES_FILE)"
             )
         secrets = found.webhook_secrets
+    headers = request_headers(request.scope)
     for name, limit in _HEADER_LIMITS:
-        value = request.headers.get(name)
+        value = headers.get(name)
         if value is not None and len(value) > limit:
             problem = f"String should have at most {limit} characters"
             raise ApiError(
@@ -174,9 +187,9 @@ async def handle_webhook(runtime: Runtime, request: Request, instance_id: str = 
                 f"header.{name}: {problem}",
                 fields=[{"field": f"header.{name}", "problem": problem}],
             )
-    check_content_type(request.headers.get("content-type"))
-    body = await read_body(request, runtime.settings.max_body_bytes)
-    message_id = verify_signature(runtime, request, body, secrets)
+    check_content_type(headers.get("content-type"))
+    body = await read_body(request, runtime.settings.max_body_bytes, headers)
+    message_id = verify_signature(runtime, headers, body, secrets)
     try:
         raw = parse_json(body)
     except UntrustedJsonError as exc:
@@ -197,7 +210,7 @@ async def handle_webhook(runtime: Runtime, request: Request, instance_id: str = 
         event_type=envelope.type,
         payload=raw,
         business_key=business_key(envelope.type, envelope.data),
-        correlation_id=request.headers.get("x-correlation-id"),
+        correlation_id=headers.get("x-correlation-id"),
         notifier=runtime.notifier,
         group=runtime.ingest_group,
         instance=instance_id,
@@ -209,9 +222,11 @@ async def handle_webhook(runtime: Runtime, request: Request, instance_id: str = 
     }
     # The Accepted model, encoded by orjson: JSONResponse's standard-library encoder was a few
     # per cent of a webhook's CPU (docs/benchmarks.md).
-    return Response(
-        orjson.dumps(answer), status_code=200 if result.duplicate else 202, media_type="application/json"
-    )
+    return 200 if result.duplicate else 202, orjson.dumps(answer)
+
+
+def _response(status: int, body: bytes) -> Response:
+    return Response(body, status_code=status, media_type="application/json")
 
 
 FAST_PATH = "/webhooks/bng"
@@ -236,9 +251,8 @@ async def fast_path(
     """``POST /webhooks/bng[/{instance}]`` as a plain ASGI call (m3bng.app routes it here
     first): the same handler and error shape as the route, without the framework's per-request
     machinery."""
-    request = Request(scope, receive)
     try:
-        response = await handle_webhook(runtime, request, instance_id)
+        status, body = await handle_webhook(runtime, Request(scope, receive), instance_id)
     except (ApiError, Refused) as exc:
         response = error_response(exc)
     except Exception as exc:  # the store is down, a bug: 5xx, so that BNG retries later
@@ -246,4 +260,10 @@ async def fast_path(
         response = JSONResponse(
             error_body("internal_error", "the event could not be stored; retry later"), status_code=500
         )
+    else:
+        # What Response(body, media_type="application/json") sends, without building one each time.
+        headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
     await response(scope, receive, send)
