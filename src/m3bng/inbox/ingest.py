@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,13 +66,17 @@ class GroupCommit:
                 continue
             self.batches += 1
             self.events += len(batch)
-            _log_received(
-                [
-                    (new, event_id)
-                    for (new, _), (event_id, created) in zip(batch, results, strict=True)
-                    if created
-                ]
-            )
+            received = []
+            kinds: Counter[tuple[str, str, bool, str]] = Counter()
+            for (new, _), (event_id, created) in zip(batch, results, strict=True):
+                kinds[new.source, new.event_type, not created, new.instance] += 1
+                if created:
+                    received.append((new, event_id))
+            # Counted once per batch and kind (a labelled counter per event was a per cent of a
+            # webhook), before any of its requests is answered.
+            for (source, event_type, duplicate, instance), count in kinds.items():
+                metrics.observe_received(source, event_type, duplicate, instance, count)
+            _log_received(received)
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():  # its request may have gone (client disconnected)
                     future.set_result(result)
@@ -148,7 +153,8 @@ async def ingest_event(
         else:
             async with sessions.begin() as session:
                 event_id, created = await queue.insert_event_once(session, new)
-    metrics.observe_received(source, event_type, duplicate=not created, instance=instance)
+    if group is None:  # the group commit counts its batch
+        metrics.observe_received(source, event_type, duplicate=not created, instance=instance)
     if created:
         if group is None:  # the group commit logs its batch
             _log_received([(new, event_id)])

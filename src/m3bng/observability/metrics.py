@@ -180,11 +180,14 @@ def observe_outcome(
         ATTEMPTS_BY_ERROR.labels(event_type, error_class).inc()
 
 
-def observe_received(source: str, event_type: str, duplicate: bool, instance: str = "default") -> None:
+def observe_received(
+    source: str, event_type: str, duplicate: bool, instance: str = "default", count: int = 1
+) -> None:
+    """``count`` events of one kind: the group commit counts each batch's once, not per event."""
     if duplicate:
-        EVENTS_DUPLICATE.labels(instance, source).inc()
+        EVENTS_DUPLICATE.labels(instance, source).inc(count)
     else:
-        EVENTS_RECEIVED.labels(instance, source, event_type).inc()
+        EVENTS_RECEIVED.labels(instance, source, event_type).inc(count)
 
 
 def observe_reconcile(kind: str, finding: str, count: int) -> None:
