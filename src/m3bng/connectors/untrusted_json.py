@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,38 +59,56 @@ class _HugeInt:
         self.digits = digits
 
 
-class _Hooks:
-    """json.loads hooks that mark what the walk must find (and remember that there is some)."""
+class _Marks(threading.local):
+    """Whether the parse in progress (in this thread) met something the walk must find."""
 
-    def __init__(self) -> None:
-        self.marked = False
+    marked = False
 
-    def pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                self.marked = True
-                marked = _Duplicates(pairs)
-                marked.duplicate = key
-                return marked
-            out[key] = value
+
+_marks = _Marks()
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) == len(pairs):
         return out
+    _marks.marked = True
+    marked = _Duplicates(pairs)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.duplicate = key
+            break
+        seen.add(key)
+    return marked
 
-    def integer(self, text: str) -> int | _HugeInt:
-        digits = len(text.lstrip("-"))
-        if digits > MAX_INT_DIGITS:
-            self.marked = True
-            return _HugeInt(digits)
-        return int(text)
 
-    def number(self, text: str) -> float:
-        value = float(text)
-        self.marked = self.marked or not math.isfinite(value)
-        return value
+def _integer(text: str) -> int | _HugeInt:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        _marks.marked = True
+        return _HugeInt(digits)
+    return int(text)
 
-    def constant(self, text: str) -> float:  # NaN, Infinity, -Infinity
-        self.marked = True
-        return float(text)
+
+def _number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        _marks.marked = True
+    return value
+
+
+def _constant(text: str) -> float:  # NaN, Infinity, -Infinity
+    _marks.marked = True
+    return float(text)
+
+
+# Built once: json.loads with hooks builds a decoder and its scanner on every call. The hooks
+# mark what the walk must find; dict() builds each object, and a length that differs from the
+# number of pairs is a repeated key.
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_pairs, parse_int=_integer, parse_float=_number, parse_constant=_constant
+)
 
 
 # Only escapes can put NUL or a lone surrogate into a decoded string: raw control characters are
@@ -173,22 +192,16 @@ def parse_json(raw: bytes, *, name: str = "body", max_depth: int = MAX_DEPTH) ->
         ) from None
     if not text.strip():
         raise UntrustedJsonError(f"{name} is empty: expected a JSON object", syntax=True)
-    hooks = _Hooks()
+    _marks.marked = False
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=hooks.pairs,
-            parse_int=hooks.integer,
-            parse_float=hooks.number,
-            parse_constant=hooks.constant,
-        )
+        value = _DECODER.decode(text)
     except RecursionError:
         raise UntrustedJsonError(f"{name}: nested deeper than {max_depth} levels") from None
     except json.JSONDecodeError as exc:
         raise UntrustedJsonError(f"{name} is not valid JSON: {exc}", syntax=True) from None
     # The walk names the place; it is needed only when something may be there to name (an
     # ordinary event has nothing marked, no suspect escape and fewer brackets than MAX_DEPTH).
-    if hooks.marked or _SUSPECT_ESCAPE.search(raw) or raw.count(b"{") + raw.count(b"[") > max_depth:
+    if _marks.marked or _SUSPECT_ESCAPE.search(raw) or raw.count(b"{") + raw.count(b"[") > max_depth:
         problem = problem_in(value, name=name, max_depth=max_depth)
         if problem is not None:
             raise problem
