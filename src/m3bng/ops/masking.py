@@ -156,6 +156,10 @@ def mask_field(key: str, value: Any, *, secret: SecretKey | None = None) -> Any:
 def _walk(value: Any, kind: Kind | None, secret: SecretKey | None, depth: int) -> Any:
     if depth > MAX_DEPTH:
         return MASK
+    if isinstance(value, (str, int, float)):  # scalars first: Mapping's check is an ABC's, slow
+        if kind is not None:
+            return _mask_scalar(kind, value)
+        return mask_text(value) if isinstance(value, str) else value
     if isinstance(value, Mapping):
         return {k: _item(str(k), v, kind, secret, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
