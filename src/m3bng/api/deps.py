@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from m3bng.api.errors import ApiError
 from m3bng.runtime import Runtime
@@ -19,17 +20,43 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def read_body(request: Request, limit: int, headers: Mapping[str, str] | None = None) -> bytes:
-    """Read the raw body (signatures are computed over it) and refuse more than ``limit`` bytes
-    without buffering the excess; ``headers``: the request's, where the caller already has them."""
-    declared = (request.headers if headers is None else headers).get("content-length")
+def _refuse_declared(declared: str | None, limit: int) -> None:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "body_too_large", f"body is {declared} bytes; the limit is {limit}")
+
+
+def _refuse_excess(size: int, limit: int) -> None:
+    if size > limit:
+        raise ApiError(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the raw body (signatures are computed over it) and refuse more than ``limit`` bytes
+    without buffering the excess."""
+    _refuse_declared(request.headers.get("content-length"), limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
+        _refuse_excess(size, limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def receive_body(receive: Receive, limit: int, content_length: str | None) -> bytes:
+    """``read_body`` straight from the ASGI channel, for the webhook's fast path, which builds
+    no Request; ``content_length`` is the header's value (None: absent). A client gone before
+    its body was read raises ``ClientDisconnect``, as ``Request.stream`` does."""
+    _refuse_declared(content_length, limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        _refuse_excess(size, limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from m3bng.api.deps import RuntimeDep, read_body
+from m3bng.api.deps import RuntimeDep, receive_body
 from m3bng.api.errors import ApiError, error_body, error_response, refusal, validation_error
 from m3bng.connectors.bng.events import BngEnvelope, business_key
 from m3bng.connectors.bng.models import InvalidEventData
@@ -126,7 +126,7 @@ async def receive_bng_webhook(request: Request, runtime: RuntimeDep) -> Any:
     over the raw body before anything is parsed, and nothing is stored for a rejected request.
     The event belongs to the instance ``default``.
     """
-    return _response(*await handle_webhook(runtime, request))
+    return _response(*await handle_webhook(runtime, request.scope, request.receive))
 
 
 @router.post(
@@ -147,7 +147,7 @@ async def receive_bng_webhook(request: Request, runtime: RuntimeDep) -> Any:
 async def receive_instance_webhook(instance: str, request: Request, runtime: RuntimeDep) -> Any:
     """The same as ``POST /webhooks/bng`` for one BNG instance among several: checked with that
     instance's secrets, and its keys (the webhook id, order ids …) are that instance's own."""
-    return _response(*await handle_webhook(runtime, request, instance))
+    return _response(*await handle_webhook(runtime, request.scope, request.receive, instance))
 
 
 def request_headers(scope: Scope) -> dict[str, str]:
@@ -162,7 +162,9 @@ def request_headers(scope: Scope) -> dict[str, str]:
     }
 
 
-async def handle_webhook(runtime: Runtime, request: Request, instance_id: str = DEFAULT) -> tuple[int, bytes]:
+async def handle_webhook(
+    runtime: Runtime, scope: Scope, receive: Receive, instance_id: str = DEFAULT
+) -> tuple[int, bytes]:
     """The whole webhook path: ``(status, JSON body)`` of the answer. Served by ``fast_path``
     below, past FastAPI's routing and dependency injection, which cost more CPU than storing
     the event (docs/benchmarks.md); the route above is the same code, and what the OpenAPI
@@ -176,7 +178,7 @@ async def handle_webhook(runtime: Runtime, request: Request, instance_id: str = 
                 404, "unknown_instance", f"no BNG instance {shown!r} is configured (M3BNG_INSTANCES_FILE)"
             )
         secrets = found.webhook_secrets
-    headers = request_headers(request.scope)
+    headers = request_headers(scope)
     for name, limit in _HEADER_LIMITS:
         value = headers.get(name)
         if value is not None and len(value) > limit:
@@ -188,7 +190,7 @@ async def handle_webhook(runtime: Runtime, request: Request, instance_id: str = 
                 fields=[{"field": f"header.{name}", "problem": problem}],
             )
     check_content_type(headers.get("content-type"))
-    body = await read_body(request, runtime.settings.max_body_bytes, headers)
+    body = await receive_body(receive, runtime.settings.max_body_bytes, headers.get("content-length"))
     message_id = verify_signature(runtime, headers, body, secrets)
     try:
         raw = parse_json(body)
@@ -252,7 +254,7 @@ async def fast_path(
     first): the same handler and error shape as the route, without the framework's per-request
     machinery."""
     try:
-        status, body = await handle_webhook(runtime, Request(scope, receive), instance_id)
+        status, body = await handle_webhook(runtime, scope, receive, instance_id)
     except (ApiError, Refused) as exc:
         response = error_response(exc)
     except Exception as exc:  # the store is down, a bug: 5xx, so that BNG retries later
