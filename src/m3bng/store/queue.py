@@ -490,6 +490,14 @@ async def mark_skipped(
     return await _close(session, event_id, owner, EventStatus.SKIPPED, error_class, reason, row)
 
 
+async def mark_held(
+    session: AsyncSession, event_id: int, owner: str, *, reason: str, row: EventRow = None
+) -> bool:
+    """Stop an event an anomaly rule held, before anything was sent: ``held`` is claimed by no
+    worker; a person releases or discards it (ops/holds.py). The event keeps its payload."""
+    return await _close(session, event_id, owner, EventStatus.HELD, "anomaly", reason, row)
+
+
 async def _close(
     session: AsyncSession,
     event_id: int,

@@ -1,0 +1,254 @@
+"""The store side of anomaly holds (``flows/runtime/anomalies.py`` decides what is anomalous):
+the order history the rules compare against, the findings (flags and holds) and the holds' end.
+
+Every read of the history is bounded: the last ``limit`` rows of each SKU and of the customer's
+orders, in one statement (a window function numbers each key's rows newest first; SQLite has
+them since 3.25). A hold's end (release, discard) is conditional on the event still being
+``held``, so of two people acting on one hold exactly one does (as ``store/replays.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Select
+
+from m3bng.store.models import AnomalyFinding, Event, EventStatus, OrderHistory
+from m3bng.store.sql import utcnow
+
+HOLD, FLAG = "hold", "flag"
+RELEASED, DISCARDED = "released", "discarded"
+_HISTORY: Table = OrderHistory.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One row of ``order_history`` as the rules read it."""
+
+    order_id: str
+    customer: str
+    sku: str | None
+    quantity: float
+    unit_price: float | None
+    amount: float
+    digest: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class History:
+    """What the rules see of the past: the last rows of each SKU of the order, and of the
+    customer's orders (``sku`` NULL rows)."""
+
+    by_sku: dict[str, list[HistoryRow]]
+    customer_orders: list[HistoryRow]
+
+
+async def read_history(
+    session: AsyncSession, *, flow: str, instance: str, skus: Sequence[str], customer: str, limit: int
+) -> History:
+    """The last ``limit`` rows of each SKU and of the customer's orders, newest first."""
+    wanted = or_(
+        _HISTORY.c.sku.in_(sorted(set(skus))),
+        and_(_HISTORY.c.customer == customer, _HISTORY.c.sku.is_(None)),
+    )
+    numbered = (
+        select(
+            _HISTORY,
+            func.row_number().over(partition_by=_HISTORY.c.sku, order_by=_HISTORY.c.id.desc()).label("rn"),
+        )
+        .where(_HISTORY.c.flow == flow, _HISTORY.c.instance == instance, wanted)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(numbered).where(numbered.c.rn <= limit).order_by(numbered.c.id.desc())
+    )
+    by_sku: dict[str, list[HistoryRow]] = {}
+    orders: list[HistoryRow] = []
+    for row in rows:
+        item = HistoryRow(
+            order_id=row.order_id,
+            customer=row.customer,
+            sku=row.sku,
+            quantity=row.quantity,
+            unit_price=row.unit_price,
+            amount=row.amount,
+            digest=row.digest,
+            at=_aware(row.at),
+        )
+        (orders if row.sku is None else by_sku.setdefault(row.sku, [])).append(item)
+    return History(by_sku=by_sku, customer_orders=orders)
+
+
+def _aware(value: datetime) -> datetime:
+    """A subquery's column loses the table type's conversion: naive UTC comes back as it is."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+async def count_orders(session: AsyncSession, *, flow: str, instance: str, at_most: int) -> int:
+    """How many orders of the flow the history holds, counted up to ``at_most`` (bounded)."""
+    some = (
+        select(_HISTORY.c.id)
+        .where(_HISTORY.c.flow == flow, _HISTORY.c.instance == instance, _HISTORY.c.sku.is_(None))
+        .limit(at_most)
+        .subquery()
+    )
+    return int((await session.execute(select(func.count()).select_from(some))).scalar_one())
+
+
+async def add_history(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows of ``order_history`` (one per line and one per order), in one INSERT."""
+    if rows:
+        await session.execute(insert(OrderHistory), list(rows))
+
+
+async def delete_history(session: AsyncSession, *, before: datetime, batch: int) -> int:
+    """Delete up to ``batch`` history rows older than ``before``; how many went."""
+    ids = select(OrderHistory.id).where(OrderHistory.at < before).limit(batch).scalar_subquery()
+    result = await session.execute(delete(OrderHistory).where(OrderHistory.id.in_(ids)))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def add_findings(
+    session: AsyncSession, event_id: int, flow: str, findings: Sequence[dict[str, Any]]
+) -> None:
+    """The findings of one evaluation (each a dict of rule, action, summary, detail)."""
+    if findings:
+        now = utcnow()
+        await session.execute(
+            insert(AnomalyFinding),
+            [{**f, "event_id": event_id, "flow": flow, "created_at": now} for f in findings],
+        )
+
+
+async def findings_of(session: AsyncSession, event_id: int) -> list[AnomalyFinding]:
+    """Every finding of one event, oldest first (an event held, released, flagged on re-run)."""
+    rows = await session.execute(
+        select(AnomalyFinding).where(AnomalyFinding.event_id == event_id).order_by(AnomalyFinding.id)
+    )
+    return list(rows.scalars())
+
+
+@dataclass(frozen=True)
+class HoldRow:
+    """An open hold: the held event and the hold findings that stopped it."""
+
+    event: Event
+    findings: list[AnomalyFinding]
+
+
+def _open_holds() -> ColumnElement[bool]:
+    return and_(
+        AnomalyFinding.action == HOLD,
+        AnomalyFinding.resolved_at.is_(None),
+        Event.status == EventStatus.HELD.value,
+    )
+
+
+async def list_holds(
+    session: AsyncSession, *, flow: str | None = None, rule: str | None = None, limit: int = 100
+) -> list[HoldRow]:
+    """Open holds, newest first: events in ``held`` with their unresolved hold findings."""
+    ids_query: Select[Any] = (
+        select(Event.id)
+        .join(AnomalyFinding, AnomalyFinding.event_id == Event.id)
+        .where(_open_holds())
+        .group_by(Event.id)
+        .order_by(Event.id.desc())
+        .limit(limit)
+    )
+    if flow is not None:
+        ids_query = ids_query.where(AnomalyFinding.flow == flow)
+    if rule is not None:
+        ids_query = ids_query.where(AnomalyFinding.rule == rule)
+    ids = list((await session.execute(ids_query)).scalars())
+    if not ids:
+        return []
+    events = {e.id: e for e in (await session.execute(select(Event).where(Event.id.in_(ids)))).scalars()}
+    findings = await session.execute(
+        select(AnomalyFinding)
+        .where(AnomalyFinding.event_id.in_(ids), _open_holds())
+        .join(Event, Event.id == AnomalyFinding.event_id)
+        .order_by(AnomalyFinding.id)
+    )
+    grouped: dict[int, list[AnomalyFinding]] = {}
+    for finding in findings.scalars():
+        grouped.setdefault(finding.event_id, []).append(finding)
+    return [HoldRow(events[i], grouped.get(i, [])) for i in ids if i in events]
+
+
+@dataclass(frozen=True)
+class HoldGroup:
+    flow: str
+    count: int
+    latest_event_id: int
+    latest_rule: str
+    latest_summary: str
+    latest_at: datetime
+
+
+async def open_holds_by_flow(session: AsyncSession) -> list[HoldGroup]:
+    """Per flow: how many events are held, and the newest hold (the alert's condition)."""
+    rows = await session.execute(
+        select(AnomalyFinding)
+        .join(Event, Event.id == AnomalyFinding.event_id)
+        .where(_open_holds())
+        .order_by(AnomalyFinding.id.desc())
+    )
+    groups: dict[str, tuple[set[int], AnomalyFinding]] = {}
+    for finding in rows.scalars():
+        events, _latest = groups.setdefault(finding.flow, (set(), finding))
+        events.add(finding.event_id)
+    return [
+        HoldGroup(flow, len(events), latest.event_id, latest.rule, latest.summary, latest.created_at)
+        for flow, (events, latest) in sorted(groups.items())
+    ]
+
+
+async def end_hold(
+    session: AsyncSession,
+    event_id: int,
+    *,
+    resolution: str,
+    actor: str,
+    checkpoint: dict[str, Any] | None = None,
+) -> bool:
+    """Release (back to ``pending``, with ``checkpoint``) or discard a held event, and resolve its
+    hold findings; False when it is no longer held (someone else acted first)."""
+    now = utcnow()
+    values: dict[str, Any] = {"updated_at": now, "lease_owner": None, "lease_expires_at": None}
+    if resolution == RELEASED:
+        values |= {
+            "status": EventStatus.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "finished_at": None,
+            "last_error": None,
+            "error_class": None,
+            "checkpoint": checkpoint or {},
+        }
+    else:
+        values |= {"status": EventStatus.DISCARDED.value, "finished_at": now}
+    result = await session.execute(
+        update(Event)
+        .where(Event.id == event_id, Event.status == EventStatus.HELD.value)
+        .values(**values)
+        .returning(Event.id)
+    )
+    if result.scalar_one_or_none() is None:
+        return False
+    await session.execute(
+        update(AnomalyFinding)
+        .where(
+            AnomalyFinding.event_id == event_id,
+            AnomalyFinding.action == HOLD,
+            AnomalyFinding.resolved_at.is_(None),
+        )
+        .values(resolved_at=now, resolution=resolution, resolved_by=actor[:128])
+    )
+    return True
