@@ -22,14 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
 from m3bng.connectors import Connectors
-from m3bng.errors import PermanentError, ProcessingError, Skipped, TargetUnavailable
+from m3bng.errors import Held, PermanentError, ProcessingError, Skipped, TargetUnavailable
 from m3bng.flows.runtime import FlowContext, FlowRegistry, LeaseLost
 from m3bng.inbox.retry import RetryPolicy
 from m3bng.instances import DEFAULT, Instances
 from m3bng.observability import metrics, tracing
 from m3bng.ops.controls import PausedFlows
 from m3bng.ops.keys import event_keys
-from m3bng.store import events, queue
+from m3bng.store import anomalies, events, queue
 from m3bng.store.blips import ride_out_blips
 from m3bng.store.db import single_statement
 from m3bng.store.queue import ClaimedEvent
@@ -278,6 +278,8 @@ class Worker:
             ):
                 metrics.observe_outcome(event.source, event.event_type, "skipped", instance=event.instance)
                 log.info("event.skipped", reason=str(exc), error_class=exc.error_class)
+        except Held as exc:
+            await self._hold(ctx, exc)
         except PermanentError as exc:
             await self._dead(ctx, "permanent_error", exc)
         except TargetUnavailable as exc:
@@ -302,6 +304,17 @@ class Worker:
                 log.info("event.done", attempts=event.attempts)
         finally:
             structlog.contextvars.unbind_contextvars("correlation_id", "event_id", "event_type")
+
+    async def _hold(self, ctx: FlowContext, exc: Held) -> None:
+        """Store the event as ``held`` with its findings, in the outcome's transaction: a hold
+        on record always has the figures that made it."""
+        event_id = ctx.event.id
+        ctx.defer(lambda session: anomalies.add_findings(session, event_id, exc.flow, exc.findings))
+        if await self._finish(queue.mark_held, ctx, reason=str(exc)[:MAX_ERROR_CHARS]):
+            metrics.observe_outcome(
+                ctx.event.source, ctx.event.event_type, "held", instance=ctx.event.instance
+            )
+            log.warning("event.held", reason=str(exc))
 
     async def _retry_or_dead(self, ctx: FlowContext, exc: Exception) -> None:
         error_class = exc.error_class if isinstance(exc, ProcessingError) else "internal"
