@@ -24,6 +24,7 @@ from m3bng.store.sql import utcnow
 HOLD, FLAG = "hold", "flag"
 RELEASED, DISCARDED = "released", "discarded"
 _HISTORY: Table = OrderHistory.__table__  # type: ignore[assignment]
+_FINDINGS: Table = AnomalyFinding.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,8 @@ async def count_orders(session: AsyncSession, *, flow: str, instance: str, at_mo
 
 async def add_history(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Rows of ``order_history`` (one per line and one per order), in one INSERT."""
-    if rows:
-        await session.execute(insert(OrderHistory), list(rows))
+    if rows:  # the table's INSERT, not the ORM's: one executemany, whatever columns are None
+        await session.execute(insert(_HISTORY), list(rows))
 
 
 async def delete_history(session: AsyncSession, *, before: datetime, batch: int) -> int:
@@ -121,7 +122,7 @@ async def add_findings(
     if findings:
         now = utcnow()
         await session.execute(
-            insert(AnomalyFinding),
+            insert(_FINDINGS),
             [{**f, "event_id": event_id, "flow": flow, "created_at": now} for f in findings],
         )
 

@@ -69,6 +69,9 @@ REQUIRED: dict[tuple[str, str], Scope] = {
     ("GET", "/mappings/m3-fields/{}/{}"): READ,
     ("GET", "/mappings/{}/replay-candidates"): READ,
     ("POST", "/mappings/{}/replay-candidates"): REPLAY,
+    ("GET", "/holds"): READ,
+    ("POST", "/holds/{}/release"): REPLAY,
+    ("POST", "/holds/{}/discard"): REPLAY,
 }
 
 # Bodies that are harmless when the call is allowed (a dry run rather than a real bulk replay or
