@@ -13,15 +13,18 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from m3bng.config import Settings
 from m3bng.flows.runtime import anomalies
 from m3bng.flows.runtime.anomalies import Finding, Line, Order, judge, judge_order
 from m3bng.mapping.schema import AnomalySpec, StatisticalRule
+from m3bng.ops import retention
 from m3bng.store import anomalies as store
 
 FLOW, INSTANCE = "order_to_cash", "default"
@@ -182,3 +185,24 @@ def test_small_tight_histories_are_not_called_anomalous() -> None:
     assert judge(2.0, ones, rule) is not None and not judge(2.0, ones, rule).anomalous  # type: ignore[union-attr]
     assert judge(20.0, ones, rule).anomalous  # type: ignore[union-attr]
     assert judge(20.0, ones[:5], rule) is None  # below min_history: not judged
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_retention_deletes_history_older_than_its_days(
+    sessions: async_sessionmaker[AsyncSession], make_settings: Callable[..., Settings]
+) -> None:
+    shop = Shop(seed=3)
+    now = datetime.now(UTC)
+    old, recent = shop.order(), shop.order()
+    async with sessions.begin() as session:
+        await store.add_history(session, history_rows(old, now - timedelta(days=200)))
+        await store.add_history(session, history_rows(recent, now - timedelta(days=10)))
+    settings = make_settings(retention_order_history_days=180)
+    dry = await retention.purge(sessions, settings, dry_run=True)
+    assert dry.order_history == len(old.lines) + 1
+    assert (await retention.purge(sessions, settings)).order_history == len(old.lines) + 1
+    async with sessions() as session:
+        history = await store.read_history(
+            session, flow=FLOW, instance=INSTANCE, skus=[], customer=recent.customer, limit=10
+        )
+    assert [row.order_id for row in history.customer_orders] == [recent.order_id]

@@ -63,6 +63,7 @@ class PurgeCounts:
     bng_state: int = 0  # bng_state rows deleted
     audit_entries: int = 0  # audit entries whose before/after copies were cleared
     events: int = 0  # event rows deleted after the key retention (with keys and dead letters)
+    order_history: int = 0  # anomaly rules' history rows older than their retention
 
     def add(self, other: PurgeCounts) -> None:
         for f in fields(self):
@@ -144,6 +145,12 @@ async def purge(
     )
     counts.audit_entries = await retention_store.clear_old_audit_copies(
         sessions, before=cut.payloads, batch=batch, dry_run=dry_run
+    )
+    counts.order_history = await retention_store.delete_old_order_history(
+        sessions,
+        before=now - timedelta(days=settings.retention_order_history_days),
+        batch=batch,
+        dry_run=dry_run,
     )
     return counts
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
@@ -106,13 +106,6 @@ async def add_history(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> 
     """Rows of ``order_history`` (one per line and one per order), in one INSERT."""
     if rows:  # the table's INSERT, not the ORM's: one executemany, whatever columns are None
         await session.execute(insert(_HISTORY), list(rows))
-
-
-async def delete_history(session: AsyncSession, *, before: datetime, batch: int) -> int:
-    """Delete up to ``batch`` history rows older than ``before``; how many went."""
-    ids = select(OrderHistory.id).where(OrderHistory.at < before).limit(batch).scalar_subquery()
-    result = await session.execute(delete(OrderHistory).where(OrderHistory.id.in_(ids)))
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 async def add_findings(

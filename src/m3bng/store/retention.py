@@ -36,7 +36,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from m3bng.store.models import OPEN_STATUSES, AuditEntry, BngState, Event, EventKey, Replay, Step
+from m3bng.store.models import (
+    OPEN_STATUSES,
+    AuditEntry,
+    BngState,
+    Event,
+    EventKey,
+    OrderHistory,
+    Replay,
+    Step,
+)
 
 Sessions = async_sessionmaker[AsyncSession]
 Digest = Callable[[Any], str]  # a payload's hash, kept in place of the payload
@@ -226,6 +235,18 @@ async def delete_bng_state_about(
 async def _delete_bng_state(sessions: Sessions, where: ColumnElement[bool], batch: int, dry_run: bool) -> int:
     return await _batched(
         sessions, select(BngState.id).where(where), BngState.id, delete(BngState), batch, dry_run
+    )
+
+
+async def delete_old_order_history(sessions: Sessions, *, before: datetime, batch: int, dry_run: bool) -> int:
+    """Delete the anomaly rules' history rows (``order_history``) written before ``before``."""
+    return await _batched(
+        sessions,
+        select(OrderHistory.id).where(OrderHistory.at < before),
+        OrderHistory.id,
+        delete(OrderHistory),
+        batch,
+        dry_run,
     )
 
 

@@ -13,6 +13,7 @@ import yaml
 
 from m3bng.config import Settings
 from m3bng.connectors.bng.samples import sample
+from m3bng.ops import alerts
 from tests.conftest import LiveServer
 from tests.integration.flows.conftest import Service, Sessions
 from tests.integration.flows.test_orders import orders_for
@@ -78,6 +79,11 @@ async def test_a_held_order_reaches_m3_only_when_released_and_then_once(service:
     listed = await service.client.get("/api/v1/transactions?status=held", headers=bearer(READ))
     assert [t["id"] for t in listed.json()["items"]] == [twin_id]
 
+    async with service.sessions() as session:
+        [alert] = await alerts.hold_conditions(session)
+    assert alert.key == "anomaly:hold:order_to_cash" and alert.detail["latest"]["event_id"] == twin_id
+    assert alert.detail["latest"]["rule"] == "near_duplicate" and alert.detail["count"] == 1
+
     # Reading scope may not release; a generic replay points at the hold.
     refused = await service.client.post(f"/api/v1/holds/{twin_id}/release", headers=bearer(READ))
     assert refused.status_code == 403
@@ -112,6 +118,8 @@ async def test_a_held_order_reaches_m3_only_when_released_and_then_once(service:
     assert discarded.status_code == 200 and discarded.json()["status"] == "discarded"
     assert orders_for(await service.state(), "SO-1003") == []
     assert (await service.client.get("/api/v1/holds", headers=bearer(READ))).json()["items"] == []
+    async with service.sessions() as session:
+        assert await alerts.hold_conditions(session) == []  # the alert resolves
 
     audit = (await service.client.get("/api/v1/audit", headers=bearer(ADMIN))).json()["items"]
     assert {(a["action"], a["target_id"]) for a in audit} >= {
