@@ -23,6 +23,17 @@ from tests.support.ops import ADMIN, OPS_TOKEN_ENTRIES, READ, REPLAY, bearer
 MAPPINGS = Path(__file__).resolve().parents[3] / "mappings"
 
 
+def holding_duplicates(tmp_path: Path) -> Path:
+    """A copy of the mappings whose order_to_cash holds near-duplicates (and flags the rest)."""
+    folder = tmp_path / "mappings"
+    shutil.copytree(MAPPINGS, folder)
+    path = folder / "order_to_cash.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["anomalies"] = {"rules": {"near_duplicate": {"action": "hold", "window_minutes": 10}}}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return folder
+
+
 @pytest.fixture
 async def service(
     m3_sim: SimHandle,  # noqa: F811
@@ -32,12 +43,7 @@ async def service(
     tmp_path: Path,
 ) -> AsyncIterator[Service]:
     """The flows' service, with order_to_cash holding near-duplicates (and flagging the rest)."""
-    folder = tmp_path / "mappings"
-    shutil.copytree(MAPPINGS, folder)
-    path = folder / "order_to_cash.yaml"
-    spec = yaml.safe_load(path.read_text())
-    spec["anomalies"] = {"rules": {"near_duplicate": {"action": "hold", "window_minutes": 10}}}
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    folder = holding_duplicates(tmp_path)
     settings = make_settings(
         ionapi_file=m3_sim.ionapi,
         mappings_dir=folder,
