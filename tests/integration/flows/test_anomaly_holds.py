@@ -18,6 +18,7 @@ from tests.conftest import LiveServer
 from tests.integration.flows.conftest import Service, Sessions
 from tests.integration.flows.test_orders import orders_for
 from tests.integration.m3.conftest import SimHandle, m3_sim  # noqa: F401  (fixture)
+from tests.integration.ops.test_cli import Run, m3bng_ops
 from tests.support.ops import ADMIN, OPS_TOKEN_ENTRIES, READ, REPLAY, bearer
 
 MAPPINGS = Path(__file__).resolve().parents[3] / "mappings"
@@ -134,3 +135,32 @@ async def test_a_held_order_reaches_m3_only_when_released_and_then_once(service:
     }
     metrics = (await service.client.get("/metrics")).text
     assert 'm3bng_anomalies_total{action="hold",flow="order_to_cash",rule="near_duplicate"}' in metrics
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_the_cli_lists_releases_and_discards_holds(service: Service, tmp_path: Path) -> None:
+    async def cli(token: str, *args: str) -> Run:
+        return await m3bng_ops(*args, url=str(service.client.base_url), token=token, cwd=tmp_path)
+
+    assert (await service.settle(await service.send("order.created", order("SO-2001")))).status == "done"
+    held = [await service.settle(await service.send("order.created", order(f"SO-200{n}"))) for n in (2, 3)]
+    assert [e.status for e in held] == ["held", "held"]
+
+    listed = await cli(READ, "holds", "list", "--rule", "near_duplicate", "-v")
+    assert listed.code == 0, listed.stderr
+    assert "near_duplicate" in listed.stdout and "as order SO-2001" in listed.stdout
+    assert f"transaction {held[0].id}:" in listed.stdout and "history:" in listed.stdout
+    assert {item["event_id"] for item in (await cli(READ, "holds", "list", "--json")).json()["items"]} == {
+        e.id for e in held
+    }
+    refused = await cli(READ, "holds", "release", str(held[0].id))
+    assert refused.code == 1 and "ops:replay" in refused.stderr
+    released = await cli(REPLAY, "holds", "release", str(held[0].id), "--reason", "genuine")
+    assert released.code == 0 and "released" in released.stdout, released.stderr
+    discarded = await cli(REPLAY, "holds", "discard", str(held[1].id), "--reason", "duplicate click")
+    assert discarded.code == 0 and "discarded" in discarded.stdout, discarded.stderr
+    assert (await service.settle(held[0].id)).status == "done"
+    shown = await cli(READ, "tx", "show", str(held[0].id))
+    assert "anomaly near_duplicate: hold (released by replay-user)" in shown.stdout
+    assert len(orders_for(await service.state(), "SO-2002")) == 1
+    assert orders_for(await service.state(), "SO-2003") == []
