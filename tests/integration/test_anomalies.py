@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
@@ -26,6 +27,8 @@ from m3bng.flows.runtime.anomalies import Finding, Line, Order, judge, judge_ord
 from m3bng.mapping.schema import AnomalySpec, StatisticalRule
 from m3bng.ops import retention
 from m3bng.store import anomalies as store
+from m3bng.store.models import Event
+from m3bng.store.queue import NewEvent, insert_event_once
 
 FLOW, INSTANCE = "order_to_cash", "default"
 MAX_NORMAL_FLAGGED = 0.02  # the bound docs/assist.md states; measured 0–0.5 % (printed by the test)
@@ -206,3 +209,26 @@ async def test_retention_deletes_history_older_than_its_days(
             session, flow=FLOW, instance=INSTANCE, skus=[], customer=recent.customer, limit=10
         )
     assert [row.order_id for row in history.customer_orders] == [recent.order_id]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_retention_keeps_a_held_event_and_its_payload(
+    sessions: async_sessionmaker[AsyncSession], make_settings: Callable[..., Settings]
+) -> None:
+    """A held event waits for a person: however old, its payload (which a release sends) and its
+    row stay, where a discarded one of the same age goes."""
+    long_ago = datetime.now(UTC) - timedelta(days=500)
+    ids = {}
+    async with sessions.begin() as session:
+        for status in ("held", "discarded"):
+            new = NewEvent("bng", f"msg-{status}", "order.created", {"data": {}}, f"order:{status}", "c")
+            event_id, _ = await insert_event_once(session, new)
+            await session.execute(
+                update(Event).where(Event.id == event_id).values(status=status, finished_at=long_ago)
+            )
+            ids[status] = event_id
+    settings = make_settings(retention_payload_days=1, retention_dead_letter_days=1, retention_key_days=2)
+    assert (await retention.purge(sessions, settings)).events == 1
+    async with sessions() as session:
+        left = {e.id: e for e in (await session.execute(select(Event))).scalars()}
+    assert list(left) == [ids["held"]] and left[ids["held"]].payload == {"data": {}}

@@ -40,7 +40,7 @@ from m3bng.ops.filters import FilterError
 from m3bng.ops.scheduler import ScheduledJob
 from m3bng.store import audit
 from m3bng.store import retention as retention_store
-from m3bng.store.models import OPEN_STATUSES, EventStatus
+from m3bng.store.models import UNSETTLED_STATUSES, EventStatus
 from m3bng.store.search import normalise
 from m3bng.store.sql import utcnow
 
@@ -158,7 +158,7 @@ async def purge(
 @dataclass(frozen=True)
 class EraseResult:
     matched: int  # events about this business key
-    open: int  # of them pending or processing: not erased now (run again when they finished)
+    open: int  # of them pending, processing or held: not erased now (run again when they finished)
     counts: PurgeCounts
 
 
@@ -182,7 +182,7 @@ async def erase(
         raise FilterError("q: give the business key to erase (a BNG id, M3 number, BODID ...)")
     async with sessions() as session:
         matched = await retention_store.events_about(session, value)
-    ids = [event.id for event in matched if event.status not in OPEN_STATUSES]
+    ids = [event.id for event in matched if event.status not in UNSETTLED_STATUSES]
     counts = PurgeCounts()
     if ids:
         purged = await retention_store.purge_event_payloads(

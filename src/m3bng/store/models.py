@@ -99,6 +99,9 @@ InstanceId = String(32)
 
 # Statuses that still hold their place in a business key's queue (see store/queue.py).
 OPEN_STATUSES = (EventStatus.PENDING.value, EventStatus.PROCESSING.value)
+# Statuses of events still waiting to be applied: the open ones, and those held for a person
+# (anomaly holds). Retention never purges or deletes them: a release needs the payload.
+UNSETTLED_STATUSES = (*OPEN_STATUSES, EventStatus.HELD.value)
 
 
 class StepStatus(enum.StrEnum):
