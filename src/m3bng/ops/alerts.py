@@ -13,7 +13,7 @@ process evaluates them):
   ``M3BNG_ALERT_BACKLOG_MINUTES``: a paused flow or instance, a target that is down, a stuck
   worker; the detail counts the open events per BNG instance (``instances``).
 * ``order_sla``: BNG orders received more than ``M3BNG_ALERT_ORDER_SLA_MINUTES`` ago that are
-  not in M3 yet (neither done, nor skipped, nor discarded); lists the order ids.
+  not in M3 yet (neither done, nor skipped, nor discarded: held ones count); lists the order ids.
 * ``anomaly:hold:<flow>``: the flow has events held by an anomaly rule (docs/assist.md), waiting
   for a person to release or discard them; names the newest hold's event, rule and figures'
   summary. Fires with the first hold, resolves when none is left.
@@ -308,11 +308,11 @@ async def backlog_conditions(
 
 
 async def order_sla_conditions(session: AsyncSession, now: datetime, minutes: float) -> list[Condition]:
-    """BNG orders not in M3 ``minutes`` after their webhook: pending, processing or dead."""
+    """BNG orders not in M3 ``minutes`` after their webhook: pending, processing, dead or held."""
     late = await alert_store.late_events(
         session,
         event_type=ORDER_EVENT,
-        statuses=(*OPEN_STATUSES, EventStatus.DEAD.value),
+        statuses=(*OPEN_STATUSES, EventStatus.DEAD.value, EventStatus.HELD.value),
         received_before=now - timedelta(minutes=minutes),
         limit=MAX_LISTED_ORDERS,
     )
