@@ -10,6 +10,7 @@ step judges them. Every planted one must be held by its rule; of the normal orde
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import statistics
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from m3bng.config import Settings
 from m3bng.flows.runtime import anomalies
 from m3bng.flows.runtime.anomalies import Finding, Line, Order, judge, judge_order
-from m3bng.mapping.schema import AnomalySpec, StatisticalRule
+from m3bng.mapping.schema import AnomalySpec, PriceRule, StatisticalRule
 from m3bng.ops import retention
 from m3bng.store import anomalies as store
 from m3bng.store.models import Event
@@ -232,3 +233,13 @@ async def test_retention_keeps_a_held_event_and_its_payload(
     async with sessions() as session:
         left = {e.id: e for e in (await session.execute(select(Event))).scalars()}
     assert list(left) == [ids["held"]] and left[ids["held"]].payload == {"data": {}}
+
+
+def test_zero_prices_are_judged_and_stay_json() -> None:
+    """A free line against a SKU sold at 50: flagged, and its figures stay valid JSON (no ∞)."""
+    rule = PriceRule()
+    judged = judge(0.0, [50.0] * 10, rule)
+    assert judged is not None and judged.anomalous
+    figures = judged.figures(rule)
+    assert figures["ratio"] is None
+    json.dumps(figures, allow_nan=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,9 @@ async def test_a_held_order_reaches_m3_only_when_released_and_then_once(service:
         [alert] = await alerts.hold_conditions(session)
     assert alert.key == "anomaly:hold:order_to_cash" and alert.detail["latest"]["event_id"] == twin_id
     assert alert.detail["latest"]["rule"] == "near_duplicate" and alert.detail["count"] == 1
+    async with service.sessions() as session:  # a held order is not in M3: the SLA counts it
+        [sla] = await alerts.order_sla_conditions(session, datetime.now(UTC) + timedelta(hours=1), 30)
+    assert [o["event_id"] for o in sla.detail["orders"]] == [twin_id]
 
     # Reading scope may not release; a generic replay points at the hold.
     refused = await service.client.post(f"/api/v1/holds/{twin_id}/release", headers=bearer(READ))

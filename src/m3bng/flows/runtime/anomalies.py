@@ -149,7 +149,8 @@ class Judgement:
             "median": self.median,
             "mad_log": round(self.mad_log, 4),
             "robust_z": None if self.z is None else round(self.z, 2),
-            "ratio": round(self.ratio, 2),
+            # None when infinite (a value or median of 0): JSON, and PostgreSQL's jsonb, have no ∞
+            "ratio": round(self.ratio, 2) if math.isfinite(self.ratio) else None,
             "max_z": rule.max_z,
             "min_ratio": rule.min_ratio,
             "history_size": self.history_size,
@@ -307,7 +308,8 @@ def _per_line(order: Order, history: History, rule: StatisticalRule, name: str) 
 
 def _how(judged: Judgement) -> str:
     z = "MAD 0" if judged.z is None else f"robust z {judged.z:.1f}"
-    return f"{judged.ratio:.1f}x, {z}"
+    ratio = f"{judged.ratio:.1f}x" if math.isfinite(judged.ratio) else "from or to 0"
+    return f"{ratio}, {z}"
 
 
 def _shown(rows: Iterable[HistoryRow], shape: Any) -> list[dict[str, Any]]:
