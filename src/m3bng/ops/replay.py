@@ -377,6 +377,8 @@ async def discard(
     async with sessions.begin() as session:
         event = await _load(session, event_id)
         from_status = event.status
+        if from_status == EventStatus.HELD.value:
+            raise _not_replayable(event_id, from_status)  # a hold ends through its own routes
         if from_status not in DISCARDABLE:
             raise ReplayConflict(
                 f"transaction {event_id} is {from_status}; only dead or pending transactions can be "

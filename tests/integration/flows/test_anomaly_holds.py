@@ -100,6 +100,10 @@ async def test_a_held_order_reaches_m3_only_when_released_and_then_once(service:
     assert refused.status_code == 403
     replayed = await service.client.post(f"/api/v1/transactions/{twin_id}/replay", headers=bearer(REPLAY))
     assert replayed.status_code == 409 and replayed.json()["error"]["code"] == "held"
+    generic = await service.client.post(
+        f"/api/v1/transactions/{twin_id}/discard", json={"reason": "not here"}, headers=bearer(REPLAY)
+    )
+    assert generic.status_code == 409 and "holds" in generic.json()["error"]["message"]
 
     released = await service.client.post(
         f"/api/v1/holds/{twin_id}/release", json={"reason": "two real orders"}, headers=bearer(REPLAY)
