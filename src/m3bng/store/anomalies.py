@@ -187,20 +187,38 @@ class HoldGroup:
 
 
 async def open_holds_by_flow(session: AsyncSession) -> list[HoldGroup]:
-    """Per flow: how many events are held, and the newest hold (the alert's condition)."""
-    rows = await session.execute(
-        select(AnomalyFinding)
-        .join(Event, Event.id == AnomalyFinding.event_id)
-        .where(_open_holds())
-        .order_by(AnomalyFinding.id.desc())
-    )
-    groups: dict[str, tuple[set[int], AnomalyFinding]] = {}
-    for finding in rows.scalars():
-        events, _latest = groups.setdefault(finding.flow, (set(), finding))
-        events.add(finding.event_id)
+    """Per flow: how many events are held, and the newest hold (the alert's condition). One
+    GROUP BY and one read of the newest finding per flow, whatever the number of holds."""
+    groups = (
+        await session.execute(
+            select(
+                AnomalyFinding.flow,
+                func.count(func.distinct(AnomalyFinding.event_id)),
+                func.max(AnomalyFinding.id),
+            )
+            .join(Event, Event.id == AnomalyFinding.event_id)
+            .where(_open_holds())
+            .group_by(AnomalyFinding.flow)
+        )
+    ).all()
+    if not groups:
+        return []
+    newest = {
+        f.id: f
+        for f in (
+            await session.execute(select(AnomalyFinding).where(AnomalyFinding.id.in_([g[2] for g in groups])))
+        ).scalars()
+    }
     return [
-        HoldGroup(flow, len(events), latest.event_id, latest.rule, latest.summary, latest.created_at)
-        for flow, (events, latest) in sorted(groups.items())
+        HoldGroup(
+            str(flow),
+            int(count),
+            newest[last].event_id,
+            newest[last].rule,
+            newest[last].summary,
+            newest[last].created_at,
+        )
+        for flow, count, last in sorted(groups)
     ]
 
 
