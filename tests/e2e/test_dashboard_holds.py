@@ -12,6 +12,7 @@ from playwright.async_api import Page, expect
 from m3bng.config import Settings
 from m3bng.connectors.bng.samples import sample
 from tests.conftest import LiveServer
+from tests.e2e.conftest import ARTIFACTS
 from tests.e2e.test_dashboard import Watch, log_in
 from tests.integration.flows.test_anomaly_holds import holding_duplicates
 from tests.integration.flows.test_orders import orders_for
@@ -61,6 +62,8 @@ async def test_release_a_held_order_from_the_dashboard(ops: Ops, page: Page) -> 
     await expect(finding.locator("[data-figure='window_minutes']")).to_contain_text("10")
     await finding.locator("summary").click()
     await expect(finding.locator("pre")).to_contain_text("SO-UI-1")
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-hold.png"), full_page=True)
     assert orders_for(await ops.sim.state(), "SO-UI-2") == []
 
     await page.fill("#hold-reason", "two genuine orders")
