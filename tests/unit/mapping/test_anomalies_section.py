@@ -51,6 +51,7 @@ def test_absent_means_no_rules_and_a_partial_rule_keeps_its_own_defaults(tmp_pat
             r"anomalies\.rules\.lateness: Extra inputs are not permitted",
         ),
         ("anomalies:\n  history: 1\n", r"anomalies\.history: Input should be greater than or equal to 2"),
+        ("anomalies:\n  fields:\n    lines: 'Lines[?'\n", r"anomalies\.fields\.lines: bad path 'Lines\[\?'"),
         (
             "anomalies:\n  rules:\n    near_duplicate: {window: 5}\n",
             r"anomalies\.rules\.near_duplicate\.window: Extra inputs",
