@@ -2,9 +2,9 @@
 the order history the rules compare against, the findings (flags and holds) and the holds' end.
 
 Every read of the history is bounded: the last ``limit`` rows of each SKU and of the customer's
-orders, in one statement (a window function numbers each key's rows newest first; SQLite has
-them since 3.25). A hold's end (release, discard) is conditional on the event still being
-``held``, so of two people acting on one hold exactly one does (as ``store/replays.py``).
+orders, in one statement (``read_history``). A hold's end (release, discard) is conditional on
+the event still being ``held``, so of two people acting on one hold exactly one does (as
+``store/replays.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, func, insert, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
@@ -53,25 +53,27 @@ class History:
 async def read_history(
     session: AsyncSession, *, flow: str, instance: str, skus: Sequence[str], customer: str, limit: int
 ) -> History:
-    """The last ``limit`` rows of each SKU and of the customer's orders, newest first."""
-    wanted = or_(
-        _HISTORY.c.sku.in_(sorted(set(skus))),
-        and_(_HISTORY.c.customer == customer, _HISTORY.c.sku.is_(None)),
-    )
-    numbered = (
+    """The last ``limit`` rows of each SKU and of the customer's orders, newest first.
+
+    One statement: a UNION ALL of one ``ORDER BY id DESC LIMIT n`` per key, each an index range
+    scan that stops after ``limit`` rows (``ix_order_history_sku``, ``ix_order_history_customer``).
+    A window function over the keys would number, and so read, every row a key ever had."""
+    keys = [_HISTORY.c.sku == sku for sku in sorted(set(skus))]
+    keys.append(and_(_HISTORY.c.customer == customer, _HISTORY.c.sku.is_(None)))
+    parts = [
         select(
-            _HISTORY,
-            func.row_number().over(partition_by=_HISTORY.c.sku, order_by=_HISTORY.c.id.desc()).label("rn"),
+            select(_HISTORY)
+            .where(_HISTORY.c.flow == flow, _HISTORY.c.instance == instance, key)
+            .order_by(_HISTORY.c.id.desc())
+            .limit(limit)
+            .subquery()
         )
-        .where(_HISTORY.c.flow == flow, _HISTORY.c.instance == instance, wanted)
-        .subquery()
-    )
-    rows = await session.execute(
-        select(numbered).where(numbered.c.rn <= limit).order_by(numbered.c.id.desc())
-    )
+        for key in keys
+    ]
+    rows = await session.execute(union_all(*parts) if len(parts) > 1 else parts[0])
     by_sku: dict[str, list[HistoryRow]] = {}
     orders: list[HistoryRow] = []
-    for row in rows:
+    for row in sorted(rows, key=lambda r: r.id, reverse=True):
         item = HistoryRow(
             order_id=row.order_id,
             customer=row.customer,

@@ -58,6 +58,7 @@ from m3bng.store.sql import utcnow
 
 MAD_TO_SIGMA = 1.4826
 SHOWN_HISTORY = 20  # history values kept in a finding's detail (the newest)
+SHOWN_TWINS = 5  # a near-duplicate's earlier copies kept in its detail (the newest; ``twins`` counts all)
 CHECKED = "anomalies_checked"
 RELEASE = "anomaly_release"
 
@@ -256,9 +257,10 @@ def evaluate(
                         "minutes_apart": round(minutes, 2),
                         "lines": [{"sku": line.sku, "quantity": line.quantity} for line in order.lines],
                         "history_size": len(past_orders),
+                        "twins": len(twins),
                         "history": [
                             {"order_id": r.order_id, "amount": r.amount, "at": r.at.isoformat()}
-                            for r in twins
+                            for r in twins[:SHOWN_TWINS]
                         ],
                     },
                 )
