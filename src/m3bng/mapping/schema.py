@@ -244,7 +244,7 @@ class AnomalySpec(Strict):
     was entered in M3 (docs/mappings.md, docs/assist.md). ``history`` bounds every read: the
     last N rows of a SKU or customer; ``retention_days`` how long rows are kept."""
 
-    history: int = Field(default=50, ge=2, le=1000)
+    history: int = Field(default=20, ge=2, le=1000)
     retention_days: int = Field(default=180, ge=1, le=3650)
     fields: AnomalyFields = Field(default_factory=AnomalyFields)
     rules: AnomalyRules = Field(default_factory=AnomalyRules)

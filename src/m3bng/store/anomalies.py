@@ -60,9 +60,11 @@ async def read_history(
     A window function over the keys would number, and so read, every row a key ever had."""
     keys = [_HISTORY.c.sku == sku for sku in sorted(set(skus))]
     keys.append(and_(_HISTORY.c.customer == customer, _HISTORY.c.sku.is_(None)))
+    c = _HISTORY.c
+    columns = (c.id, c.order_id, c.customer, c.sku, c.quantity, c.unit_price, c.amount, c.digest, c.at)
     parts = [
         select(
-            select(_HISTORY)
+            select(*columns)
             .where(_HISTORY.c.flow == flow, _HISTORY.c.instance == instance, key)
             .order_by(_HISTORY.c.id.desc())
             .limit(limit)

@@ -32,7 +32,7 @@ def test_absent_means_no_rules_and_a_partial_rule_keeps_its_own_defaults(tmp_pat
     # Writing only the action of a rule keeps that rule's thresholds, not a generic default.
     assert (amount.action, amount.max_z, amount.min_ratio, amount.direction) == ("hold", 3.0, 5.0, "above")
     assert (price.action, price.min_ratio, price.direction) == ("flag", 2.0, "both")
-    assert spec.history == 50 and spec.fields.lines == "Lines"
+    assert spec.history == 20 and spec.fields.lines == "Lines"
 
 
 @pytest.mark.parametrize(
