@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, func, insert, select, union_all, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, insert, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
@@ -25,6 +25,10 @@ HOLD, FLAG = "hold", "flag"
 RELEASED, DISCARDED = "released", "discarded"
 _HISTORY: Table = OrderHistory.__table__  # type: ignore[assignment]
 _FINDINGS: Table = AnomalyFinding.__table__  # type: ignore[assignment]
+# The table's INSERTs, built once: one executemany whatever columns are None (the ORM's would
+# split the rows by the columns they set), and no statement built per order.
+_INSERT_HISTORY = insert(_HISTORY)
+_INSERT_FINDINGS = insert(_FINDINGS)
 
 
 @dataclass(frozen=True)
@@ -58,21 +62,10 @@ async def read_history(
     One statement: a UNION ALL of one ``ORDER BY id DESC LIMIT n`` per key, each an index range
     scan that stops after ``limit`` rows (``ix_order_history_sku``, ``ix_order_history_customer``).
     A window function over the keys would number, and so read, every row a key ever had."""
-    keys = [_HISTORY.c.sku == sku for sku in sorted(set(skus))]
-    keys.append(and_(_HISTORY.c.customer == customer, _HISTORY.c.sku.is_(None)))
-    c = _HISTORY.c
-    columns = (c.id, c.order_id, c.customer, c.sku, c.quantity, c.unit_price, c.amount, c.digest, c.at)
-    parts = [
-        select(
-            select(*columns)
-            .where(_HISTORY.c.flow == flow, _HISTORY.c.instance == instance, key)
-            .order_by(_HISTORY.c.id.desc())
-            .limit(limit)
-            .subquery()
-        )
-        for key in keys
-    ]
-    rows = await session.execute(union_all(*parts) if len(parts) > 1 else parts[0])
+    wanted = sorted(set(skus))
+    params: dict[str, Any] = {"flow": flow, "instance": instance, "customer": customer, "limit": limit}
+    params.update({f"sku_{i}": sku for i, sku in enumerate(wanted)})
+    rows = await session.execute(_history_statement(len(wanted)), params)
     by_sku: dict[str, list[HistoryRow]] = {}
     orders: list[HistoryRow] = []
     for row in sorted(rows, key=lambda r: r.id, reverse=True):
@@ -88,6 +81,32 @@ async def read_history(
         )
         (orders if row.sku is None else by_sku.setdefault(row.sku, [])).append(item)
     return History(by_sku=by_sku, customer_orders=orders)
+
+
+_HISTORY_READS: dict[int, Any] = {}
+
+
+def _history_statement(sku_count: int) -> Any:
+    """``read_history``'s statement for ``sku_count`` SKUs, built once per count with every value
+    a bound parameter: building it per call cost more CPU than running it."""
+    statement = _HISTORY_READS.get(sku_count)
+    if statement is None:
+        c = _HISTORY.c
+        columns = (c.id, c.order_id, c.customer, c.sku, c.quantity, c.unit_price, c.amount, c.digest, c.at)
+        keys = [c.sku == bindparam(f"sku_{i}") for i in range(sku_count)]
+        keys.append(and_(c.customer == bindparam("customer"), c.sku.is_(None)))
+        parts = [
+            select(
+                select(*columns)
+                .where(c.flow == bindparam("flow"), c.instance == bindparam("instance"), key)
+                .order_by(c.id.desc())
+                .limit(bindparam("limit"))
+                .subquery()
+            )
+            for key in keys
+        ]
+        statement = _HISTORY_READS[sku_count] = union_all(*parts) if len(parts) > 1 else parts[0]
+    return statement
 
 
 def _aware(value: datetime) -> datetime:
@@ -108,8 +127,8 @@ async def count_orders(session: AsyncSession, *, flow: str, instance: str, at_mo
 
 async def add_history(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Rows of ``order_history`` (one per line and one per order), in one INSERT."""
-    if rows:  # the table's INSERT, not the ORM's: one executemany, whatever columns are None
-        await session.execute(insert(_HISTORY), list(rows))
+    if rows:
+        await session.execute(_INSERT_HISTORY, list(rows))
 
 
 async def add_findings(
@@ -119,7 +138,7 @@ async def add_findings(
     if findings:
         now = utcnow()
         await session.execute(
-            insert(_FINDINGS),
+            _INSERT_FINDINGS,
             [{**f, "event_id": event_id, "flow": flow, "created_at": now} for f in findings],
         )
 
