@@ -34,6 +34,7 @@ history is written when the order is entered in M3 (``record_order``, called by 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -111,23 +112,29 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+@functools.lru_cache(maxsize=64)
+def _path(expression: str) -> Any:
+    """A field path, compiled once (the mapping's load checked it)."""
+    return jmespath.compile(expression)
+
+
 def order_from(data: Any, spec: AnomalySpec) -> Order | None:
     """The order the rules judge, or None when the data has no order id, customer or lines
     (nothing to judge: the flow's own checks answer such data)."""
     if not isinstance(data, dict):
         return None
     f = spec.fields
-    order_id, customer, lines = (jmespath.search(p, data) for p in (f.order_id, f.customer, f.lines))
+    order_id, customer, lines = (_path(p).search(data) for p in (f.order_id, f.customer, f.lines))
     if order_id in (None, "") or customer in (None, "") or not isinstance(lines, list):
         return None
     parsed = []
     for raw in lines:
         if not isinstance(raw, dict):
             continue
-        sku, quantity = jmespath.search(f.sku, raw), _number(jmespath.search(f.quantity, raw))
+        sku, quantity = _path(f.sku).search(raw), _number(_path(f.quantity).search(raw))
         if sku in (None, "") or quantity is None:
             continue
-        parsed.append(Line(str(sku).strip().upper(), quantity, _number(jmespath.search(f.unit_price, raw))))
+        parsed.append(Line(str(sku).strip().upper(), quantity, _number(_path(f.unit_price).search(raw))))
     return Order(str(order_id), str(customer), tuple(parsed)) if parsed else None
 
 
