@@ -690,10 +690,7 @@ def holds_release(
     as_json: JsonFlag = False,
 ) -> None:
     """Send a held transaction on: back in line, its hold bypassed (audited)."""
-    cli = _cli(ctx, as_json)
-    with _api(cli) as api:
-        result = api.post(f"/holds/{event_id}/release", {"reason": reason})
-    _emit(cli, result, lambda: typer.echo(f"transaction {event_id} released: {result.get('status')}"))
+    _end_hold(_cli(ctx, as_json), event_id, "release", reason)
 
 
 @holds_app.command("discard")
@@ -704,10 +701,18 @@ def holds_discard(
     as_json: JsonFlag = False,
 ) -> None:
     """Close a held transaction without sending it, with a reason (audited)."""
-    cli = _cli(ctx, as_json)
+    _end_hold(_cli(ctx, as_json), event_id, "discard", reason)
+
+
+def _end_hold(cli: Cli, event_id: int, what: str, reason: str | None) -> None:
+    """``POST /holds/{id}/release`` or ``…/discard``; prints what the transaction is now."""
     with _api(cli) as api:
-        result = api.post(f"/holds/{event_id}/discard", {"reason": reason})
-    _emit(cli, result, lambda: typer.echo(f"transaction {event_id} is {result.get('status')}"))
+        result = api.post(f"/holds/{event_id}/{what}", {"reason": reason})
+    _emit(
+        cli,
+        result,
+        lambda: typer.echo(f"transaction {event_id} {result.get('resolution')}: {result.get('status')}"),
+    )
 
 
 # -- bulk replay -------------------------------------------------------------------------------
