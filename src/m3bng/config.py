@@ -215,6 +215,7 @@ class Settings(BaseSettings):
     retention_payload_days: float = Field(default=30.0, gt=0)  # payloads, steps, BNG state
     retention_dead_letter_days: float = Field(default=90.0, gt=0)  # payloads of dead letters
     retention_key_days: float = Field(default=400.0, gt=0)  # event rows: ids, keys, hashes (dedup)
+    retention_order_history_days: float = Field(default=180.0, gt=0)  # anomaly rules' history
     retention_run_seconds: float = Field(default=3600.0, ge=0)  # 0: never purge
 
     # --- tracing ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ Every exception class in the project derives from ``M3bngError``, so that "one o
      │    │    └── TargetUnavailable   the target is down or paused: wait, consume no attempt
      │    └── PermanentError       dead-letter now (bad data, missing mapping, rejected by M3)
      ├── Skipped                  not an error: the event is closed as ``skipped`` with its reason
+     ├── Held                     not an error: an anomaly rule stops the event for a person
      ├── Refused                  something handed to m3bng that it turns down; the kind says why:
      │    ├── Malformed            not what it claims to be (not JSON, not XML, a broken multipart)
      │    ├── Invalid              well-formed, but its content is refused (names the field)
@@ -76,6 +77,17 @@ class Skipped(M3bngError):
     def __init__(self, reason: str, *, error_class: str) -> None:
         super().__init__(reason)
         self.error_class = error_class
+
+
+class Held(M3bngError):
+    """An anomaly rule holds the event before anything is sent (flows/runtime/anomalies.py): the
+    worker stores it as ``held`` with ``findings`` (every rule that fired, flags included), and
+    it waits for a person to release or discard it. Neither retried nor dead-lettered."""
+
+    def __init__(self, reason: str, *, flow: str, findings: list[dict[str, object]]) -> None:
+        super().__init__(reason)
+        self.flow = flow
+        self.findings = findings
 
 
 class Refused(M3bngError):

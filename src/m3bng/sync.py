@@ -52,7 +52,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import structlog
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.connectors.bng.errors import BngNotFound
@@ -65,9 +64,9 @@ from m3bng.mapping.engine import JMESPathError
 from m3bng.mapping.schema import BngCallSpec
 from m3bng.ops.scheduler import ScheduledJob
 from m3bng.poller import balance_digest, enqueue_balance, list_balances
-from m3bng.store import queue, snapshots
+from m3bng.store import documents, queue, snapshots
 from m3bng.store import sync as store
-from m3bng.store.models import DEFAULT_INSTANCE, CrossReference
+from m3bng.store.models import DEFAULT_INSTANCE
 from m3bng.store.queue import NewEvent
 from m3bng.store.sql import utcnow
 from m3bng.storefront.service import Storefront, StorefrontUnavailable, normalise_quantity
@@ -602,14 +601,7 @@ class PriceLoad(Load):
 
     async def _skus(self, items: Sequence[str]) -> dict[str, str]:
         async with self.storefront.sessions() as session:
-            rows = await session.execute(
-                select(CrossReference.m3_key, CrossReference.bng_id).where(
-                    CrossReference.instance == self.instance,
-                    CrossReference.entity == ITEM_ENTITY,
-                    CrossReference.m3_key.in_(list(items)),
-                )
-            )
-            return {m3_key: bng_id for m3_key, bng_id in rows}
+            return await documents.bng_ids_of(session, ITEM_ENTITY, items, instance=self.instance)
 
     def refusal(self, mapping: Mapping, key: str, data: dict[str, Any]) -> str | None:
         error = data.get("error")

@@ -34,10 +34,15 @@ tx_app = typer.Typer(
 )
 dlq_app = typer.Typer(help="Dead letters.", no_args_is_help=True)
 bulk_app = typer.Typer(help="Bulk replays already started.", no_args_is_help=True)
+holds_app = typer.Typer(
+    help="Transactions held by an anomaly rule: list, release, discard (docs/assist.md).",
+    no_args_is_help=True,
+)
 ops_app.add_typer(token_app, name="token")
 ops_app.add_typer(tx_app, name="tx")
 ops_app.add_typer(dlq_app, name="dlq")
 ops_app.add_typer(bulk_app, name="bulk")
+ops_app.add_typer(holds_app, name="holds")
 
 POLL_SECONDS = 0.5
 TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
@@ -83,7 +88,7 @@ All = Annotated[bool, typer.Option("--all", help="Follow next_cursor through eve
 Cursor = Annotated[str | None, typer.Option(help="Continue from a previous page's next_cursor.")]
 Status = Annotated[
     list[str] | None,
-    typer.Option("--status", help="pending, processing, done, dead, discarded, skipped (repeatable)."),
+    typer.Option("--status", help="pending, processing, done, dead, discarded, skipped, held (repeatable)."),
 ]
 Type = Annotated[
     list[str] | None, typer.Option("--type", help="Event type, e.g. order.created (repeatable).")
@@ -467,6 +472,8 @@ def _print_tx(tx: dict[str, Any], *, calls: bool) -> None:
                 ("edited", "EDITED"),
             ],
         )
+    for finding in tx.get("anomalies") or []:
+        _print_finding(finding)
     if tx.get("checkpoint"):
         typer.echo("checkpoint: " + json.dumps(tx["checkpoint"], ensure_ascii=False, default=str))
     if tx.get("fix_suggestions"):
@@ -674,6 +681,117 @@ def discard(
     with _api(cli) as api:
         tx = api.post(f"/transactions/{event_id}/discard", {"reason": reason})
     _emit(cli, tx, lambda: typer.echo(f"transaction {tx.get('id', event_id)} is {tx.get('status')}"))
+
+
+# -- anomaly holds -----------------------------------------------------------------------------
+
+FIGURES = (
+    "value",
+    "median",
+    "mad_log",
+    "robust_z",
+    "ratio",
+    "max_z",
+    "min_ratio",
+    "history_size",
+    "max_amount",
+)
+
+
+def _print_finding(finding: dict[str, Any]) -> None:
+    """One anomaly rule that fired: rule, action, summary, the figures and the history's size."""
+    detail = finding.get("detail") or {}
+    ended = f" ({finding['resolution']} by {finding.get('resolved_by')})" if finding.get("resolution") else ""
+    typer.echo(f"anomaly {finding.get('rule')}: {finding.get('action')}{ended}")
+    typer.echo(f"  {_cell(finding.get('summary'), 300)}")
+    figures = [f"{name} {detail[name]}" for name in FIGURES if detail.get(name) is not None]
+    if figures:
+        typer.echo("  " + ", ".join(figures))
+    for row in (detail.get("history") or [])[:5]:
+        typer.echo("  history: " + json.dumps(row, ensure_ascii=False, default=str))
+
+
+@holds_app.command("list")
+def holds_list(
+    ctx: typer.Context,
+    flow: Annotated[str | None, typer.Option(help="Only this flow's holds, e.g. order_to_cash.")] = None,
+    rule: Annotated[
+        str | None,
+        typer.Option(help="Only holds by this rule: quantity, price, amount, new_customer, near_duplicate."),
+    ] = None,
+    limit: Limit = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Each hold's figures and history too.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Open holds, newest first, with the rules that hold them."""
+    cli = _cli(ctx, as_json)
+    params: dict[str, QueryValue] = {"flow": flow, "rule": rule, "limit": limit}
+    with _api(cli) as api:
+        result = api.get("/holds", {k: v for k, v in params.items() if v is not None})
+
+    def human() -> None:
+        items = result.get("items", [])
+        rows = [
+            {
+                **item,
+                "rules": ", ".join(item.get("rules") or []),
+                "why": "; ".join(f["summary"] for f in item["findings"]),
+            }
+            for item in items
+        ]
+        _table(
+            rows,
+            [
+                ("event_id", "ID"),
+                ("held_at", "HELD"),
+                ("flow", "FLOW"),
+                ("business_key", "KEY"),
+                ("rules", "RULES"),
+                ("why", "WHY"),
+            ],
+        )
+        if verbose:
+            for item in items:
+                typer.echo(f"transaction {item['event_id']}:")
+                for finding in item["findings"]:
+                    _print_finding(finding)
+
+    _emit(cli, result, human)
+
+
+@holds_app.command("release")
+def holds_release(
+    ctx: typer.Context,
+    event_id: Annotated[int, typer.Argument(metavar="ID", help="Transaction (event) id.")],
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the audit log).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Send a held transaction on: back in line, its hold bypassed (audited)."""
+    _end_hold(_cli(ctx, as_json), event_id, "release", reason)
+
+
+@holds_app.command("discard")
+def holds_discard(
+    ctx: typer.Context,
+    event_id: Annotated[int, typer.Argument(metavar="ID", help="Transaction (event) id.")],
+    reason: Annotated[str, typer.Option(help="Why it is given up (kept in the audit log).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Close a held transaction without sending it, with a reason (audited)."""
+    _end_hold(_cli(ctx, as_json), event_id, "discard", reason)
+
+
+def _end_hold(cli: Cli, event_id: int, what: str, reason: str | None) -> None:
+    """``POST /holds/{id}/release`` or ``…/discard``; prints what the transaction is now."""
+    with _api(cli) as api:
+        result = api.post(f"/holds/{event_id}/{what}", {"reason": reason})
+    _emit(
+        cli,
+        result,
+        lambda: typer.echo(f"transaction {event_id} {result.get('resolution')}: {result.get('status')}"),
+    )
 
 
 # -- bulk replay -------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from m3bng.flows.runtime import (
     already_in_m3,
     step_name,
 )
+from m3bng.flows.runtime.anomalies import record_order
 from m3bng.mapping import Mapping
 
 ENTITY = "order"
@@ -68,6 +69,8 @@ async def done(work: M3Work, order_id: str, orno: str, **note: str) -> None:
     # attempt after a crash here asks GetOrderNo (as after a lost Confirm answer).
     work.note(ORNO=orno, ORNO_TEMP=None, confirm_sent=None, head_sent=None, **note)
     await work.link(ENTITY, order_id, orno)
+    # Entered in M3: what the anomaly rules compare the next orders with (stored with the outcome).
+    record_order(work.ctx, work.mapping.flow, work.mapping.spec.anomalies)
 
 
 async def confirmed_order(work: M3Work) -> str | None:

@@ -21,14 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from m3bng.config import Settings
 from m3bng.connectors import Connectors
-from m3bng.errors import PermanentError, ProcessingError, Skipped, TargetUnavailable
+from m3bng.errors import Held, PermanentError, ProcessingError, Skipped, TargetUnavailable
 from m3bng.flows.runtime import FlowContext, FlowRegistry, LeaseLost
 from m3bng.inbox.retry import RetryPolicy
 from m3bng.instances import DEFAULT, Instances
 from m3bng.observability import metrics, tracing
 from m3bng.ops.controls import PausedFlows
 from m3bng.ops.keys import event_keys
-from m3bng.store import queue
+from m3bng.store import anomalies, queue
 from m3bng.store.queue import ClaimedEvent
 
 log = structlog.get_logger(__name__)
@@ -274,6 +274,8 @@ class Worker:
             ):
                 metrics.observe_outcome(event.source, event.event_type, "skipped", instance=event.instance)
                 log.info("event.skipped", reason=str(exc), error_class=exc.error_class)
+        except Held as exc:
+            await self._hold(ctx, exc)
         except PermanentError as exc:
             await self._dead(ctx, "permanent_error", exc)
         except TargetUnavailable as exc:
@@ -300,6 +302,17 @@ class Worker:
                 log.info("event.done", attempts=event.attempts)
         finally:
             structlog.contextvars.unbind_contextvars("correlation_id", "event_id", "event_type")
+
+    async def _hold(self, ctx: FlowContext, exc: Held) -> None:
+        """Store the event as ``held`` with its findings, in the outcome's transaction: a hold
+        on record always has the figures that made it."""
+        event_id = ctx.event.id
+        ctx.defer(anomalies.deferred_findings(event_id, exc.flow, exc.findings))
+        if await self._finish(ctx, queue.held(reason=str(exc)[:MAX_ERROR_CHARS])):
+            metrics.observe_outcome(
+                ctx.event.source, ctx.event.event_type, "held", instance=ctx.event.instance
+            )
+            log.warning("event.held", reason=str(exc))
 
     async def _retry_or_dead(self, ctx: FlowContext, exc: Exception) -> None:
         error_class = exc.error_class if isinstance(exc, ProcessingError) else "internal"

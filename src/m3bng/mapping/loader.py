@@ -152,6 +152,13 @@ def parse_mapping(raw: bytes, path: Path, *, lookups_dir: Path | None = None) ->
             except JMESPathError as exc:
                 line = _node_line(root, ["calls", call_name, "for_each"])
                 problems.append(f"{path}:{line}: calls.{call_name}.for_each: bad path: {exc}")
+    if spec.anomalies is not None:  # where the anomaly rules read the order: paths, checked alike
+        for name, expression in spec.anomalies.fields.model_dump().items():
+            try:
+                compile_path(expression)
+            except JMESPathError as exc:
+                line = _node_line(root, ["anomalies", "fields", name])
+                problems.append(f"{path}:{line}: anomalies.fields.{name}: bad path {expression!r}: {exc}")
     if problems:
         raise MappingFileError(problems)
     return Mapping(spec=spec, path=path, content_hash=digest.hexdigest(), tables=tables)

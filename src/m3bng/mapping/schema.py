@@ -166,6 +166,90 @@ AnyCall = Annotated[
 ]
 
 
+Action = Literal["flag", "hold", "off"]
+
+
+class StatisticalRule(Strict):
+    """A value judged against the key's own history with robust statistics: it is anomalous when
+    its robust z-score ``|x - median| / (1.4826 * MAD)`` exceeds ``max_z`` **and** it is at least
+    ``min_ratio`` times off the median (either way). The ratio keeps small, tight histories (all
+    quantities 1, MAD 0) from calling a 2 an anomaly; the z-score keeps wide ones from calling
+    their ordinary spread one."""
+
+    action: Action = "flag"
+    max_z: float = Field(default=6.0, gt=0)
+    min_ratio: float = Field(default=4.0, ge=1)
+    min_history: int = Field(default=8, ge=2, le=1000)
+    # Which side counts: ``above`` the median only (an order too large is the costly mistake; a
+    # small one is not), ``below`` only, or ``both``.
+    direction: Literal["above", "below", "both"] = "above"
+
+
+class QuantityRule(StatisticalRule):
+    """A line's quantity against the last quantities of its SKU."""
+
+
+class PriceRule(StatisticalRule):
+    """A line's unit price against the SKU's recent unit prices: prices move less than
+    quantities, so half or double the usual is already worth a look."""
+
+    min_ratio: float = Field(default=2.0, ge=1)
+    direction: Literal["above", "below", "both"] = "both"  # a price typed ×10 or ÷10
+
+
+class AmountRule(StatisticalRule):
+    """The order's amount against the customer's last orders: baskets vary widely (one line or
+    five), so the z threshold is lower and the ratio higher than for a line."""
+
+    max_z: float = Field(default=3.0, gt=0)
+    min_ratio: float = Field(default=5.0, ge=1)
+
+
+class NewCustomerRule(Strict):
+    """A customer's first order (no history of that customer) above ``max_amount``."""
+
+    action: Action = "flag"
+    max_amount: float = Field(default=10_000.0, gt=0)
+
+
+class NearDuplicateRule(Strict):
+    """The same customer and the same lines (SKU and quantity) entered in M3 under another order
+    id within ``window_minutes``."""
+
+    action: Action = "flag"
+    window_minutes: float = Field(default=10.0, gt=0, le=10_080)
+
+
+class AnomalyRules(Strict):
+    quantity: QuantityRule = Field(default_factory=QuantityRule)
+    price: PriceRule = Field(default_factory=PriceRule)
+    amount: AmountRule = Field(default_factory=AmountRule)
+    new_customer: NewCustomerRule = Field(default_factory=NewCustomerRule)
+    near_duplicate: NearDuplicateRule = Field(default_factory=NearDuplicateRule)
+
+
+class AnomalyFields(Strict):
+    """Where the rules find the order's parts in the event's data (JMESPath names)."""
+
+    order_id: str = Field(default="OrderID", min_length=1)
+    customer: str = Field(default="CustomerID", min_length=1)
+    lines: str = Field(default="Lines", min_length=1)
+    sku: str = Field(default="SKU", min_length=1)
+    quantity: str = Field(default="Quantity", min_length=1)
+    unit_price: str = Field(default="UnitPrice", min_length=1)
+
+
+class AnomalySpec(Strict):
+    """``anomalies:`` of an order mapping: rules over the inbound order and the history of what
+    was entered in M3 (docs/mappings.md, docs/assist.md). ``history`` bounds every read: the
+    last N rows of a SKU or customer; ``retention_days`` how long rows are kept."""
+
+    history: int = Field(default=20, ge=2, le=1000)
+    retention_days: int = Field(default=180, ge=1, le=3650)
+    fields: AnomalyFields = Field(default_factory=AnomalyFields)
+    rules: AnomalyRules = Field(default_factory=AnomalyRules)
+
+
 class MappingSpec(Strict):
     version: Literal[1] = 1
     flow: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
@@ -186,6 +270,8 @@ class MappingSpec(Strict):
     # A deterministic key is what lets a create whose answer was lost be found again by a Get.
     keys: dict[str, FieldRule] = Field(default_factory=dict)
     calls: dict[str, AnyCall] = Field(min_length=1)
+    # Anomaly rules run before the flow's first M3 call (flows/runtime/anomalies.py); absent: none.
+    anomalies: AnomalySpec | None = None
 
     @property
     def event_source(self) -> str:

@@ -54,6 +54,11 @@ OUTBOUND_SECONDS = Histogram(
     ["target", "program", "transaction", "status"],
     buckets=LATENCY_BUCKETS,
 )
+ANOMALIES = Counter(
+    "m3bng_anomalies_total",
+    "Anomaly rules that fired, by flow, rule and action (flag: the order went on; hold: it waits)",
+    ["flow", "rule", "action"],
+)
 REPLAYS = Counter("m3bng_replays_total", "Events replayed through the ops API", ["mode", "kind"])
 RECONCILE_FINDINGS = Counter(
     "m3bng_reconcile_findings_total",

@@ -13,7 +13,10 @@ process evaluates them):
   ``M3BNG_ALERT_BACKLOG_MINUTES``: a paused flow or instance, a target that is down, a stuck
   worker; the detail counts the open events per BNG instance (``instances``).
 * ``order_sla``: BNG orders received more than ``M3BNG_ALERT_ORDER_SLA_MINUTES`` ago that are
-  not in M3 yet (neither done, nor skipped, nor discarded); lists the order ids.
+  not in M3 yet (neither done, nor skipped, nor discarded: held ones count); lists the order ids.
+* ``anomaly:hold:<flow>``: the flow has events held by an anomaly rule (docs/assist.md), waiting
+  for a person to release or discard them; names the newest hold's event, rule and figures'
+  summary. Fires with the first hold, resolves when none is left.
 * ``reconcile:orders``: the newest order reconciliation found orders that never arrived (and
   were not taken in) or are stuck (``reconcile.py``); lists the order ids.
 * ``reconcile:stock``: the newest stock reconciliation found balances that drifted beyond its
@@ -49,6 +52,7 @@ from m3bng.ops.controls import paused_event_types
 from m3bng.ops.masking import mask_text
 from m3bng.ops.scheduler import ScheduledJob
 from m3bng.store import alerts as alert_store
+from m3bng.store import anomalies as anomaly_store
 from m3bng.store import control as control_store
 from m3bng.store import reconcile as reconcile_store
 from m3bng.store.alerts import FIRING as FIRING  # the alert states, re-exported for the API
@@ -176,7 +180,32 @@ async def evaluate(
         *await backlog_conditions(session, now, settings.alert_backlog_minutes, registry),
         *await order_sla_conditions(session, now, settings.alert_order_sla_minutes),
         *await reconcile_conditions(session),
+        *await hold_conditions(session),
     ]
+
+
+async def hold_conditions(session: AsyncSession) -> list[Condition]:
+    """Per flow: events held by an anomaly rule, waiting for a release or a discard."""
+    conditions = []
+    for group in await anomaly_store.open_holds_by_flow(session):
+        held = "event is" if group.count == 1 else "events are"
+        summary = (
+            f"Flow {group.flow}: {group.count} {held} held by an anomaly rule, waiting for review. "
+            f"Newest: event {group.latest_event_id}, rule {group.latest_rule}: "
+            f"{error_excerpt(group.latest_summary)}"
+        )
+        detail = {
+            "flow": group.flow,
+            "count": group.count,
+            "latest": {
+                "event_id": group.latest_event_id,
+                "rule": group.latest_rule,
+                "summary": error_excerpt(group.latest_summary),
+                "held_at": group.latest_at.isoformat(),
+            },
+        }
+        conditions.append(Condition(f"anomaly:hold:{group.flow}", "anomaly_hold", summary, detail))
+    return conditions
 
 
 async def dead_letter_conditions(session: AsyncSession) -> list[Condition]:
@@ -279,11 +308,11 @@ async def backlog_conditions(
 
 
 async def order_sla_conditions(session: AsyncSession, now: datetime, minutes: float) -> list[Condition]:
-    """BNG orders not in M3 ``minutes`` after their webhook: pending, processing or dead."""
+    """BNG orders not in M3 ``minutes`` after their webhook: pending, processing, dead or held."""
     late = await alert_store.late_events(
         session,
         event_type=ORDER_EVENT,
-        statuses=(*OPEN_STATUSES, EventStatus.DEAD.value),
+        statuses=(*OPEN_STATUSES, EventStatus.DEAD.value, EventStatus.HELD.value),
         received_before=now - timedelta(minutes=minutes),
         limit=MAX_LISTED_ORDERS,
     )
@@ -409,6 +438,8 @@ def resolved_summary(row: Alert | Notice) -> str:
         return (
             f"Every order received more than {detail.get('sla_minutes'):g} min ago is in M3 (or was closed)."
         )
+    if row.kind == "anomaly_hold":
+        return f"Flow {detail.get('flow')} has no held events left (released or discarded)."
     if row.kind == "reconcile" and row.key == "reconcile:stock":
         return "The newest stock reconciliation run found no uncorrected drift or missing balance."
     if row.kind == "reconcile":

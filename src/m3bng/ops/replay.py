@@ -240,6 +240,12 @@ def _not_replayable(event_id: int, status: str) -> ReplayConflict:
             f"transaction {event_id} is {status}: already {what}; it runs (or retries) without a replay",
             code="already_queued",
         )
+    if status == EventStatus.HELD.value:
+        return ReplayConflict(
+            f"transaction {event_id} is held by an anomaly rule: release or discard the hold "
+            f"(POST /api/v1/holds/{event_id}/release or …/discard)",
+            code="held",
+        )
     return ReplayConflict(f"transaction {event_id} is {status}; it cannot be replayed", code="not_replayable")
 
 
@@ -419,6 +425,8 @@ async def discard(
     async with sessions.begin() as session:
         event = await _load(session, event_id)
         from_status = event.status
+        if from_status == EventStatus.HELD.value:
+            raise _not_replayable(event_id, from_status)  # a hold ends through its own routes
         if from_status not in DISCARDABLE:
             raise ReplayConflict(
                 f"transaction {event_id} is {from_status}; only dead or pending transactions can be "

@@ -40,7 +40,7 @@ from m3bng.ops.filters import FilterError
 from m3bng.ops.scheduler import ScheduledJob
 from m3bng.store import audit
 from m3bng.store import retention as retention_store
-from m3bng.store.models import OPEN_STATUSES, EventStatus
+from m3bng.store.models import UNSETTLED_STATUSES, EventStatus
 from m3bng.store.search import normalise
 from m3bng.store.sql import utcnow
 
@@ -63,6 +63,7 @@ class PurgeCounts:
     bng_state: int = 0  # bng_state rows deleted
     audit_entries: int = 0  # audit entries whose before/after copies were cleared
     events: int = 0  # event rows deleted after the key retention (with keys and dead letters)
+    order_history: int = 0  # anomaly rules' history rows older than their retention
 
     def add(self, other: PurgeCounts) -> None:
         for f in fields(self):
@@ -145,13 +146,19 @@ async def purge(
     counts.audit_entries = await retention_store.clear_old_audit_copies(
         sessions, before=cut.payloads, batch=batch, dry_run=dry_run
     )
+    counts.order_history = await retention_store.delete_old_order_history(
+        sessions,
+        before=now - timedelta(days=settings.retention_order_history_days),
+        batch=batch,
+        dry_run=dry_run,
+    )
     return counts
 
 
 @dataclass(frozen=True)
 class EraseResult:
     matched: int  # events about this business key
-    open: int  # of them pending or processing: not erased now (run again when they finished)
+    open: int  # of them pending, processing or held: not erased now (run again when they finished)
     counts: PurgeCounts
 
 
@@ -175,7 +182,7 @@ async def erase(
         raise FilterError("q: give the business key to erase (a BNG id, M3 number, BODID ...)")
     async with sessions() as session:
         matched = await retention_store.events_about(session, value)
-    ids = [event.id for event in matched if event.status not in OPEN_STATUSES]
+    ids = [event.id for event in matched if event.status not in UNSETTLED_STATUSES]
     counts = PurgeCounts()
     if ids:
         purged = await retention_store.purge_event_payloads(

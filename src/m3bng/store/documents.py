@@ -4,6 +4,7 @@ document version applied (stale checks), and what BNG holds (echo checks).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -71,6 +72,20 @@ async def get_xref_by_m3(
         )
     )
     return result.scalar_one_or_none()
+
+
+async def bng_ids_of(
+    session: AsyncSession, entity: str, m3_keys: Sequence[str], *, instance: str
+) -> dict[str, str]:
+    """The BNG ids of many M3 keys at once (a page of a load): M3 key → BNG id, where linked."""
+    rows = await session.execute(
+        select(CrossReference.m3_key, CrossReference.bng_id).where(
+            CrossReference.instance == instance,
+            CrossReference.entity == entity,
+            CrossReference.m3_key.in_(list(m3_keys)),
+        )
+    )
+    return {m3_key: bng_id for m3_key, bng_id in rows}
 
 
 async def instances_of_m3(session: AsyncSession, entity: str, m3_key: str) -> list[str]:

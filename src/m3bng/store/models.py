@@ -14,6 +14,9 @@ Life cycle of an event (``events.status``)::
                           dead ──replay──▶ pending          dead ──discard──▶ discarded
 
     processing ──▶ skipped   (stale BOD variation, echo of our own write, unsupported BOD noun)
+
+    processing ──▶ held ──release──▶ pending (the hold bypassed for it)
+                     └──discard──▶ discarded      (an anomaly rule held it before any M3 call)
 """
 
 from __future__ import annotations
@@ -86,6 +89,9 @@ class EventStatus(enum.StrEnum):
     # Looked at and deliberately not applied: a stale BOD variation, an echo of m3bng's own
     # write, a BOD noun no flow handles. ``last_error`` says which; nothing was sent.
     SKIPPED = "skipped"
+    # Stopped by an anomaly rule before anything was sent (flows/runtime/anomalies.py): waits for
+    # a person to release or discard it; workers never claim it.
+    HELD = "held"
 
 
 DEFAULT_INSTANCE = "default"  # the single-instance settings' BNG (instances.py)
@@ -93,6 +99,9 @@ InstanceId = String(32)
 
 # Statuses that still hold their place in a business key's queue (see store/queue.py).
 OPEN_STATUSES = (EventStatus.PENDING.value, EventStatus.PROCESSING.value)
+# Statuses of events still waiting to be applied: the open ones, and those held for a person
+# (anomaly holds). Retention never purges or deletes them: a release needs the payload.
+UNSETTLED_STATUSES = (*OPEN_STATUSES, EventStatus.HELD.value)
 
 
 class StepStatus(enum.StrEnum):
@@ -555,3 +564,56 @@ class MappingConflict(Base):
     live_version: Mapped[int] = mapped_column(Integer)
     file_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # last imported from the file
     detected_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OrderHistory(Base):
+    """What was entered in M3 per order, kept for the anomaly rules (flows/runtime/anomalies.py):
+    one row per order line (``sku`` set: its quantity, unit price and amount) and one for the
+    order as a whole (``sku`` NULL: total quantity and amount, and ``digest`` of its lines for the
+    near-duplicate rule). Reads are bounded (the last N rows of a key); retention deletes old rows."""
+
+    __tablename__ = "order_history"
+    __table_args__ = (
+        Index("ix_order_history_sku", "flow", "instance", "sku", "id"),
+        Index("ix_order_history_customer", "flow", "instance", "customer", "sku", "id"),
+        Index("ix_order_history_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    instance: Mapped[str] = mapped_column(
+        String(32), default=DEFAULT_INSTANCE, server_default=DEFAULT_INSTANCE
+    )
+    flow: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    order_id: Mapped[str] = mapped_column(String(255))
+    customer: Mapped[str] = mapped_column(String(255))
+    sku: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    quantity: Mapped[float] = mapped_column(Float)
+    unit_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    amount: Mapped[float] = mapped_column(Float)
+    digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AnomalyFinding(Base):
+    """One anomaly rule that fired for one event: a flag (the event went on) or a hold (the event
+    waits in ``held``), with the figures and the history that made it fire, and, for a hold, how
+    it ended (released or discarded, by whom, when)."""
+
+    __tablename__ = "anomaly_findings"
+    __table_args__ = (
+        Index("ix_anomaly_findings_event_id", "event_id"),
+        Index("ix_anomaly_findings_action_resolved", "action", "resolved_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    flow: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str] = mapped_column(String(32))  # quantity, price, amount, new_customer, near_duplicate
+    action: Mapped[str] = mapped_column(String(8))  # flag, hold
+    summary: Mapped[str] = mapped_column(Text)
+    detail: Mapped[Any] = mapped_column(Json)  # the figures and the history they were computed from
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    resolution: Mapped[str | None] = mapped_column(String(16), nullable=True)  # released, discarded
+    resolved_by: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -616,6 +616,12 @@ def skipped(*, reason: str, error_class: str, row: EventRow = None) -> Outcome:
     return Outcome("mark_skipped", _closing(EventStatus.SKIPPED, error_class, reason, row))
 
 
+def held(*, reason: str, row: EventRow = None) -> Outcome:
+    """Stopped by an anomaly rule before anything was sent: ``held`` is claimed by no worker; a
+    person releases or discards it (ops/holds.py). The event keeps its payload."""
+    return Outcome("mark_held", _closing(EventStatus.HELD, "anomaly", reason, row))
+
+
 def rescheduled(
     *,
     delay_seconds: float,

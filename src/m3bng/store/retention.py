@@ -36,7 +36,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from m3bng.store.models import OPEN_STATUSES, AuditEntry, BngState, Event, EventKey, Replay, Step
+from m3bng.store.models import (
+    UNSETTLED_STATUSES,
+    AuditEntry,
+    BngState,
+    Event,
+    EventKey,
+    OrderHistory,
+    Replay,
+    Step,
+)
 
 Sessions = async_sessionmaker[AsyncSession]
 Digest = Callable[[Any], str]  # a payload's hash, kept in place of the payload
@@ -123,10 +132,10 @@ async def purge_event_payloads(
     batch: int,
     dry_run: bool,
 ) -> PurgedPayloads:
-    """Purge the payloads of these events, whatever their age, but never of an open one: the
+    """Purge the payloads of these events, whatever their age, but never of an open or held one: the
     status is checked again in each batch, so an event a replay reopened since it was chosen
     keeps its payload."""
-    where = (Event.id.in_(event_ids), Event.status.not_in(OPEN_STATUSES))
+    where = (Event.id.in_(event_ids), Event.status.not_in(UNSETTLED_STATUSES))
     return await _purge_payloads(sessions, where, now, digest, scrub, batch, dry_run)
 
 
@@ -202,7 +211,7 @@ async def delete_finished_events(
     """Delete the rows of events that are not open and finished before ``finished_before``;
     steps, dead letters, replays, business keys and ION message ids go with them (ON DELETE
     CASCADE), document versions and BNG state keep their row (SET NULL)."""
-    where = and_(Event.status.not_in(OPEN_STATUSES), Event.finished_at < finished_before)
+    where = and_(Event.status.not_in(UNSETTLED_STATUSES), Event.finished_at < finished_before)
     return await _batched(sessions, select(Event.id).where(where), Event.id, delete(Event), batch, dry_run)
 
 
@@ -226,6 +235,18 @@ async def delete_bng_state_about(
 async def _delete_bng_state(sessions: Sessions, where: ColumnElement[bool], batch: int, dry_run: bool) -> int:
     return await _batched(
         sessions, select(BngState.id).where(where), BngState.id, delete(BngState), batch, dry_run
+    )
+
+
+async def delete_old_order_history(sessions: Sessions, *, before: datetime, batch: int, dry_run: bool) -> int:
+    """Delete the anomaly rules' history rows (``order_history``) written before ``before``."""
+    return await _batched(
+        sessions,
+        select(OrderHistory.id).where(OrderHistory.at < before),
+        OrderHistory.id,
+        delete(OrderHistory),
+        batch,
+        dry_run,
     )
 
 

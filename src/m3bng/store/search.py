@@ -24,7 +24,7 @@ from typing import Any, Generic, Literal, TypeVar
 from sqlalchemy import ColumnElement, Row, Select, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from m3bng.store.models import AuditEntry, DeadLetter, Event, EventKey, Replay, Step
+from m3bng.store.models import AnomalyFinding, AuditEntry, DeadLetter, Event, EventKey, Replay, Step
 
 T = TypeVar("T")
 Resolved = Literal["false", "true", "all"]
@@ -187,6 +187,7 @@ class EventDetail:
     dead_letter: DeadLetter | None  # the newest one: after a replay that failed again, the latest
     replays: list[Replay]
     keys: list[EventKey]
+    anomalies: list[AnomalyFinding] = field(default_factory=list)  # flags and holds
 
 
 async def load_event_detail(session: AsyncSession, event_id: int) -> EventDetail | None:
@@ -207,7 +208,12 @@ async def load_event_detail(session: AsyncSession, event_id: int) -> EventDetail
     keys = (
         await session.execute(select(EventKey).where(EventKey.event_id == event_id).order_by(EventKey.id))
     ).scalars()
-    return EventDetail(event, list(steps), dead_letter, list(replays), list(keys))
+    anomalies = (
+        await session.execute(
+            select(AnomalyFinding).where(AnomalyFinding.event_id == event_id).order_by(AnomalyFinding.id)
+        )
+    ).scalars()
+    return EventDetail(event, list(steps), dead_letter, list(replays), list(keys), list(anomalies))
 
 
 # -- dead letters ---------------------------------------------------------------------------------

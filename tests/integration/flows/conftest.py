@@ -47,12 +47,12 @@ class Service:
         return int(response.json()["event_id"])
 
     async def settle(self, event_id: int, timeout: float = 30) -> Event:
-        """Wait until the event is done, dead or skipped (the workers run inside the app)."""
+        """Wait until the event is done, dead, skipped or held (the workers run inside the app)."""
         deadline = time.monotonic() + timeout
         while True:
             async with self.sessions() as session:
                 event = (await session.execute(select(Event).where(Event.id == event_id))).scalar_one()
-            if event.status in ("done", "dead", "skipped"):
+            if event.status in ("done", "dead", "skipped", "held"):
                 return event
             assert time.monotonic() < deadline, f"event {event_id} still {event.status}: {event.last_error}"
             await asyncio.sleep(0.05)

@@ -48,12 +48,12 @@ class Ops:
         return int(response.json()["event_id"])
 
     async def settle(self, event_id: int, timeout: float = 30) -> Event:
-        """Wait until the event is done, dead, skipped or discarded."""
+        """Wait until the event is done, dead, skipped, discarded or held."""
         deadline = time.monotonic() + timeout
         while True:
             async with self.sessions() as session:
                 event = (await session.execute(select(Event).where(Event.id == event_id))).scalar_one()
-            if event.status in ("done", "dead", "skipped", "discarded"):
+            if event.status in ("done", "dead", "skipped", "discarded", "held"):
                 return event
             assert time.monotonic() < deadline, f"event {event_id} still {event.status}: {event.last_error}"
             await asyncio.sleep(0.05)

@@ -79,6 +79,9 @@ REQUIRED: dict[tuple[str, str], Scope] = {
     ("GET", "/storefront/availability"): STOREFRONT,
     ("GET", "/storefront/customers/{}/orders"): STOREFRONT,
     ("GET", "/storefront/customers/{}/invoices"): STOREFRONT,
+    ("GET", "/holds"): READ,
+    ("POST", "/holds/{}/release"): REPLAY,
+    ("POST", "/holds/{}/discard"): REPLAY,
 }
 
 # Bodies that are harmless when the call is allowed (a dry run rather than a real bulk replay or

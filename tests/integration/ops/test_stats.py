@@ -133,6 +133,7 @@ async def test_buckets_are_aligned_and_counted_in_the_database(
         "dead": 1,
         "discarded": 0,
         "skipped": 1,
+        "held": 0,  # every status is counted, those with no event too
     }
     assert stats.backlog == 2
     assert stats.dead_letters == 1  # the resolved one does not count

@@ -29,6 +29,7 @@ class PurgeCountsOut(BaseModel):
     bng_state: int
     audit_entries: int
     events: int
+    order_history: int = Field(description="anomaly rules' history rows deleted (docs/assist.md)")
 
 
 class EraseRequest(BaseModel):
@@ -71,7 +72,7 @@ async def erase(body: EraseRequest, caller: AdminCaller, runtime: RuntimeDep) ->
     except FilterError as exc:
         raise refusal(exc, fields=[{"field": "q", "problem": str(exc)}]) from None
     counts = result.counts.as_dict()
-    del counts["dead_letter_payloads"], counts["events"]
+    del counts["dead_letter_payloads"], counts["events"], counts["order_history"]
     if not body.dry_run:
         await retention.record_run(
             runtime.sessions,

@@ -22,6 +22,7 @@ from m3bng.api.ops.auth import ReadCaller
 from m3bng.ops import search
 from m3bng.ops.auth import Principal
 from m3bng.ops.filters import EventFilter, FilterError
+from m3bng.ops.holds import finding_view
 from m3bng.ops.masking import mask, mask_text
 from m3bng.runtime import Runtime
 from m3bng.store import mapping_versions as mapping_store
@@ -201,6 +202,20 @@ class KeyOut(BaseModel):
     kind: str = Field(description="order_id, orno, cuno, bodid, ...")
 
 
+class AnomalyOut(BaseModel):
+    id: int
+    rule: str = Field(description="quantity, price, amount, new_customer or near_duplicate")
+    action: str = Field(description="flag (the event went on) or hold (it waited for a person)")
+    summary: str
+    detail: Any = Field(
+        description="the figures (value, median, MAD, robust z, thresholds, history size) and history"
+    )
+    created_at: datetime
+    resolution: str | None = Field(description="a hold's end: released or discarded")
+    resolved_by: str | None
+    resolved_at: datetime | None
+
+
 class TxDetail(TxSummary):
     payload: Any = Field(description="as received (null once purged by retention)")
     purged_at: datetime | None
@@ -210,6 +225,7 @@ class TxDetail(TxSummary):
     dead_letter: DeadLetterOut | None = Field(description="the newest dead letter, if any")
     replays: list[ReplayOut]
     keys: list[KeyOut]
+    anomalies: list[AnomalyOut] = Field(description="anomaly rules that fired for it (docs/assist.md)")
     personal_data_masked: bool
 
 
@@ -348,5 +364,6 @@ def detail_of(detail: search.EventDetail, runtime: Runtime, caller: Principal) -
             for replay in detail.replays
         ],
         keys=[KeyOut(value=_text(key.value, caller) or "", kind=key.kind) for key in detail.keys],
+        anomalies=[AnomalyOut(**finding_view(finding)) for finding in detail.anomalies],
         personal_data_masked=not caller.sees_personal_data,
     )

@@ -4,8 +4,10 @@
    skipped (mapping option ``skip_stale``);
 2. ``skip_if_echo``: a webhook announcing what m3bng itself wrote to BNG is skipped (mapping
    options ``echo_state``/``echo_id``); otherwise what BNG now holds is recorded;
-3. the flow;
-4. ``record_version``: the change's time, stored with the event's outcome.
+3. ``hold_if_anomalous``: an order far outside its history is flagged or held for a person
+   before anything is sent to M3 (mapping section ``anomalies:``; ``anomalies.py``);
+4. the flow;
+5. ``record_version``: the change's time, stored with the event's outcome.
 
 ``guarded(flow, mappings, mapping)`` puts them around a flow; the worker runs the result.
 
@@ -38,6 +40,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from m3bng.errors import Skipped
+from m3bng.flows.runtime.anomalies import hold_if_anomalous
 from m3bng.flows.runtime.context import FlowContext
 from m3bng.flows.runtime.m3 import FlowMappings, MappedFlow
 from m3bng.flows.runtime.registry import Flow
@@ -135,12 +138,15 @@ def guarded(flow: MappedFlow, mappings: FlowMappings, mapping: Mapping) -> Flow:
     check = not mapping.option("echo_record_only", False)
 
     ignore = split_names(mapping.option("echo_ignore"))
+    anomalies = mapping.spec.anomalies
 
     async def run(ctx: FlowContext) -> None:
         if skip_stale:
             await skip_if_stale(ctx)
         if state and id_field:
             await skip_if_echo(ctx, str(state), str(id_field), ignore=ignore, check=check)
+        if anomalies is not None:  # after the skips: a skipped event sends nothing anyway
+            await hold_if_anomalous(ctx, mapping.flow, anomalies)
         await flow(ctx, mappings.for_instance(ctx.connectors.instance))
         if skip_stale:
             record_version(ctx)  # applied: only now does it make older changes stale

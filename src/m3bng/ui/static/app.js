@@ -299,6 +299,7 @@
       api("GET", "/alerts" + query({ state: "firing" })).then((a) => current(id) && renderAlerts(a.items), (e) => current(id) && panelError($("alerts"), e)),
       api("GET", "/dead-letters/summary").then((d) => current(id) && renderDeadLetterGroups(d), (e) => current(id) && panelError($("dlq-groups"), e)),
       api("GET", "/reconcile/latest").then((r) => current(id) && renderReconcile(r.items), (e) => current(id) && panelError($("reconcile"), e)),
+      api("GET", "/holds" + query({ limit: 20 })).then((r) => current(id) && renderHolds(r.items), (e) => current(id) && panelError($("holds"), e)),
       api("GET", "/instances").then((r) => current(id) && renderInstances(r.items), (e) => current(id) && panelError($("instances"), e)),
     ];
     await Promise.all(parts);
@@ -332,6 +333,7 @@
       card("dead", `dead-lettered in ${window}`, dead, null, `error rate ${rate}`),
       card("skipped", "skipped (all time)", c.skipped ?? 0, "#/tx?status=skipped"),
       card("discarded", "discarded (all time)", c.discarded ?? 0, "#/tx?status=discarded"),
+      card("held", "held for review", c.held ?? 0, "#/tx?status=held"),
     );
     const seconds = stats.bucket_seconds;
     const per = seconds >= 3600 ? `${seconds / 3600} h` : `${seconds / 60} min`;
@@ -438,6 +440,38 @@
 
   // The newest reconciliation run of each kind (m3bng reconcile), with its counts per class and
   // the findings it left for a person: what "both systems agree" rests on.
+  // Open anomaly holds: each row links to the transaction, where its figures and the release
+  // and discard buttons are (docs/assist.md).
+  function renderHolds(items) {
+    if (!items.length) {
+      fill($("holds"), h("p", { class: "muted ok" }, "No transaction is held."));
+      return;
+    }
+    fill(
+      $("holds"),
+      h(
+        "table",
+        { class: "list", id: "holds-table" },
+        h("thead", {}, h("tr", {}, h("th", {}, "transaction"), h("th", {}, "held"), h("th", {}, "flow"), h("th", {}, "rules"), h("th", {}, "why"))),
+        h(
+          "tbody",
+          {},
+          items.map((item) =>
+            h(
+              "tr",
+              { "data-event": String(item.event_id) },
+              h("td", {}, h("a", { href: `#/tx/${item.event_id}` }, `${item.event_id}`), item.business_key ? h("span", { class: "muted" }, " " + item.business_key) : null),
+              h("td", {}, time(item.held_at)),
+              h("td", {}, item.flow ?? ""),
+              h("td", {}, item.rules.map((r) => h("span", { class: "badge status-held" }, r.replaceAll("_", " ")))),
+              h("td", {}, item.findings.map((f) => h("div", {}, f.summary))),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+
   function renderReconcile(items) {
     if (!items.length) {
       fill($("reconcile"), h("p", { class: "muted" }, "No reconciliation has run (m3bng reconcile)."));
@@ -765,6 +799,7 @@
       ),
       tx.dead_letter ? deadLetterPanel(tx.dead_letter) : null,
       tx.status === "dead" ? fixesPanel(tx) : null,
+      anomaliesPanel(tx.anomalies || []),
       stepsPanel(tx),
       h(
         "section",
@@ -774,6 +809,34 @@
         h("details", {}, h("summary", {}, "Checkpoint (keys obtained by completed steps)"), h("pre", { class: "json" }, fmtJson(tx.checkpoint))),
       ),
       replaysPanel(tx.replays || []),
+    );
+  }
+
+  // The anomaly rules that fired for this transaction: the rule, its figures (value, median,
+  // MAD, robust z, thresholds, history size) and the history they were computed from.
+  function anomaliesPanel(findings) {
+    if (!findings.length) return null;
+    const FIGURES = ["value", "median", "mad_log", "robust_z", "ratio", "max_z", "min_ratio", "history_size", "min_history", "max_amount", "window_minutes", "minutes_apart"];
+    return h(
+      "section",
+      { class: "panel", id: "anomalies" },
+      h("h2", {}, "Anomaly rules"),
+      findings.map((f) =>
+        h(
+          "div",
+          { class: "anomaly", "data-rule": f.rule },
+          h("h3", {}, h("span", { class: "badge status-" + (f.action === "hold" ? "hold" : "flag") }, f.action), " ", f.rule.replaceAll("_", " "), f.resolution ? h("span", { class: "muted" }, ` — ${f.resolution} by ${f.resolved_by ?? "?"} ${fmtTime(f.resolved_at)}`) : null),
+          h("p", {}, f.summary),
+          h(
+            "div",
+            { class: "figures" },
+            FIGURES.filter((k) => f.detail && f.detail[k] !== undefined && f.detail[k] !== null).map((k) => h("div", { "data-figure": k }, h("span", { class: "muted" }, k.replaceAll("_", " ") + " "), h("strong", {}, String(f.detail[k])))),
+          ),
+          f.detail && f.detail.history && f.detail.history.length
+            ? h("details", {}, h("summary", {}, `History (${f.detail.history.length} newest)`), h("pre", { class: "json" }, fmtJson(f.detail.history)))
+            : null,
+        ),
+      ),
     );
   }
 
@@ -936,8 +999,45 @@
     );
   }
 
+  // A held transaction: release it (back in line, the hold bypassed) or discard it (closed unsent).
+  function holdActions(tx) {
+    const reason = h("input", { id: "hold-reason", type: "text", placeholder: "why (kept in the audit log)", spellcheck: "false" });
+    const buttons = [];
+    const end = async (what) => {
+      const why = reason.value.trim();
+      if (what === "discard" && !why) {
+        showError(new ApiError(0, "reason_required", "say why this held transaction is discarded (the reason field)"), "Discard not sent");
+        reason.focus();
+        return;
+      }
+      buttons.forEach((b) => (b.disabled = true));
+      clearMessages();
+      try {
+        await api("POST", `/holds/${tx.id}/${what}`, { reason: why || null });
+        showNotice(what === "release" ? `Transaction ${tx.id} released: back in line, the hold bypassed.` : `Transaction ${tx.id} discarded.`);
+        await route();
+      } catch (err) {
+        showError(err, what === "release" ? "Release failed" : "Discard failed");
+        buttons.forEach((b) => (b.disabled = false));
+      }
+    };
+    buttons.push(
+      h("button", { id: "release-hold", type: "button", onclick: () => end("release") }, "Release"),
+      h("button", { id: "discard-hold", type: "button", class: "danger", onclick: () => end("discard") }, "Discard…"),
+    );
+    return h(
+      "section",
+      { class: "panel actions", id: "actions" },
+      h("h2", {}, "Held for review"),
+      h("p", { class: "muted" }, "An anomaly rule stopped this transaction before anything was sent to M3 (see the rules below). Release sends it as it is; discard closes it unsent."),
+      h("label", { class: "grow" }, "Reason ", reason),
+      h("div", { class: "buttons" }, buttons),
+    );
+  }
+
   function actionsPanel(tx) {
     if (!me || !me.can_replay) return null;
+    if (tx.status === "held") return holdActions(tx);
     if (!REPLAYABLE.has(tx.status)) {
       return h("section", { class: "panel actions muted" }, `Replay and discard are possible once a transaction is dead, skipped or discarded; this one is ${tx.status}.`);
     }
