@@ -774,7 +774,7 @@ async def search_m3_fields(
     )
 
 
-class CandidateOut(BaseModel):
+class ReplayCandidateOut(BaseModel):
     event_id: int
     event_type: str
     business_key: str | None
@@ -782,7 +782,7 @@ class CandidateOut(BaseModel):
     error: str | None
 
 
-class CandidatesOut(BaseModel):
+class ReplayOfferOut(BaseModel):
     flow: str
     live_version: int
     dead: int = Field(description="dead letters of the flow's triggers looked at (newest 500)")
@@ -792,7 +792,7 @@ class CandidatesOut(BaseModel):
     )
     elsewhere: int = Field(description="failed at a call this flow's mapping does not make")
     not_compared: int = Field(description="offered without a comparison (old version or payload gone)")
-    fixable: list[CandidateOut] = Field(description="what a replay with the live version could fix")
+    fixable: list[ReplayCandidateOut] = Field(description="what a replay with the live version could fix")
 
 
 async def _candidates(flow: str, runtime: Runtime) -> tuple[store.Version, studio.Candidates]:
@@ -810,12 +810,12 @@ async def _candidates(flow: str, runtime: Runtime) -> tuple[store.Version, studi
 
 @router.get(
     "/mappings/{flow}/replay-candidates",
-    response_model=CandidatesOut,
+    response_model=ReplayOfferOut,
     summary="Dry run: the flow's dead letters the live version could fix (it sends other calls for them)",
 )
-async def replay_candidates(flow: FlowParam, caller: ReadCaller, runtime: RuntimeDep) -> CandidatesOut:
+async def replay_candidates(flow: FlowParam, caller: ReadCaller, runtime: RuntimeDep) -> ReplayOfferOut:
     live, found = await _candidates(flow, runtime)
-    return CandidatesOut(
+    return ReplayOfferOut(
         flow=flow,
         live_version=live.version,
         dead=found.dead,
@@ -823,7 +823,7 @@ async def replay_candidates(flow: FlowParam, caller: ReadCaller, runtime: Runtim
         unchanged=found.unchanged,
         elsewhere=found.elsewhere,
         not_compared=found.not_compared,
-        fixable=[CandidateOut(**{**vars(c), "error": masker(caller)(c.error)}) for c in found.fixable],
+        fixable=[ReplayCandidateOut(**{**vars(c), "error": masker(caller)(c.error)}) for c in found.fixable],
     )
 
 
