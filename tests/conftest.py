@@ -88,6 +88,24 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_template: st
         yield url
 
 
+@pytest.fixture(scope="module")
+async def module_pg_database(pg_template: str) -> AsyncIterator[str]:
+    """One PostgreSQL database cloned from the template for a module's tests in this process
+    (each xdist worker is a process of its own, so each has its own database). A test using it
+    must start with ``postgres.empty_database`` (see ``reused_pg_url``)."""
+    name = postgres.unique_name("m3bng_m")
+    await postgres.create_database(name, template=pg_template)
+    yield name
+    await postgres.drop_database(name)
+
+
+async def reused_pg_url(name: str) -> str:
+    """``name`` (from ``module_pg_database``) emptied back to the template's state, as a URL:
+    what ``db_url`` gives on PostgreSQL, without a create and a drop per test."""
+    await postgres.empty_database(name)
+    return postgres.async_url(name)
+
+
 @pytest.fixture
 def make_settings(db_url: str) -> Callable[..., Settings]:
     """Settings for a test: fast polling, a compressed retry schedule, the test's own store."""

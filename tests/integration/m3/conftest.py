@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ class SimHandle:
         self.server = server
         self.ionapi = ionapi
         self.control = httpx.AsyncClient(base_url=server.base_url, timeout=10)
+
+    async def reset(self) -> None:
+        """As a new simulator: seed data only, no faults, no calls, stats from zero."""
+        (await self.control.post("/_sim/reset")).raise_for_status()
 
     async def faults(self, **faults: Any) -> None:
         (await self.control.put("/_sim/faults", json=faults)).raise_for_status()
@@ -45,15 +50,30 @@ class SimHandle:
         return result
 
 
-@pytest.fixture
-async def m3_sim(tmp_path: Path) -> AsyncIterator[SimHandle]:
+@asynccontextmanager
+async def running_sim(directory: Path) -> AsyncIterator[SimHandle]:
+    """A new simulator behind uvicorn, its .ionapi written into ``directory``."""
     config = M3SimConfig()
     async with AsgiServer(create_app(config)) as server:
-        ionapi = tmp_path / "sim.ionapi"
+        ionapi = directory / "sim.ionapi"
         write_ionapi(ionapi, server.base_url, config)
         handle = SimHandle(server, ionapi)
         yield handle
         await handle.control.aclose()
+
+
+@pytest.fixture
+async def m3_sim(tmp_path: Path) -> AsyncIterator[SimHandle]:
+    async with running_sim(tmp_path) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+async def module_m3_sim(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SimHandle]:
+    """One simulator for a module's tests in this process; a test using it starts with
+    ``reset()`` (see tests/integration/flows/test_write_faults.py)."""
+    async with running_sim(tmp_path_factory.mktemp("m3sim")) as handle:
+        yield handle
 
 
 @pytest.fixture
