@@ -127,7 +127,9 @@ def test_a_leak_fails_the_session_and_names_the_test(tmp_path: Path, workers: st
             """
         )
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    # Only the plugins the scan needs (its own, registered by the conftest above, and xdist's):
+    # loading every installed one (schemathesis, hypothesis, …) took seconds in each process.
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     result = subprocess.run(
         [
             sys.executable,
@@ -138,7 +140,7 @@ def test_a_leak_fails_the_session_and_names_the_test(tmp_path: Path, workers: st
             "no:cacheprovider",
             "--rootdir",
             str(tmp_path),
-            *(["-n", workers] if workers else []),
+            *(["-p", "xdist", "-n", workers] if workers else []),
             str(tmp_path),
         ],
         cwd=tmp_path,
