@@ -16,6 +16,7 @@ from tests.support.cluster import Cluster, Sender, orders_by_reference
 
 COPIES = 3
 VARIATIONS = 4
+ORDERS = 20  # with the customers, their changes and their BODs: 300 deliveries in random order
 
 
 def customers(count: int) -> list[Item]:
@@ -67,7 +68,7 @@ async def test_triple_delivery_out_of_order_has_one_effect_each(
     shared_pg_url: str, make_cluster: Callable[..., Cluster], scale: int
 ) -> None:
     rng = random.Random(11)
-    webhooks = orders("SO-RD", 40 * scale) + customers(10 * scale)
+    webhooks = orders("SO-RD", ORDERS * scale) + customers(10 * scale)
     bods = customer_bods(10 * scale)
     cluster = make_cluster(shared_pg_url, workers=2, m3_latency_ms=5)
     async with cluster:
@@ -105,9 +106,9 @@ async def test_triple_delivery_out_of_order_has_one_effect_each(
     assert all(len(ids) == 1 for ids in by_message.values()), by_message
     # Webhooks: one M3 order per BNG order, one M3 customer per BNG customer.
     by_reference = orders_by_reference(m3)
-    for _, data, _ in orders("SO-RD", 40 * scale):
+    for _, data, _ in orders("SO-RD", ORDERS * scale):
         assert len(by_reference.get(str(data["OrderID"]), [])) == 1, data["OrderID"]
-    assert len(m3["orders"]) == 40 * scale
+    assert len(m3["orders"]) == ORDERS * scale
     for _, data, _ in customers(10 * scale):
         assert data["CustomerID"] in m3["customers"], data["CustomerID"]
     # Customer changes: the newest one's phone number, whatever order they arrived in (older
