@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -63,15 +64,37 @@ async def pg_template() -> AsyncIterator[str]:
     await postgres.drop_database(name)
 
 
+@pytest.fixture(scope="session")
+async def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite store the migrations built, once per test process: each test's store is a copy."""
+    path = tmp_path_factory.mktemp("sqlite_template") / "template.db"
+    await migrate_sqlite(path)
+    # Closing the last connection checkpointed the WAL into the file: the file alone is the store.
+    assert not path.with_name(path.name + "-wal").exists(), "the template's WAL was not checkpointed"
+    return path
+
+
+async def migrate_sqlite(path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{path}"
+    engine = create_engine(Settings(database_url=url))
+    await migrate.upgrade(engine)
+    await engine.dispose()
+    return url
+
+
 @asynccontextmanager
-async def fresh_store(backend: str, directory: Path, pg_template: str) -> AsyncIterator[str]:
-    """A migrated, empty store: a new SQLite file in ``directory``, or a new PostgreSQL database."""
+async def fresh_store(
+    backend: str, directory: Path, pg_template: str, sqlite_template: Path | None = None
+) -> AsyncIterator[str]:
+    """A migrated, empty store: a new SQLite file in ``directory`` (a copy of ``sqlite_template``,
+    or migrated here without one), or a new PostgreSQL database."""
     if backend == "sqlite":
-        url = f"sqlite+aiosqlite:///{directory / 'store.db'}"
-        engine = create_engine(Settings(database_url=url))
-        await migrate.upgrade(engine)
-        await engine.dispose()
-        yield url
+        path = directory / "store.db"
+        if sqlite_template is None:
+            yield await migrate_sqlite(path)
+            return
+        shutil.copyfile(sqlite_template, path)
+        yield f"sqlite+aiosqlite:///{path}"
         return
     name = postgres.unique_name("m3bng_t")
     await postgres.create_database(name, template=pg_template)
@@ -82,9 +105,11 @@ async def fresh_store(backend: str, directory: Path, pg_template: str) -> AsyncI
 
 
 @pytest.fixture(params=BACKENDS)
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_template: str) -> AsyncIterator[str]:
+async def db_url(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_template: str, sqlite_template: Path
+) -> AsyncIterator[str]:
     """A migrated, empty store: a new SQLite file, or a new PostgreSQL database."""
-    async with fresh_store(request.param, tmp_path, pg_template) as url:
+    async with fresh_store(request.param, tmp_path, pg_template, sqlite_template) as url:
         yield url
 
 

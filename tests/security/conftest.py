@@ -11,6 +11,7 @@ import base64
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -87,12 +88,15 @@ class Service:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 async def service(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_template: str
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    pg_template: str,
+    sqlite_template: Path,
 ) -> AsyncIterator[Service]:
     backend: str = request.param
     async with AsyncExitStack() as stack:
         url = await stack.enter_async_context(
-            fresh_store(backend, tmp_path_factory.mktemp("store"), pg_template)
+            fresh_store(backend, tmp_path_factory.mktemp("store"), pg_template, sqlite_template)
         )
         settings = security_settings(url)
         servers: dict[str, LiveServer] = {}
