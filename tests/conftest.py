@@ -61,6 +61,7 @@ async def pg_template() -> AsyncIterator[str]:
     finally:
         await engine.dispose()
     yield name
+    await postgres.drop_free_databases(name)
     await postgres.drop_database(name)
 
 
@@ -87,7 +88,8 @@ async def fresh_store(
     backend: str, directory: Path, pg_template: str, sqlite_template: Path | None = None
 ) -> AsyncIterator[str]:
     """A migrated, empty store: a new SQLite file in ``directory`` (a copy of ``sqlite_template``,
-    or migrated here without one), or a new PostgreSQL database."""
+    or migrated here without one), or a PostgreSQL database in the template's state (a new clone,
+    or one an earlier test of this process used, renamed and emptied: postgres.take_database)."""
     if backend == "sqlite":
         path = directory / "store.db"
         if sqlite_template is None:
@@ -96,39 +98,20 @@ async def fresh_store(
         shutil.copyfile(sqlite_template, path)
         yield f"sqlite+aiosqlite:///{path}"
         return
-    name = postgres.unique_name("m3bng_t")
-    await postgres.create_database(name, template=pg_template)
+    name = await postgres.take_database(pg_template)
     try:
         yield postgres.async_url(name)
     finally:
-        await postgres.drop_database(name)
+        postgres.release_database(name, pg_template)
 
 
 @pytest.fixture(params=BACKENDS)
 async def db_url(
     request: pytest.FixtureRequest, tmp_path: Path, pg_template: str, sqlite_template: Path
 ) -> AsyncIterator[str]:
-    """A migrated, empty store: a new SQLite file, or a new PostgreSQL database."""
+    """A migrated, empty store: a new SQLite file, or a PostgreSQL database (see fresh_store)."""
     async with fresh_store(request.param, tmp_path, pg_template, sqlite_template) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-async def module_pg_database(pg_template: str) -> AsyncIterator[str]:
-    """One PostgreSQL database cloned from the template for a module's tests in this process
-    (each xdist worker is a process of its own, so each has its own database). A test using it
-    must start with ``postgres.empty_database`` (see ``reused_pg_url``)."""
-    name = postgres.unique_name("m3bng_m")
-    await postgres.create_database(name, template=pg_template)
-    yield name
-    await postgres.drop_database(name)
-
-
-async def reused_pg_url(name: str) -> str:
-    """``name`` (from ``module_pg_database``) emptied back to the template's state, as a URL:
-    what ``db_url`` gives on PostgreSQL, without a create and a drop per test."""
-    await postgres.empty_database(name)
-    return postgres.async_url(name)
 
 
 @pytest.fixture

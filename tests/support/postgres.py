@@ -8,8 +8,9 @@ PostgreSQL installation. ``M3BNG_TEST_PG=embedded`` forces that path (.ci/run pr
 
 The schema is built once per run by the Alembic migrations into a template database; each test
 gets ``CREATE DATABASE … TEMPLATE`` (a file copy, tens of milliseconds) and it is dropped after.
-Modules with many runs on one schema share one such database per test process and empty it before
-each test (:func:`empty_database`: a few milliseconds, against a create and a forced drop).
+A test's database is not dropped, though: the next test in the process takes it, renamed (no
+connection to the old name survives) and emptied (:func:`take_database`: milliseconds, against
+a create and a forced drop), unless its schema is no longer the template's.
 """
 
 from __future__ import annotations
@@ -100,45 +101,89 @@ async def drop_database(name: str) -> None:
         await conn.close()
 
 
-async def empty_database(name: str) -> None:
-    """Bring a database cloned from the template back to the template's state: every connection
-    but this one ended (as ``DROP … WITH (FORCE)`` would), every table emptied but
-    ``alembic_version`` (the only one the migrations fill), every sequence restarted. Refuses a
-    database whose schema is not the one it had when first emptied (a test changed it: emptying
-    would not undo that)."""
-    conn = await asyncpg.connect(async_url(name).replace("+asyncpg", ""), timeout=10)
+# Databases this process cloned from a template and no test holds now, for the next test to
+# take (template -> names); and each template's schema, as its first clone had it.
+_free: dict[str, list[str]] = {}
+_schemas: dict[str, str] = {}
+
+
+async def take_database(template: str) -> str:
+    """A database in ``template``'s state, under a name no earlier test used: a free one of this
+    process renamed and emptied, or (none free, or its schema changed) a new clone."""
+    free = _free.setdefault(template, [])
+    while free:
+        old, name = free.pop(), unique_name("m3bng_t")
+        if await _rename_alone(old, name):
+            if await _empty(name, _schemas[template]):
+                return name
+            await drop_database(name)
+        else:
+            await drop_database(old)
+    name = unique_name("m3bng_t")
+    await create_database(name, template=template)
+    if template not in _schemas:
+        conn = await _connect(name)
+        try:
+            _schemas[template] = await conn.fetchval(SCHEMA_FINGERPRINT)
+        finally:
+            await conn.close()
+    return name
+
+
+def release_database(name: str, template: str) -> None:
+    """The test that took ``name`` is done with it: the next one may take it."""
+    _free.setdefault(template, []).append(name)
+
+
+async def drop_free_databases(template: str) -> None:
+    for name in _free.pop(template, []):
+        await drop_database(name)
+
+
+async def _connect(name: str) -> asyncpg.Connection:
+    return await asyncpg.connect(f"{ADMIN_DSN.rsplit('/', 1)[0]}/{name}", timeout=10)
+
+
+async def _rename_alone(old: str, new: str, attempts: int = 20) -> bool:
+    """End every connection to ``old`` (as ``DROP … WITH (FORCE)`` would) and rename it to
+    ``new``: whatever still held the old name (a process, a pool) can never reach it again."""
+    conn = await asyncpg.connect(ADMIN_DSN, timeout=10)
     try:
-        await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        tables = [
-            r[0]
-            for r in await conn.fetch(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        for _ in range(attempts):
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", old
             )
-        ]
-        sequences = [
-            r[0]
-            for r in await conn.fetch(
-                "SELECT sequencename FROM pg_sequences WHERE schemaname = 'public' ORDER BY sequencename"
-            )
-        ]
-        schema = (tables, sequences, await conn.fetchval(SCHEMA_FINGERPRINT))
-        if _schema.setdefault(name, schema) != schema:
-            raise AssertionError(f"database {name}: its schema changed since it was first emptied")
-        # DELETE, not TRUNCATE: on the few rows a test leaves, no new files and no fsyncs for each.
-        # Foreign keys are not checked meanwhile (replica role): every table is emptied anyway.
-        statements = ["SET LOCAL session_replication_role = replica", "SET LOCAL lock_timeout = '10s'"]
-        statements += [f'DELETE FROM "{table}"' for table in tables if table != "alembic_version"]
-        statements += [f'ALTER SEQUENCE "{sequence}" RESTART' for sequence in sequences]
-        async with conn.transaction():
-            await conn.execute(";\n".join(statements))
+            try:
+                await conn.execute(f'ALTER DATABASE "{old}" RENAME TO "{new}"')
+                return True
+            except asyncpg.ObjectInUseError:  # a connection came in meanwhile: end it too
+                await asyncio.sleep(0.05)
+        return False
     finally:
         await conn.close()
 
 
-_schema: dict[str, tuple[list[str], list[str], str]] = {}  # database -> its schema, when first emptied
+async def _empty(name: str, schema: str) -> bool:
+    """Empty every table but ``alembic_version`` (the only one the migrations fill) and restart
+    every sequence: the template's state, if the schema is still the template's. False (and
+    nothing emptied) when it is not: a test changed it (a downgrade, a renamed table …)."""
+    conn = await _connect(name)
+    try:
+        if await conn.fetchval(SCHEMA_FINGERPRINT) != schema:
+            return False
+        tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        sequences = await conn.fetch("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'")
+        # DELETE, not TRUNCATE: on the few rows a test leaves, no new files and no fsyncs for each.
+        # Foreign keys are not checked meanwhile (replica role): every table is emptied anyway.
+        statements = ["SET LOCAL session_replication_role = replica"]
+        statements += [f'DELETE FROM "{t}"' for (t,) in tables if t != "alembic_version"]
+        statements += [f'ALTER SEQUENCE "{q}" RESTART' for (q,) in sequences]
+        async with conn.transaction():
+            await conn.execute(";\n".join(statements))
+        return True
+    finally:
+        await conn.close()
+
 
 # Columns, constraints, indexes, triggers, functions, schemas and the migration head, in one hash.
 SCHEMA_FINGERPRINT = """

@@ -7,9 +7,8 @@ batch or adjustment, and never a dead letter for something that happened. The fl
 happened by reading M3 (the read-backs in docs/m3.md), never by resending on a guess.
 
 Runs on PostgreSQL, the production store; the flows' store handling is the same on SQLite and
-is covered there by the other flow tests. The 76 runs share one database and one simulator per
-test process, each emptied (database) and reset (simulator) before every run: a new m3bng
-server per run, on a store and an M3 as new ones would be, without their setup each time.
+is covered there by the other flow tests. The 76 runs share one simulator per test process,
+reset before each run to its seed data (as a new one): a new m3bng server per run, as before.
 """
 
 from __future__ import annotations
@@ -22,15 +21,10 @@ from typing import Any
 import pytest
 
 from m3bng.connectors.bng.samples import sample
-from tests.conftest import reused_pg_url
 from tests.integration.flows.conftest import Service
 from tests.integration.m3.conftest import SimHandle, module_m3_sim  # noqa: F401  (fixture)
 
-
-@pytest.fixture
-async def db_url(module_pg_database: str) -> str:
-    """PostgreSQL only: this process's database for the module, emptied."""
-    return await reused_pg_url(module_pg_database)
+pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
 
 @pytest.fixture
