@@ -7,7 +7,7 @@ import asyncio
 from lxml import etree  # type: ignore[import-untyped]
 
 from m3bng.store import documents
-from tests.integration.to_bng.conftest import Outbound, order
+from tests.integration.to_bng.conftest import Outbound, order, wait_for
 from tests.support.bods import inventory_count, invoice, item_master, party, sales_order
 
 
@@ -65,11 +65,17 @@ async def test_duplicate_deliveries_are_applied_once(outbound: Outbound) -> None
     assert len(await outbound.bng_writes("orders")) == 1
 
 
+async def has_events(outbound: Outbound, source: str) -> bool:
+    return bool(await outbound.events(source))
+
+
 async def test_unknown_status_dead_letters_and_confirm_bod_reaches_ion(outbound: Outbound) -> None:
     await outbound.bng.seed({"orders": {"SO-3": order("SO-3")}})
     event = await outbound.apply(sales_order("1000300", cuor="SO-3", status="55"))
     assert event.status == "dead"
     assert "order_status" in (event.last_error or "") and "'55'" in (event.last_error or "")
+    # The dead letter is committed before its hook stores the ConfirmBOD event: wait for that.
+    await wait_for(lambda: has_events(outbound, "m3bng"), timeout=30)
     [confirm] = await outbound.events("m3bng")
     confirm = await outbound.settle(confirm.id)
     assert confirm.status == "done", confirm.last_error
