@@ -119,6 +119,13 @@ class Invalid(Refused):
     """Well-formed, but its content is refused; ``fields`` says where."""
 
 
+class FieldInvalid(Invalid):
+    """One named part of a request refused: the message and ``fields`` both name it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}", fields=[{"field": field, "problem": problem}])
+
+
 class TooLarge(Refused):
     """Over a size limit the installation sets (a body, a part, an inflated payload)."""
 

@@ -22,7 +22,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
-from m3bng.errors import Invalid
+from m3bng.errors import FieldInvalid
 from m3bng.mapping.schema import CallSpec, FieldRule, Scalar
 
 # The modifiers of a rule in the order the mapping files write them (schema.FieldRule).
@@ -47,13 +47,10 @@ RULE_KEYS = (
 _EMPTY_WHEN_FALSE = {"upper", "lower", "truncate", "required"}
 
 
-class EditError(Invalid):
+class EditError(FieldInvalid):
     """An edit that cannot be made: the message names the part of the edit at fault."""
 
     code = "invalid_edit"
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}", fields=[{"field": field, "problem": problem}])
 
 
 def _yaml() -> YAML:

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from m3bng.connectors.bng.samples import sample
 from m3bng.connectors.m3.client import COMPANY_FIELDS
 from m3bng.connectors.m3.metadata import FieldSpec, check_record
-from m3bng.errors import Invalid, NotFound
+from m3bng.errors import FieldInvalid, NotFound
 from m3bng.mapping import Mapping, MappingError
 from m3bng.mapping.engine import CallPreview
 from m3bng.mapping.schema import BngCallSpec, CallSpec
@@ -37,11 +37,8 @@ MAX_CANDIDATES = 500  # dead letters looked at after a publish (newest first)
 MAX_SEARCH_HITS = 25
 
 
-class PreviewInputError(Invalid):
+class PreviewInputError(FieldInvalid):
     code = "invalid_preview_input"
-
-    def __init__(self, field_name: str, problem: str) -> None:
-        super().__init__(f"{field_name}: {problem}", fields=[{"field": field_name, "problem": problem}])
 
 
 class PreviewEventNotFound(NotFound):

@@ -347,6 +347,12 @@ async def need_version(session: AsyncSession, flow: str, version: int) -> Versio
     return found
 
 
+def file_name_of(flow: str, live: Version | None) -> str:
+    """The file a flow's text is checked as (and exported to): the live version's, else
+    ``<flow>.yaml``; problems name it, never the server's path."""
+    return live.file_name if live is not None else f"{flow}.yaml"
+
+
 async def create_draft(
     sessions: async_sessionmaker[AsyncSession],
     folder: Path,
@@ -361,7 +367,7 @@ async def create_draft(
     """A draft from YAML text, refused (naming the line and field) unless it loads as a file would."""
     async with sessions() as session:
         live = await store.live_version(session, flow)
-    name = file_name or (live.file_name if live is not None else f"{flow}.yaml")
+    name = file_name or file_name_of(flow, live)
     mapping = checked_text(text, flow, name, folder)
 
     async def write(session: AsyncSession) -> Version:

@@ -385,7 +385,7 @@ class TextIn(BaseModel):
 async def _file_name(runtime: Runtime, flow: str) -> str:
     async with runtime.sessions() as session:
         live = await store.live_version(session, flow)
-    return live.file_name if live is not None else f"{flow}.yaml"
+    return versions.file_name_of(flow, live)
 
 
 @router.post(
@@ -674,8 +674,7 @@ async def _mappings(
     one payloads are read for (the draft's, else the live one)."""
     folder = runtime.settings.mappings_folder
     live = await store.live_version(session, flow)
-    file_name = live.file_name if live is not None else f"{flow}.yaml"
-    draft = versions.checked_text(text, flow, file_name, folder) if text else None
+    draft = versions.checked_text(text, flow, versions.file_name_of(flow, live), folder) if text else None
     live_mapping = versions.parse_text(live.text, live.file_name, folder) if live is not None else None
     chosen = draft or live_mapping
     if chosen is None:
