@@ -304,7 +304,7 @@ class Worker:
             structlog.contextvars.unbind_contextvars("correlation_id", "event_id", "event_type")
 
     async def _hold(self, ctx: FlowContext, exc: Held) -> None:
-        """Store the event as ``held`` with its findings, in the outcome's transaction: a hold
+        """Store the event as ``held`` with its findings, in the outcome's own write: a hold
         on record always has the figures that made it."""
         event_id = ctx.event.id
         ctx.defer(anomalies.deferred_findings(event_id, exc.flow, exc.findings))
