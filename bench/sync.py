@@ -77,8 +77,10 @@ async def sync_events(cluster: Cluster, event_type: str) -> int:
         return int((await conn.execute(query)).scalar_one())
 
 
-async def sync(cluster: Cluster, *args: str, code: Path | None = None) -> asyncio.subprocess.Process:
-    env = {**os.environ, **cluster.app_settings()}
+async def sync(
+    cluster: Cluster, *args: str, code: Path | None = None, env_extra: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    env = {**os.environ, **cluster.app_settings(), **(env_extra or {})}
     if code is not None:  # another checkout's m3bng (--compare): its code and its mappings
         env["PYTHONPATH"] = str(code / "src")
         env["M3BNG_MAPPINGS_DIR"] = str(code / "mappings")
@@ -112,11 +114,14 @@ PROGRESS = re.compile(r"^items: ([\d,]+) read.*?, ([\d,]+)/s", re.MULTILINE)
 SUMMARY = re.compile(r"(\d+) read, enqueued (\d+) new")
 
 
-async def timed_sync(cluster: Cluster, page: str, code: Path | None) -> tuple[float, int, str]:
+async def timed_sync(
+    cluster: Cluster, page: str, code: Path | None, env: dict[str, str]
+) -> tuple[float, int, str]:
     """One ``m3bng sync items``: seconds from the command's start to its end, the run's own
     rate (its last progress line) and its summary line."""
     started = time.monotonic()
-    out, err = await finished_both(await sync(cluster, "items", "--page-size", page, code=code), "items")
+    process = await sync(cluster, "items", "--page-size", page, code=code, env_extra=env)
+    out, err = await finished_both(process, "items")
     seconds = time.monotonic() - started
     rates = PROGRESS.findall(err)
     return seconds, int(rates[-1][1].replace(",", "")) if rates else 0, out.splitlines()[-1]
@@ -132,7 +137,10 @@ async def read_only(args: argparse.Namespace) -> int:
     codes: list[tuple[str, Path | None]] = [("this", None)]
     if args.compare:
         codes.append((f"compare ({args.compare})", args.compare))
-    rows: list[tuple[str, int, float, int, float, int]] = []
+    runs = [
+        (f"{label}, {r} reader{'s' if r > 1 else ''}", code, r) for r in args.readers for label, code in codes
+    ]
+    rows: list[tuple[str, int, int, float, int, float, int]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="m3bng-sync-") as tmp:
             config = ClusterConfig(url, workers=0, m3_latency_ms=args.latency_ms)
@@ -141,20 +149,25 @@ async def read_only(args: argparse.Namespace) -> int:
                 (await http.post(f"{cluster.m3_url}/_sim/seed", json=seed)).raise_for_status()
                 page = str(args.page_size)
                 for round_ in range(1, args.rounds + 1):
-                    for label, code in codes:
+                    for label, code, readers in runs:
+                        env = {
+                            "M3BNG_SYNC_READERS": str(readers),
+                            "M3BNG_M3_MAX_CONCURRENCY": str(args.m3_cap),
+                            "M3BNG_SHARED_LIMITS": "false",  # the load's process has the whole cap
+                        }
                         async with cluster.engine.begin() as conn:  # a first load, every time
                             await conn.execute(text("TRUNCATE events, sync_records, sync_runs CASCADE"))
-                        first, first_rate, summary = await timed_sync(cluster, page, code)
+                        first, first_rate, summary = await timed_sync(cluster, page, code, env)
                         done = SUMMARY.search(summary)
                         if done is None or int(done[2]) != int(done[1]) or int(done[1]) < n:
                             problems.append(f"{label}, round {round_}: not every item enqueued: {summary}")
                         enqueued = await sync_events(cluster, "SyncItemMaster")
-                        again, again_rate, summary = await timed_sync(cluster, page, code)
+                        again, again_rate, summary = await timed_sync(cluster, page, code, env)
                         if "enqueued 0 new and 0 changed" not in summary:
                             problems.append(f"{label}, round {round_}, second run wrote: {summary}")
                         if await sync_events(cluster, "SyncItemMaster") != enqueued:
                             problems.append(f"{label}, round {round_}: the second run enqueued events")
-                        rows.append((label, round_, first, first_rate, again, again_rate))
+                        rows.append((label, readers, round_, first, first_rate, again, again_rate))
                         print(
                             f"{label} round {round_}: first {first:.2f} s ({first_rate:,}/s in the run), "
                             f"unchanged {again:.2f} s ({again_rate:,}/s)",
@@ -163,21 +176,23 @@ async def read_only(args: argparse.Namespace) -> int:
     finally:
         await pg_admin(args.pg_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    limit = args.page_size / (args.latency_ms / 1000)
+    scan = args.page_size / (args.latency_ms / 1000)
     print()
     print(
-        f"{n:,} items, M3 latency {args.latency_ms:g} ms, page {args.page_size}; "
-        f"a key-paged scan's M3 bound (page ÷ latency): {limit:,.0f} records/s"
+        f"{n:,} items, M3 latency {args.latency_ms:g} ms, page {args.page_size}, M3 cap {args.m3_cap}; "
+        f"the cap-bound limit: readers × page ÷ latency = readers × {scan:,.0f} records/s"
     )
     print()
     print(
-        "| code | round | first load: start to end | ratio | the run's own rate | ratio "
+        "| code | round | bound | first load: start to end | ratio | the run's own rate | ratio "
         "| unchanged data: start to end | the run's own rate |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for label, round_, first, first_rate, again, again_rate in rows:
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, readers, round_, first, first_rate, again, again_rate in rows:
+        limit = min(readers, args.m3_cap) * scan
         print(
-            f"| {label} | {round_} | {n / first:,.0f} records/s ({first:.2f} s) | {n / first / limit:.3f} "
+            f"| {label} | {round_} | {limit:,.0f}/s | {n / first:,.0f} records/s ({first:.2f} s) "
+            f"| {n / first / limit:.3f} "
             f"| {first_rate:,} records/s | {first_rate / limit:.3f} "
             f"| {n / again:,.0f} records/s ({again:.2f} s) | {again_rate:,} records/s |"
         )
@@ -301,6 +316,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--read-only", action="store_true", help="time the read alone, no proof and no workers (module doc)"
     )
     parser.add_argument("--rounds", type=int, default=1, help="--read-only: runs of each code (default 1)")
+    parser.add_argument(
+        "--readers",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[4],
+        help="--read-only: M3BNG_SYNC_READERS to time, comma-separated (default 4)",
+    )
+    parser.add_argument(
+        "--m3-cap", type=int, default=8, help="M3BNG_M3_MAX_CONCURRENCY of the load (default 8)"
+    )
     parser.add_argument(
         "--compare", type=Path, metavar="DIR", help="--read-only: also run the m3bng of this checkout"
     )

@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     # The same push on a schedule, every so many seconds, for each instance with a catalog
     # customer, in the process that holds the job's lease (a worker process). 0: off.
     sync_prices_seconds: float = Field(default=0.0, ge=0)
+    # Key ranges of an M3 list the initial load reads at once (m3bng sync customers|items|
+    # suppliers; sync_ranges.py), each call within M3BNG_M3_MAX_CONCURRENCY. 1: one scan.
+    sync_readers: int = Field(default=4, ge=1, le=64)
 
     # --- BNG REST API (outbound: M3 → BNG) ---------------------------------------------------------
     bng_api_key: SecretStr | None = None

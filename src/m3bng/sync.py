@@ -44,7 +44,7 @@ import json
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -70,6 +70,7 @@ from m3bng.store.models import DEFAULT_INSTANCE
 from m3bng.store.queue import NewEvent
 from m3bng.store.sql import utcnow
 from m3bng.storefront.service import Storefront, StorefrontUnavailable, normalise_quantity
+from m3bng.sync_ranges import RangeReader
 
 if TYPE_CHECKING:
     from m3bng.config import Settings
@@ -80,6 +81,8 @@ log = structlog.get_logger(__name__)
 
 SOURCE = "sync"
 PAGE_SIZE = 500
+# Key ranges of an M3 list read at once (sync_ranges.py; M3BNG_SYNC_READERS), within the cap.
+READERS = 4
 MAX_REFUSALS_KEPT = 100  # reasons kept on the run; every refused record is a dead letter too
 
 
@@ -385,6 +388,9 @@ class Page:
     records: list[tuple[str, dict[str, Any]]]
     cursor: str | None
     more: bool
+    # The chain of key ranges read side by side (sync_ranges.py), stored with the page; None
+    # when the list is read as one scan.
+    segments: list[dict[str, Any]] | None = None
 
 
 class Load(ABC):
@@ -437,6 +443,22 @@ class M3ListLoad(Load):
         fresh, more = await read_page(self.m3, self.entity, cursor, page_size)
         records = [(_text(r, self.entity.key), self.entity.to_data(r)) for r in fresh]
         return Page(records, records[-1][0] if records else cursor, more and bool(records))
+
+    def ranges(self, page_size: int, readers: int, cursor: str | None, segments: Any) -> RangeReader:
+        """The list read as key ranges side by side (sync_ranges.py), continuing a run's chain."""
+
+        async def read_from(start: str, inclusive: bool) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+            fresh, more = await read_page(self.m3, self.entity, start, page_size, inclusive=inclusive)
+            return [(_text(r, self.entity.key), self.entity.to_data(r)) for r in fresh], more
+
+        return RangeReader(
+            read_from,
+            first_key=self.entity.first_key,
+            readers=readers,
+            segments=segments,
+            cursor=cursor,
+            page_size=page_size,
+        )
 
     def refusal(self, mapping: Mapping, key: str, data: dict[str, Any]) -> str | None:
         return refusal(mapping, self.entity, data, key)
@@ -777,6 +799,7 @@ async def run_sync(
     page_size: int = PAGE_SIZE,
     on_page: Callable[[Progress], None] | None = None,
     max_pages: int | None = None,
+    readers: int = READERS,
     bng: BngClient | None = None,
     warehouses: Sequence[str] = (),
     instance: str = DEFAULT_INSTANCE,
@@ -814,29 +837,22 @@ async def run_sync(
         )
     about = {"instance": instance, "entity": load.name, "target": load.target, "run_id": run.id}
     log.info("sync.started", **about, cursor=run.cursor, dry_run=dry_run)
-    pages, cursor = 0, progress.cursor
-    reading: asyncio.Future[Page] | None = None  # the next page, read while this one is stored
+    if m3 is not None:  # every list call takes one of the cap's slots
+        readers = min(readers, m3.gate.size)
+    source = (
+        _ranged(load, page_size, readers, run.cursor, run.segments)
+        if isinstance(load, M3ListLoad) and readers > 1
+        else _one_scan(load, run.cursor, page_size, max_pages)
+    )
+    pages = 0
     try:
-        while max_pages is None or pages < max_pages:
-            if reading is None:
-                reading = asyncio.ensure_future(load.read(cursor, page_size))
-            page = await reading
-            reading = None
-            following = page.cursor if page.cursor is not None else cursor
-            if load.prefetch and page.more and (max_pages is None or pages + 1 < max_pages):
-                # The next page's start is known now: M3 answers it while this one is classified
-                # and stored. Only this page's cursor is stored with its events; the next page
-                # is lost with the process if it dies, and read again by the run that continues.
-                reading = asyncio.ensure_future(load.read(following, page_size))
+        async for page in source:
             await _page(sessions, load, mapping, progress, page, dry_run=dry_run)
             pages += 1
             if on_page is not None:
                 on_page(progress)
-            if not page.more:
-                break
-            cursor = following
-        else:
-            return progress  # cut short: the run stays unfinished, the next one continues it
+            if max_pages is not None and pages >= max_pages and page.more:
+                return progress  # cut short: the run stays unfinished, the next one continues it
     except (M3bngError, OSError) as exc:
         async with sessions.begin() as session:
             await store.finish_run(
@@ -850,8 +866,7 @@ async def run_sync(
         log.error("sync.failed", **about, error=str(exc)[:500])
         raise
     finally:
-        if reading is not None:  # this page failed: the next one is not wanted
-            _drop(reading)
+        await source.aclose()  # the reads still in flight are not wanted
     async with sessions.begin() as session:
         await store.finish_run(
             session, run.id, status="done", counts=progress.counts, refusals=progress.refusals
@@ -902,10 +917,11 @@ def price_jobs(
 
 
 async def read_page(
-    m3: M3Client, entity: Entity, cursor: str | None, page_size: int
+    m3: M3Client, entity: Entity, cursor: str | None, page_size: int, *, inclusive: bool = False
 ) -> tuple[list[dict[str, str]], bool]:
     """The records of one page of M3's list from ``cursor`` (None: the start) without the one
-    that repeats it, and whether another page may follow (paging by key: module docstring)."""
+    that repeats it (``inclusive``: with it, a key range's first read from its split key), and
+    whether another page may follow (paging by key: module docstring)."""
     result = await m3.execute(
         entity.program,
         entity.transaction,
@@ -914,8 +930,54 @@ async def read_page(
         returncols=entity.columns,
     )
     records = result.records
-    fresh = [r for r in records if _text(r, entity.key) and (cursor is None or _text(r, entity.key) > cursor)]
+    if cursor is None:
+        fresh = [r for r in records if _text(r, entity.key)]
+    elif inclusive:
+        fresh = [r for r in records if _text(r, entity.key) and _text(r, entity.key) >= cursor]
+    else:
+        fresh = [r for r in records if _text(r, entity.key) and _text(r, entity.key) > cursor]
     return fresh, len(records) >= page_size
+
+
+async def _one_scan(
+    load: Load, cursor: str | None, page_size: int, max_pages: int | None
+) -> AsyncGenerator[Page]:
+    """The list as one scan, page after page, the next page read while the caller stores one."""
+    pages = 0
+    reading: asyncio.Future[Page] | None = None  # the next page, read while this one is stored
+    try:
+        while max_pages is None or pages < max_pages:
+            if reading is None:
+                reading = asyncio.ensure_future(load.read(cursor, page_size))
+            page = await reading
+            reading = None
+            following = page.cursor if page.cursor is not None else cursor
+            if load.prefetch and page.more and (max_pages is None or pages + 1 < max_pages):
+                # The next page's start is known now: M3 answers it while this one is classified
+                # and stored. Only this page's cursor is stored with its events; the next page
+                # is lost with the process if it dies, and read again by the run that continues.
+                reading = asyncio.ensure_future(load.read(following, page_size))
+            pages += 1
+            yield page
+            if not page.more:
+                return
+            cursor = following
+    finally:
+        if reading is not None:  # this page failed: the next one is not wanted
+            _drop(reading)
+
+
+async def _ranged(
+    load: M3ListLoad, page_size: int, readers: int, cursor: str | None, segments: Any
+) -> AsyncGenerator[Page]:
+    """The list as key ranges read side by side (sync_ranges.py); each page carries the chain."""
+    reader = load.ranges(page_size, readers, cursor, segments)
+    pages = reader.pages()
+    try:
+        async for page in pages:
+            yield Page(page.records, page.cursor, True, page.segments)
+    finally:
+        await pages.aclose()
 
 
 def _drop(reading: asyncio.Future[Page]) -> None:
@@ -976,4 +1038,5 @@ async def _page(
             counts=counts,
             refusals=progress.refusals,
             instance=load.instance,
+            segments=page.segments,
         )

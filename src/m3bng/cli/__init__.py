@@ -424,13 +424,27 @@ def sync(
         typer.Option("--restart", help="Start from the beginning of the list, not where a run stopped."),
     ] = False,
     page_size: Annotated[
-        int, typer.Option(min=1, max=10000, help="Records per list call (BNG's list: at most 500).")
+        int,
+        typer.Option(
+            min=2,
+            max=10000,
+            help="Records per list call (at least 2: M3 answers the start key again; BNG at most 500).",
+        ),
     ] = 500,
     warehouse: Annotated[
         list[str] | None,
         typer.Option(
             "--warehouse",
             help="stock: a warehouse to load (repeatable; default M3BNG_INVENTORY_POLL_WAREHOUSES).",
+        ),
+    ] = None,
+    readers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="M3 list calls at once, each for a key range of the list (default M3BNG_SYNC_READERS; "
+            "within M3BNG_M3_MAX_CONCURRENCY).",
         ),
     ] = None,
     instance: Annotated[str, _INSTANCE_OPTION] = "default",
@@ -476,6 +490,7 @@ def sync(
                     dry_run=dry_run,
                     restart=restart,
                     page_size=page_size,
+                    readers=readers or settings.sync_readers,
                     on_page=show,
                     bng=view.bng,
                     warehouses=warehouse or settings.inventory_poll_warehouses,

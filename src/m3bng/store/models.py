@@ -468,6 +468,8 @@ class SyncRun(Base):
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16))  # running, done, failed
     cursor: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The key ranges read side by side (sync_ranges.py): start, first key, last key stored, done.
+    segments: Mapped[Any] = mapped_column(Json, nullable=True)
     counts: Mapped[Any] = mapped_column(Json)
     refusals: Mapped[Any] = mapped_column(Json)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -131,9 +131,11 @@ async def store_page(
     counts: dict[str, Any],
     refusals: list[dict[str, str]],
     instance: str = DEFAULT_INSTANCE,
+    segments: list[dict[str, Any]] | None = None,
 ) -> None:
     """The page's digests and the run's progress, in the caller's transaction (with the page's
-    events): the unit a killed run restarts after."""
+    events): the unit a killed run restarts after. ``segments``: the chain of key ranges read
+    side by side (sync_ranges.py), each with its last stored key."""
     now = utcnow()
     if digests and dialect_name(session) == "postgresql":
         last = dict(digests)  # a key twice in one statement is an error; one after the other, the last wins
@@ -155,11 +157,10 @@ async def store_page(
                 for key, digest in digests
             ],
         )
-    await session.execute(
-        update(SyncRun)
-        .where(SyncRun.id == run_id)
-        .values(cursor=cursor, counts=counts, refusals=refusals, updated_at=now)
-    )
+    progress: dict[str, Any] = {"cursor": cursor, "counts": counts, "refusals": refusals, "updated_at": now}
+    if segments is not None:
+        progress["segments"] = segments
+    await session.execute(update(SyncRun).where(SyncRun.id == run_id).values(**progress))
 
 
 async def finish_run(

@@ -26,9 +26,11 @@ them (unverified against a tenant):
 
 from __future__ import annotations
 
+import bisect
 import copy
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -248,7 +250,7 @@ def _check_lock(state: State, key: str) -> None:
 
 # -- handlers ---------------------------------------------------------------------------------------
 
-Handler = Callable[[State, Record], list[Record]]
+Handler = Callable[[State, Record], Iterable[Record]]
 HANDLERS: dict[tuple[str, str], Handler] = {}
 
 
@@ -260,8 +262,12 @@ def handler(program: str, transaction: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def _key_order(rows: dict[str, Any], start: str = "") -> list[tuple[str, Any]]:
-    return [(k, v) for k, v in sorted(rows.items()) if k >= start]
+def _key_order(rows: dict[str, Any], start: str = "") -> Iterator[tuple[str, Any]]:
+    """The rows from ``start`` on in key order, lazily: a list call reads (and shapes) only the
+    ``maxrecs`` it answers, as M3 reads a page from an index, not the rest of the table."""
+    keys = sorted(rows)
+    for key in keys[bisect.bisect_left(keys, start) :]:
+        yield key, rows[key]
 
 
 @handler("CRS610MI", "Add")
@@ -293,8 +299,8 @@ def crs610_get(state: State, r: Record) -> list[Record]:
 
 
 @handler("CRS610MI", "LstByNumber")
-def crs610_list(state: State, r: Record) -> list[Record]:
-    return [{"CONO": state.cono, **c} for _, c in _key_order(state.customers, r.get("CUNO", ""))]
+def crs610_list(state: State, r: Record) -> Iterator[Record]:
+    return ({"CONO": state.cono, **c} for _, c in _key_order(state.customers, r.get("CUNO", "")))
 
 
 @handler("CRS610MI", "LstByName")
@@ -331,9 +337,9 @@ def mms200_upd(state: State, r: Record) -> list[Record]:
 
 
 @handler("MMS200MI", "LstItmByItm")
-def mms200_list(state: State, r: Record) -> list[Record]:
+def mms200_list(state: State, r: Record) -> Iterator[Record]:
     """Items from the given ITNO on, in ITNO order (a caller pages by the last key)."""
-    return [dict(item) for _, item in _key_order(state.items, r.get("ITNO", ""))]
+    return (dict(item) for _, item in _key_order(state.items, r.get("ITNO", "")))
 
 
 @handler("MMS200MI", "GetItmBasic")
@@ -666,9 +672,9 @@ def crs620_update(state: State, r: Record) -> list[Record]:
 
 
 @handler("CRS620MI", "LstByNumber")
-def crs620_list(state: State, r: Record) -> list[Record]:
+def crs620_list(state: State, r: Record) -> Iterator[Record]:
     """Suppliers from the given SUNO on, in SUNO order (a caller pages by the last key)."""
-    return [{"CONO": state.cono, **s} for _, s in _key_order(state.suppliers, r.get("SUNO", ""))]
+    return ({"CONO": state.cono, **s} for _, s in _key_order(state.suppliers, r.get("SUNO", "")))
 
 
 @handler("CRS620MI", "GetBasicData")
@@ -921,5 +927,5 @@ def execute(
             f"{program}/{transaction} exists in M3 but is not implemented by the simulator",
             error_type="NotImplementedInSimulator",
         )
-    rows = fn(state, clean)
-    return shape(spec, rows[:maxrecs] if maxrecs else rows)
+    rows = fn(state, clean)  # a list of key-paged rows is an iterator, read as far as needed
+    return shape(spec, list(itertools.islice(rows, maxrecs)) if maxrecs else list(rows))

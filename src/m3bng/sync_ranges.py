@@ -1,0 +1,410 @@
+"""Key ranges of one M3 list read side by side, for the initial load (``m3bng sync customers|
+items|suppliers``; sync.py).
+
+M3's lists page by key: a page's last key starts the next one, so one scan makes one call at a
+time, and a load takes (pages × M3's time per list call) however large the installation's M3
+concurrency cap is. At a real tenant's hundreds of milliseconds per list of 500 records, that is
+minutes for a catalogue of 100,000 items while the cap's other slots sit idle. So the list is
+cut into ranges, each a scan of its own from its own start key, and up to ``readers`` of them are
+read at once (``M3BNG_SYNC_READERS``, within the cap: every call still takes one of its slots).
+
+* **Where a range ends, without knowing the keys in advance.** A range is only added once its
+  first page has been read: its first key is then the key M3 holds at or above its start, and
+  the range before it ends there (its pages are cut at that key). Until then the range before
+  reads on as if alone. So the ranges together read the list exactly as one scan would, whatever
+  the split keys were: a split key that lands badly (nothing of the range above it, or a key the
+  range before has already passed) costs one call and is dropped, never a record. The keys are
+  compared as Python strings, the same order the one scan's paging assumes (sync.py).
+* **Where to split.** A split key is picked inside the widest remaining range, between its last
+  key and its end (the next range's first key; for the last range an estimate from the keys it
+  has seen: ``ITEM-00001`` … ``ITEM-00500`` is taken to run to about ``ITEM-01``), by counting
+  each position in the alphabet of the character there (digits between digits, letters between
+  letters). This only decides how well the work is spread, not what is read.
+* **Resumable.** The chain of ranges (start, first key, last key stored, done) is stored with
+  each page, in the page's transaction (``sync_runs.segments``); a continuing run reads each
+  range on from its last stored key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Record = tuple[str, dict[str, Any]]
+# Reads one page of the list from a key: (start, inclusive) -> (records in key order, more).
+# ``inclusive``: a range's first read, whose start is a split key (or the list's first key);
+# otherwise the start is the last key read, which M3 answers again and the reader drops.
+ReadFrom = Callable[[str, bool], Awaitable[tuple[list[Record], bool]]]
+
+DIGITS = "0123456789"
+UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+LOWER = "abcdefghijklmnopqrstuvwxyz"
+PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F))
+_SCORE_WIDTH = 16  # characters of a key that count when estimating how many records a range holds
+MAX_MISSES = 4  # splits of one range in a row that found nothing new before it is no longer split
+
+
+@dataclass
+class Segment:
+    """One range of the list: read from ``start`` (inclusive) up to the next range's ``first``."""
+
+    start: str
+    first: str | None = None  # the first key M3 answered from ``start``
+    pos: str | None = None  # the last key read (None: nothing read yet)
+    done: bool = False  # read to its end (the next range's first key, or the end of the list)
+    stored: str | None = None  # the last key stored with its page: a continuing run reads on from it
+    stored_done: bool = False
+    reading: bool = False
+    probes: list[str] = field(default_factory=list)  # split keys of its splits in flight
+    full: bool = True  # its last page was full: more may follow, worth splitting
+    page_first: str | None = None  # the first key of its last page: the keys' spread there
+    page_read: int = 0  # and how many records it held, to estimate what is left
+    anchor: str | None = None  # the last range: where the run of keys it reads began
+    hint: str | None = None  # a split at this key found nothing of this range at or above it
+    misses: int = 0
+
+    def state(self) -> dict[str, Any]:
+        """What a continuing run needs (the stored page's position, not the read-ahead's)."""
+        return {"start": self.start, "first": self.first, "pos": self.stored, "done": self.stored_done}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Segment:
+        pos, done = state.get("pos"), bool(state.get("done"))
+        return cls(
+            start=str(state["start"]),
+            first=state.get("first"),
+            pos=pos,
+            stored=pos,
+            done=done,
+            stored_done=done,
+        )
+
+
+@dataclass(frozen=True)
+class RangePage:
+    """A page of one range, in the order read; ``segments`` is the chain to store with it."""
+
+    records: list[Record]
+    cursor: str | None  # the first range's last stored key: the run's cursor as the ops API shows it
+    segments: list[dict[str, Any]]
+
+
+def _alphabet(ch: str) -> str:
+    for alphabet in (DIGITS, UPPER, LOWER):
+        if ch in alphabet:
+            return alphabet
+    return PRINTABLE
+
+
+def _index(alphabet: str, ch: str) -> int:
+    """``ch``'s place in ``alphabet``, clamped: a character outside it counts as the nearest end."""
+    if ch in alphabet:
+        return alphabet.index(ch)
+    return len(alphabet) - 1 if ch > alphabet[-1] else 0
+
+
+def split_key(lo: str, hi: str, width: int = 6) -> str | None:
+    """A key strictly between ``lo`` and ``hi`` (Python string order) near the middle of the
+    keys that could lie between them, or None when there is no room.
+
+    The positions after the common prefix are counted as digits of a mixed-radix number whose
+    radix at each position is the alphabet of ``lo``'s character there (digits, upper or lower
+    case letters, else printable ASCII): between ``ITEM-00500`` and ``ITEM-01`` that gives
+    ``ITEM-00750``, where plain ASCII would give a key above every ``ITEM-009…``."""
+    if not lo < hi:
+        return None
+    p = 0
+    while p < len(lo) and p < len(hi) and lo[p] == hi[p]:
+        p += 1
+    for extra in (0, 2, 4):
+        size = max(len(lo) - p, 1) + extra
+        size = min(size, width + extra)
+        alphabets = [
+            _alphabet(lo[i]) if i < len(lo) else _alphabet(lo[-1]) if lo else DIGITS
+            for i in range(p, p + size)
+        ]
+        low = high = 0
+        for n, alphabet in enumerate(alphabets):
+            i = p + n
+            radix = len(alphabet)
+            low = low * radix + (_index(alphabet, lo[i]) if i < len(lo) else 0)
+            if n == 0:
+                # hi is above lo here: beyond the alphabet's last character counts one past it
+                at = hi[i] if i < len(hi) else ""
+                digit = radix if at > alphabet[-1] else _index(alphabet, at) if at else 0
+            else:
+                digit = _index(alphabet, hi[i]) if i < len(hi) else 0
+            high = high * radix + digit
+        middle = (low + high) // 2
+        if middle <= low:
+            continue
+        chars = []
+        for alphabet in reversed(alphabets):
+            middle, digit = divmod(middle, len(alphabet))
+            chars.append(alphabet[min(digit, len(alphabet) - 1)])
+        key = (lo[:p] + "".join(reversed(chars))).rstrip(" ")
+        if lo < key < hi:
+            return key
+    return None
+
+
+def _increment(prefix: str) -> str | None:
+    """The smallest key above every key that starts with ``prefix``, counting in the alphabet
+    of each character (``ITEM-0`` → ``ITEM-1``, ``AZ`` → ``B``); None for an empty prefix or
+    one at the top of every alphabet."""
+    while prefix:
+        last = prefix[-1]
+        alphabet = _alphabet(last)
+        if last < alphabet[-1]:
+            return prefix[:-1] + alphabet[alphabet.index(last) + 1 if last in alphabet else -1]
+        prefix = prefix[:-1]
+    return None
+
+
+def estimated_end(first: str, pos: str) -> str:
+    """Where a range with no range after it probably ends, from the keys it has read: the keys
+    from ``first`` to ``pos`` vary from the first character where they differ, so the range is
+    taken to run to the end of their common prefix (``ITEM-00001`` … ``ITEM-00500`` → ``ITEM-01``).
+    Only how the work is spread depends on it."""
+    p = 0
+    while p < len(first) and p < len(pos) and first[p] == pos[p]:
+        p += 1
+    end = _increment(pos[:p]) if p < len(pos) else _increment(pos)
+    if end is None or not end > pos:
+        top = _alphabet(pos[0])[-1] if pos else "~"
+        end = top + "~" if top + "~" > pos else "~" * (len(pos) + 1)
+    return end
+
+
+def extrapolated_end(first: str, pos: str, factor: int) -> str | None:
+    """Where keys running from ``first`` to ``pos`` get to if they go on ``factor`` times as far,
+    counted in the alphabet of each of ``pos``'s characters (``B-0001000`` … ``B-0001499`` × 2 →
+    ``B-0002499``); past the end of their common prefix, that prefix's end (``B-0001999`` … ×10 →
+    ``B-001``... then ``B-1``); None when not even that is known (the keys differ at the first
+    character)."""
+    p = 0
+    while p < len(first) and p < len(pos) and first[p] == pos[p]:
+        p += 1
+    if p >= len(pos):
+        return None
+    alphabets = [_alphabet(ch) for ch in pos[p : p + 8]]
+    low = high = 0
+    for n, alphabet in enumerate(alphabets):
+        low = low * len(alphabet) + (_index(alphabet, first[p + n]) if p + n < len(first) else 0)
+        high = high * len(alphabet) + _index(alphabet, pos[p + n])
+    end = high + max(high - low, 1) * factor
+    top = 1
+    for alphabet in alphabets:
+        top *= len(alphabet)
+    if end >= top:
+        return _increment(pos[:p])
+    chars = []
+    for alphabet in reversed(alphabets):
+        end, digit = divmod(end, len(alphabet))
+        chars.append(alphabet[digit])
+    key = pos[:p] + "".join(reversed(chars))
+    return key if key > pos else None
+
+
+def _value(key: str) -> int:
+    """A key as a number in its characters' order, to compare how far apart keys are."""
+    number = 0
+    for i in range(_SCORE_WIDTH):
+        number = number * 96 + (min(max(ord(key[i]) - 0x1F, 0), 95) if i < len(key) else 0)
+    return number
+
+
+class RangeReader:
+    """The pages of one list read as ranges side by side (module docstring), in the order they
+    are read. Between two pages the caller stores the one it was given; the reads in flight go
+    on meanwhile, and new ones start when the caller asks for the next page."""
+
+    def __init__(
+        self,
+        read_from: ReadFrom,
+        *,
+        first_key: str,
+        readers: int,
+        segments: list[dict[str, Any]] | None = None,
+        cursor: str | None = None,
+        max_segments: int | None = None,
+        page_size: int = 500,
+    ) -> None:
+        self.read_from = read_from
+        self.readers = max(1, readers)
+        self.max_segments = max_segments or self.readers * 8
+        self.page_size = page_size
+        if segments:
+            self.segments = [Segment.from_state(s) for s in segments]
+        else:  # a new run, or one an earlier version left with a single cursor
+            self.segments = [Segment(first_key, pos=cursor, stored=cursor)]
+        self.calls = 0  # list calls made (splits included)
+        self.splits_dropped = 0
+
+    def _next_of(self, segment: Segment) -> Segment | None:
+        at = self.segments.index(segment)
+        return self.segments[at + 1] if at + 1 < len(self.segments) else None
+
+    def _cut(self, segment: Segment, records: list[Record]) -> tuple[list[Record], bool]:
+        """The records of ``segment`` alone: those below the next range's first key."""
+        following = self._next_of(segment)
+        if following is None or following.first is None:
+            return records, False
+        stop = following.first
+        for n, (key, _) in enumerate(records):
+            if key >= stop:
+                return records[:n], True
+        return records, False
+
+    def _split_target(self) -> tuple[Segment, str] | None:
+        """The range with the most records probably left, and a key to split it at."""
+        best: tuple[float, Segment, str] | None = None
+        for segment in self.segments:
+            if segment.done or not segment.full or segment.pos is None or segment.page_first is None:
+                continue
+            following = self._next_of(segment)
+            if segment.misses >= MAX_MISSES:
+                continue
+            if following is None:
+                # The last range: its run of keys (from its anchor, where the run began) is taken
+                # to go on. Its splits are 1, 3, 7 … times as far ahead as the run has come,
+                # several in flight at once, so the ranges spread over the list in a round trip
+                # or two, and each new last range reaches twice as far again; never at or above
+                # a split key that found nothing of it (its hint).
+                anchor = segment.anchor or segment.page_first
+                ahead = extrapolated_end(anchor, segment.pos, 2 ** (len(segment.probes) + 1) - 1)
+                if ahead is None:
+                    ahead = split_key(segment.pos, estimated_end(anchor, segment.pos))
+                if ahead is not None and segment.hint is not None and ahead >= segment.hint:
+                    ahead = split_key(max([segment.pos, *segment.probes]), segment.hint)
+                if ahead is None or (segment.probes and ahead <= max(segment.probes)):
+                    continue
+                key = ahead
+            else:
+                # Any other range: split in the middle of what is left of it, one split at a
+                # time, below the next range's first key and below the last key it was split
+                # at (the new range began at the first key above that one).
+                if segment.probes:
+                    continue
+                hi = min(b for b in (following.first, segment.hint) if b is not None)
+                found = split_key(segment.pos, hi)
+                if found is None:
+                    continue
+                key = found
+            spread = _value(segment.pos) - _value(segment.page_first)
+            rest = _value(key) - _value(segment.pos)
+            # records left ≈ the last page's density × the keys left; a page of one key (no
+            # spread) is worth a split if the rest is wide at all
+            left = segment.page_read * rest / spread if spread > 0 else float(self.page_size)
+            if left < self.page_size / 2:
+                continue
+            if best is None or left > best[0]:
+                best = (left, segment, key)
+        return (best[1], best[2]) if best else None
+
+    def _state(self, segment: Segment, stored: str | None, done: bool) -> list[dict[str, Any]]:
+        segment.stored, segment.stored_done = stored, done
+        return [s.state() for s in self.segments]
+
+    def _page(self, segment: Segment, records: list[Record]) -> RangePage:
+        stored = records[-1][0] if records else segment.stored
+        state = self._state(segment, stored, segment.done)
+        return RangePage(records, self.segments[0].stored, state)
+
+    async def pages(self) -> AsyncGenerator[RangePage]:
+        flying: dict[asyncio.Future[tuple[list[Record], bool]], tuple[Segment, Segment | None, str]] = {}
+        try:
+            while True:
+                for segment in self.segments:  # every open range reads on
+                    if not segment.done and not segment.reading:
+                        start = segment.pos if segment.pos is not None else segment.start
+                        reading = asyncio.ensure_future(self.read_from(start, segment.pos is None))
+                        flying[reading] = (segment, None, start)
+                        segment.reading = True
+                        self.calls += 1
+                while len(flying) < self.readers and len(self.segments) < self.max_segments:
+                    target = self._split_target()
+                    if target is None:
+                        break
+                    parent, key = target
+                    parent.probes.append(key)
+                    probe = asyncio.ensure_future(self.read_from(key, True))
+                    flying[probe] = (parent, Segment(key), key)
+                    self.calls += 1
+                if not flying:
+                    return
+                finished, _ = await asyncio.wait(flying, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    segment, new, _start = flying.pop(task)
+                    records, more = task.result()
+                    page: RangePage | None
+                    if new is None:
+                        segment.reading = False
+                        page = self._read(segment, records, more)
+                    else:
+                        segment.probes.remove(new.start)
+                        page = self._added(segment, new, records, more)
+                    if page is not None:
+                        yield page
+        finally:
+            for task in flying:
+                task.cancel()
+            for task in flying:
+                with contextlib.suppress(BaseException):
+                    await task
+
+    def _read(self, segment: Segment, records: list[Record], more: bool) -> RangePage:
+        kept, cut = self._cut(segment, records)
+        if kept:
+            segment.pos = kept[-1][0]
+            segment.page_first, segment.page_read = _recent(kept)
+            if segment.first is None:
+                segment.first = kept[0][0]
+            if segment.anchor is None:
+                segment.anchor = segment.page_first
+        segment.full = more and not cut
+        segment.done = cut or not more or not records
+        return self._page(segment, kept)
+
+    def _covering(self, key: str) -> Segment:
+        """The range ``key`` falls in: the last one whose first key is not above it."""
+        covering = self.segments[0]
+        for segment in self.segments[1:]:
+            if segment.first is not None and segment.first <= key:
+                covering = segment
+        return covering
+
+    def _added(self, issuer: Segment, new: Segment, records: list[Record], more: bool) -> RangePage | None:
+        """A split's first page: the new range joins the chain after the range its first key
+        falls in, unless the page holds nothing of that range that it has not read already."""
+        parent = self._covering(records[0][0]) if records else issuer
+        kept, cut = self._cut(parent, records)
+        first = kept[0][0] if kept else None
+        if first is None or parent.done or (parent.pos is not None and first <= parent.pos):
+            if first is None and (parent.pos is None or new.start > parent.pos):
+                parent.hint = new.start if parent.hint is None else min(parent.hint, new.start)
+            issuer.misses += 1
+            self.splits_dropped += 1
+            return None
+        issuer.misses = 0
+        # nothing lies between the split key and the new range's first key: the parent's keys
+        # are all below the split key
+        parent.hint = new.start if parent.hint is None else min(parent.hint, new.start)
+        new.first, new.pos = first, kept[-1][0]
+        new.page_first, new.page_read = _recent(kept)
+        new.anchor = parent.anchor if self._next_of(parent) is None else first
+        new.full = more and not cut
+        new.done = cut or not more
+        self.segments.insert(self.segments.index(parent) + 1, new)
+        return self._page(new, kept)
+
+
+def _recent(records: list[Record]) -> tuple[str, int]:
+    """The first key of a page's second half, and the records from it on: the keys' spread where
+    the range goes on, not where the page began (a page from BIKE-100 to ITEM-00497 runs on as
+    ITEM- keys do)."""
+    half = len(records) // 2
+    return records[half][0], len(records) - half
