@@ -44,7 +44,7 @@ UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 LOWER = "abcdefghijklmnopqrstuvwxyz"
 PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F))
 _SCORE_WIDTH = 16  # characters of a key that count when estimating how many records a range holds
-MAX_MISSES = 4  # splits of one range in a row that found nothing new before it is no longer split
+MAX_MISSES = 10  # splits of one range in a row that found nothing new before it is no longer split
 
 
 @dataclass
@@ -65,6 +65,9 @@ class Segment:
     anchor: str | None = None  # the last range: where the run of keys it reads began
     hint: str | None = None  # a split at this key found nothing of this range at or above it
     misses: int = 0
+    # a split found nothing of it above its split key: the next range is far, past a gap in the
+    # keys, so its splits go by its own run of keys rather than the middle of the gap
+    sparse: bool = False
 
     def state(self) -> dict[str, Any]:
         """What a continuing run needs (the stored page's position, not the read-ahead's)."""
@@ -268,28 +271,31 @@ class RangeReader:
             following = self._next_of(segment)
             if segment.misses >= MAX_MISSES:
                 continue
-            if following is None:
-                # The last range: its run of keys (from its anchor, where the run began) is taken
-                # to go on. Its splits are 1, 3, 7 … times as far ahead as the run has come,
-                # several in flight at once, so the ranges spread over the list in a round trip
-                # or two, and each new last range reaches twice as far again; never at or above
-                # a split key that found nothing of it (its hint).
+            bounds = [x for x in (following.first if following else None, segment.hint) if x is not None]
+            hi = min(bounds) if bounds else None
+            if following is None or segment.sparse:
+                # The last range, or one whose next range is far past a gap in the keys: its
+                # run of keys (from its anchor, where the run began) is taken to go on. Its
+                # splits are 1, 3, 7 … times as far ahead as the run has come, several in
+                # flight at once, so the ranges spread over the list in a round trip or two and
+                # each new range at the end of the run reaches twice as far again; below its
+                # bounds (a split key that found nothing of it, the next range's first key).
                 anchor = segment.anchor or segment.page_first
+                lo = max([segment.pos, *segment.probes])
                 ahead = extrapolated_end(anchor, segment.pos, 2 ** (len(segment.probes) + 1) - 1)
-                if ahead is None:
-                    ahead = split_key(segment.pos, estimated_end(anchor, segment.pos))
-                if ahead is not None and segment.hint is not None and ahead >= segment.hint:
-                    ahead = split_key(max([segment.pos, *segment.probes]), segment.hint)
-                if ahead is None or (segment.probes and ahead <= max(segment.probes)):
+                if ahead is None and hi is None:
+                    ahead = split_key(lo, estimated_end(anchor, segment.pos))
+                if hi is not None and (ahead is None or ahead >= hi):
+                    ahead = split_key(lo, hi)
+                if ahead is None or ahead <= lo:
                     continue
                 key = ahead
             else:
                 # Any other range: split in the middle of what is left of it, one split at a
                 # time, below the next range's first key and below the last key it was split
                 # at (the new range began at the first key above that one).
-                if segment.probes:
+                if segment.probes or hi is None:
                     continue
-                hi = min(b for b in (following.first, segment.hint) if b is not None)
                 found = split_key(segment.pos, hi)
                 if found is None:
                     continue
@@ -378,14 +384,17 @@ class RangeReader:
         return covering
 
     def _added(self, issuer: Segment, new: Segment, records: list[Record], more: bool) -> RangePage | None:
-        """A split's first page: the new range joins the chain after the range its first key
+        """A split's first page: the new range joins the chain after the range its split key
         falls in, unless the page holds nothing of that range that it has not read already."""
-        parent = self._covering(records[0][0]) if records else issuer
+        parent = self._covering(new.start)
         kept, cut = self._cut(parent, records)
         first = kept[0][0] if kept else None
         if first is None or parent.done or (parent.pos is not None and first <= parent.pos):
             if first is None and (parent.pos is None or new.start > parent.pos):
+                # the first key at or above the split key is the next range's (or there is
+                # none): nothing of this range lies above the split key
                 parent.hint = new.start if parent.hint is None else min(parent.hint, new.start)
+                parent.sparse = True
             issuer.misses += 1
             self.splits_dropped += 1
             return None
@@ -395,7 +404,11 @@ class RangeReader:
         parent.hint = new.start if parent.hint is None else min(parent.hint, new.start)
         new.first, new.pos = first, kept[-1][0]
         new.page_first, new.page_read = _recent(kept)
-        new.anchor = parent.anchor if self._next_of(parent) is None else first
+        # the new range has the parent's next range, and goes on with its run of keys if that
+        # next range is far (or there is none)
+        runs_on = self._next_of(parent) is None or parent.sparse
+        new.anchor = parent.anchor if runs_on and parent.anchor else first
+        new.sparse, parent.sparse = parent.sparse, False
         new.full = more and not cut
         new.done = cut or not more
         self.segments.insert(self.segments.index(parent) + 1, new)
