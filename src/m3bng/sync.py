@@ -13,11 +13,11 @@ deduplicated and visible like any other event.
 * **Paging.** M3's lists from a start key (``CUNO``, ``ITNO``, ``SUNO``) answer at most
   ``maxrecs`` records; the last key of a page starts the next, whose first record (that key
   again) is dropped. Stock has no start item to page by: one warehouse is a page, read whole.
-  BNG's list pages by its own cursor. One list call at a time: the load never takes more than
-  one of the installation's M3 slots, and the rate limits hold because the workers apply the
-  events. The list is asked for the fields the load reads alone (``Entity.columns``), and the
-  next page is read while one is classified and stored (``Load.prefetch``; the next page's
-  start is the last key of the one before).
+  BNG's list pages by its own cursor. Customers, items and suppliers are read as key ranges
+  side by side (``readers``, M3BNG_SYNC_READERS, within the M3 cap; sync_ranges.py); the rate
+  limits hold because the workers apply the events. The list is asked for the fields the load
+  reads alone (``Entity.columns``); one scan reads the next page while one is classified and
+  stored (``Load.prefetch``; the next page's start is the last key of the one before).
 * **Only what changed.** Each record becomes the data its mapping reads, and a digest of it is
   kept (``sync_records``; for stock the poller's snapshots, so the poller and the load never
   resend each other's balances); a record whose digest is unchanged is not enqueued, so a

@@ -165,5 +165,7 @@ async def test_a_load_killed_mid_run_is_completed_by_the_next_run_with_nothing_t
     async with loaded.sessions() as session:
         runs = (await session.scalars(select(SyncRun).order_by(SyncRun.id))).all()
     assert [(r.status, r.dry_run) for r in runs] == [("done", False)], out  # continued, not restarted
+    # read as key ranges side by side (M3BNG_SYNC_READERS, 4 by default), each continued
+    assert len(runs[0].segments) > 1 and all(s["done"] for s in runs[0].segments)
     await wait_for(lambda: settled(loaded), timeout=120)
     assert len((await loaded.bng.state())["customers"]) >= CUSTOMERS

@@ -82,6 +82,17 @@ class State:
     adjustments: list[Record] = field(default_factory=list)
     locks: set[str] = field(default_factory=set)
     counters: dict[str, int] = field(default_factory=dict)
+    # The sorted keys of the tables the lists page by (M3's index): rows are added and changed,
+    # never removed, so the same number of rows is the same keys.
+    _index: dict[int, tuple[int, list[str]]] = field(default_factory=dict, repr=False, compare=False)
+
+    def key_index(self, rows: dict[str, Any]) -> list[str]:
+        """``rows``' keys in order, sorted again only when rows were added."""
+        known = self._index.get(id(rows))
+        if known is None or known[0] != len(rows):
+            known = (len(rows), sorted(rows))
+            self._index[id(rows)] = known
+        return known[1]
 
     def next_number(self, name: str, start: int) -> int:
         self.counters[name] = self.counters.get(name, start) + 1
@@ -262,10 +273,10 @@ def handler(program: str, transaction: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def _key_order(rows: dict[str, Any], start: str = "") -> Iterator[tuple[str, Any]]:
+def _key_order(state: State, rows: dict[str, Any], start: str = "") -> Iterator[tuple[str, Any]]:
     """The rows from ``start`` on in key order, lazily: a list call reads (and shapes) only the
     ``maxrecs`` it answers, as M3 reads a page from an index, not the rest of the table."""
-    keys = sorted(rows)
+    keys = state.key_index(rows)
     for key in keys[bisect.bisect_left(keys, start) :]:
         yield key, rows[key]
 
@@ -300,7 +311,7 @@ def crs610_get(state: State, r: Record) -> list[Record]:
 
 @handler("CRS610MI", "LstByNumber")
 def crs610_list(state: State, r: Record) -> Iterator[Record]:
-    return ({"CONO": state.cono, **c} for _, c in _key_order(state.customers, r.get("CUNO", "")))
+    return ({"CONO": state.cono, **c} for _, c in _key_order(state, state.customers, r.get("CUNO", "")))
 
 
 @handler("CRS610MI", "LstByName")
@@ -339,7 +350,7 @@ def mms200_upd(state: State, r: Record) -> list[Record]:
 @handler("MMS200MI", "LstItmByItm")
 def mms200_list(state: State, r: Record) -> Iterator[Record]:
     """Items from the given ITNO on, in ITNO order (a caller pages by the last key)."""
-    return (dict(item) for _, item in _key_order(state.items, r.get("ITNO", "")))
+    return (dict(item) for _, item in _key_order(state, state.items, r.get("ITNO", "")))
 
 
 @handler("MMS200MI", "GetItmBasic")
@@ -674,7 +685,7 @@ def crs620_update(state: State, r: Record) -> list[Record]:
 @handler("CRS620MI", "LstByNumber")
 def crs620_list(state: State, r: Record) -> Iterator[Record]:
     """Suppliers from the given SUNO on, in SUNO order (a caller pages by the last key)."""
-    return ({"CONO": state.cono, **s} for _, s in _key_order(state.suppliers, r.get("SUNO", "")))
+    return ({"CONO": state.cono, **s} for _, s in _key_order(state, state.suppliers, r.get("SUNO", "")))
 
 
 @handler("CRS620MI", "GetBasicData")
