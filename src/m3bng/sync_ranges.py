@@ -87,6 +87,15 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Found:
+    """A page read, waiting for the caller: its range, its records, whether the range ends."""
+
+    segment: Segment
+    records: list[Record]
+    done: bool
+
+
+@dataclass(frozen=True)
 class RangePage:
     """A page of one range, in the order read; ``segments`` is the chain to store with it."""
 
@@ -311,50 +320,93 @@ class RangeReader:
                 best = (left, segment, key)
         return (best[1], best[2]) if best else None
 
-    def _state(self, segment: Segment, stored: str | None, done: bool) -> list[dict[str, Any]]:
-        segment.stored, segment.stored_done = stored, done
-        return [s.state() for s in self.segments]
-
-    def _page(self, segment: Segment, records: list[Record]) -> RangePage:
-        stored = records[-1][0] if records else segment.stored
-        state = self._state(segment, stored, segment.done)
-        return RangePage(records, self.segments[0].stored, state)
+    def _page(self, found: Found) -> RangePage:
+        """The page as the caller stores it, with the chain as it will be once it is stored: the
+        pages handed out before it are stored by then; ranges found since keep their start."""
+        segment = found.segment
+        if found.records:
+            segment.stored = found.records[-1][0]
+        segment.stored_done = found.done
+        return RangePage(found.records, self.segments[0].stored, [s.state() for s in self.segments])
 
     async def pages(self) -> AsyncGenerator[RangePage]:
-        flying: dict[asyncio.Future[tuple[list[Record], bool]], tuple[Segment, Segment | None, str]] = {}
+        """The pages in the order they are read. The reads go on in a task of their own while
+        the caller stores a page (a range's next read starts as soon as its page is read), up to
+        twice ``readers`` pages ahead of the caller."""
+        queue: asyncio.Queue[Found | BaseException | None] = asyncio.Queue()
+        self._room = asyncio.Event()
+        self._queued = 0
+        reading = asyncio.ensure_future(self._read_all(queue))
         try:
             while True:
-                for segment in self.segments:  # every open range reads on
-                    if not segment.done and not segment.reading:
-                        start = segment.pos if segment.pos is not None else segment.start
-                        reading = asyncio.ensure_future(self.read_from(start, segment.pos is None))
-                        flying[reading] = (segment, None, start)
-                        segment.reading = True
-                        self.calls += 1
-                while len(flying) < self.readers and len(self.segments) < self.max_segments:
-                    target = self._split_target()
-                    if target is None:
-                        break
-                    parent, key = target
-                    parent.probes.append(key)
-                    probe = asyncio.ensure_future(self.read_from(key, True))
-                    flying[probe] = (parent, Segment(key), key)
-                    self.calls += 1
-                if not flying:
+                found = await queue.get()
+                if found is None:
                     return
+                if isinstance(found, BaseException):
+                    raise found
+                self._queued -= 1
+                self._room.set()
+                yield self._page(found)
+        finally:
+            reading.cancel()
+            with contextlib.suppress(BaseException):
+                await reading
+
+    def _issue(
+        self, flying: dict[asyncio.Future[tuple[list[Record], bool]], tuple[Segment, Segment | None]]
+    ) -> bool:
+        """Start one call: the next page of an open range first, else a split; False: none."""
+        for segment in self.segments:
+            if not segment.done and not segment.reading:
+                start = segment.pos if segment.pos is not None else segment.start
+                flying[asyncio.ensure_future(self.read_from(start, segment.pos is None))] = (segment, None)
+                segment.reading = True
+                self.calls += 1
+                return True
+        if len(self.segments) >= self.max_segments:
+            return False
+        target = self._split_target()
+        if target is None:
+            return False
+        parent, key = target
+        parent.probes.append(key)
+        flying[asyncio.ensure_future(self.read_from(key, True))] = (parent, Segment(key))
+        self.calls += 1
+        return True
+
+    async def _read_all(self, queue: asyncio.Queue[Found | BaseException | None]) -> None:
+        flying: dict[asyncio.Future[tuple[list[Record], bool]], tuple[Segment, Segment | None]] = {}
+        ahead = self.readers * 2  # pages read and not yet taken by the caller, at most
+        try:
+            while True:
+                while len(flying) < self.readers and len(flying) + self._queued < ahead:
+                    if not self._issue(flying):
+                        break
+                if not flying:
+                    if all(segment.done for segment in self.segments):
+                        queue.put_nowait(None)
+                        return
+                    self._room.clear()  # as many pages ahead as allowed: wait for the caller
+                    await self._room.wait()
+                    continue
                 finished, _ = await asyncio.wait(flying, return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
-                    segment, new, _start = flying.pop(task)
+                    segment, new = flying.pop(task)
                     records, more = task.result()
-                    page: RangePage | None
+                    found: Found | None
                     if new is None:
                         segment.reading = False
-                        page = self._read(segment, records, more)
+                        found = self._read(segment, records, more)
                     else:
                         segment.probes.remove(new.start)
-                        page = self._added(segment, new, records, more)
-                    if page is not None:
-                        yield page
+                        found = self._added(segment, new, records, more)
+                    if found is not None:
+                        self._queued += 1
+                        queue.put_nowait(found)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a failed call ends the load: the caller raises it
+            queue.put_nowait(exc)
         finally:
             for task in flying:
                 task.cancel()
@@ -362,7 +414,7 @@ class RangeReader:
                 with contextlib.suppress(BaseException):
                     await task
 
-    def _read(self, segment: Segment, records: list[Record], more: bool) -> RangePage:
+    def _read(self, segment: Segment, records: list[Record], more: bool) -> Found:
         kept, cut = self._cut(segment, records)
         if kept:
             segment.pos = kept[-1][0]
@@ -373,7 +425,7 @@ class RangeReader:
                 segment.anchor = segment.page_first
         segment.full = more and not cut
         segment.done = cut or not more or not records
-        return self._page(segment, kept)
+        return Found(segment, kept, segment.done)
 
     def _covering(self, key: str) -> Segment:
         """The range ``key`` falls in: the last one whose first key is not above it."""
@@ -383,7 +435,7 @@ class RangeReader:
                 covering = segment
         return covering
 
-    def _added(self, issuer: Segment, new: Segment, records: list[Record], more: bool) -> RangePage | None:
+    def _added(self, issuer: Segment, new: Segment, records: list[Record], more: bool) -> Found | None:
         """A split's first page: the new range joins the chain after the range its split key
         falls in, unless the page holds nothing of that range that it has not read already."""
         parent = self._covering(new.start)
@@ -412,7 +464,7 @@ class RangeReader:
         new.full = more and not cut
         new.done = cut or not more
         self.segments.insert(self.segments.index(parent) + 1, new)
-        return self._page(new, kept)
+        return Found(new, kept, new.done)
 
 
 def _recent(records: list[Record]) -> tuple[str, int]:
