@@ -81,6 +81,9 @@ async def sync(
     cluster: Cluster, *args: str, code: Path | None = None, env_extra: dict[str, str] | None = None
 ) -> asyncio.subprocess.Process:
     env = {**os.environ, **cluster.app_settings(), **(env_extra or {})}
+    # As installed (pip compiles the package's bytecode): without it every command compiles
+    # m3bng's modules again at its start, which no installation does.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if code is not None:  # another checkout's m3bng (--compare): its code and its mappings
         env["PYTHONPATH"] = str(code / "src")
         env["M3BNG_MAPPINGS_DIR"] = str(code / "mappings")

@@ -44,11 +44,17 @@ def _node_line(root: yaml.Node | None, loc: Iterable[Any]) -> int | None:
     return line
 
 
+# libyaml's parser where PyYAML was built with it (the wheels are): every process that starts
+# (serve, worker, each ``m3bng sync``) parses every mapping twice, and the pure-Python parser
+# took half a second of a command's start for the shipped ones (docs/benchmarks.md, initial load).
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path, raw: bytes | None = None) -> tuple[Any, yaml.Node | None, bytes]:
     raw = path.read_bytes() if raw is None else raw
     try:
         text = raw.decode("utf-8")
-        return yaml.safe_load(text), yaml.compose(text, Loader=yaml.SafeLoader), raw
+        return yaml.load(text, Loader=_LOADER), yaml.compose(text, Loader=_LOADER), raw
     except UnicodeDecodeError:
         raise MappingFileError([f"{path}: not UTF-8 text"]) from None
     except yaml.MarkedYAMLError as exc:
