@@ -221,6 +221,23 @@ def extrapolated_end(first: str, pos: str, factor: int) -> str | None:
     return key if key > pos else None
 
 
+def _number(text: str, alphabets: list[str]) -> int:
+    """``text`` as a number whose digits are its characters' places in ``alphabets``."""
+    number = 0
+    for n, alphabet in enumerate(alphabets):
+        number = number * len(alphabet) + (_index(alphabet, text[n]) if n < len(text) else 0)
+    return number
+
+
+def _key(prefix: str, number: int, alphabets: list[str]) -> str | None:
+    """``_number``'s inverse after ``prefix``; None past the last key with that prefix."""
+    chars = []
+    for alphabet in reversed(alphabets):
+        number, digit = divmod(number, len(alphabet))
+        chars.append(alphabet[digit])
+    return None if number else prefix + "".join(reversed(chars))
+
+
 def _value(key: str) -> int:
     """A key as a number in its characters' order, to compare how far apart keys are."""
     number = 0
@@ -309,6 +326,10 @@ class RangeReader:
                 if found is None:
                     continue
                 key = found
+            lowest = max([segment.pos, *segment.probes])
+            snapped = self._snapped(segment, key)
+            if snapped is not None and lowest < snapped and (hi is None or snapped < hi):
+                key = snapped
             spread = _value(segment.pos) - _value(segment.page_first)
             rest = _value(key) - _value(segment.pos)
             # records left ≈ the last page's density × the keys left; a page of one key (no
@@ -319,6 +340,27 @@ class RangeReader:
             if best is None or left > best[0]:
                 best = (left, segment, key)
         return (best[1], best[2]) if best else None
+
+    def _snapped(self, segment: Segment, key: str) -> str | None:
+        """``key`` moved to where one of the range's pages would end, by the density of its last
+        page: the range then ends on a full page whose last record is the new range's first
+        key, not on a page cut short (a call for a few records), when the keys are as evenly
+        spread as the page was (B-0000500 … B-0000999 → splits at B-0001498, B-0001997 …)."""
+        first, pos = segment.page_first, segment.pos
+        if first is None or pos is None or segment.page_read < 2:
+            return None
+        p = 0  # the prefix the three keys share; the rest counts in the alphabets of ``pos``
+        while p < min(len(first), len(pos), len(key)) and first[p] == pos[p] == key[p]:
+            p += 1
+        if p >= len(pos):
+            return None
+        alphabets = [_alphabet(ch) for ch in pos[p : p + 8]]
+        at_first, at_pos, at_key = (_number(k[p:], alphabets) for k in (first, pos, key))
+        if at_pos <= at_first:
+            return None
+        per_page = (at_pos - at_first) * (self.page_size - 1) / (segment.page_read - 1)
+        pages = max(1, round((at_key - at_pos) / per_page))
+        return _key(pos[:p], at_pos + round(pages * per_page), alphabets)
 
     def _page(self, found: Found) -> RangePage:
         """The page as the caller stores it, with the chain as it will be once it is stored: the
