@@ -501,7 +501,9 @@ class RangeReader:
         # the new range has the parent's next range, and goes on with its run of keys if that
         # next range is far (or there is none)
         runs_on = self._next_of(parent) is None or parent.sparse
-        new.anchor = parent.anchor if runs_on and parent.anchor else first
+        if runs_on and _shared(first, new.start) < _shared(parent.pos or "", new.start):
+            runs_on = False  # it landed past the run's end, on keys of another kind (BIKE- after ACC-)
+        new.anchor = parent.anchor if runs_on and parent.anchor else None
         new.sparse, parent.sparse = parent.sparse, False
         new.full = more and not cut
         new.done = cut or not more
@@ -515,3 +517,11 @@ def _recent(records: list[Record]) -> tuple[str, int]:
     ITEM- keys do)."""
     half = len(records) // 2
     return records[half][0], len(records) - half
+
+
+def _shared(a: str, b: str) -> int:
+    """How many characters ``a`` and ``b`` begin with alike."""
+    n = 0
+    while n < len(a) and n < len(b) and a[n] == b[n]:
+        n += 1
+    return n
