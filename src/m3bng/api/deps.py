@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive
+from starlette.types import Receive, Scope, Send
 
 from m3bng.api.errors import ApiError
 from m3bng.runtime import Runtime
@@ -60,3 +60,19 @@ async def receive_body(receive: Receive, limit: int, content_length: str | None)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
+    """The request's headers as a plain dict, built once where each ``Headers.get`` scanned the
+    whole list again (eight look-ups per webhook). Names are as the server gives them, in lower
+    case (ASGI), and the first of a repeated header wins, as with ``Headers.get``."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])}
+
+
+async def send_json(send: Send, status: int, body: bytes) -> None:
+    """What ``Response(body, media_type="application/json")`` sends, without building one: the
+    fast paths' answers (webhooks, storefront prices), where the Response object and its header
+    handling were a visible part of a request's CPU."""
+    headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

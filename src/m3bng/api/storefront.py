@@ -19,18 +19,19 @@ import orjson
 import structlog
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field, ValidationError
-from starlette.requests import Request
+from starlette.datastructures import QueryParams
 from starlette.types import Receive, Scope, Send
 
-from m3bng.api.deps import RuntimeDep, read_body
+from m3bng.api.deps import RuntimeDep, receive_body, request_headers, send_json
 from m3bng.api.errors import ApiError, error_response, validation_error
-from m3bng.api.ops.auth import StorefrontCaller, check_caller
+from m3bng.api.ops.auth import StorefrontCaller, check_authorization
 from m3bng.connectors.m3.errors import M3Error, M3NotFound
 from m3bng.errors import Refused
 from m3bng.instances import DEFAULT
 from m3bng.ops.tokens import Scope as TokenScope
 from m3bng.runtime import Runtime
-from m3bng.storefront.service import Answer, Balance, Price, Storefront, StorefrontUnavailable
+from m3bng.storefront.answers import splice
+from m3bng.storefront.service import Answer, Balance, Price, PriceKey, Storefront, StorefrontUnavailable
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1/storefront", tags=["storefront"])
@@ -292,34 +293,55 @@ async def prices(
 
 
 async def price_answer(runtime: Runtime, body: PriceRequest, instance: str | None = None) -> Response:
+    return Response(await price_body(runtime, body, instance), media_type="application/json")
+
+
+async def price_body(
+    runtime: Runtime, body: PriceRequest, instance: str | None = None, raw: bytes | None = None
+) -> bytes:
+    """The answer's bytes; with ``raw`` (the request body it was validated from), also held for
+    the next read of the same bytes (storefront/answers.py) when every line is fresh."""
     limit = runtime.settings.storefront_max_items
     if len(body.items) > limit:
         raise _too_many("items", len(body.items), limit)
     storefront = storefront_of(runtime, instance)
     lines = [(line.item, line.quantity) for line in body.items]
     try:
-        _cuno, answers = await storefront.price_list(
+        cuno, answers = await storefront.price_list(
             body.customer, lines, currency=body.currency, on=body.date
         )
         storefront.raise_if_unavailable(a for _, a in answers)
     except StorefrontUnavailable as exc:
         raise _unavailable(exc) from None
-    out = []
+    pieces = _price_pieces(body, answers)
+    if raw is not None:
+        storefront.hold_prices(raw, body.customer, cuno, answers, pieces, dated=body.date is not None)
+    return splice(pieces, [orjson.dumps(round(answer.age, 3)) for _, answer in answers])
+
+
+def _price_pieces(body: PriceRequest, answers: list[tuple[PriceKey, Answer]]) -> list[bytes]:
+    """The PriceAnswer's JSON (as orjson encodes the whole dict, keys in this order) cut around
+    each line's ``age_seconds``: the one part a held answer changes per read."""
+    stale = any(answer.stale for _, answer in answers)
+    head = b'{"customer":' + orjson.dumps(body.customer) + b',"stale":' + _BOOL[stale] + b',"prices":['
+    pieces = [head]
     for (key, answer), line in zip(answers, body.items, strict=True):
         price: Price | None = answer.value
-        out.append(
-            {
-                "item": key.itno,
-                "quantity": line.quantity,
-                **_values(price, PRICE_FIELDS),
-                "discounts": price.discounts if price else [],
-                "error": _item_error(answer),
-                **_freshness(answer),
-            }
-        )
-    return _json({"customer": body.customer, "stale": any(p["stale"] for p in out), "prices": out})
+        static = {
+            "item": key.itno,
+            "quantity": line.quantity,
+            **_values(price, PRICE_FIELDS),
+            "discounts": price.discounts if price else [],
+            "error": _item_error(answer),
+        }
+        pieces[-1] += orjson.dumps(static, default=_plain)[:-1] + b',"age_seconds":'
+        as_of = datetime.fromtimestamp(answer.as_of, UTC) if answer.as_of else None
+        pieces.append(b',"as_of":' + orjson.dumps(as_of) + b',"stale":' + _BOOL[answer.stale] + b"},")
+    pieces[-1] = pieces[-1][:-1] + b"]}"
+    return pieces
 
 
+_BOOL = {True: b"true", False: b"false"}
 FAST_PATH = "/api/v1/storefront/prices"
 
 
@@ -327,24 +349,30 @@ async def fast_prices(runtime: Runtime, scope: Scope, receive: Receive, send: Se
     """``POST /api/v1/storefront/prices`` as a plain ASGI call (m3bng.app routes it here first,
     as it does webhooks): the same checks, handler and error shapes as the route, without
     FastAPI's routing and dependency machinery, which cost a warm price read more than its
-    cache lookups (docs/benchmarks.md, storefront)."""
-    request = Request(scope, receive)
+    cache lookups (docs/benchmarks.md, storefront). A read whose body has a held answer still
+    fresh (storefront/answers.py) is answered from it: no validation, no encoding."""
     try:
-        await check_caller(request, TokenScope.STOREFRONT_READ)
-        raw = await read_body(request, runtime.settings.max_body_bytes)
-        try:
-            body = PriceRequest.model_validate_json(raw)
-        except ValidationError as exc:
-            raise validation_error(exc) from None
-        instance = request.query_params.get("instance")
-        if instance is not None and len(instance) > 64:
-            raise ApiError(
-                422,
-                "invalid_request",
-                "instance: at most 64 characters",
-                fields=[{"field": "instance", "problem": "at most 64 characters"}],
-            )
-        response = await price_answer(runtime, body, instance)
+        headers = request_headers(scope)
+        await check_authorization(
+            runtime.authenticator, headers.get("authorization"), TokenScope.STOREFRONT_READ
+        )
+        raw = await receive_body(receive, runtime.settings.max_body_bytes, headers.get("content-length"))
+        query = scope.get("query_string")
+        instance = QueryParams(query).get("instance") if query else None
+        body = _held_answer(runtime, instance, raw)
+        if body is None:
+            try:
+                request = PriceRequest.model_validate_json(raw)
+            except ValidationError as exc:
+                raise validation_error(exc) from None
+            if instance is not None and len(instance) > 64:
+                raise ApiError(
+                    422,
+                    "invalid_request",
+                    "instance: at most 64 characters",
+                    fields=[{"field": "instance", "problem": "at most 64 characters"}],
+                )
+            body = await price_body(runtime, request, instance, raw)
     except (ApiError, Refused) as exc:
         response = error_response(exc)
     except Exception as exc:  # the store is down, a bug: the error shape FastAPI's handler gives
@@ -352,7 +380,23 @@ async def fast_prices(runtime: Runtime, scope: Scope, receive: Receive, send: Se
         response = error_response(
             ApiError(500, "internal_error", "the prices could not be read; retry later")
         )
+    else:
+        await send_json(send, 200, body)
+        return
     await response(scope, receive, send)
+
+
+def _held_answer(runtime: Runtime, instance: str | None, raw: bytes) -> bytes | None:
+    """The held answer to ``raw`` with its ages now, or None: the normal path decides (and holds
+    what it answers). Only a body that once validated, for a known instance, has one."""
+    instance_id = instance or DEFAULT
+    if len(instance_id) > 64 or not runtime.known_instance(instance_id):
+        return None
+    found = runtime.storefront_for(instance_id).held_prices(raw)
+    if found is None:
+        return None
+    held, now = found
+    return splice(held.pieces, [orjson.dumps(round(now - entry.fetched_at, 3)) for _, entry in held.lines])
 
 
 def _split(value: str, field: str, pattern: str, limit: int) -> list[str]:

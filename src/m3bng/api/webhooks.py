@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from m3bng.api.deps import RuntimeDep, receive_body
+from m3bng.api.deps import RuntimeDep, receive_body, request_headers, send_json
 from m3bng.api.errors import ApiError, error_body, error_response, refusal, validation_error
 from m3bng.connectors.bng.events import BngEnvelope, business_key
 from m3bng.connectors.bng.models import InvalidEventData
@@ -150,13 +150,6 @@ async def receive_instance_webhook(instance: str, request: Request, runtime: Run
     return _response(*await handle_webhook(runtime, request.scope, request.receive, instance))
 
 
-def request_headers(scope: Scope) -> dict[str, str]:
-    """The request's headers as a plain dict, built once where each ``Headers.get`` scanned the
-    whole list again (eight look-ups per webhook). Names are as the server gives them, in lower
-    case (ASGI), and the first of a repeated header wins, as with ``Headers.get``."""
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])}
-
-
 async def handle_webhook(
     runtime: Runtime, scope: Scope, receive: Receive, instance_id: str = DEFAULT
 ) -> tuple[int, bytes]:
@@ -258,9 +251,6 @@ async def fast_path(
             error_body("internal_error", "the event could not be stored; retry later"), status_code=500
         )
     else:
-        # What Response(body, media_type="application/json") sends, without building one each time.
-        headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, body)
         return
     await response(scope, receive, send)

@@ -195,6 +195,30 @@ class ReadCache(Generic[K, V]):
                 if not keys:
                     del self._by_item[self._item_of(old)]
 
+    def fresh_entry(self, key: K, value: object) -> Entry[V] | None:
+        """The entry a read of ``key`` would answer fresh right now, if it holds ``value``: what a
+        held price answer (storefront/answers.py) may rest on; None when a BOD, the TTL or a
+        newer fetch has made that value something a read would not serve fresh."""
+        entry = self._entries.get(key)
+        if entry is None or entry.value is not value or not entry.valid:
+            return None
+        return entry if self._clock() - entry.fetched_at < self.ttl else None
+
+    def still_fresh(self, held: Sequence[tuple[K, Entry[V]]], unique: int) -> float | None:
+        """The clock now if every held entry is still the one a read of its key would answer fresh
+        (the same object: a refetch, ``put`` or eviction replaces it, a BOD marks it invalid), else
+        None. Counted and kept recent as the hits they stand for, so that a held answer neither
+        hides its reads from the metrics nor lets its entries age out of the LRU."""
+        now = self._clock()
+        entries, ttl = self._entries, self.ttl
+        for key, entry in held:
+            if entries.get(key) is not entry or not entry.valid or now - entry.fetched_at >= ttl:
+                return None
+        for key, _ in held:
+            entries.move_to_end(key)
+        metrics.observe_storefront_cache(self.kind, "hit", unique)
+        return now
+
     def put(self, key: K, value: V) -> None:
         """A value read elsewhere (m3bng sync, a test): cached as if fetched now."""
         self._store(key, Entry(value, self._clock(), time.time()))

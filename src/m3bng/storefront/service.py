@@ -39,7 +39,8 @@ from m3bng.connectors.m3.errors import M3Error
 from m3bng.errors import M3bngError, NotFound, TransientError, Unavailable
 from m3bng.store import documents
 from m3bng.store.models import DEFAULT_INSTANCE
-from m3bng.storefront.cache import Lookup, ReadCache
+from m3bng.storefront.answers import AnswerCache, HeldAnswer
+from m3bng.storefront.cache import Entry, Lookup, ReadCache
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +52,7 @@ PRICE_COLUMNS = (
     *(f"{field}{n}" for n in DISCOUNTS for field in ("DIP", "DIA", "DPR", "TX8")),
 )
 BALANCE_COLUMNS = ("AV01", "STQT", "ALQT")
+EPOCH_DAY = date(1970, 1, 1).toordinal()
 ATP_COLUMNS = ("AVTQ", "UNMS", "AVTD")
 
 
@@ -187,6 +189,7 @@ class Storefront:
         self.stock: ReadCache[StockKey, Balance] = self._cache("stock", settings.storefront_stock_ttl_seconds)
         # BNG customer id → CUNO: a link rarely changes; asked once per price TTL.
         self._customers: dict[str, tuple[str, float]] = {}
+        self.answers = AnswerCache(settings.storefront_answer_cache_entries)
 
     def _cache(self, kind: str, ttl: float) -> ReadCache[Any, Any]:
         """Both caches are indexed by item: every BOD that changes them names items."""
@@ -278,6 +281,58 @@ class Storefront:
             return fields
 
         return await self._bulk("OIS320MI", "GetPriceLine", keys, record, _price, PRICE_COLUMNS)
+
+    def hold_prices(
+        self,
+        raw: bytes,
+        bng_customer: str,
+        cuno: str,
+        answers: Sequence[tuple[PriceKey, Answer]],
+        pieces: Sequence[bytes],
+        *,
+        dated: bool,
+    ) -> bool:
+        """Keep the encoded answer of a price read under its raw request body, if every line is a
+        fresh cached value (no item error, nothing stale or refetched in between) and the customer
+        link it used is still the one cached; else forget any answer held under ``raw``.
+        ``dated``: the request named its price date (else it is the day of the keys, and the
+        answer is not served on another day)."""
+        link = self._customers.get(bng_customer)
+        held: list[tuple[PriceKey, Entry[Price]]] = []
+        for key, answer in answers:
+            entry = None
+            if answer.error is None and not answer.stale and answer.value is not None:
+                entry = self.prices.fresh_entry(key, answer.value)
+            if entry is None or entry.fetched_wall != answer.as_of or link is None or link[0] != cuno:
+                self.answers.drop(raw)
+                return False
+            held.append((key, entry))
+        day = None if dated else date.fromisoformat(answers[0][0].day).toordinal() - EPOCH_DAY
+        unique = len({key for key, _ in held})
+        self.answers.put(raw, HeldAnswer(bng_customer, cuno, day, tuple(held), unique, tuple(pieces)))
+        return True
+
+    def held_prices(self, raw: bytes) -> tuple[HeldAnswer, float] | None:
+        """The answer held under ``raw`` and the price cache's clock now, if a read would answer
+        exactly it: the same customer link, the same default price date, and every line still
+        the fresh entry it was built from (its age is the only part that changes)."""
+        held = self.answers.get(raw)
+        if held is None:
+            return None
+        link = self._customers.get(held.customer)
+        if (
+            link is None
+            or link[0] != held.cuno
+            or time.monotonic() - link[1] >= self.settings.storefront_price_ttl_seconds
+            or (held.day is not None and held.day != int(time.time() // 86400))
+        ):
+            self.answers.drop(raw)
+            return None
+        now = self.prices.still_fresh(held.lines, held.unique)
+        if now is None:
+            self.answers.drop(raw)
+            return None
+        return held, now
 
     # -- availability ------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from m3bng.api.errors import ApiError, refusal
 from m3bng.errors import Unauthenticated
-from m3bng.ops.auth import AuthError, Principal, Scope
+from m3bng.ops.auth import Authenticator, AuthError, Principal, Scope
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -54,11 +54,21 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
 
 
 async def check_caller(request: Request, scope: Scope) -> Principal:
-    """The caller of ``request`` if it holds ``scope`` (401 with a challenge, else 403); also
-    called by the storefront's plain ASGI path (api/storefront.py), which has no dependencies."""
-    realm = "m3bng-storefront" if scope.family == "storefront" else "m3bng-ops"
+    """The caller of ``request`` if it holds ``scope`` (401 with a challenge, else 403)."""
     authenticator = request.app.state.runtime.authenticator
-    header = request.headers.get("authorization")
+    principal = await check_authorization(authenticator, request.headers.get("authorization"), scope)
+    request.state.principal = principal
+    return principal
+
+
+async def check_authorization(
+    authenticator: Authenticator | None, header: str | None, scope: Scope
+) -> Principal:
+    """``check_caller`` from the Authorization header alone: the storefront's plain ASGI path
+    (api/storefront.py) builds no Request."""
+    if authenticator is None:  # a Runtime built by hand, without Runtime.build
+        raise RuntimeError("the runtime has no authenticator")
+    realm = "m3bng-storefront" if scope.family == "storefront" else "m3bng-ops"
     try:
         principal: Principal = await authenticator.authenticate(header)
     except AuthError as exc:
@@ -71,7 +81,6 @@ async def check_caller(request: Request, scope: Scope) -> Principal:
             "forbidden",
             f"this needs scope {scope.value}; the token of {principal.name!r} has {principal.scope.value}",
         )
-    request.state.principal = principal
     return principal
 
 
