@@ -30,7 +30,7 @@ from m3bng.errors import Refused
 from m3bng.instances import DEFAULT
 from m3bng.ops.tokens import Scope as TokenScope
 from m3bng.runtime import Runtime
-from m3bng.storefront.answers import splice
+from m3bng.storefront.answers import encode_age, template_of
 from m3bng.storefront.service import Answer, Balance, Price, PriceKey, Storefront, StorefrontUnavailable
 
 log = structlog.get_logger(__name__)
@@ -313,10 +313,10 @@ async def price_body(
         storefront.raise_if_unavailable(a for _, a in answers)
     except StorefrontUnavailable as exc:
         raise _unavailable(exc) from None
-    pieces = _price_pieces(body, answers)
+    template = template_of(_price_pieces(body, answers))
     if raw is not None:
-        storefront.hold_prices(raw, body.customer, cuno, answers, pieces, dated=body.date is not None)
-    return splice(pieces, [orjson.dumps(round(answer.age, 3)) for _, answer in answers])
+        storefront.hold_prices(raw, body.customer, cuno, answers, template, dated=body.date is not None)
+    return template % tuple(encode_age(answer.age) for _, answer in answers)
 
 
 def _price_pieces(body: PriceRequest, answers: list[tuple[PriceKey, Answer]]) -> list[bytes]:
@@ -396,7 +396,7 @@ def _held_answer(runtime: Runtime, instance: str | None, raw: bytes) -> bytes | 
     if found is None:
         return None
     held, now = found
-    return splice(held.pieces, [orjson.dumps(round(now - entry.fetched_at, 3)) for _, entry in held.lines])
+    return held.body(now)
 
 
 def _split(value: str, field: str, pattern: str, limit: int) -> list[str]:

@@ -123,6 +123,12 @@ def observe_storefront_cache(kind: str, outcome: str, count: int = 1) -> None:
         STOREFRONT_CACHE.labels(kind, outcome).inc(count)
 
 
+def storefront_cache_counter(kind: str, outcome: str) -> Counter:
+    """One series of ``STOREFRONT_CACHE``, looked up once: a held price answer counts its hits
+    on every read, and ``labels`` cost more than the increment (counters are never cleared)."""
+    return STOREFRONT_CACHE.labels(kind, outcome)
+
+
 def observe_m3_call(program: str, transaction: str, outcome: str, seconds: float) -> None:
     M3_CALLS.labels(program, transaction, outcome).inc()
     M3_CALL_SECONDS.labels(program, transaction).observe(seconds)

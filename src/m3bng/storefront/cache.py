@@ -83,6 +83,7 @@ class ReadCache(Generic[K, V]):
         self._inflight: dict[K, asyncio.Future[V]] = {}
         self._since: dict[K, float] = {}  # when each in-flight fetch started
         self._tasks: set[asyncio.Task[None]] = set()
+        self._hits = metrics.storefront_cache_counter(kind, "hit")
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -204,19 +205,22 @@ class ReadCache(Generic[K, V]):
             return None
         return entry if self._clock() - entry.fetched_at < self.ttl else None
 
-    def still_fresh(self, held: Sequence[tuple[K, Entry[V]]], unique: int) -> float | None:
+    def still_fresh(self, held: Sequence[tuple[K, Entry[V]]], oldest: float, unique: int) -> float | None:
         """The clock now if every held entry is still the one a read of its key would answer fresh
-        (the same object: a refetch, ``put`` or eviction replaces it, a BOD marks it invalid), else
-        None. Counted and kept recent as the hits they stand for, so that a held answer neither
-        hides its reads from the metrics nor lets its entries age out of the LRU."""
+        (the same object: a refetch, ``put`` or eviction replaces it, a BOD marks it invalid; the
+        ``oldest`` fetch among them within the TTL), else None. Counted and kept recent as the
+        hits they stand for, so that a held answer neither hides its reads from the metrics nor
+        lets its entries age out of the LRU."""
         now = self._clock()
-        entries, ttl = self._entries, self.ttl
+        if now - oldest >= self.ttl:
+            return None
+        entries = self._entries
         for key, entry in held:
-            if entries.get(key) is not entry or not entry.valid or now - entry.fetched_at >= ttl:
+            if entries.get(key) is not entry or not entry.valid:
                 return None
         for key, _ in held:
             entries.move_to_end(key)
-        metrics.observe_storefront_cache(self.kind, "hit", unique)
+        self._hits.inc(unique)
         return now
 
     def put(self, key: K, value: V) -> None:

@@ -39,7 +39,7 @@ from m3bng.connectors.m3.errors import M3Error
 from m3bng.errors import M3bngError, NotFound, TransientError, Unavailable
 from m3bng.store import documents
 from m3bng.store.models import DEFAULT_INSTANCE
-from m3bng.storefront.answers import AnswerCache, HeldAnswer
+from m3bng.storefront.answers import AnswerCache, HeldAnswer, picker
 from m3bng.storefront.cache import Entry, Lookup, ReadCache
 
 log = structlog.get_logger(__name__)
@@ -288,7 +288,7 @@ class Storefront:
         bng_customer: str,
         cuno: str,
         answers: Sequence[tuple[PriceKey, Answer]],
-        pieces: Sequence[bytes],
+        template: bytes,
         *,
         dated: bool,
     ) -> bool:
@@ -309,7 +309,10 @@ class Storefront:
             held.append((key, entry))
         day = None if dated else date.fromisoformat(answers[0][0].day).toordinal() - EPOCH_DAY
         unique = len({key for key, _ in held})
-        self.answers.put(raw, HeldAnswer(bng_customer, cuno, day, tuple(held), unique, tuple(pieces)))
+        fetched, pick = picker([entry.fetched_at for _, entry in held])
+        self.answers.put(
+            raw, HeldAnswer(bng_customer, cuno, day, tuple(held), unique, template, fetched, pick)
+        )
         return True
 
     def held_prices(self, raw: bytes) -> tuple[HeldAnswer, float] | None:
@@ -328,7 +331,7 @@ class Storefront:
         ):
             self.answers.drop(raw)
             return None
-        now = self.prices.still_fresh(held.lines, held.unique)
+        now = self.prices.still_fresh(held.lines, min(held.fetched), held.unique)
         if now is None:
             self.answers.drop(raw)
             return None
