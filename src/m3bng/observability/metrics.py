@@ -113,7 +113,7 @@ STORE_GAUGES = (BACKLOG, BACKLOG_OLDEST, DEAD_LETTERS, PAUSED)
 STOREFRONT_CACHE = Counter(
     "m3bng_storefront_cache_total",
     "Storefront cache lookups by kind (price, stock) and outcome (hit, miss, shared, stale, "
-    "unavailable, invalidated)",
+    "unavailable, invalidated; answer: a whole price answer served as held)",
     ["kind", "outcome"],
 )
 

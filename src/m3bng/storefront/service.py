@@ -37,6 +37,7 @@ from m3bng.connectors import Connectors
 from m3bng.connectors.m3.client import M3Client, MIResult, MiValue
 from m3bng.connectors.m3.errors import M3Error
 from m3bng.errors import M3bngError, NotFound, TransientError, Unavailable
+from m3bng.observability import metrics
 from m3bng.store import documents
 from m3bng.store.models import DEFAULT_INSTANCE
 from m3bng.storefront.answers import AnswerCache, HeldAnswer, picker
@@ -190,6 +191,7 @@ class Storefront:
         # BNG customer id → CUNO: a link rarely changes; asked once per price TTL.
         self._customers: dict[str, tuple[str, float]] = {}
         self.answers = AnswerCache(settings.storefront_answer_cache_entries)
+        self._answered = metrics.storefront_cache_counter("price", "answer")
 
     def _cache(self, kind: str, ttl: float) -> ReadCache[Any, Any]:
         """Both caches are indexed by item: every BOD that changes them names items."""
@@ -335,6 +337,7 @@ class Storefront:
         if now is None:
             self.answers.drop(raw)
             return None
+        self._answered.inc()
         return held, now
 
     # -- availability ------------------------------------------------------------------------------
