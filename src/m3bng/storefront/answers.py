@@ -25,16 +25,17 @@ import orjson
 from m3bng.storefront.cache import Entry
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HeldAnswer:
     customer: str  # the BNG id asked
     cuno: str  # the M3 customer it was linked to when the answer was built
     day: int | None  # UTC day (since the epoch) the price date defaulted to; None: the body named one
-    lines: tuple[tuple[Any, Entry[Any]], ...]  # (cache key, entry) per line, in the order asked
-    unique: int  # distinct keys among the lines (what a read counts as cache hits)
+    keys: tuple[Any, ...]  # the distinct cache keys of the lines
+    entries: tuple[Entry[Any], ...]  # the entry each of ``keys`` held when the answer was built
     template: bytes  # the encoded answer, a %s per line's age (``template_of``)
     fetched: tuple[float, ...]  # the distinct fetch times of the lines (one per bulk M3 call)
     pick: Callable[[list[bytes]], Any]  # the encoded ages of ``fetched`` → one per line, in order
+    touched: float = 0.0  # price cache clock when ``keys`` were last kept recent in its LRU
 
     def body(self, now: float) -> bytes:
         """The answer's bytes at clock ``now``: one age to encode per M3 call the lines came from

@@ -27,6 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Generic, TypeVar
 
 from m3bng.errors import TransientError
@@ -44,6 +45,7 @@ class Entry(Generic[V]):
     fetched_at: float  # monotonic, when M3 answered
     fetched_wall: float  # time.time() of the same moment (reported as as_of)
     valid: bool = True  # False once a BOD said it changed (still a stale fallback)
+    current: bool = True  # False once replaced or evicted: no longer the cache's entry for its key
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ class Lookup(Generic[V]):
     stale: bool = False
     error: BaseException | None = None  # set: no value could be given
     unavailable: bool = False  # the error is M3's absence (and no value young enough was cached)
+
+
+_VALID = attrgetter("valid")
+_CURRENT = attrgetter("current")
 
 
 class NoAnswerYet(TransientError):
@@ -185,11 +191,15 @@ class ReadCache(Generic[K, V]):
                 future.set_result(result)
 
     def _store(self, key: K, entry: Entry[V]) -> None:
+        replaced = self._entries.get(key)
+        if replaced is not None:
+            replaced.current = False
         self._entries[key] = entry
         self._entries.move_to_end(key)
         self._by_item.setdefault(self._item_of(key), set()).add(key)
         while len(self._entries) > self.max_entries:
-            old, _ = self._entries.popitem(last=False)
+            old, evicted = self._entries.popitem(last=False)
+            evicted.current = False
             keys = self._by_item.get(self._item_of(old))
             if keys is not None:
                 keys.discard(old)
@@ -205,23 +215,25 @@ class ReadCache(Generic[K, V]):
             return None
         return entry if self._clock() - entry.fetched_at < self.ttl else None
 
-    def still_fresh(self, held: Sequence[tuple[K, Entry[V]]], oldest: float, unique: int) -> float | None:
-        """The clock now if every held entry is still the one a read of its key would answer fresh
-        (the same object: a refetch, ``put`` or eviction replaces it, a BOD marks it invalid; the
-        ``oldest`` fetch among them within the TTL), else None. Counted and kept recent as the
-        hits they stand for, so that a held answer neither hides its reads from the metrics nor
-        lets its entries age out of the LRU."""
+    def still_fresh(self, held: Sequence[Entry[V]], oldest: float) -> float | None:
+        """The clock now if every ``held`` entry is still the one a read of its key would answer
+        fresh (still the cache's: not replaced by a refetch or ``put``, not evicted; not marked
+        changed by a BOD; the ``oldest`` fetch among them within the TTL), else None. Counted as
+        the hits they stand for, so that a held answer does not hide its reads from the metrics.
+        Flags, not key look-ups: hashing twenty keys again was most of a held answer's cost."""
         now = self._clock()
-        if now - oldest >= self.ttl:
+        if now - oldest >= self.ttl or not all(map(_CURRENT, held)) or not all(map(_VALID, held)):
             return None
-        entries = self._entries
-        for key, entry in held:
-            if entries.get(key) is not entry or not entry.valid:
-                return None
-        for key, _ in held:
-            entries.move_to_end(key)
-        self._hits.inc(unique)
+        self._hits.inc(len(held))
         return now
+
+    def touch(self, keys: Iterable[K]) -> None:
+        """Keep ``keys`` recent in the LRU, as a read of them would (a held answer's entries are
+        read without a look-up, and would otherwise be the first evicted)."""
+        entries = self._entries
+        for key in keys:
+            if key in entries:
+                entries.move_to_end(key)
 
     def put(self, key: K, value: V) -> None:
         """A value read elsewhere (m3bng sync, a test): cached as if fetched now."""

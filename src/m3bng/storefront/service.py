@@ -54,6 +54,9 @@ PRICE_COLUMNS = (
 )
 BALANCE_COLUMNS = ("AV01", "STQT", "ALQT")
 EPOCH_DAY = date(1970, 1, 1).toordinal()
+# How often a held price answer keeps its entries recent in the cache's LRU: often enough that
+# a hot entry is never among the least recently used, seldom enough to cost a warm read nothing.
+TOUCH_SECONDS = 1.0
 ATP_COLUMNS = ("AVTQ", "UNMS", "AVTD")
 
 
@@ -300,7 +303,8 @@ class Storefront:
         ``dated``: the request named its price date (else it is the day of the keys, and the
         answer is not served on another day)."""
         link = self._customers.get(bng_customer)
-        held: list[tuple[PriceKey, Entry[Price]]] = []
+        held: dict[PriceKey, Entry[Price]] = {}
+        fetched_at: list[float] = []
         for key, answer in answers:
             entry = None
             if answer.error is None and not answer.stale and answer.value is not None:
@@ -308,13 +312,12 @@ class Storefront:
             if entry is None or entry.fetched_wall != answer.as_of or link is None or link[0] != cuno:
                 self.answers.drop(raw)
                 return False
-            held.append((key, entry))
+            held[key] = entry
+            fetched_at.append(entry.fetched_at)
         day = None if dated else date.fromisoformat(answers[0][0].day).toordinal() - EPOCH_DAY
-        unique = len({key for key, _ in held})
-        fetched, pick = picker([entry.fetched_at for _, entry in held])
-        self.answers.put(
-            raw, HeldAnswer(bng_customer, cuno, day, tuple(held), unique, template, fetched, pick)
-        )
+        fetched, pick = picker(fetched_at)
+        keys, entries = tuple(held), tuple(held.values())
+        self.answers.put(raw, HeldAnswer(bng_customer, cuno, day, keys, entries, template, fetched, pick))
         return True
 
     def held_prices(self, raw: bytes) -> tuple[HeldAnswer, float] | None:
@@ -333,10 +336,13 @@ class Storefront:
         ):
             self.answers.drop(raw)
             return None
-        now = self.prices.still_fresh(held.lines, min(held.fetched), held.unique)
+        now = self.prices.still_fresh(held.entries, min(held.fetched))
         if now is None:
             self.answers.drop(raw)
             return None
+        if now - held.touched >= TOUCH_SECONDS:
+            self.prices.touch(held.keys)
+            held.touched = now
         self._answered.inc()
         return held, now
 

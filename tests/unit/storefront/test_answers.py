@@ -68,14 +68,14 @@ def test_the_pieces_with_their_ages_are_the_dict_encoding_byte_for_byte() -> Non
 def test_a_held_answer_places_each_fetchs_age_on_its_lines() -> None:
     fetched, pick = picker([5.0, 7.0, 5.0])
     assert fetched == (5.0, 7.0)
-    held = HeldAnswer("C", "1", None, (), 2, b"[%s,%s,%s,100%%]", fetched, pick)
+    held = HeldAnswer("C", "1", None, (), (), b"[%s,%s,%s,100%%]", fetched, pick)
     assert held.body(9.5) == b"[4.5,2.5,4.5,100%]"
     _, one = picker([5.0])
     assert dataclasses.replace(held, template=b"[%s]", fetched=(5.0,), pick=one).body(6.0) == b"[1.0]"
 
 
 def test_the_answer_cache_keeps_the_most_recently_used_and_zero_keeps_none() -> None:
-    held = HeldAnswer("C", "1", None, (), 0, b"", (), tuple)
+    held = HeldAnswer("C", "1", None, (), (), b"", (), tuple)
     answers = AnswerCache(2)
     answers.put(b"a", held)
     answers.put(b"b", held)

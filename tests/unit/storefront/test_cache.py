@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from m3bng.errors import PermanentError, TransientError
-from m3bng.storefront.cache import NoAnswerYet, ReadCache
+from m3bng.storefront.cache import Entry, NoAnswerYet, ReadCache
 
 
 @dataclass(frozen=True)
@@ -182,3 +182,33 @@ async def test_a_failed_fetch_reaches_every_reader(error: BaseException) -> None
     )
     answer = (await c.get_many([Key("A")], source, wait=1))[Key("A")]
     assert answer.error is error and answer.unavailable
+
+
+def test_held_entries_stay_fresh_until_replaced_evicted_invalidated_or_past_the_ttl() -> None:
+    clock = Clock()
+    c = cache(clock, max_entries=2)
+    c.put(Key("A"), "a")
+    c.put(Key("B"), "b")
+
+    def held(*keys: Key) -> list[Entry[str]]:
+        entries = [c.fresh_entry(k, c._entries[k].value) for k in keys]
+        assert all(e is not None for e in entries)
+        return [e for e in entries if e is not None]
+
+    assert c.still_fresh(held(Key("A"), Key("B")), clock.now) == clock.now
+    a, b = held(Key("A"), Key("B"))
+    c.put(Key("A"), "a2")  # a newer value replaces the entry
+    assert c.still_fresh([a], clock.now) is None and c.still_fresh([b], clock.now) is not None
+    c.invalidate(["B"])  # a BOD
+    assert c.still_fresh([b], clock.now) is None
+    [a2] = held(Key("A"))
+    clock.now += 10  # the TTL
+    assert c.still_fresh([a2], clock.now - 10) is None
+    clock.now -= 10
+    c.touch([Key("B")])  # kept recent: A (refetched after B) is the least recently used now
+    c.put(Key("C"), "c")
+    assert Key("A") not in c._entries and not a2.current and Key("B") in c._entries
+    [c_entry] = held(Key("C"))
+    c.put(Key("D"), "d")  # evicts B, then C
+    c.put(Key("E"), "e")
+    assert c.still_fresh([c_entry], clock.now) is None and not c_entry.current
