@@ -107,6 +107,11 @@ class Authenticator:
             self.entries.append(
                 TokenEntry("sandbox-admin", Scope.ADMIN, hashlib.sha256(sandbox_token.encode()).digest())
             )
+        # Each token's Principal, built once: a storefront read checks its token on every request.
+        self._principals = [
+            Principal(entry.name, entry.scope, "sandbox" if entry.name == "sandbox-admin" else "token")
+            for entry in self.entries
+        ]
         self._jwks: Any = None
         self._jwks_loaded_at = 0.0
         self._jwks_lock = asyncio.Lock()
@@ -137,14 +142,12 @@ class Authenticator:
 
     def _check_token(self, credential: str) -> Principal | None:
         digest = hashlib.sha256(credential.encode()).digest()
-        found: TokenEntry | None = None
-        for entry in self.entries:  # compare against every entry: no timing hint of which matched
+        found: Principal | None = None
+        # Compare against every entry: no timing hint of which matched.
+        for entry, principal in zip(self.entries, self._principals, strict=True):
             if hmac.compare_digest(entry.digest, digest):
-                found = entry
-        if found is None:
-            return None
-        via = "sandbox" if found.name == "sandbox-admin" else "token"
-        return Principal(name=found.name, scope=found.scope, via=via)
+                found = principal
+        return found
 
     async def _check_jwt(self, credential: str) -> Principal:
         from authlib.jose import JsonWebToken
