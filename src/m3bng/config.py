@@ -130,9 +130,9 @@ class Settings(BaseSettings):
     # goes on and fills the cache for the next read).
     storefront_m3_wait_seconds: float = Field(default=2.0, gt=0, le=60)
     storefront_cache_entries: int = Field(default=200_000, ge=100, le=10_000_000)
-    # Warm price answers kept whole per instance, keyed by the request body (0: none): a repeated
-    # read whose every line is still a fresh cached value skips validating and encoding it again.
-    storefront_answer_cache_entries: int = Field(default=2_000, ge=0, le=1_000_000)
+    # Memory for warm price answers kept whole per instance, keyed by the request body (0: none):
+    # a repeated read whose every line is still a fresh cached value skips validating and encoding.
+    storefront_answer_cache_bytes: int = Field(default=16_777_216, ge=0, le=1_073_741_824)
     # How often a serving process looks in the store for BODs another process received (0: never;
     # then only the receiving process's cache is invalidated, the others' at their TTL).
     storefront_bod_follow_seconds: float = Field(default=1.0, ge=0, le=3600)

@@ -63,10 +63,13 @@ def encode_age(seconds: float) -> bytes:
 
 
 class AnswerCache:
-    """At most ``max_entries`` held answers (0: none), least recently used dropped first."""
+    """Held answers of at most ``max_bytes`` in all (0: none), least recently used dropped first.
+    Bytes, not entries: an answer of 200 lines is ten times one of 20, and the process has a
+    memory budget (docs/benchmarks.md)."""
 
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
         self._answers: OrderedDict[bytes, HeldAnswer] = OrderedDict()
 
     def __len__(self) -> int:
@@ -79,12 +82,23 @@ class AnswerCache:
         return found
 
     def put(self, raw: bytes, answer: HeldAnswer) -> None:
-        if self.max_entries <= 0:
+        self.drop(raw)
+        size = _size(raw, answer)
+        if size > self.max_bytes:
             return
         self._answers[raw] = answer
-        self._answers.move_to_end(raw)
-        while len(self._answers) > self.max_entries:
-            self._answers.popitem(last=False)
+        self.size += size
+        while self.size > self.max_bytes:
+            old, dropped = self._answers.popitem(last=False)
+            self.size -= _size(old, dropped)
 
     def drop(self, raw: bytes) -> None:
-        self._answers.pop(raw, None)
+        dropped = self._answers.pop(raw, None)
+        if dropped is not None:
+            self.size -= _size(raw, dropped)
+
+
+def _size(raw: bytes, answer: HeldAnswer) -> int:
+    """About what a held answer keeps alive: its key, its bytes, and a reference or two per line
+    (the cached values it refers to are the price cache's)."""
+    return len(raw) + len(answer.template) + 64 * len(answer.keys) + 256

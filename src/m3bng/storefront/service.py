@@ -193,7 +193,7 @@ class Storefront:
         self.stock: ReadCache[StockKey, Balance] = self._cache("stock", settings.storefront_stock_ttl_seconds)
         # BNG customer id → CUNO: a link rarely changes; asked once per price TTL.
         self._customers: dict[str, tuple[str, float]] = {}
-        self.answers = AnswerCache(settings.storefront_answer_cache_entries)
+        self.answers = AnswerCache(settings.storefront_answer_cache_bytes)
         self._answered = metrics.storefront_cache_counter("price", "answer")
 
     def _cache(self, kind: str, ttl: float) -> ReadCache[Any, Any]:

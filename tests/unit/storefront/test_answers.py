@@ -74,17 +74,22 @@ def test_a_held_answer_places_each_fetchs_age_on_its_lines() -> None:
     assert dataclasses.replace(held, template=b"[%s]", fetched=(5.0,), pick=one).body(6.0) == b"[1.0]"
 
 
-def test_the_answer_cache_keeps_the_most_recently_used_and_zero_keeps_none() -> None:
-    held = HeldAnswer("C", "1", None, (), (), b"", (), tuple)
-    answers = AnswerCache(2)
+def test_the_answer_cache_keeps_the_most_recently_used_within_its_bytes_and_zero_keeps_none() -> None:
+    held = HeldAnswer("C", "1", None, (), (), b"x" * 743, (), tuple)  # 1,000 bytes with its key
+    answers = AnswerCache(2_500)
     answers.put(b"a", held)
     answers.put(b"b", held)
-    assert answers.get(b"a") is held
+    assert answers.get(b"a") is held and answers.size == 2_000
     answers.put(b"c", held)
     assert answers.get(b"b") is None and answers.get(b"a") is held and len(answers) == 2
+    answers.put(b"a", held)  # again: counted once
+    answers.drop(b"c")
+    assert answers.size == 1_000 and len(answers) == 1
+    answers.put(b"big", dataclasses.replace(held, template=b"x" * 3_000))  # more than it all
+    assert answers.get(b"big") is None and answers.size == 1_000
     off = AnswerCache(0)
     off.put(b"a", held)
-    assert off.get(b"a") is None
+    assert off.get(b"a") is None and off.size == 0
 
 
 async def warm(storefront: Storefront, values: dict[str, Price]) -> list[tuple[PriceKey, Answer]]:
