@@ -6,12 +6,14 @@ load with ``bench/storefront.lua``: a compiled client, since on two cores a Pyth
 CPU the server needs (docs/benchmarks.md). Each server is its own process.
 
     .venv/bin/python bench/storefront.py [--seconds 10] [--concurrency 1,16,64] [--latency-ms 20]
-                                         [--m3-cap 8] [--share 0.25]
+                                         [--m3-cap 8] [--share 0.25] [--modes cold,warm,floor]
 
 * **cold**: every request asks its 20 items at a quantity never asked before, so every line
   misses the cache and the request costs one bulk MI POST of 20 GetPriceLine (single flight
   cannot help: no two requests share a key);
-* **warm**: every request asks the same 20 items, primed once: all hits, no M3 call.
+* **warm**: every request asks the same 20 items, primed once: all hits, no M3 call;
+* **floor**: the warm requests against a bare ASGI app on the same uvicorn that answers as many
+  bytes (``serve_floor``): the HTTP stack's own cost, which a warm read cannot get under.
 
 For each run the M3 calls are counted by the simulator (``/_sim/stats``): HTTP calls (bulk
 POSTs) and GetPriceLine transactions, per request answered.
@@ -85,6 +87,26 @@ def serve_app(port: int, database_url: str, ionapi: str, cap: int, share: float)
     )
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings, registry=FlowRegistry(), run_workers=False)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, log_config=None)
+
+
+def serve_floor(port: int, size: int) -> None:
+    """The HTTP floor: a bare ASGI app on the same uvicorn (uvloop, httptools) that reads the
+    request body and answers ``size`` fixed bytes, as a warm price answer is sent. What a warm
+    read cannot get under in this process, whatever m3bng does."""
+    import uvicorn
+
+    body = b'{"floor":"' + b"x" * max(0, size - 12) + b'"}'
+    headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, log_config=None)
 
 
@@ -166,6 +188,44 @@ def wrk(url: str, mode: str, concurrency: int, seconds: int, run: int) -> dict[s
     return result
 
 
+async def floor(options: argparse.Namespace, url: str, work: Path, rows: list[dict[str, Any]]) -> None:
+    """The warm read's wrk runs against ``serve_floor`` answering as many bytes as m3bng does."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        body = {"customer": CUSTOMER, "items": [{"item": i} for i in ITEMS]}
+        answer = await client.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+        answer.raise_for_status()
+    port = free_port()
+    server = spawn(
+        ["--serve", "floor", "--port", str(port), "--size", str(len(answer.content))], work / "floor.log"
+    )
+    try:
+        floor_url = f"http://127.0.0.1:{port}/api/v1/storefront/prices"
+        await wait_up(floor_url, server, work / "floor.log")
+        for concurrency in options.concurrency:
+            cpu = cpu_seconds(server.pid)
+            result = wrk(floor_url, "warm", concurrency, options.seconds, len(rows))
+            cpu = cpu_seconds(server.pid) - cpu
+            lat = result["latency_us"]
+            row = {
+                "mode": "floor",
+                "concurrency": concurrency,
+                "requests": result["responses"],
+                "ok": result["statuses"].get("200", 0),
+                "rate": round(result["responses"] / (result["duration_us"] / 1e6), 1),
+                "p50_ms": lat["p50"] / 1000,
+                "p90_ms": lat["p90"] / 1000,
+                "p99_ms": lat["p99"] / 1000,
+                "max_ms": lat["max"] / 1000,
+                "answer_bytes": len(answer.content),
+                "server_cpu_ms_per_request": round(cpu * 1000 / max(result["responses"], 1), 3),
+                "load_average": os.getloadavg()[0],
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        stop(server)
+
+
 async def main(options: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="m3bng-bench-storefront-"))
     sim_port, app_port = free_port(), free_port()
@@ -203,6 +263,9 @@ async def main(options: argparse.Namespace) -> None:
             url = f"http://127.0.0.1:{app_port}/api/v1/storefront/prices"
             rows: list[dict[str, Any]] = []
             for mode in options.modes:
+                if mode == "floor":
+                    await floor(options, url, work, rows)
+                    continue
                 for concurrency in options.concurrency:
                     if mode == "warm":  # prime: one request for the 20 items at quantity 1
                         async with httpx.AsyncClient(timeout=30) as client:
@@ -253,7 +316,7 @@ def cli() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--serve", choices=["sim", "app"])
+    parser.add_argument("--serve", choices=["sim", "app", "floor"])
     parser.add_argument("--port", type=int)
     parser.add_argument("--database-url")
     parser.add_argument("--ionapi")
@@ -263,9 +326,12 @@ def cli() -> None:
     parser.add_argument("--modes", type=lambda v: v.split(","), default=["cold", "warm"])
     parser.add_argument("--m3-cap", type=int, default=8)
     parser.add_argument("--share", type=float, default=0.25)
+    parser.add_argument("--size", type=int, default=0)  # --serve floor: bytes of its answer
     options = parser.parse_args()
     if options.serve == "sim":
         serve_sim(options.port)
+    elif options.serve == "floor":
+        serve_floor(options.port, options.size)
     elif options.serve == "app":
         serve_app(options.port, options.database_url, options.ionapi, options.m3_cap, options.share)
     else:
