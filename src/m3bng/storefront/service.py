@@ -53,11 +53,11 @@ PRICE_COLUMNS = (
     *(f"{field}{n}" for n in DISCOUNTS for field in ("DIP", "DIA", "DPR", "TX8")),
 )
 BALANCE_COLUMNS = ("AV01", "STQT", "ALQT")
+ATP_COLUMNS = ("AVTQ", "UNMS", "AVTD")
 EPOCH_DAY = date(1970, 1, 1).toordinal()
 # How often a held price answer keeps its entries recent in the cache's LRU: often enough that
 # a hot entry is never among the least recently used, seldom enough to cost a warm read nothing.
 TOUCH_SECONDS = 1.0
-ATP_COLUMNS = ("AVTQ", "UNMS", "AVTD")
 
 
 class StorefrontUnavailable(Unavailable):
@@ -302,15 +302,17 @@ class Storefront:
         link it used is still the one cached; else forget any answer held under ``raw``.
         ``dated``: the request named its price date (else it is the day of the keys, and the
         answer is not served on another day)."""
+        self.answers.drop(raw)
         link = self._customers.get(bng_customer)
+        if link is None or link[0] != cuno:
+            return False
         held: dict[PriceKey, Entry[Price]] = {}
         fetched_at: list[float] = []
         for key, answer in answers:
             entry = None
             if answer.error is None and not answer.stale and answer.value is not None:
                 entry = self.prices.fresh_entry(key, answer.value)
-            if entry is None or entry.fetched_wall != answer.as_of or link is None or link[0] != cuno:
-                self.answers.drop(raw)
+            if entry is None or entry.fetched_wall != answer.as_of:
                 return False
             held[key] = entry
             fetched_at.append(entry.fetched_at)
