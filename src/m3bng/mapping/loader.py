@@ -54,7 +54,8 @@ def _read_yaml(path: Path, raw: bytes | None = None) -> tuple[Any, yaml.Node | N
     raw = path.read_bytes() if raw is None else raw
     try:
         text = raw.decode("utf-8")
-        return yaml.load(text, Loader=_LOADER), yaml.compose(text, Loader=_LOADER), raw
+        # _LOADER is a safe loader (CSafeLoader or SafeLoader): no object is instantiated
+        return yaml.load(text, Loader=_LOADER), yaml.compose(text, Loader=_LOADER), raw  # noqa: S506
     except UnicodeDecodeError:
         raise MappingFileError([f"{path}: not UTF-8 text"]) from None
     except yaml.MarkedYAMLError as exc:
