@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import heapq
-import itertools
 import random
 from typing import Any
 
 import pytest
+from bench.sync_ranges import rounds as load_in_rounds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -174,44 +173,6 @@ async def test_an_empty_list_is_read_with_one_call(readers: int) -> None:
     assert stored == [] and source.calls == 1
 
 
-async def _rounds(keys: list[str], page_size: int, readers: int) -> tuple[int, int]:
-    """The load on a clock of its own: every list call takes one round, whatever the machine is
-    doing. Returns (rounds, calls) once every key is read."""
-    ordered = sorted(set(keys))
-    now, calls, order = 0, 0, itertools.count()
-    due: list[tuple[int, int, asyncio.Future[tuple[list[tuple[str, dict[str, Any]]], bool]], Any]] = []
-
-    async def read_from(start: str, inclusive: bool) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
-        nonlocal calls
-        calls += 1
-        page = ordered[bisect.bisect_left(ordered, start) :][:page_size]
-        kept: list[tuple[str, dict[str, Any]]] = [
-            (k, {}) for k in page if (k >= start if inclusive else k > start)
-        ]
-        answer: asyncio.Future[tuple[list[tuple[str, dict[str, Any]]], bool]] = asyncio.Future()
-        heapq.heappush(due, (now + 1, next(order), answer, (kept, len(page) >= page_size)))
-        return await answer
-
-    read: list[str] = []
-
-    async def load() -> None:
-        async for page in RangeReader(read_from, first_key="", readers=readers, page_size=page_size).pages():
-            read.extend(k for k, _ in page.records)
-
-    task = asyncio.ensure_future(load())
-    while not task.done():
-        for _ in range(50):  # the reader takes what arrived and starts its next calls
-            await asyncio.sleep(0)
-        if due and not task.done():
-            now = due[0][0]
-            while due and due[0][0] == now:
-                _, _, answer, result = heapq.heappop(due)
-                answer.set_result(result)
-    await task
-    assert sorted(read) == ordered
-    return now, calls
-
-
 @pytest.mark.parametrize(
     ("count", "readers", "share"),
     [(100_000, 4, 0.9), (200_000, 4, 0.95), (100_000, 2, 0.95), (200_000, 8, 0.88), (50_000, 4, 0.8)],
@@ -221,7 +182,7 @@ async def test_ranges_keep_the_readers_busy(count: int, readers: int, share: flo
     rounds, not seconds: what is lost is the first page (read alone), the rounds the ranges take
     to spread, and each range's last page, cut short at the next range's first key."""
     keys = [f"B-{n:07d}" for n in range(count)] + ["BIKE-100", "BIKE-200", "HELMET-1", "TUBE-26"]
-    rounds, calls = await _rounds(keys, 500, readers)
+    rounds, calls, _ = await load_in_rounds(keys, 500, readers)
     bound = len(keys) / 500 / readers
     assert bound / rounds >= share, (rounds, bound)
     assert calls <= len(keys) / 500 * 1.1 + 2 * readers  # one scan takes a call a page
