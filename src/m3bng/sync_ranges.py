@@ -432,7 +432,7 @@ class RangeReader:
                     await self._room.wait()
                     continue
                 finished, _ = await asyncio.wait(flying, return_when=asyncio.FIRST_COMPLETED)
-                for task in finished:
+                for task in [t for t in flying if t in finished]:  # in the order they were made
                     segment, new = flying.pop(task)
                     records, more = task.result()
                     found: Found | None
@@ -463,7 +463,11 @@ class RangeReader:
             segment.page_first, segment.page_read = _recent(kept)
             if segment.first is None:
                 segment.first = kept[0][0]
-            if segment.anchor is None:
+            if segment.anchor is None or _shared(segment.anchor, segment.pos) + 2 < _shared(
+                segment.page_first, segment.pos
+            ):
+                # a new run of keys: the range read on past the end of its run into keys of
+                # another kind (TUBE-19999, then X9-00000 …), which the old run says nothing of
                 segment.anchor = segment.page_first
         segment.full = more and not cut
         segment.done = cut or not more or not records
