@@ -844,8 +844,8 @@ async def run_sync(
         )
     about = {"instance": instance, "entity": load.name, "target": load.target, "run_id": run.id}
     log.info("sync.started", **about, cursor=run.cursor, dry_run=dry_run)
-    if m3 is not None:  # every list call takes one of the cap's slots
-        readers = min(readers, m3.gate.size)
+    if m3 is not None:  # every list call takes one of the cap's slots (its share: connectors/shares.py)
+        readers = min(readers, m3.config.max_concurrency)
     source = (
         _ranged(load, page_size, readers, run.cursor, run.segments)
         if isinstance(load, M3ListLoad) and readers > 1

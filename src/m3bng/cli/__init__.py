@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from m3bng.connectors import Connectors
+    from m3bng.connectors.shares import ShareKeeper
     from m3bng.instances import Instances
 
     Sessions = async_sessionmaker[AsyncSession]
@@ -480,6 +481,7 @@ def sync(
                 from m3bng.storefront.service import storefront_for
 
                 storefront = storefront_for(settings, sessions, connectors, instance)
+            keeper = await _take_shares(settings, sessions, connectors)
             try:
                 progress = await run_sync(
                     sessions,
@@ -498,6 +500,8 @@ def sync(
                     storefront=storefront,
                 )
             finally:
+                if keeper is not None:
+                    await keeper.stop()
                 if storefront is not None:
                     await storefront.aclose()
         if tty:
@@ -516,6 +520,26 @@ def sync(
         return 0
 
     raise typer.Exit(_run_command(settings, run()))
+
+
+async def _take_shares(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], connectors: Connectors
+) -> ShareKeeper | None:
+    """On PostgreSQL, this command's share of the installation-wide M3 and BNG limits, as every
+    serving process takes its own (connectors/shares.py): a load's key ranges read within the
+    cap the workers share, not on top of it. Its calls wait until the share is granted."""
+    if not settings.limits_shared:
+        return None
+    from m3bng.connectors.shares import ShareKeeper
+    from m3bng.inbox.worker import new_worker_id
+    from m3bng.runtime import shared_limits
+
+    limits = shared_limits(settings, connectors)
+    if not limits:
+        return None
+    keeper = ShareKeeper(sessions, f"cli-{new_worker_id()}", limits)
+    await keeper.start(asyncio.Event())  # kept until keeper.stop()
+    return keeper
 
 
 def _instances(settings: Settings, instance_id: str | None = None) -> Instances:

@@ -14,10 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from m3bng.connectors.m3.client import M3Client
 from m3bng.mapping import Mapping
+from m3bng.store import limits
 from m3bng.store.models import DeadLetter, Event, EventStatus, SyncRun
 from m3bng.sync import run_sync
 from tests.conftest import LiveServer
@@ -169,3 +170,27 @@ async def test_a_load_killed_mid_run_is_completed_by_the_next_run_with_nothing_t
     assert len(runs[0].segments) > 1 and all(s["done"] for s in runs[0].segments)
     await wait_for(lambda: settled(loaded), timeout=120)
     assert len((await loaded.bng.state())["customers"]) >= CUSTOMERS
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_a_load_reads_its_ranges_within_its_share_of_the_installations_m3_cap(
+    loaded: Outbound, outbound_settings: Callable[..., Any]
+) -> None:
+    """On PostgreSQL ``m3bng sync`` takes a share of M3BNG_M3_MAX_CONCURRENCY (8) like the
+    serving processes do: beside the server's share and another process holding 3 slots, its
+    share is at most 3 (8 shared by three: 3, 3 and 2), so its 4 readers make at most 3 calls at
+    once, and the load completes."""
+    async with loaded.sessions() as session, session.begin():
+        other = {"name": "m3.concurrency", "holder": "another-process", "slots": 3, "ttl": 600.0}
+        await session.execute(limits._SHARE_PUT, other)
+    await loaded.sim.faults(latency_ms=100, programs=["CRS610MI"])
+    env = cli_env(outbound_settings())
+    code, out, err = await m3bng_cli(env, "sync", "customers", "--page-size", "20", "--readers", "4")
+    assert code == 0, err
+    assert f"{CUSTOMERS + 3} read" in out  # with the simulator's own three
+    assert (await loaded.sim.stats())["max_in_flight"] <= 3
+    async with loaded.sessions() as session:
+        [run] = (await session.scalars(select(SyncRun))).all()
+        holders = set((await session.execute(text("SELECT holder FROM limit_shares"))).scalars())
+    assert len(run.segments) > 1  # read as ranges all the same
+    assert not any(h.startswith("cli-") for h in holders)  # its share given back at its end
