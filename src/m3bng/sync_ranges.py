@@ -128,9 +128,7 @@ def split_key(lo: str, hi: str, width: int = 6) -> str | None:
     ``ITEM-00750``, where plain ASCII would give a key above every ``ITEM-009…``."""
     if not lo < hi:
         return None
-    p = 0
-    while p < len(lo) and p < len(hi) and lo[p] == hi[p]:
-        p += 1
+    p = _shared(lo, hi)
     for extra in (0, 2, 4):
         size = max(len(lo) - p, 1) + extra
         size = min(size, width + extra)
@@ -181,9 +179,7 @@ def estimated_end(first: str, pos: str) -> str:
     from ``first`` to ``pos`` vary from the first character where they differ, so the range is
     taken to run to the end of their common prefix (``ITEM-00001`` … ``ITEM-00500`` → ``ITEM-01``).
     Only how the work is spread depends on it."""
-    p = 0
-    while p < len(first) and p < len(pos) and first[p] == pos[p]:
-        p += 1
+    p = _shared(first, pos)
     end = _increment(pos[:p]) if p < len(pos) else _increment(pos)
     if end is None or not end > pos:
         top = _alphabet(pos[0])[-1] if pos else "~"
@@ -197,27 +193,14 @@ def extrapolated_end(first: str, pos: str, factor: int) -> str | None:
     ``B-0002499``); past the end of their common prefix, that prefix's end (``B-0001999`` … ×10 →
     ``B-001``... then ``B-1``); None when not even that is known (the keys differ at the first
     character)."""
-    p = 0
-    while p < len(first) and p < len(pos) and first[p] == pos[p]:
-        p += 1
+    p = _shared(first, pos)
     if p >= len(pos):
         return None
     alphabets = [_alphabet(ch) for ch in pos[p : p + 8]]
-    low = high = 0
-    for n, alphabet in enumerate(alphabets):
-        low = low * len(alphabet) + (_index(alphabet, first[p + n]) if p + n < len(first) else 0)
-        high = high * len(alphabet) + _index(alphabet, pos[p + n])
-    end = high + max(high - low, 1) * factor
-    top = 1
-    for alphabet in alphabets:
-        top *= len(alphabet)
-    if end >= top:
+    low, high = _number(first[p:], alphabets), _number(pos[p:], alphabets)
+    key = _key(pos[:p], high + max(high - low, 1) * factor, alphabets)
+    if key is None:
         return _increment(pos[:p])
-    chars = []
-    for alphabet in reversed(alphabets):
-        end, digit = divmod(end, len(alphabet))
-        chars.append(alphabet[digit])
-    key = pos[:p] + "".join(reversed(chars))
     return key if key > pos else None
 
 
@@ -248,8 +231,8 @@ def _value(key: str) -> int:
 
 class RangeReader:
     """The pages of one list read as ranges side by side (module docstring), in the order they
-    are read. Between two pages the caller stores the one it was given; the reads in flight go
-    on meanwhile, and new ones start when the caller asks for the next page."""
+    are read. The caller stores each page before it asks for the next; the reads go on in a
+    task of their own meanwhile (``pages``)."""
 
     def __init__(
         self,
@@ -272,6 +255,8 @@ class RangeReader:
             self.segments = [Segment(first_key, pos=cursor, stored=cursor)]
         self.calls = 0  # list calls made (splits included)
         self.splits_dropped = 0
+        self._room = asyncio.Event()  # set when the caller takes a page
+        self._queued = 0  # pages read and not yet taken
 
     def _next_of(self, segment: Segment) -> Segment | None:
         at = self.segments.index(segment)
@@ -349,9 +334,7 @@ class RangeReader:
         first, pos = segment.page_first, segment.pos
         if first is None or pos is None or segment.page_read < 2:
             return None
-        p = 0  # the prefix the three keys share; the rest counts in the alphabets of ``pos``
-        while p < min(len(first), len(pos), len(key)) and first[p] == pos[p] == key[p]:
-            p += 1
+        p = min(_shared(first, pos), _shared(pos, key))  # the rest counts in ``pos``'s alphabets
         if p >= len(pos):
             return None
         alphabets = [_alphabet(ch) for ch in pos[p : p + 8]]
@@ -376,8 +359,6 @@ class RangeReader:
         the caller stores a page (a range's next read starts as soon as its page is read), up to
         twice ``readers`` pages ahead of the caller."""
         queue: asyncio.Queue[Found | BaseException | None] = asyncio.Queue()
-        self._room = asyncio.Event()
-        self._queued = 0
         reading = asyncio.ensure_future(self._read_all(queue))
         try:
             while True:
