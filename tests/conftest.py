@@ -150,19 +150,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _listening(port: int = 0) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
 class AsgiServer:
-    """Any ASGI app behind a real uvicorn server on a free loopback port, in the test's loop."""
+    """Any ASGI app behind a real uvicorn server on a free loopback port, in the test's loop.
+
+    The port's socket is bound here and handed to uvicorn: a port found free, closed and bound
+    again by uvicorn could be taken in between by another test's connection on a busy machine."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.port = free_port()
+        self._sock = _listening()
+        self.port = int(self._sock.getsockname()[1])
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="auto")
         self.server = uvicorn.Server(config)
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self.server.serve())
+        if self._sock.fileno() == -1:  # served and stopped before: the same port again
+            self._sock = _listening(self.port)
+        self._task = asyncio.create_task(self.server.serve(sockets=[self._sock]))
         while not self.server.started:
             if self._task.done():
                 self._task.result()
@@ -173,6 +186,7 @@ class AsgiServer:
         self.server.should_exit = True
         if self._task is not None:
             await self._task
+        self._sock.close()
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.base_url, timeout=10)
