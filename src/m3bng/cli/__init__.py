@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from m3bng.connectors import Connectors
-    from m3bng.connectors.shares import ShareKeeper
     from m3bng.instances import Instances
 
     Sessions = async_sessionmaker[AsyncSession]
@@ -481,27 +480,25 @@ def sync(
                 from m3bng.storefront.service import storefront_for
 
                 storefront = storefront_for(settings, sessions, connectors, instance)
-            keeper = await _take_shares(settings, sessions, connectors)
             try:
-                progress = await run_sync(
-                    sessions,
-                    view.m3,
-                    with_instance_vars(mappings, view.instance),
-                    entity,
-                    target=to,
-                    dry_run=dry_run,
-                    restart=restart,
-                    page_size=page_size,
-                    readers=readers or settings.sync_readers,
-                    on_page=show,
-                    bng=view.bng,
-                    warehouses=warehouse or settings.inventory_poll_warehouses,
-                    instance=instance,
-                    storefront=storefront,
-                )
+                async with _shares(settings, sessions, connectors):
+                    progress = await run_sync(
+                        sessions,
+                        view.m3,
+                        with_instance_vars(mappings, view.instance),
+                        entity,
+                        target=to,
+                        dry_run=dry_run,
+                        restart=restart,
+                        page_size=page_size,
+                        readers=readers or settings.sync_readers,
+                        on_page=show,
+                        bng=view.bng,
+                        warehouses=warehouse or settings.inventory_poll_warehouses,
+                        instance=instance,
+                        storefront=storefront,
+                    )
             finally:
-                if keeper is not None:
-                    await keeper.stop()
                 if storefront is not None:
                     await storefront.aclose()
         if tty:
@@ -522,24 +519,28 @@ def sync(
     raise typer.Exit(_run_command(settings, run()))
 
 
-async def _take_shares(
+@asynccontextmanager
+async def _shares(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], connectors: Connectors
-) -> ShareKeeper | None:
-    """On PostgreSQL, this command's share of the installation-wide M3 and BNG limits, as every
-    serving process takes its own (connectors/shares.py): a load's key ranges read within the
-    cap the workers share, not on top of it. Its calls wait until the share is granted."""
-    if not settings.limits_shared:
-        return None
+) -> AsyncIterator[None]:
+    """On PostgreSQL, this command's share of the installation-wide M3 and BNG limits while it
+    runs, as every serving process takes its own (connectors/shares.py): a load's key ranges or
+    a reconciliation's reads stay within the cap the workers share, not on top of it. Its calls
+    wait until the share is granted; the share is given back at the end."""
     from m3bng.connectors.shares import ShareKeeper
     from m3bng.inbox.worker import new_worker_id
     from m3bng.runtime import shared_limits
 
-    limits = shared_limits(settings, connectors)
+    limits = shared_limits(settings, connectors) if settings.limits_shared else []
     if not limits:
-        return None
+        yield
+        return
     keeper = ShareKeeper(sessions, f"cli-{new_worker_id()}", limits)
-    await keeper.start(asyncio.Event())  # kept until keeper.stop()
-    return keeper
+    await keeper.start(asyncio.Event())  # renewed until keeper.stop()
+    try:
+        yield
+    finally:
+        await keeper.stop()
 
 
 def _instances(settings: Settings, instance_id: str | None = None) -> Instances:
@@ -673,7 +674,10 @@ def reconcile(
         mappings = _load_mappings(settings) if kinds != ["orders"] else {}
         limit = None if tolerance is None else Decimal(str(tolerance))
         left = 0
-        async with _connected(settings, instances) as (sessions, connectors):
+        async with (
+            _connected(settings, instances) as (sessions, connectors),
+            _shares(settings, sessions, connectors),
+        ):
             for one in kinds:
                 report = await run_kind(
                     one, settings, sessions, connectors, mappings, since=utcnow() - window, fix=fix,
