@@ -83,11 +83,11 @@ SOURCE = "sync"
 PAGE_SIZE = 500
 # Key ranges of an M3 list read at once (sync_ranges.py; M3BNG_SYNC_READERS), within the cap.
 READERS = 4
-MAX_REFUSALS_KEPT = 100
+MAX_REFUSALS_KEPT = 100  # reasons kept on the run; every refused record is a dead letter too
 # Records classified between two turns of the event loop: the key ranges' reads (sync_ranges.py)
 # run in the same loop, and a page's classification (up to 0.3 ms of CPU a record) would hold
 # back the next read of every range whose answer arrived meanwhile for the whole page.
-YIELD_EVERY = 50  # reasons kept on the run; every refused record is a dead letter too
+YIELD_EVERY = 50
 
 
 def _text(record: dict[str, str], name: str) -> str:
@@ -444,16 +444,21 @@ class M3ListLoad(Load):
         self.name, self.target, self.flow = entity.name, "bng", entity.flow
 
     async def read(self, cursor: str | None, page_size: int) -> Page:
-        fresh, more = await read_page(self.m3, self.entity, cursor, page_size)
-        records = [(_text(r, self.entity.key), self.entity.to_data(r)) for r in fresh]
+        records, more = await self._read(cursor, page_size)
         return Page(records, records[-1][0] if records else cursor, more and bool(records))
+
+    async def _read(
+        self, cursor: str | None, page_size: int, *, inclusive: bool = False
+    ) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        """One page as (key, the data the mapping reads) pairs, and whether more may follow."""
+        fresh, more = await read_page(self.m3, self.entity, cursor, page_size, inclusive=inclusive)
+        return [(_text(r, self.entity.key), self.entity.to_data(r)) for r in fresh], more
 
     def ranges(self, page_size: int, readers: int, cursor: str | None, segments: Any) -> RangeReader:
         """The list read as key ranges side by side (sync_ranges.py), continuing a run's chain."""
 
         async def read_from(start: str, inclusive: bool) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
-            fresh, more = await read_page(self.m3, self.entity, start, page_size, inclusive=inclusive)
-            return [(_text(r, self.entity.key), self.entity.to_data(r)) for r in fresh], more
+            return await self._read(start, page_size, inclusive=inclusive)
 
         return RangeReader(
             read_from,

@@ -284,6 +284,7 @@ class RangeReader:
                 continue
             bounds = [x for x in (following.first if following else None, segment.hint) if x is not None]
             hi = min(bounds) if bounds else None
+            lo = max([segment.pos, *segment.probes])  # a split key goes above this
             if following is None or segment.sparse:
                 # The last range, or one whose next range is far past a gap in the keys: its
                 # run of keys (from its anchor, where the run began) is taken to go on. Its
@@ -292,7 +293,6 @@ class RangeReader:
                 # each new range at the end of the run reaches twice as far again; below its
                 # bounds (a split key that found nothing of it, the next range's first key).
                 anchor = segment.anchor or segment.page_first
-                lo = max([segment.pos, *segment.probes])
                 ahead = extrapolated_end(anchor, segment.pos, 2 ** (len(segment.probes) + 1) - 1)
                 if ahead is None and hi is None:
                     ahead = split_key(lo, estimated_end(anchor, segment.pos))
@@ -311,9 +311,8 @@ class RangeReader:
                 if found is None:
                     continue
                 key = found
-            lowest = max([segment.pos, *segment.probes])
             snapped = self._snapped(segment, key)
-            if snapped is not None and lowest < snapped and (hi is None or snapped < hi):
+            if snapped is not None and lo < snapped and (hi is None or snapped < hi):
                 key = snapped
             spread = _value(segment.pos) - _value(segment.page_first)
             rest = _value(key) - _value(segment.pos)
